@@ -1,0 +1,88 @@
+"""JSON codec for frames: bytes in, validated frame out, and back.
+
+``decode_client`` is what the hub calls on every inbound text frame; ``decode_server``
+is the client's mirror. Failures raise the typed errors of :mod:`protocol.errors`,
+which the caller turns into an error frame or a close code in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from . import PROTOCOL_VERSION
+from .errors import FrameTooBig, InvalidFrame, MalformedFrame, UnknownType, UnsupportedVersion
+from .frames import ClientFrame, ServerFrame
+from .limits import MAX_FRAME_BYTES, MAX_SERVER_FRAME_BYTES
+
+__all__ = ["decode_client", "decode_server", "encode", "request_id_of"]
+
+_T = TypeVar("_T")
+
+_encoder = msgspec.json.Encoder()
+_client_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
+_server_decoder: msgspec.json.Decoder[ServerFrame] = msgspec.json.Decoder(ServerFrame)
+
+
+class _Envelope(msgspec.Struct):
+    """Lenient view of any frame, used only to report errors precisely."""
+
+    v: Any = None
+    id: Any = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def encode(frame: msgspec.Struct) -> bytes:
+    """Serialize a frame to compact UTF-8 JSON."""
+    return _encoder.encode(frame)
+
+
+def decode_client(data: bytes | str) -> ClientFrame:
+    """Parse and validate one frame from a client."""
+    return _decode(data, _client_decoder, MAX_FRAME_BYTES)
+
+
+def decode_server(data: bytes | str) -> ServerFrame:
+    """Parse and validate one frame from the server."""
+    return _decode(data, _server_decoder, MAX_SERVER_FRAME_BYTES)
+
+
+def request_id_of(data: bytes | str) -> str | None:
+    """Best-effort ``id`` of a frame that failed to decode, so the error can name it."""
+    try:
+        rid = _envelope_decoder.decode(data).id
+    except msgspec.DecodeError:
+        return None
+    if isinstance(rid, str) and 0 < len(rid) <= 64 and rid.isprintable():
+        return rid
+    return None
+
+
+def _decode(data: bytes | str, decoder: msgspec.json.Decoder[_T], limit: int) -> _T:
+    if len(data) > limit:
+        raise FrameTooBig(f"frame exceeds {limit} bytes")
+    try:
+        frame = decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _classify(data, str(exc)) from None
+    except msgspec.DecodeError:
+        raise MalformedFrame("frame is not valid JSON") from None
+    if frame.v != PROTOCOL_VERSION:  # type: ignore[attr-defined]
+        raise UnsupportedVersion(f"protocol version must be {PROTOCOL_VERSION}")
+    return frame
+
+
+def _classify(data: bytes | str, detail: str) -> InvalidFrame | UnknownType | MalformedFrame:
+    try:
+        envelope = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return MalformedFrame("frame is not valid JSON")
+    if not isinstance(envelope, dict):
+        return MalformedFrame("frame must be a JSON object")
+    if "type" in envelope and detail.endswith("`$.type`"):
+        return UnknownType("unknown frame type")
+    # msgspec's messages name the offending path but never echo the value.
+    return InvalidFrame(detail[:200])

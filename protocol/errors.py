@@ -1,0 +1,163 @@
+"""Every error the protocol can report, each with a stable code and close code.
+
+Hierarchy::
+
+    ProtocolError                 base; never raised directly
+    ├── RemoteError               the peer sent something wrong (answered with an error frame)
+    │   ├── MalformedFrame        not JSON / not an object            -> close 1007 after 3
+    │   ├── UnknownType           "type" names no frame               -> error frame
+    │   ├── InvalidFrame          schema violation, oversize value    -> error frame
+    │   ├── UnsupportedVersion    "v" is not a version we speak       -> error frame
+    │   ├── FrameTooBig           frame above MAX_FRAME_BYTES         -> close 1009
+    │   ├── NotAuthenticated      request before auth                 -> error frame
+    │   ├── AuthFailed            bad credentials / signature / token -> error frame
+    │   ├── Forbidden             not a participant of the case       -> error frame
+    │   ├── NotFound, Conflict, Duplicate, RateLimited, LimitExceeded, ConsentRequired
+    └── CryptoError               a signature, MAC or commitment did not verify (local)
+
+Codes are part of the wire protocol (docs/PROTOCOL.md) and never change meaning.
+Close codes 4000-4999 are ours (RFC 6455 section 7.4.2 leaves them to applications).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "AuthFailed",
+    "CloseCode",
+    "Conflict",
+    "ConsentRequired",
+    "CryptoError",
+    "Duplicate",
+    "ErrorCode",
+    "Forbidden",
+    "FrameTooBig",
+    "InvalidFrame",
+    "LimitExceeded",
+    "MalformedFrame",
+    "NotAuthenticated",
+    "NotFound",
+    "ProtocolError",
+    "RateLimited",
+    "RemoteError",
+    "UnknownType",
+    "UnsupportedVersion",
+]
+
+
+class ErrorCode(enum.StrEnum):
+    MALFORMED = "malformed"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID = "invalid"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    TOO_BIG = "too_big"
+    NOT_AUTHENTICATED = "not_authenticated"
+    AUTH_FAILED = "auth_failed"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    DUPLICATE = "duplicate"
+    RATE_LIMITED = "rate_limited"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    CONSENT_REQUIRED = "consent_required"
+    INTERNAL = "internal"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the hub uses (RFC 6455 section 7.4)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect (to another node) and resume
+    INVALID_DATA = 1007  # repeated malformed frames
+    POLICY = 1008
+    TOO_BIG = 1009
+    INTERNAL = 1011  # unexpected failure; the reason is always generic
+    TRY_AGAIN = 1013
+    AUTH_TIMEOUT = 4001  # no successful auth in time
+    SESSION_LIMIT = 4003  # too many sessions for this account
+    SLOW_CONSUMER = 4008  # send queue overflowed: reconnect and sync, nothing is lost
+    REPLACED = 4009  # evicted by a newer session when at the per-account limit
+
+
+#: Close codes after which a client should reconnect and sync.
+RESUMABLE_CLOSE_CODES = frozenset(
+    {CloseCode.GOING_AWAY, CloseCode.INTERNAL, CloseCode.TRY_AGAIN, CloseCode.SLOW_CONSUMER}
+)
+
+
+class ProtocolError(Exception):
+    """Base class; ``code`` is the stable wire code."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code.value.replace("_", " "))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class RemoteError(ProtocolError):
+    """The peer sent something we refuse; reported to it as an error frame."""
+
+
+class MalformedFrame(RemoteError):
+    code = ErrorCode.MALFORMED
+
+
+class UnknownType(RemoteError):
+    code = ErrorCode.UNKNOWN_TYPE
+
+
+class InvalidFrame(RemoteError):
+    code = ErrorCode.INVALID
+
+
+class UnsupportedVersion(RemoteError):
+    code = ErrorCode.UNSUPPORTED_VERSION
+
+
+class FrameTooBig(RemoteError):
+    code = ErrorCode.TOO_BIG
+
+
+class NotAuthenticated(RemoteError):
+    code = ErrorCode.NOT_AUTHENTICATED
+
+
+class AuthFailed(RemoteError):
+    code = ErrorCode.AUTH_FAILED
+
+
+class Forbidden(RemoteError):
+    code = ErrorCode.FORBIDDEN
+
+
+class NotFound(RemoteError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(RemoteError):
+    code = ErrorCode.CONFLICT
+
+
+class Duplicate(RemoteError):
+    code = ErrorCode.DUPLICATE
+
+
+class RateLimited(RemoteError):
+    code = ErrorCode.RATE_LIMITED
+
+
+class LimitExceeded(RemoteError):
+    code = ErrorCode.LIMIT_EXCEEDED
+
+
+class ConsentRequired(RemoteError):
+    code = ErrorCode.CONSENT_REQUIRED
+
+
+class CryptoError(ProtocolError):
+    """A signature, MAC, or key commitment did not verify. Raised locally, never sent."""

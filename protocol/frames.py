@@ -1,0 +1,408 @@
+"""Wire frames: one frozen msgspec struct per frame type, split by direction.
+
+Every frame is a JSON object with ``"v": 1`` and a ``"type"`` tag. Requests from the
+client carry an ``id``; the server answers each one with exactly one frame carrying the
+same ``id`` (a result or an ``error``). Server events (``msg.new``...) carry no ``id``.
+Bytes travel as standard base64 (RFC 4648 section 4, with padding). Unknown fields, wrong
+types and out-of-range values are rejected at decode time, so an invalid frame cannot be
+constructed from the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from . import PROTOCOL_VERSION
+from .limits import MAX_CIPHERTEXT_BYTES, MAX_ID_CHARS, MAX_SYNC_BATCH
+
+__all__ = [
+    "AuthRequest",
+    "CaseAssigned",
+    "CaseClose",
+    "CaseClosed",
+    "CaseInfo",
+    "CaseKeyDeposit",
+    "CaseKeyNew",
+    "CaseKeys",
+    "CaseKeysResult",
+    "CaseList",
+    "CaseListResult",
+    "CaseOpen",
+    "CaseOpened",
+    "Challenge",
+    "ClientFrame",
+    "DirectoryEntry",
+    "DirectoryGet",
+    "DirectoryResult",
+    "EpochKey",
+    "ErrorFrame",
+    "Hello",
+    "KeySeal",
+    "Login",
+    "LoginResult",
+    "Logout",
+    "MessageRecord",
+    "MsgAck",
+    "MsgNew",
+    "MsgSend",
+    "Ok",
+    "Ping",
+    "Pong",
+    "Prelogin",
+    "PreloginResult",
+    "Receipt",
+    "ReceiptNew",
+    "Register",
+    "Registered",
+    "ServerFrame",
+    "Sync",
+    "SyncResult",
+    "Typing",
+    "TypingNew",
+    "Welcome",
+]
+
+# -- value types -------------------------------------------------------------
+
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Handle = Annotated[str, Meta(min_length=3, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+Token = Annotated[str, Meta(min_length=1, max_length=128)]
+Key32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
+Sig = Annotated[bytes, Meta(min_length=64, max_length=64)]
+Nonce = Annotated[bytes, Meta(min_length=24, max_length=24)]
+Salt = Annotated[bytes, Meta(min_length=16, max_length=16)]
+#: nonce (24) + SecretBox(Ed25519 seed 32 || X25519 secret 32) (16 + 64)
+WrappedKeys = Annotated[bytes, Meta(min_length=104, max_length=104)]
+#: SealedBox of a 32-byte key: ephemeral pk (32) + MAC (16) + 32
+SealedKey = Annotated[bytes, Meta(min_length=80, max_length=80)]
+Ciphertext = Annotated[bytes, Meta(min_length=17, max_length=MAX_CIPHERTEXT_BYTES)]
+Seq = Annotated[int, Meta(ge=0, le=2**53)]
+Epoch = Annotated[int, Meta(ge=1, le=2**31)]
+Topic = Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")]
+Language = Annotated[str, Meta(min_length=2, max_length=8, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$")]
+Opslimit = Annotated[int, Meta(ge=1, le=64)]
+Memlimit = Annotated[int, Meta(ge=8192, le=1024 * 1024 * 1024)]
+Millis = Annotated[int, Meta(ge=0, le=2**53)]
+Role = Literal["client", "counselor"]
+CaseState = Literal["waiting", "assigned", "closed"]
+ReceiptKind = Literal["delivered", "read"]
+
+_FRAME = {"frozen": True, "forbid_unknown_fields": True, "tag_field": "type", "kw_only": True}
+_VALUE = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
+
+
+class _Frame(msgspec.Struct, **_FRAME):  # type: ignore[call-arg]
+    v: int = PROTOCOL_VERSION
+
+
+class _Request(_Frame):
+    id: Id
+
+
+# -- nested values -------------------------------------------------------------
+
+
+class KeySeal(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+    account_id: Id
+    sealed: SealedKey
+
+
+class CaseInfo(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+    case_id: Id
+    client_id: Id
+    counselor_id: Id | None
+    state: CaseState
+    topic: Topic
+    language: Language
+    epoch: Annotated[int, Meta(ge=0)]
+    last_seq: Seq
+    created_at: Millis
+
+
+class EpochKey(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+    epoch: Epoch
+    creator_id: Id
+    commitment: Key32
+    commitment_sig: Sig
+    sealed: SealedKey
+
+
+class DirectoryEntry(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+    account_id: Id
+    handle: Handle
+    role: Role
+    sign_pk: Key32
+    box_pk: Key32
+
+
+class MessageRecord(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+    case_id: Id
+    seq: Seq
+    epoch: Epoch
+    sender_id: Id
+    client_msg_id: Id
+    nonce: Nonce
+    ciphertext: Ciphertext
+    chain_hash: Key32
+    server_ts: Millis
+
+
+# -- client -> server ----------------------------------------------------------
+
+
+class Hello(_Request, tag="hello"):
+    client: Annotated[str, Meta(max_length=64)] = ""
+
+
+class Register(_Request, tag="register"):
+    handle: Handle
+    salt: Salt
+    opslimit: Opslimit
+    memlimit: Memlimit
+    auth_key: Key32
+    sign_pk: Key32
+    box_pk: Key32
+    wrapped_keys: WrappedKeys
+    invite: Annotated[str, Meta(min_length=8, max_length=64)] | None = None
+
+
+class Prelogin(_Request, tag="prelogin"):
+    handle: Handle
+
+
+class Login(_Request, tag="login"):
+    handle: Handle
+    auth_key: Key32
+
+
+class AuthRequest(_Request, tag="auth"):
+    account_id: Id
+    token: Token
+    sig: Sig
+
+
+class Logout(_Request, tag="logout"):
+    pass
+
+
+class DirectoryGet(_Request, tag="directory.get"):
+    account_ids: Annotated[list[Id], Meta(min_length=1, max_length=50)]
+
+
+class CaseOpen(_Request, tag="case.open"):
+    topic: Topic
+    language: Language
+
+
+class CaseList(_Request, tag="case.list"):
+    pass
+
+
+class CaseKeyDeposit(_Request, tag="case.key"):
+    case_id: Id
+    epoch: Epoch
+    commitment: Key32
+    commitment_sig: Sig
+    seals: Annotated[list[KeySeal], Meta(min_length=1, max_length=8)]
+
+
+class CaseKeys(_Request, tag="case.keys"):
+    case_id: Id
+
+
+class MsgSend(_Request, tag="msg.send"):
+    case_id: Id
+    epoch: Epoch
+    client_msg_id: Id
+    nonce: Nonce
+    ciphertext: Ciphertext
+
+
+class Sync(_Request, tag="sync"):
+    case_id: Id
+    after_seq: Seq = 0
+    limit: Annotated[int, Meta(ge=1, le=MAX_SYNC_BATCH)] = MAX_SYNC_BATCH
+
+
+class Receipt(_Request, tag="receipt"):
+    case_id: Id
+    kind: ReceiptKind
+    up_to_seq: Seq
+
+
+class Typing(_Request, tag="typing"):
+    case_id: Id
+    active: bool
+
+
+class CaseClose(_Request, tag="case.close"):
+    case_id: Id
+
+
+class Ping(_Request, tag="ping"):
+    pass
+
+
+ClientFrame = (
+    Hello
+    | Register
+    | Prelogin
+    | Login
+    | AuthRequest
+    | Logout
+    | DirectoryGet
+    | CaseOpen
+    | CaseList
+    | CaseKeyDeposit
+    | CaseKeys
+    | MsgSend
+    | Sync
+    | Receipt
+    | Typing
+    | CaseClose
+    | Ping
+)
+
+# -- server -> client: results (carry the request id) -----------------------------
+
+
+class Challenge(_Request, tag="challenge"):
+    nonce: Key32
+    server_key: Key32
+    min_opslimit: Opslimit
+    min_memlimit: Memlimit
+
+
+class Registered(_Request, tag="registered"):
+    account_id: Id
+    role: Role
+
+
+class PreloginResult(_Request, tag="prelogin.result"):
+    salt: Salt
+    opslimit: Opslimit
+    memlimit: Memlimit
+
+
+class LoginResult(_Request, tag="login.result"):
+    account_id: Id
+    role: Role
+    sign_pk: Key32
+    box_pk: Key32
+    wrapped_keys: WrappedKeys
+    token: Token
+    token_expires: Millis
+
+
+class Welcome(_Request, tag="welcome"):
+    account_id: Id
+    handle: Handle
+    role: Role
+    session_id: Id
+    cases: list[CaseInfo]
+
+
+class DirectoryResult(_Request, tag="directory.result"):
+    entries: list[DirectoryEntry]
+
+
+class CaseOpened(_Request, tag="case.opened"):
+    case: CaseInfo
+
+
+class CaseListResult(_Request, tag="case.list.result"):
+    cases: list[CaseInfo]
+
+
+class CaseKeysResult(_Request, tag="case.keys.result"):
+    case_id: Id
+    keys: list[EpochKey]
+
+
+class MsgAck(_Request, tag="msg.ack"):
+    case_id: Id
+    client_msg_id: Id
+    seq: Seq
+    chain_hash: Key32
+    duplicate: bool = False
+
+
+class SyncResult(_Request, tag="sync.result"):
+    case_id: Id
+    messages: list[MessageRecord]
+    last_seq: Seq
+    has_more: bool
+
+
+class Ok(_Request, tag="ok"):
+    pass
+
+
+class Pong(_Request, tag="pong"):
+    pass
+
+
+class ErrorFrame(_Frame, tag="error"):
+    code: Annotated[str, Meta(max_length=64)]
+    message: Annotated[str, Meta(max_length=256)]
+    id: Id | None = None
+
+
+# -- server -> client: events (no id) ----------------------------------------------
+
+
+class MsgNew(_Frame, tag="msg.new"):
+    message: MessageRecord
+
+
+class CaseAssigned(_Frame, tag="case.assigned"):
+    case: CaseInfo
+
+
+class CaseKeyNew(_Frame, tag="case.key.new"):
+    case_id: Id
+    epoch: Epoch
+
+
+class ReceiptNew(_Frame, tag="receipt.new"):
+    case_id: Id
+    account_id: Id
+    kind: ReceiptKind
+    up_to_seq: Seq
+
+
+class TypingNew(_Frame, tag="typing.new"):
+    case_id: Id
+    account_id: Id
+    active: bool
+
+
+class CaseClosed(_Frame, tag="case.closed"):
+    case_id: Id
+
+
+ServerFrame = (
+    Challenge
+    | Registered
+    | PreloginResult
+    | LoginResult
+    | Welcome
+    | DirectoryResult
+    | CaseOpened
+    | CaseListResult
+    | CaseKeysResult
+    | MsgAck
+    | SyncResult
+    | Ok
+    | Pong
+    | ErrorFrame
+    | MsgNew
+    | CaseAssigned
+    | CaseKeyNew
+    | ReceiptNew
+    | TypingNew
+    | CaseClosed
+)

@@ -1,0 +1,42 @@
+"""Protocol limits. They are part of the wire contract (docs/PROTOCOL.md, "Limits")."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AUTH_TIMEOUT_S",
+    "MAX_CIPHERTEXT_BYTES",
+    "MAX_FRAME_BYTES",
+    "MAX_ID_CHARS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_SERVER_FRAME_BYTES",
+    "MAX_SESSIONS_PER_ACCOUNT",
+    "MAX_SYNC_BATCH",
+    "RATE_BURST",
+    "RATE_PER_S",
+    "SEND_QUEUE_FRAMES",
+    "TOKEN_TTL_S",
+]
+
+#: Largest frame a client may send (bytes of the JSON text). Bigger: close 1009.
+MAX_FRAME_BYTES = 64 * 1024
+#: Largest frame the server sends (sync batches); clients must accept this much.
+MAX_SERVER_FRAME_BYTES = 1024 * 1024
+#: Largest ciphertext of one message. Base64 inflates by 4/3, so this fits a frame.
+MAX_CIPHERTEXT_BYTES = 40 * 1024
+#: Longest message body in characters (the client enforces it before encrypting).
+MAX_MESSAGE_CHARS = 8000
+#: Longest identifier (account, case, client_msg_id, request id).
+MAX_ID_CHARS = 64
+#: Most messages in one sync.result.
+MAX_SYNC_BATCH = 500
+#: Seconds a connection may stay unauthenticated.
+AUTH_TIMEOUT_S = 20.0
+#: Live sessions per account; one more evicts the oldest with close 4009.
+MAX_SESSIONS_PER_ACCOUNT = 8
+#: Frames a session may send per second on average, and in a burst (token bucket).
+RATE_PER_S = 50.0
+RATE_BURST = 200
+#: Frames queued to one session before it is closed as a slow consumer (4008).
+SEND_QUEUE_FRAMES = 1024
+#: Session tokens (reconnect without the passphrase) expire after this many seconds.
+TOKEN_TTL_S = 12 * 3600
