@@ -16,7 +16,15 @@ from nacl.encoding import RawEncoder
 
 from .crypto import Identity, lp, u64, verify_signature
 
-__all__ = ["GENESIS", "ChainLink", "chain_hash", "head_transcript", "sign_head", "verify_chain", "verify_head"]
+__all__ = [
+    "GENESIS",
+    "ChainLink",
+    "chain_hash",
+    "head_transcript",
+    "sign_head",
+    "verify_chain",
+    "verify_head",
+]
 
 #: The "previous hash" of the first message of every case.
 GENESIS = bytes(32)

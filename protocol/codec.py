@@ -7,6 +7,7 @@ which the caller turns into an error frame or a close code in one place.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,7 +15,7 @@ import msgspec
 from . import PROTOCOL_VERSION
 from .errors import FrameTooBig, InvalidFrame, MalformedFrame, UnknownType, UnsupportedVersion
 from .frames import ClientFrame, ServerFrame
-from .limits import MAX_FRAME_BYTES, MAX_SERVER_FRAME_BYTES
+from .limits import MAX_FRAME_BYTES, MAX_ID_CHARS, MAX_SERVER_FRAME_BYTES
 
 __all__ = ["decode_client", "decode_server", "encode", "request_id_of"]
 
@@ -33,6 +34,10 @@ class _Envelope(msgspec.Struct):
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+# The frames.Id constraint: an id echoed in an error frame must itself be a valid Id,
+# or the peer could not decode the error that names it.
+_ID_RE = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_ID_CHARS}}}")
 
 
 def encode(frame: msgspec.Struct) -> bytes:
@@ -56,13 +61,15 @@ def request_id_of(data: bytes | str) -> str | None:
         rid = _envelope_decoder.decode(data).id
     except msgspec.DecodeError:
         return None
-    if isinstance(rid, str) and 0 < len(rid) <= 64 and rid.isprintable():
+    if isinstance(rid, str) and _ID_RE.fullmatch(rid):
         return rid
     return None
 
 
 def _decode(data: bytes | str, decoder: msgspec.json.Decoder[_T], limit: int) -> _T:
-    if len(data) > limit:
+    # The limit is in bytes of UTF-8; a str may hold up to 4 bytes per character.
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > limit:
         raise FrameTooBig(f"frame exceeds {limit} bytes")
     try:
         frame = decoder.decode(data)
@@ -75,14 +82,20 @@ def _decode(data: bytes | str, decoder: msgspec.json.Decoder[_T], limit: int) ->
     return frame
 
 
-def _classify(data: bytes | str, detail: str) -> InvalidFrame | UnknownType | MalformedFrame:
+def _classify(
+    data: bytes | str, detail: str
+) -> InvalidFrame | UnknownType | MalformedFrame | UnsupportedVersion:
     try:
         envelope = msgspec.json.decode(data)
     except msgspec.DecodeError:
         return MalformedFrame("frame is not valid JSON")
     if not isinstance(envelope, dict):
         return MalformedFrame("frame must be a JSON object")
+    # A frame of another version may well have other fields or types: say so, not "invalid".
+    version = envelope.get("v", PROTOCOL_VERSION)
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        return UnsupportedVersion(f"protocol version must be {PROTOCOL_VERSION}")
     if "type" in envelope and detail.endswith("`$.type`"):
         return UnknownType("unknown frame type")
-    # msgspec's messages name the offending path but never echo the value.
+    # msgspec's messages name the offending path; they echo at most an enum value.
     return InvalidFrame(detail[:200])

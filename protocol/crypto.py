@@ -37,7 +37,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from .errors import CryptoError
 from .frames import Id
-from .limits import MAX_MESSAGE_CHARS
+from .limits import MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS
 
 __all__ = [
     "Envelope",
@@ -66,6 +66,7 @@ __all__ = [
 
 KEY_BYTES = 32
 NONCE_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
+TAG_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
 SIG_BYTES = 64
 
 
@@ -243,7 +244,9 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 
 def message_aad(case_id: str, epoch: int, sender_id: str, client_msg_id: str) -> bytes:
     """The routing header, bound to the ciphertext as associated data."""
-    return lp(b"chat.msg.v1", case_id.encode(), u64(epoch), sender_id.encode(), client_msg_id.encode())
+    return lp(
+        b"chat.msg.v1", case_id.encode(), u64(epoch), sender_id.encode(), client_msg_id.encode()
+    )
 
 
 def _message_transcript(
@@ -274,6 +277,10 @@ def encrypt_message(
     if len(envelope.body) > MAX_MESSAGE_CHARS:
         raise ValueError(f"message longer than {MAX_MESSAGE_CHARS} characters")
     envelope_bytes = _envelope_encoder.encode(envelope)
+    # JSON escapes can grow a body up to 6x (a control character is \u00XX), so an
+    # 8000-character body may still not fit the ciphertext limit the server enforces.
+    if SIG_BYTES + len(envelope_bytes) + TAG_BYTES > MAX_CIPHERTEXT_BYTES:
+        raise ValueError(f"encoded message exceeds {MAX_CIPHERTEXT_BYTES} bytes")
     sig = identity.sign(
         _message_transcript(case_id, epoch, envelope.client_msg_id, sender_id, envelope_bytes)
     )
@@ -302,7 +309,7 @@ def decrypt_message(
         inner = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             ciphertext, aad, nonce, case_key
         )
-    except nacl.exceptions.CryptoError:
+    except (nacl.exceptions.CryptoError, ValueError):  # ValueError: shorter than the tag
         raise CryptoError("message does not decrypt (wrong key or altered)") from None
     sig, envelope_bytes = inner[:SIG_BYTES], inner[SIG_BYTES:]
     verify_signature(

@@ -12,7 +12,8 @@ Hierarchy::
     │   ├── NotAuthenticated      request before auth                 -> error frame
     │   ├── AuthFailed            bad credentials / signature / token -> error frame
     │   ├── Forbidden             not a participant of the case       -> error frame
-    │   ├── NotFound, Conflict, Duplicate, RateLimited, LimitExceeded, ConsentRequired
+    │   ├── NotFound, Conflict, Duplicate, RateLimited, LimitExceeded, ConsentRequired,
+    │   └── Unavailable           server shutting down: retry on a new connection
     └── CryptoError               a signature, MAC or commitment did not verify (local)
 
 Codes are part of the wire protocol (docs/PROTOCOL.md) and never change meaning.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "RESUMABLE_CLOSE_CODES",
     "AuthFailed",
     "CloseCode",
     "Conflict",
@@ -41,6 +43,7 @@ __all__ = [
     "ProtocolError",
     "RateLimited",
     "RemoteError",
+    "Unavailable",
     "UnknownType",
     "UnsupportedVersion",
 ]
@@ -61,6 +64,7 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     LIMIT_EXCEEDED = "limit_exceeded"
     CONSENT_REQUIRED = "consent_required"
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 
@@ -157,6 +161,12 @@ class LimitExceeded(RemoteError):
 
 class ConsentRequired(RemoteError):
     code = ErrorCode.CONSENT_REQUIRED
+
+
+class Unavailable(RemoteError):
+    """The server is shutting down or overloaded; retry on a new connection."""
+
+    code = ErrorCode.UNAVAILABLE
 
 
 class CryptoError(ProtocolError):

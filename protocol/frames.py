@@ -66,9 +66,11 @@ __all__ = [
 ]
 
 # -- value types -------------------------------------------------------------
+# Patterns end in \Z, not $: Python's $ also matches before a trailing newline, which
+# would let "alice\n" through as a handle distinct from (but looking like) "alice".
 
-Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Handle = Annotated[str, Meta(min_length=3, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:-]+\Z")]
+Handle = Annotated[str, Meta(min_length=3, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*\Z")]
 Token = Annotated[str, Meta(min_length=1, max_length=128)]
 Key32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
 Sig = Annotated[bytes, Meta(min_length=64, max_length=64)]
@@ -81,8 +83,10 @@ SealedKey = Annotated[bytes, Meta(min_length=80, max_length=80)]
 Ciphertext = Annotated[bytes, Meta(min_length=17, max_length=MAX_CIPHERTEXT_BYTES)]
 Seq = Annotated[int, Meta(ge=0, le=2**53)]
 Epoch = Annotated[int, Meta(ge=1, le=2**31)]
-Topic = Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")]
-Language = Annotated[str, Meta(min_length=2, max_length=8, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$")]
+Topic = Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*\Z")]
+Language = Annotated[
+    str, Meta(min_length=2, max_length=8, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?\Z")
+]
 Opslimit = Annotated[int, Meta(ge=1, le=64)]
 Memlimit = Annotated[int, Meta(ge=8192, le=1024 * 1024 * 1024)]
 Millis = Annotated[int, Meta(ge=0, le=2**53)]
@@ -90,27 +94,29 @@ Role = Literal["client", "counselor"]
 CaseState = Literal["waiting", "assigned", "closed"]
 ReceiptKind = Literal["delivered", "read"]
 
-_FRAME = {"frozen": True, "forbid_unknown_fields": True, "tag_field": "type", "kw_only": True}
-_VALUE = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
 
-
-class _Frame(msgspec.Struct, **_FRAME):  # type: ignore[call-arg]
+# Struct options are spelled out (not splatted from a dict), and frozen=True is repeated on
+# every subclass, so that mypy's dataclass_transform support sees them (msgspec itself
+# inherits them anyway).
+class _Frame(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", kw_only=True
+):
     v: int = PROTOCOL_VERSION
 
 
-class _Request(_Frame):
+class _Request(_Frame, frozen=True):
     id: Id
 
 
 # -- nested values -------------------------------------------------------------
 
 
-class KeySeal(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+class KeySeal(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     account_id: Id
     sealed: SealedKey
 
 
-class CaseInfo(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+class CaseInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     case_id: Id
     client_id: Id
     counselor_id: Id | None
@@ -122,7 +128,7 @@ class CaseInfo(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
     created_at: Millis
 
 
-class EpochKey(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+class EpochKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     epoch: Epoch
     creator_id: Id
     commitment: Key32
@@ -130,7 +136,7 @@ class EpochKey(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
     sealed: SealedKey
 
 
-class DirectoryEntry(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+class DirectoryEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     account_id: Id
     handle: Handle
     role: Role
@@ -138,7 +144,7 @@ class DirectoryEntry(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
     box_pk: Key32
 
 
-class MessageRecord(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
+class MessageRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     case_id: Id
     seq: Seq
     epoch: Epoch
@@ -153,11 +159,11 @@ class MessageRecord(msgspec.Struct, **_VALUE):  # type: ignore[call-arg]
 # -- client -> server ----------------------------------------------------------
 
 
-class Hello(_Request, tag="hello"):
+class Hello(_Request, tag="hello", frozen=True):
     client: Annotated[str, Meta(max_length=64)] = ""
 
 
-class Register(_Request, tag="register"):
+class Register(_Request, tag="register", frozen=True):
     handle: Handle
     salt: Salt
     opslimit: Opslimit
@@ -169,39 +175,39 @@ class Register(_Request, tag="register"):
     invite: Annotated[str, Meta(min_length=8, max_length=64)] | None = None
 
 
-class Prelogin(_Request, tag="prelogin"):
+class Prelogin(_Request, tag="prelogin", frozen=True):
     handle: Handle
 
 
-class Login(_Request, tag="login"):
+class Login(_Request, tag="login", frozen=True):
     handle: Handle
     auth_key: Key32
 
 
-class AuthRequest(_Request, tag="auth"):
+class AuthRequest(_Request, tag="auth", frozen=True):
     account_id: Id
     token: Token
     sig: Sig
 
 
-class Logout(_Request, tag="logout"):
+class Logout(_Request, tag="logout", frozen=True):
     pass
 
 
-class DirectoryGet(_Request, tag="directory.get"):
+class DirectoryGet(_Request, tag="directory.get", frozen=True):
     account_ids: Annotated[list[Id], Meta(min_length=1, max_length=50)]
 
 
-class CaseOpen(_Request, tag="case.open"):
+class CaseOpen(_Request, tag="case.open", frozen=True):
     topic: Topic
     language: Language
 
 
-class CaseList(_Request, tag="case.list"):
+class CaseList(_Request, tag="case.list", frozen=True):
     pass
 
 
-class CaseKeyDeposit(_Request, tag="case.key"):
+class CaseKeyDeposit(_Request, tag="case.key", frozen=True):
     case_id: Id
     epoch: Epoch
     commitment: Key32
@@ -209,11 +215,11 @@ class CaseKeyDeposit(_Request, tag="case.key"):
     seals: Annotated[list[KeySeal], Meta(min_length=1, max_length=8)]
 
 
-class CaseKeys(_Request, tag="case.keys"):
+class CaseKeys(_Request, tag="case.keys", frozen=True):
     case_id: Id
 
 
-class MsgSend(_Request, tag="msg.send"):
+class MsgSend(_Request, tag="msg.send", frozen=True):
     case_id: Id
     epoch: Epoch
     client_msg_id: Id
@@ -221,28 +227,28 @@ class MsgSend(_Request, tag="msg.send"):
     ciphertext: Ciphertext
 
 
-class Sync(_Request, tag="sync"):
+class Sync(_Request, tag="sync", frozen=True):
     case_id: Id
     after_seq: Seq = 0
     limit: Annotated[int, Meta(ge=1, le=MAX_SYNC_BATCH)] = MAX_SYNC_BATCH
 
 
-class Receipt(_Request, tag="receipt"):
+class Receipt(_Request, tag="receipt", frozen=True):
     case_id: Id
     kind: ReceiptKind
     up_to_seq: Seq
 
 
-class Typing(_Request, tag="typing"):
+class Typing(_Request, tag="typing", frozen=True):
     case_id: Id
     active: bool
 
 
-class CaseClose(_Request, tag="case.close"):
+class CaseClose(_Request, tag="case.close", frozen=True):
     case_id: Id
 
 
-class Ping(_Request, tag="ping"):
+class Ping(_Request, tag="ping", frozen=True):
     pass
 
 
@@ -269,25 +275,25 @@ ClientFrame = (
 # -- server -> client: results (carry the request id) -----------------------------
 
 
-class Challenge(_Request, tag="challenge"):
+class Challenge(_Request, tag="challenge", frozen=True):
     nonce: Key32
     server_key: Key32
     min_opslimit: Opslimit
     min_memlimit: Memlimit
 
 
-class Registered(_Request, tag="registered"):
+class Registered(_Request, tag="registered", frozen=True):
     account_id: Id
     role: Role
 
 
-class PreloginResult(_Request, tag="prelogin.result"):
+class PreloginResult(_Request, tag="prelogin.result", frozen=True):
     salt: Salt
     opslimit: Opslimit
     memlimit: Memlimit
 
 
-class LoginResult(_Request, tag="login.result"):
+class LoginResult(_Request, tag="login.result", frozen=True):
     account_id: Id
     role: Role
     sign_pk: Key32
@@ -297,7 +303,7 @@ class LoginResult(_Request, tag="login.result"):
     token_expires: Millis
 
 
-class Welcome(_Request, tag="welcome"):
+class Welcome(_Request, tag="welcome", frozen=True):
     account_id: Id
     handle: Handle
     role: Role
@@ -305,24 +311,24 @@ class Welcome(_Request, tag="welcome"):
     cases: list[CaseInfo]
 
 
-class DirectoryResult(_Request, tag="directory.result"):
+class DirectoryResult(_Request, tag="directory.result", frozen=True):
     entries: list[DirectoryEntry]
 
 
-class CaseOpened(_Request, tag="case.opened"):
+class CaseOpened(_Request, tag="case.opened", frozen=True):
     case: CaseInfo
 
 
-class CaseListResult(_Request, tag="case.list.result"):
+class CaseListResult(_Request, tag="case.list.result", frozen=True):
     cases: list[CaseInfo]
 
 
-class CaseKeysResult(_Request, tag="case.keys.result"):
+class CaseKeysResult(_Request, tag="case.keys.result", frozen=True):
     case_id: Id
     keys: list[EpochKey]
 
 
-class MsgAck(_Request, tag="msg.ack"):
+class MsgAck(_Request, tag="msg.ack", frozen=True):
     case_id: Id
     client_msg_id: Id
     seq: Seq
@@ -330,22 +336,22 @@ class MsgAck(_Request, tag="msg.ack"):
     duplicate: bool = False
 
 
-class SyncResult(_Request, tag="sync.result"):
+class SyncResult(_Request, tag="sync.result", frozen=True):
     case_id: Id
     messages: list[MessageRecord]
     last_seq: Seq
     has_more: bool
 
 
-class Ok(_Request, tag="ok"):
+class Ok(_Request, tag="ok", frozen=True):
     pass
 
 
-class Pong(_Request, tag="pong"):
+class Pong(_Request, tag="pong", frozen=True):
     pass
 
 
-class ErrorFrame(_Frame, tag="error"):
+class ErrorFrame(_Frame, tag="error", frozen=True):
     code: Annotated[str, Meta(max_length=64)]
     message: Annotated[str, Meta(max_length=256)]
     id: Id | None = None
@@ -354,33 +360,33 @@ class ErrorFrame(_Frame, tag="error"):
 # -- server -> client: events (no id) ----------------------------------------------
 
 
-class MsgNew(_Frame, tag="msg.new"):
+class MsgNew(_Frame, tag="msg.new", frozen=True):
     message: MessageRecord
 
 
-class CaseAssigned(_Frame, tag="case.assigned"):
+class CaseAssigned(_Frame, tag="case.assigned", frozen=True):
     case: CaseInfo
 
 
-class CaseKeyNew(_Frame, tag="case.key.new"):
+class CaseKeyNew(_Frame, tag="case.key.new", frozen=True):
     case_id: Id
     epoch: Epoch
 
 
-class ReceiptNew(_Frame, tag="receipt.new"):
+class ReceiptNew(_Frame, tag="receipt.new", frozen=True):
     case_id: Id
     account_id: Id
     kind: ReceiptKind
     up_to_seq: Seq
 
 
-class TypingNew(_Frame, tag="typing.new"):
+class TypingNew(_Frame, tag="typing.new", frozen=True):
     case_id: Id
     account_id: Id
     active: bool
 
 
-class CaseClosed(_Frame, tag="case.closed"):
+class CaseClosed(_Frame, tag="case.closed", frozen=True):
     case_id: Id
 
 

@@ -1,0 +1,60 @@
+"""Everything that holds private keys: the client SDK and the terminal client.
+
+    async with await ChatClient.open(None, home, passphrase) as client:
+        async for event in client.events():
+            ...
+
+The server never sees a key or a plaintext; this package never imports the server.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CaseNotReady,
+    ClientClosed,
+    ClientError,
+    ConnectFailed,
+    KdfTooWeak,
+    KeyStoreError,
+    RequestInterrupted,
+    SessionEnded,
+)
+from .models import (
+    CaseAssignedEvent,
+    CaseClosedEvent,
+    CaseInfo,
+    ConnectionEvent,
+    DirectoryEntry,
+    Event,
+    Message,
+    MessageEvent,
+    ReceiptEvent,
+    Sent,
+    TypingEvent,
+)
+from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
+
+__all__ = [
+    "DEFAULT_MEMLIMIT",
+    "DEFAULT_OPSLIMIT",
+    "CaseAssignedEvent",
+    "CaseClosedEvent",
+    "CaseInfo",
+    "CaseNotReady",
+    "ChatClient",
+    "ClientClosed",
+    "ClientError",
+    "ConnectFailed",
+    "ConnectionEvent",
+    "DirectoryEntry",
+    "Event",
+    "KdfTooWeak",
+    "KeyStoreError",
+    "Message",
+    "MessageEvent",
+    "ReceiptEvent",
+    "RequestInterrupted",
+    "Sent",
+    "SessionEnded",
+    "TypingEvent",
+]

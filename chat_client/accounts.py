@@ -1,0 +1,170 @@
+"""Account flows that happen before a session exists: register, login, unlock.
+
+Each returns :class:`Credentials` (key store, unwrapped identity, login keys, token),
+which :class:`chat_client.sdk.ChatClient` turns into a connected session. Register and
+login use a short-lived connection of their own; unlock needs no network at all.
+Argon2id runs in a worker thread so a slow derivation never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from protocol import crypto
+from protocol import errors as pe
+from protocol import frames as f
+
+from .connection import Link, LinkClosed, expect
+from .cursors import Cursor
+from .errors import ConnectFailed, KdfTooWeak, KeyStoreError
+from .keystore import AccountRecord, KeyStore, StoredToken
+
+__all__ = ["CLIENT_NAME", "Credentials", "login", "login_request", "register", "unlock"]
+
+CLIENT_NAME = "chat-client/0.1"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Credentials:
+    """What a session needs; the identity and login keys live in memory only."""
+
+    store: KeyStore
+    identity: crypto.Identity
+    login_keys: crypto.LoginKeys  # auth_key kept so an expired token can be renewed
+    token: StoredToken | None
+
+
+@contextlib.asynccontextmanager
+async def preauth_link(url: str) -> AsyncIterator[Link]:
+    """A short-lived link for register / prelogin / login (no events expected)."""
+    link = await Link.open(url, on_event=lambda frame: None, on_close=lambda info: None)
+    reader = asyncio.create_task(link.run())
+    try:
+        yield link
+    except LinkClosed as exc:
+        raise ConnectFailed(f"connection lost during login: {exc}") from None
+    finally:
+        await link.close()
+        await reader
+
+
+async def login_request(link: Link, handle: str, auth_key: bytes) -> f.LoginResult:
+    """``login`` on ``link``; a refusal becomes AuthFailed("wrong handle or passphrase")."""
+    try:
+        answer = await link.request(f.Login, handle=handle, auth_key=auth_key)
+    except pe.AuthFailed:
+        raise pe.AuthFailed("wrong handle or passphrase") from None
+    return expect(answer, f.LoginResult)
+
+
+async def register(
+    url: str,
+    handle: str,
+    passphrase: str,
+    *,
+    home: Path,
+    invite: str | None,
+    opslimit: int,
+    memlimit: int,
+) -> Credentials:
+    """Make keys locally, register, log in for a token, write the key store."""
+    if KeyStore.exists(home):
+        raise KeyStoreError(f"{home} already holds an account; use another home directory")
+    async with preauth_link(url) as link:
+        challenge = expect(await link.request(f.Hello, client=CLIENT_NAME), f.Challenge)
+        # Checked before the (slow) derivation, with the limits the server advertises.
+        if opslimit < challenge.min_opslimit or memlimit < challenge.min_memlimit:
+            raise KdfTooWeak(
+                f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are below the "
+                f"server minimum (opslimit>={challenge.min_opslimit}, "
+                f"memlimit>={challenge.min_memlimit})"
+            )
+        salt = crypto.new_salt()
+        keys = await asyncio.to_thread(
+            crypto.derive_login_keys, passphrase, salt, opslimit, memlimit
+        )
+        identity = crypto.Identity.generate()
+        wrapped = crypto.wrap_identity(identity, keys.wrap_key)
+        registered = expect(
+            await link.request(
+                f.Register,
+                handle=handle,
+                salt=salt,
+                opslimit=opslimit,
+                memlimit=memlimit,
+                auth_key=keys.auth_key,
+                sign_pk=identity.sign_pk,
+                box_pk=identity.box_pk,
+                wrapped_keys=wrapped,
+                invite=invite,
+            ),
+            f.Registered,
+        )
+        result = await login_request(link, handle, keys.auth_key)
+    if result.account_id != registered.account_id:
+        raise pe.InvalidFrame("login after register returned another account")
+    record = AccountRecord(
+        server=url,
+        handle=handle,
+        account_id=registered.account_id,
+        role=registered.role,
+        salt=salt,
+        opslimit=opslimit,
+        memlimit=memlimit,
+        wrapped_keys=wrapped,
+        sign_pk=identity.sign_pk,
+        box_pk=identity.box_pk,
+    )
+    store = KeyStore.create(home, record)
+    token = StoredToken(result.token, result.token_expires)
+    store.store_token(token.token, token.expires_ms, keys.wrap_key)
+    return Credentials(store, identity, keys, token)
+
+
+async def login(url: str, handle: str, passphrase: str, *, home: Path) -> Credentials:
+    """prelogin -> derive -> login -> unwrap, then write (or refresh) the key store.
+    An existing store in ``home`` must belong to the same account; its cursors are kept."""
+    async with preauth_link(url) as link:
+        pre = expect(await link.request(f.Prelogin, handle=handle), f.PreloginResult)
+        keys = await asyncio.to_thread(
+            crypto.derive_login_keys, passphrase, pre.salt, pre.opslimit, pre.memlimit
+        )
+        result = await login_request(link, handle, keys.auth_key)
+    identity = crypto.unwrap_identity(result.wrapped_keys, keys.wrap_key)
+    if identity.sign_pk != result.sign_pk or identity.box_pk != result.box_pk:
+        raise pe.CryptoError("the server's public keys do not match the wrapped identity")
+    cursors: dict[str, Cursor] = {}
+    if KeyStore.exists(home):
+        old = KeyStore.load(home).record
+        if old.account_id != result.account_id:
+            raise KeyStoreError(f"{home} holds another account ({old.handle})")
+        cursors = old.cursors
+    record = AccountRecord(
+        server=url,
+        handle=handle,
+        account_id=result.account_id,
+        role=result.role,
+        salt=pre.salt,
+        opslimit=pre.opslimit,
+        memlimit=pre.memlimit,
+        wrapped_keys=result.wrapped_keys,
+        sign_pk=result.sign_pk,
+        box_pk=result.box_pk,
+        cursors=cursors,
+    )
+    store = KeyStore.create(home, record, overwrite=True)
+    token = StoredToken(result.token, result.token_expires)
+    store.store_token(token.token, token.expires_ms, keys.wrap_key)
+    return Credentials(store, identity, keys, token)
+
+
+async def unlock(home: Path, passphrase: str) -> Credentials:
+    """Open the local key store; CryptoError("wrong passphrase") if it does not unwrap."""
+    store = KeyStore.load(home)
+    keys = await asyncio.to_thread(store.derive, passphrase)
+    identity = store.unlock(keys)
+    return Credentials(store, identity, keys, store.read_token(keys.wrap_key))

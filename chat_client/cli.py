@@ -1,0 +1,420 @@
+"""``chat-client``: the terminal client.
+
+    chat-client [--server URL] [--home DIR] [--json] [--passphrase-file F] COMMAND ...
+
+The passphrase comes from --passphrase-file, else $CHAT_PASSPHRASE, else a prompt
+(asked twice on register). Exit codes: 0 ok, 1 error, 2 usage, 3 authentication failed
+or wrong passphrase, 4 connection failed. Errors go to stderr as one line; with --json
+also as ``{"error": code, "message": ...}`` on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from protocol import crypto
+from protocol import errors as pe
+
+from .errors import (
+    CaseNotReady,
+    ClientClosed,
+    ClientError,
+    ConnectFailed,
+    KdfTooWeak,
+    KeyStoreError,
+    RequestInterrupted,
+    SessionEnded,
+)
+from .keystore import KeyStore
+from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
+from .terminal import Names, Printer, case_json, format_message, message_json, run_chat, run_watch
+
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_CONNECT",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_CONNECT = 4
+
+DEFAULT_SERVER = "ws://127.0.0.1:8765/ws"
+DEFAULT_HOME = "~/.chat-client"
+
+#: What each server error code means to a user.
+_FRIENDLY = {
+    "auth_failed": "authentication failed",
+    "forbidden": "not allowed",
+    "not_found": "not found",
+    "conflict": "conflict",
+    "duplicate": "a different message was already sent with this id",
+    "rate_limited": "too many requests; slow down",
+    "limit_exceeded": "limit exceeded",
+    "invalid": "the server rejected the request as invalid",
+    "not_authenticated": "not authenticated",
+    "consent_required": "you must accept the current terms first",
+    "unavailable": "the server is unavailable; try again",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input found after parsing (exit 2)."""
+
+
+# -- argument parsing -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-client",
+        description="End-to-end-encrypted counseling chat: terminal client. "
+        "Keys stay in --home; the server only ever sees ciphertext.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 auth failed / wrong passphrase, "
+        "4 connection failed.",
+    )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("CHAT_SERVER"),
+        help=f"hub WebSocket URL (env CHAT_SERVER; default {DEFAULT_SERVER}, or the "
+        "server stored in --home for commands that use an existing account)",
+    )
+    parser.add_argument(
+        "--home",
+        default=os.environ.get("CHAT_HOME", DEFAULT_HOME),
+        help=f"key store directory (env CHAT_HOME; default {DEFAULT_HOME})",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    parser.add_argument(
+        "--passphrase-file",
+        type=Path,
+        help="read the passphrase from the first line of this file "
+        "(else env CHAT_PASSPHRASE, else a prompt)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log connection events")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("register", help="create an account and its keys in --home")
+    p.add_argument("--handle", required=True, help="public handle (a-z, 0-9, . _ -)")
+    p.add_argument("--invite", help="counselor invite code (makes a counselor account)")
+    p.add_argument(
+        "--kdf-ops",
+        type=int,
+        default=DEFAULT_OPSLIMIT,
+        help=f"Argon2id opslimit (default {DEFAULT_OPSLIMIT})",
+    )
+    p.add_argument(
+        "--kdf-mem",
+        type=int,
+        default=DEFAULT_MEMLIMIT,
+        help=f"Argon2id memlimit in bytes (default {DEFAULT_MEMLIMIT})",
+    )
+
+    p = sub.add_parser("login", help="log in on this device (fetches the wrapped keys)")
+    p.add_argument("--handle", required=True, help="your handle")
+
+    sub.add_parser("whoami", help="show the account in --home (no network)")
+
+    p = sub.add_parser("open-case", help="ask for counseling on a topic")
+    p.add_argument("--topic", required=True, help="topic, e.g. anxiety")
+    p.add_argument("--language", required=True, help="language code, e.g. en")
+
+    sub.add_parser("cases", help="list your cases")
+
+    p = sub.add_parser("send", help="send one message and wait for the server's ack")
+    p.add_argument("case", help="case id")
+    p.add_argument("text", help="message text")
+
+    p = sub.add_parser("history", help="print a case's messages, decrypted and verified")
+    p.add_argument("case", help="case id")
+
+    p = sub.add_parser("chat", help="interactive chat in a case (EOF or /quit to leave)")
+    p.add_argument("case", help="case id")
+
+    p = sub.add_parser("watch", help="print incoming messages as they arrive")
+    p.add_argument("--case", help="only this case")
+    p.add_argument("--count", type=int, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds")
+
+    p = sub.add_parser("receipt", help="send a delivered/read receipt")
+    p.add_argument("case", help="case id")
+    p.add_argument("--kind", choices=["delivered", "read"], default="read")
+    p.add_argument("--up-to", type=int, required=True, help="highest seq covered")
+
+    p = sub.add_parser("close-case", help="close a case for both participants")
+    p.add_argument("case", help="case id")
+
+    sub.add_parser("logout", help="revoke this device's session token")
+    return parser
+
+
+# -- passphrase -------------------------------------------------------------------------
+
+
+def read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str:
+    if args.passphrase_file is not None:
+        try:
+            text = Path(args.passphrase_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read passphrase file: {exc.strerror}") from None
+        passphrase = text.splitlines()[0] if text else ""
+    elif os.environ.get("CHAT_PASSPHRASE"):
+        passphrase = os.environ["CHAT_PASSPHRASE"]
+    else:
+        passphrase = getpass.getpass("Passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != passphrase:
+            raise UsageError("passphrases do not match")
+    if not passphrase:
+        raise UsageError("empty passphrase")
+    return passphrase
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home).expanduser()
+
+
+async def _open(args: argparse.Namespace) -> ChatClient:
+    # An explicit --server / CHAT_SERVER wins; otherwise the server the account lives on.
+    return await ChatClient.open(args.server, _home(args), read_passphrase(args))
+
+
+def _account_summary(client: ChatClient) -> dict[str, Any]:
+    return {
+        "account_id": client.account_id,
+        "handle": client.handle,
+        "role": client.role,
+        "fingerprint": client.fingerprint,
+    }
+
+
+def _print_account(out: Printer, summary: dict[str, Any]) -> None:
+    out.emit(
+        f"account  {summary['account_id']}\nhandle   {summary['handle']}\n"
+        f"role     {summary['role']}\nidentity {summary['fingerprint']}",
+        summary,
+    )
+
+
+async def cmd_register(args: argparse.Namespace, out: Printer) -> int:
+    passphrase = read_passphrase(args, confirm=True)
+    client = await ChatClient.register(
+        args.server or DEFAULT_SERVER,
+        args.handle,
+        passphrase,
+        home=_home(args),
+        invite=args.invite,
+        opslimit=args.kdf_ops,
+        memlimit=args.kdf_mem,
+    )
+    async with client:
+        _print_account(out, _account_summary(client))
+    return EXIT_OK
+
+
+async def cmd_login(args: argparse.Namespace, out: Printer) -> int:
+    client = await ChatClient.login(
+        args.server or DEFAULT_SERVER, args.handle, read_passphrase(args), home=_home(args)
+    )
+    async with client:
+        _print_account(out, _account_summary(client))
+    return EXIT_OK
+
+
+async def cmd_whoami(args: argparse.Namespace, out: Printer) -> int:
+    record = KeyStore.load(_home(args)).record
+    summary = {
+        "account_id": record.account_id,
+        "handle": record.handle,
+        "role": record.role,
+        "fingerprint": crypto.fingerprint(record.sign_pk),
+        "server": record.server,
+    }
+    _print_account(out, summary)
+    return EXIT_OK
+
+
+async def cmd_open_case(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        case = await client.open_case(args.topic, args.language)
+        out.emit(f"{case.case_id} {case.state}", case_json(case))
+    return EXIT_OK
+
+
+async def cmd_cases(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        cases = await client.cases()
+        if out.as_json:
+            out.json({"cases": [case_json(c) for c in cases]})
+            return EXIT_OK
+        names = Names(client)
+        await names.resolve(a for c in cases for a in (c.client_id, c.counselor_id) if a)
+        if not cases:
+            out.line("no cases")
+            return EXIT_OK
+        out.line(f"{'CASE':<28} {'STATE':<9} {'TOPIC':<14} {'LANG':<5} {'WITH':<20} LAST")
+        for c in cases:
+            other = c.counselor_id if c.client_id == client.account_id else c.client_id
+            with_ = names[other] if other else "-"
+            out.line(
+                f"{c.case_id:<28} {c.state:<9} {c.topic:<14} {c.language:<5} "
+                f"{with_:<20} {c.last_seq}"
+            )
+    return EXIT_OK
+
+
+async def cmd_send(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        sent = await client.send(args.case, args.text)
+        out.emit(
+            f"sent seq {sent.seq}" + (" (duplicate)" if sent.duplicate else ""),
+            {
+                "case_id": sent.case_id,
+                "seq": sent.seq,
+                "client_msg_id": sent.client_msg_id,
+                "chain_hash": sent.chain_hash.hex(),
+                "duplicate": sent.duplicate,
+            },
+        )
+    return EXIT_OK
+
+
+async def cmd_history(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        messages = await client.history(args.case)
+        names = Names(client)
+        await names.resolve(m.sender_id for m in messages)
+        if out.as_json:
+            out.json({"case_id": args.case, "messages": [message_json(m, names) for m in messages]})
+        else:
+            for m in messages:
+                out.line(format_message(m, names, me=client.account_id))
+            bad = sum(1 for m in messages if not m.verified)
+            if bad:
+                out.line(f"! {bad} of {len(messages)} messages did NOT verify")
+    return EXIT_OK
+
+
+async def cmd_chat(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        case = next((c for c in await client.cases() if c.case_id == args.case), None)
+        if case is None:
+            raise CaseNotReady(f"no case {args.case} for this account")
+        return await run_chat(client, case, out)
+
+
+async def cmd_watch(args: argparse.Namespace, out: Printer) -> int:
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    async with await _open(args) as client:
+        return await run_watch(
+            client, out, case_id=args.case, count=args.count, seconds=args.timeout
+        )
+
+
+async def cmd_receipt(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        await client.receipt(args.case, args.kind, args.up_to)
+        out.emit(f"{args.kind} up to {args.up_to}", {"ok": True})
+    return EXIT_OK
+
+
+async def cmd_close_case(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        await client.close_case(args.case)
+        out.emit(f"{args.case} closed", {"case_id": args.case, "state": "closed"})
+    return EXIT_OK
+
+
+async def cmd_logout(args: argparse.Namespace, out: Printer) -> int:
+    client = await _open(args)
+    await client.logout()
+    out.emit("logged out", {"ok": True})
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], Coroutine[Any, Any, int]]] = {
+    "register": cmd_register,
+    "login": cmd_login,
+    "whoami": cmd_whoami,
+    "open-case": cmd_open_case,
+    "cases": cmd_cases,
+    "send": cmd_send,
+    "history": cmd_history,
+    "chat": cmd_chat,
+    "watch": cmd_watch,
+    "receipt": cmd_receipt,
+    "close-case": cmd_close_case,
+    "logout": cmd_logout,
+}
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException) -> tuple[int, str, str]:
+    """(exit code, short code, message) for an exception escaping a command."""
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE, "usage", str(exc)
+    if isinstance(exc, pe.CryptoError):
+        code = EXIT_AUTH if "passphrase" in str(exc) else EXIT_ERROR
+        return code, "crypto", str(exc)
+    if isinstance(exc, pe.AuthFailed):
+        return EXIT_AUTH, exc.code.value, f"authentication failed: {exc}"
+    if isinstance(exc, pe.RemoteError):
+        friendly = _FRIENDLY.get(exc.code.value, exc.code.value.replace("_", " "))
+        return EXIT_ERROR, exc.code.value, f"{friendly}: {exc}"
+    if isinstance(exc, ConnectFailed):
+        return EXIT_CONNECT, "connect_failed", str(exc)
+    if isinstance(exc, SessionEnded):
+        auth = exc.code in (4001, 4002)
+        return (EXIT_AUTH if auth else EXIT_CONNECT), "session_ended", str(exc)
+    if isinstance(exc, KdfTooWeak):
+        return EXIT_USAGE, "kdf_too_weak", str(exc)
+    if isinstance(exc, KeyStoreError | CaseNotReady | RequestInterrupted | ClientClosed):
+        return EXIT_ERROR, type(exc).__name__, str(exc)
+    if isinstance(exc, ClientError | ValueError):
+        return EXIT_ERROR, "error", str(exc)
+    return EXIT_ERROR, "internal", f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _fail(out: Printer, exc: BaseException) -> int:
+    code, short, message = describe_error(exc)
+    if out.as_json:
+        out.json({"error": short, "message": message})
+    print(f"chat-client: {message}", file=sys.stderr)
+    if short == "internal":
+        logging.getLogger("chat_client").info("unexpected error", exc_info=exc)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    out = Printer(as_json=args.json)
+    try:
+        return asyncio.run(COMMANDS[args.command](args, out))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _fail(out, exc)

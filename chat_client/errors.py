@@ -1,0 +1,113 @@
+"""Errors the SDK raises, and the one place where server error frames become exceptions.
+
+Hierarchy::
+
+    ClientError                  base of everything the SDK itself raises
+    ├── ConnectFailed            the server could not be reached (CLI exit 4)
+    ├── SessionEnded             the server closed the session for good (non-resumable code)
+    ├── ClientClosed             the client was closed while the call was pending
+    ├── RequestInterrupted       the link dropped before a non-idempotent request was answered
+    ├── KeyStoreError            the local key store is missing, corrupt or already taken
+    ├── KdfTooWeak               the caller's Argon2id limits are below the server's minimum
+    └── CaseNotReady             the case has no counselor yet (or is unknown)
+
+Errors reported by the server arrive as the typed classes of :mod:`protocol.errors`
+(``AuthFailed``, ``Forbidden``, ...), built by :func:`remote_error`. A failed signature,
+MAC or commitment is :class:`protocol.errors.CryptoError` (also "wrong passphrase").
+"""
+
+from __future__ import annotations
+
+from protocol import errors as pe
+from protocol.frames import ErrorFrame
+
+__all__ = [
+    "CaseNotReady",
+    "ClientClosed",
+    "ClientError",
+    "ConnectFailed",
+    "KdfTooWeak",
+    "KeyStoreError",
+    "RequestInterrupted",
+    "SessionEnded",
+    "remote_error",
+]
+
+
+class ClientError(Exception):
+    """Base class of the errors raised by the client SDK itself."""
+
+
+class ConnectFailed(ClientError):
+    """The server could not be reached (refused, DNS, TLS, handshake, timeout)."""
+
+
+class SessionEnded(ClientError):
+    """The server closed the connection with a code after which we must not reconnect."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        meaning = _CLOSE_MEANINGS.get(code, "connection closed by the server")
+        super().__init__(f"{meaning} (close code {code}{': ' + reason if reason else ''})")
+
+
+class ClientClosed(ClientError):
+    """The client was closed; pending and later calls fail with this."""
+
+
+class RequestInterrupted(ClientError):
+    """The connection dropped before the server answered a request that is unsafe to
+    repeat blindly (``case.open``, ``case.close``); check the state and retry if needed."""
+
+
+class KeyStoreError(ClientError):
+    """The local key store is missing, unreadable, or holds another account."""
+
+
+class KdfTooWeak(ClientError):
+    """The requested Argon2id limits are below what the server accepts."""
+
+
+class CaseNotReady(ClientError):
+    """The case cannot carry messages yet (no counselor assigned) or is unknown."""
+
+
+_CLOSE_MEANINGS = {
+    1000: "session closed normally (logged out)",
+    1007: "the server rejected repeated malformed frames",
+    1008: "the server closed the session for a policy violation",
+    1009: "a frame was too big for the server",
+    4001: "authentication timed out",
+    4002: "authentication was refused",
+    4003: "too many sessions for this account",
+    4009: "this session was replaced by a newer one (too many devices)",
+}
+
+_BY_CODE: dict[str, type[pe.RemoteError]] = {
+    cls.code.value: cls
+    for cls in (
+        pe.MalformedFrame,
+        pe.UnknownType,
+        pe.InvalidFrame,
+        pe.UnsupportedVersion,
+        pe.FrameTooBig,
+        pe.NotAuthenticated,
+        pe.AuthFailed,
+        pe.Forbidden,
+        pe.NotFound,
+        pe.Conflict,
+        pe.Duplicate,
+        pe.RateLimited,
+        pe.LimitExceeded,
+        pe.ConsentRequired,
+        pe.Unavailable,
+    )
+}
+
+
+def remote_error(frame: ErrorFrame) -> pe.RemoteError:
+    """The typed exception for a server ``error`` frame (generic RemoteError if unknown)."""
+    cls = _BY_CODE.get(frame.code, pe.RemoteError)
+    message = frame.message or frame.code.replace("_", " ")
+    return cls(message)

@@ -1,0 +1,179 @@
+"""Case keys and directory entries, fetched through the session and verified here.
+
+:class:`KeyManager` caches, in memory only, verified case keys (casekeys.Keyring) and
+directory entries. It creates epoch 1 of a case when the first message needs it, and
+resolves the race where both participants create it at once: the server keeps the
+first deposit and answers the second with ``conflict``; the loser fetches and verifies
+the winner's key. All network access goes through the ``request`` callable it is given,
+so it owns no connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from protocol import crypto
+from protocol import errors as pe
+from protocol import frames as f
+
+from .casekeys import Keyring, make_epoch_key, open_epoch_key
+from .connection import expect
+from .errors import CaseNotReady
+
+__all__ = ["KeyManager", "Request"]
+
+log = logging.getLogger("chat_client.keys")
+
+#: ``await request(FrameClass, **fields)`` -> the answer frame (raises typed errors).
+Request = Callable[..., Awaitable[f.ServerFrame]]
+#: ``await case_info(case_id)`` -> the freshest CaseInfo known (None if not ours).
+CaseLookup = Callable[[str], Awaitable[f.CaseInfo | None]]
+
+_DIRECTORY_BATCH = 50  # DirectoryGet accepts at most 50 ids
+
+
+class KeyManager:
+    """See the module docstring. ``cases`` is the client's shared case map; the manager
+    raises a case's ``epoch`` there when it learns of a newer key."""
+
+    def __init__(
+        self,
+        identity: crypto.Identity,
+        account_id: str,
+        request: Request,
+        cases: dict[str, f.CaseInfo],
+        case_info: CaseLookup,
+    ) -> None:
+        self._identity = identity
+        self._account_id = account_id
+        self._request = request
+        self._cases = cases
+        self._case_info = case_info
+        self.keyring = Keyring()
+        self._directory: dict[str, f.DirectoryEntry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- directory ----------------------------------------------------------------------
+
+    async def entries(self, account_ids: list[str]) -> dict[str, f.DirectoryEntry]:
+        """Directory entries for ``account_ids`` (fetched once, then cached).
+
+        Our own entry must carry our own keys: a server that substitutes them would
+        otherwise get case keys sealed to a key it holds."""
+        missing = [a for a in dict.fromkeys(account_ids) if a not in self._directory]
+        for start in range(0, len(missing), _DIRECTORY_BATCH):
+            result = expect(
+                await self._request(
+                    f.DirectoryGet, account_ids=missing[start : start + _DIRECTORY_BATCH]
+                ),
+                f.DirectoryResult,
+            )
+            for entry in result.entries:
+                if entry.account_id == self._account_id and (
+                    entry.sign_pk != self._identity.sign_pk or entry.box_pk != self._identity.box_pk
+                ):
+                    raise pe.CryptoError("the directory lists other keys for our own account")
+                self._directory[entry.account_id] = entry
+        absent = [a for a in account_ids if a not in self._directory]
+        if absent:
+            raise pe.NotFound(f"directory has no entry for {len(absent)} account(s)")
+        return {a: self._directory[a] for a in account_ids}
+
+    async def entry(self, account_id: str) -> f.DirectoryEntry | None:
+        """One entry, or None if the directory refuses or lacks it."""
+        with contextlib.suppress(pe.RemoteError, pe.CryptoError):
+            return (await self.entries([account_id]))[account_id]
+        return None
+
+    # -- reading keys ---------------------------------------------------------------------
+
+    async def fetch(self, case: f.CaseInfo) -> None:
+        """Fetch, verify and cache every epoch key of the case not held yet. A key that
+        does not verify is logged and skipped (its messages will not verify)."""
+        result = expect(await self._request(f.CaseKeys, case_id=case.case_id), f.CaseKeysResult)
+        for epoch_key in result.keys:
+            if self.keyring.get(case.case_id, epoch_key.epoch) is not None:
+                continue
+            creator = await self.entry(epoch_key.creator_id)
+            try:
+                key = open_epoch_key(self._identity, case, epoch_key, creator)
+            except pe.CryptoError as exc:
+                log.warning("rejected key for epoch %d: %s", epoch_key.epoch, exc)
+                continue
+            self.keyring.put(case.case_id, epoch_key.epoch, key)
+        self._note_epoch(case, self.keyring.latest(case.case_id))
+
+    async def key_for(self, case: f.CaseInfo, epoch: int) -> bytes | None:
+        """The verified key of ``epoch``, fetching keys once if it is not cached."""
+        key = self.keyring.get(case.case_id, epoch)
+        if key is None:
+            try:
+                await self.fetch(case)
+            except pe.RemoteError as exc:
+                log.warning("cannot fetch case keys: %s", exc.code.value)
+            key = self.keyring.get(case.case_id, epoch)
+        return key
+
+    # -- writing keys -------------------------------------------------------------------
+
+    async def send_epoch(self, case_id: str) -> tuple[int, bytes]:
+        """The epoch and key to send with, creating epoch 1 if the case has none yet.
+
+        Raises CaseNotReady (no counselor yet / unknown case), Forbidden (closed), or
+        CryptoError if the case's current key cannot be verified."""
+        lock = self._locks.setdefault(case_id, asyncio.Lock())
+        async with lock:
+            case = await self._case_info(case_id)
+            if case is None:
+                raise CaseNotReady(f"unknown case {case_id}")
+            if case.state == "waiting":
+                raise CaseNotReady(f"case {case_id} is waiting for a counselor")
+            if case.state == "closed":
+                raise pe.Forbidden("case is closed")
+            epoch = max(case.epoch, self.keyring.latest(case_id))
+            if epoch == 0:
+                return await self._create(case, 1)
+            key = self.keyring.get(case_id, epoch)
+            if key is None:
+                await self.fetch(case)
+                epoch = max(epoch, self.keyring.latest(case_id))
+                key = self.keyring.get(case_id, epoch)
+            if key is None:
+                raise pe.CryptoError(f"no verified key for epoch {epoch} of case {case_id}")
+            return epoch, key
+
+    async def _create(self, case: f.CaseInfo, epoch: int) -> tuple[int, bytes]:
+        entries = await self.entries([a for a in (case.client_id, case.counselor_id) if a])
+        new = make_epoch_key(self._identity, case, epoch, entries)
+        try:
+            expect(
+                await self._request(
+                    f.CaseKeyDeposit,
+                    case_id=case.case_id,
+                    epoch=epoch,
+                    commitment=new.commitment,
+                    commitment_sig=new.commitment_sig,
+                    seals=new.seals,
+                ),
+                f.Ok,
+            )
+        except pe.Conflict:
+            # The other participant (or our own retried deposit) won: use the stored key.
+            await self.fetch(case)
+            key = self.keyring.get(case.case_id, epoch)
+            if key is None:
+                raise pe.CryptoError(f"epoch {epoch} key of the case does not verify") from None
+            return epoch, key
+        self.keyring.put(case.case_id, epoch, new.key)
+        self._note_epoch(case, epoch)
+        return epoch, new.key
+
+    def _note_epoch(self, case: f.CaseInfo, epoch: int) -> None:
+        current = self._cases.get(case.case_id, case)
+        if epoch > current.epoch:
+            self._cases[case.case_id] = msgspec.structs.replace(current, epoch=epoch)

@@ -1,0 +1,109 @@
+"""Value objects the SDK hands to applications: messages, send results and events.
+
+All are frozen dataclasses. ``Message.body`` is ``None`` whenever ``verified`` is False:
+an application never gets unverified text to display.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from protocol.frames import CaseInfo, DirectoryEntry
+
+__all__ = [
+    "CaseAssignedEvent",
+    "CaseClosedEvent",
+    "CaseInfo",
+    "ConnectionEvent",
+    "ConnectionState",
+    "DirectoryEntry",
+    "Event",
+    "Message",
+    "MessageEvent",
+    "ReceiptEvent",
+    "Sent",
+    "TypingEvent",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """One decrypted (or rejected) message of a case.
+
+    ``verified`` is True only if the ciphertext decrypted under the case key, the sender's
+    Ed25519 signature verified, and the server's hash chain link matched. Otherwise
+    ``body`` is None and ``error`` says what failed. ``ts`` is the sender's timestamp
+    (ms) when verified, else the server's.
+    """
+
+    case_id: str
+    seq: int
+    epoch: int
+    sender_id: str
+    client_msg_id: str
+    body: str | None
+    ts: int
+    verified: bool
+    error: str | None = None
+    chain_hash: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sent:
+    """The server's acknowledgement of ``send``: the message is durably stored at ``seq``."""
+
+    case_id: str
+    client_msg_id: str
+    seq: int
+    chain_hash: bytes
+    duplicate: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MessageEvent:
+    message: Message
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaseAssignedEvent:
+    case: CaseInfo
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TypingEvent:
+    case_id: str
+    account_id: str
+    active: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReceiptEvent:
+    case_id: str
+    account_id: str
+    kind: Literal["delivered", "read"]
+    up_to_seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaseClosedEvent:
+    case_id: str
+
+
+ConnectionState = Literal["connected", "disconnected", "reconnecting"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    state: ConnectionState
+    detail: str = ""
+
+
+Event = (
+    MessageEvent
+    | CaseAssignedEvent
+    | TypingEvent
+    | ReceiptEvent
+    | CaseClosedEvent
+    | ConnectionEvent
+)

@@ -1,0 +1,1 @@
+"""The asyncio hub: routes and stores ciphertext, holds no one's private key."""

@@ -1,0 +1,94 @@
+"""Hub configuration: flags and environment variables resolved into one frozen value."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+import nacl.pwhash
+
+from protocol import limits
+
+__all__ = ["Config", "load_key_file"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    db_url: str = "sqlite+aiosqlite:///var/chat.db"
+    #: Directory for the server's own key files (identity key, data key) when not given.
+    state_dir: Path = Path("var")
+    #: 32-byte key encrypting personal data at rest (topic, counselor names); None: from file.
+    data_key: bytes | None = None
+    #: Lowest Argon2id cost a client may register with (clients choose, server enforces).
+    min_opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+    min_memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+    #: Cost of the server-side Argon2id hash of each auth_key (already 256-bit strong).
+    hash_opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MIN + 1
+    hash_memlimit: int = 16 * 1024 * 1024
+    max_frame_bytes: int = limits.MAX_FRAME_BYTES
+    auth_timeout_s: float = limits.AUTH_TIMEOUT_S
+    max_sessions_per_account: int = limits.MAX_SESSIONS_PER_ACCOUNT
+    rate_per_s: float = limits.RATE_PER_S
+    rate_burst: int = limits.RATE_BURST
+    send_queue_frames: int = limits.SEND_QUEUE_FRAMES
+    token_ttl_s: int = limits.TOKEN_TTL_S
+    #: Largest number of messages committed in one transaction.
+    commit_batch: int = 512
+    #: Allowed Origin headers for browser WebSockets; None: any (non-browser clients send none).
+    allowed_origins: tuple[str, ...] | None = None
+    log_file: Path | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Config:
+        """Defaults, then CHAT_* environment variables, then explicit overrides."""
+        env: dict[str, object] = {}
+        if url := os.environ.get("CHAT_DB_URL"):
+            env["db_url"] = url
+        if host := os.environ.get("CHAT_HOST"):
+            env["host"] = host
+        if port := os.environ.get("CHAT_PORT"):
+            env["port"] = int(port)
+        if state := os.environ.get("CHAT_STATE_DIR"):
+            env["state_dir"] = Path(state)
+        if key := os.environ.get("CHAT_DATA_KEY"):
+            env["data_key"] = _parse_key(key)
+        if origins := os.environ.get("CHAT_ALLOWED_ORIGINS"):
+            env["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+        if log_file := os.environ.get("CHAT_LOG_FILE"):
+            env["log_file"] = Path(log_file)
+        if level := os.environ.get("CHAT_LOG_LEVEL"):
+            env["log_level"] = level
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**env)  # type: ignore[arg-type]
+
+    def resolved_data_key(self) -> bytes:
+        if self.data_key is not None:
+            return self.data_key
+        return load_key_file(self.state_dir / "data.key")
+
+    def server_key_seed(self) -> bytes:
+        return load_key_file(self.state_dir / "server.key")
+
+
+def _parse_key(text: str) -> bytes:
+    key = bytes.fromhex(text.strip())
+    if len(key) != 32:
+        raise ValueError("CHAT_DATA_KEY must be 64 hex digits (32 bytes)")
+    return key
+
+
+def load_key_file(path: Path) -> bytes:
+    """Read a 32-byte key (hex) from ``path``, creating it with mode 0600 if missing."""
+    if path.exists():
+        return _parse_key(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    return key

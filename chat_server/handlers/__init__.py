@@ -1,0 +1,1 @@
+"""Use cases, one function per request type: ``async (hub, session, frame) -> reply | None``."""

@@ -1,0 +1,192 @@
+"""One WebSocket connection: read loop, bounded send queue, state, limits.
+
+The read loop only decodes, checks the state table, and calls one handler per frame
+(``router.HANDLERS``); handlers hold the rules. Everything that turns an exception into
+an error frame or a close code happens here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+import msgspec
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from protocol import codec
+from protocol.errors import (
+    CloseCode,
+    ErrorCode,
+    FrameTooBig,
+    MalformedFrame,
+    RemoteError,
+    Unavailable,
+)
+from protocol.frames import ErrorFrame
+from protocol.session import SessionState, check_allowed, next_state
+from storage.records import AccountRecord
+
+from .logs import log_event
+from .ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["Session"]
+
+#: Consecutive undecodable frames before the connection is closed (1007).
+MAX_MALFORMED_IN_A_ROW = 3
+
+
+class Session:
+    """State of one connection. ``push`` never blocks: a full queue closes the session."""
+
+    def __init__(self, hub: Hub, ws: ServerConnection) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.id = "s_" + secrets.token_hex(8)
+        self.state = SessionState.UNAUTHENTICATED
+        self.account: AccountRecord | None = None
+        self.challenge: bytes | None = None
+        self.token_hash: bytes | None = None
+        self.authenticated_at = 0.0
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(hub.config.send_queue_frames)
+        self._bucket = TokenBucket(hub.config.rate_per_s, hub.config.rate_burst)
+        self._closing = False
+
+    @property
+    def account_id(self) -> str:
+        assert self.account is not None, "session is not authenticated"
+        return self.account.id
+
+    # -- outbound --------------------------------------------------------------
+
+    def push(self, frame: msgspec.Struct) -> None:
+        self.push_raw(codec.encode(frame))
+
+    def push_raw(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(data)
+        except asyncio.QueueFull:
+            # A reader that cannot keep up must not make us buffer without bound. Its
+            # messages are safe in the database; it reconnects and syncs (4008 is resumable).
+            log_event("session.slow_consumer", logging.WARNING, session=self.id)
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after what is queued so far has been written (idempotent)."""
+        if self._closing:
+            return
+        self._closing = True
+        self.state = SessionState.CLOSING
+        self._close_code = (code, reason)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        if self._queue.full():  # no room for the marker: close right away
+            asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+    async def _writer(self) -> None:
+        while True:
+            data = await self._queue.get()
+            if data is None:
+                code, reason = self._close_code
+                await self.ws.close(code, reason)
+                return
+            await self.ws.send(data, text=True)
+
+    # -- inbound ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._writer(), name=f"writer-{self.id}")
+        watchdog = asyncio.create_task(self._auth_watchdog(), name=f"auth-{self.id}")
+        log_event("session.open", session=self.id)
+        try:
+            await self._read_loop()
+        except ConnectionClosed:
+            pass
+        finally:
+            watchdog.cancel()
+            self.hub.detach(self)
+            if not self._closing:
+                self._closing = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, timeout=5)
+            except (TimeoutError, ConnectionClosed, asyncio.CancelledError):
+                writer.cancel()
+            except Exception:
+                writer.cancel()
+            code = self.ws.close_code
+            log_event("session.closed", session=self.id, code=code)
+
+    async def _auth_watchdog(self) -> None:
+        await asyncio.sleep(self.hub.config.auth_timeout_s)
+        if self.state is SessionState.UNAUTHENTICATED:
+            log_event("session.auth_timeout", session=self.id)
+            self.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+
+    async def _read_loop(self) -> None:
+        from .router import HANDLERS  # handlers import Session for typing only
+
+        malformed = 0
+        while not self._closing:
+            raw = await self.ws.recv(decode=False)
+            if self._closing:
+                return
+            if not self._bucket.take():
+                self.push(
+                    ErrorFrame(
+                        code=ErrorCode.RATE_LIMITED,
+                        message="slow down",
+                        id=codec.request_id_of(raw),
+                    )
+                )
+                continue
+            try:
+                frame = codec.decode_client(raw)
+            except FrameTooBig:
+                self.close(CloseCode.TOO_BIG, "frame too big")
+                return
+            except RemoteError as exc:
+                self.push(
+                    ErrorFrame(code=exc.code, message=exc.message, id=codec.request_id_of(raw))
+                )
+                malformed = malformed + 1 if isinstance(exc, MalformedFrame) else 0
+                if malformed >= MAX_MALFORMED_IN_A_ROW:
+                    self.close(CloseCode.INVALID_DATA, "too many malformed frames")
+                    return
+                continue
+            malformed = 0
+            succeeded = True
+            try:
+                check_allowed(self.state, frame)
+                if self.hub.stopping:
+                    raise Unavailable("server is shutting down; reconnect shortly")
+                reply = await HANDLERS[type(frame)](self.hub, self, frame)
+            except RemoteError as exc:
+                succeeded = False
+                reply = ErrorFrame(code=exc.code, message=exc.message, id=frame.id)
+            except ConnectionClosed:
+                raise
+            except Exception:
+                # Details go to the log (type and place only), never to the peer.
+                log_event(
+                    "session.internal_error",
+                    logging.ERROR,
+                    exc=True,
+                    session=self.id,
+                    frame=type(frame).__name__,
+                )
+                self.close(CloseCode.INTERNAL, "internal error")
+                return
+            if reply is not None:
+                self.push(reply)
+            if self.state is not SessionState.CLOSING:
+                self.state = next_state(self.state, frame, succeeded=succeeded)

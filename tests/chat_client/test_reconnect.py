@@ -1,0 +1,154 @@
+"""Reliability: drops, restarts and lost acks lose nothing and duplicate nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from chat_client import ChatClient, ConnectionEvent, MessageEvent
+
+from .conftest import PASS_CLIENT, TEST_KDF, Pair, take
+
+
+def drop_network(client: ChatClient) -> None:
+    """Kill the TCP connection under the client without a close frame (code 1006)."""
+    link = client._link
+    assert link is not None
+    link._ws.transport.abort()
+
+
+def assert_exact(messages: list[int], n: int) -> None:
+    assert messages == list(range(1, n + 1)), messages
+
+
+async def test_network_drop_mid_conversation(pair: Pair) -> None:
+    client, counselor, case = pair.client, pair.counselor, pair.case
+    await client.send(case.case_id, "c1")
+    await counselor.send(case.case_id, "k2")
+    assert [m.seq for m in await take(client, 2)] == [1, 2]
+    assert [m.seq for m in await take(counselor, 2)] == [1, 2]
+
+    drop_network(client)
+    # While the client is away: the counselor writes, and the client's own sends wait.
+    counselor_sends = [counselor.send(case.case_id, f"k{i}") for i in range(5)]
+    client_sends = [client.send(case.case_id, f"c{i}") for i in range(3)]
+    results = await asyncio.wait_for(asyncio.gather(*counselor_sends, *client_sends), 15)
+    seqs = sorted(s.seq for s in results)
+    assert_exact([1, 2, *seqs], 10)
+
+    got = await take(client, 8)
+    assert_exact([1, 2] + [m.seq for m in got], 10)
+    assert all(m.verified for m in got)
+    other = await take(counselor, 8)
+    assert_exact([1, 2] + [m.seq for m in other], 10)
+    history = await client.history(case.case_id)
+    assert_exact([m.seq for m in history], 10)
+    assert sorted(m.body or "" for m in history) == sorted(
+        ["c1", "k2", *(f"k{i}" for i in range(5)), *(f"c{i}" for i in range(3))]
+    )
+
+
+async def test_lost_ack_is_resent_with_same_frame_and_answered_duplicate(pair: Pair) -> None:
+    client, counselor, case = pair.client, pair.counselor, pair.case
+    link = client._link
+    assert link is not None
+    original = link._dispatch
+    dropped: list[str] = []
+
+    def lose_first_ack(data: str | bytes) -> None:
+        text = data if isinstance(data, str) else data.decode()
+        if '"msg.ack"' in text and not dropped:
+            dropped.append(text)
+            link._ws.transport.abort()  # the server stored it; we never hear back
+            return
+        original(data)
+
+    link._dispatch = lose_first_ack  # type: ignore[method-assign]
+    sent = await asyncio.wait_for(client.send(case.case_id, "only once"), 15)
+    assert dropped, "the ack was not intercepted"
+    assert (sent.seq, sent.duplicate) == (1, True)
+    assert sent.client_msg_id in dropped[0]
+    [seen] = await take(counselor, 1)
+    assert (seen.seq, seen.body, seen.client_msg_id) == (1, "only once", sent.client_msg_id)
+    await client.send(case.case_id, "next")
+    assert [m.body for m in await client.history(case.case_id)] == ["only once", "next"]
+
+
+async def test_server_restart_mid_stream(pair: Pair) -> None:
+    client, counselor, case = pair.client, pair.counselor, pair.case
+    states: list[str] = []
+
+    async def sender() -> list[int]:
+        seqs = []
+        for i in range(40):
+            seqs.append((await client.send(case.case_id, f"msg {i}")).seq)
+            await asyncio.sleep(0.01)
+        return seqs
+
+    task = asyncio.create_task(sender())
+    await asyncio.sleep(0.15)
+    await pair.hub.restart()  # graceful: close 1001, resumable
+    seqs = await asyncio.wait_for(task, 30)
+    assert sorted(seqs) == list(range(1, 41)) and seqs == sorted(seqs)
+
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for event in counselor.events():
+            if isinstance(event, ConnectionEvent):
+                states.append(event.state)
+            elif isinstance(event, MessageEvent):
+                assert event.message.verified
+                got.append(event.message.seq)
+                if len(got) == 40:
+                    return
+
+    await asyncio.wait_for(consume(), 15)
+    assert got == list(range(1, 41))
+    assert "disconnected" in states and "reconnecting" in states
+    assert states[-1] == "connected"
+
+
+async def test_burst_beyond_rate_limit_is_all_delivered_in_order(pair: Pair) -> None:
+    client, counselor, case = pair.client, pair.counselor, pair.case
+    n = 260  # more than the burst of 200 frames: some sends are rate limited and retried
+    results = await asyncio.wait_for(
+        asyncio.gather(*(client.send(case.case_id, f"#{i}") for i in range(n))), 60
+    )
+    assert sorted(r.seq for r in results) == list(range(1, n + 1))
+    got = await take(counselor, n, timeout=30)
+    assert [m.seq for m in got] == list(range(1, n + 1))
+    assert all(m.verified for m in got)
+
+
+async def test_process_kill_and_restart(tmp_path: Path) -> None:
+    """SIGKILL the hub process mid-conversation; after it comes back on the same port,
+    both clients resume and every message gets through exactly once."""
+    from tests.hubtools import hub_process
+
+    async with hub_process(tmp_path / "hub") as hub:
+        code = await hub.invite_counselor("Dr K", "en", "anxiety")
+        counselor = await ChatClient.register(
+            hub.url, "dr-k", "pw-k", home=tmp_path / "k", invite=code, **TEST_KDF
+        )
+        client = await ChatClient.register(
+            hub.url, "erin", PASS_CLIENT, home=tmp_path / "e", **TEST_KDF
+        )
+        try:
+            case = await client.open_case("anxiety", "en")
+            await asyncio.wait_for(client.send(case.case_id, "before"), 10)
+            hub.kill()
+            pending = asyncio.create_task(client.send(case.case_id, "during the outage"))
+            await asyncio.sleep(0.5)
+            assert not pending.done()
+            await hub.start()
+            sent = await asyncio.wait_for(pending, 30)
+            assert sent.seq == 2
+            await asyncio.wait_for(counselor.send(case.case_id, "after"), 10)
+            got = await take(counselor, 2, timeout=20)
+            assert [(m.seq, m.body) for m in got] == [(1, "before"), (2, "during the outage")]
+            mine = await take(client, 3, timeout=20)
+            assert [m.body for m in mine] == ["before", "during the outage", "after"]
+        finally:
+            await client.close()
+            await counselor.close()

@@ -1,0 +1,485 @@
+"""Crypto envelope: round trips, and every way verification must fail."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgspec
+import nacl.bindings
+import nacl.hash
+import nacl.secret
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.encoding import RawEncoder
+
+from protocol import crypto
+from protocol.crypto import Envelope, Identity
+from protocol.errors import CryptoError
+from protocol.limits import MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS
+
+OPS, MEM = 1, 8192  # the cheapest Argon2id parameters the protocol accepts
+
+ALICE = Identity.from_secret_bytes(bytes(range(64)))
+BOB = Identity.from_secret_bytes(bytes(range(64, 128)))
+MALLORY = Identity.from_secret_bytes(bytes(range(128, 192)))
+KEY = bytes(range(100, 132))
+CASE, EPOCH, SENDER, CMID = "case-1", 1, "acct-alice", "cmid-0001"
+
+ids = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+
+
+def envelope(body: str = "hello", cmid: str = CMID) -> Envelope:
+    return Envelope(body=body, ts=1_700_000_000_000, client_msg_id=cmid)
+
+
+def encrypt(env: Envelope | None = None, **kw: object) -> tuple[bytes, bytes]:
+    args: dict[str, object] = {"case_id": CASE, "epoch": EPOCH, "sender_id": SENDER}
+    args.update(kw)
+    return crypto.encrypt_message(KEY, ALICE, envelope=env or envelope(), **args)  # type: ignore[arg-type]
+
+
+def decrypt(nonce: bytes, ciphertext: bytes, **kw: object) -> Envelope:
+    args: dict[str, object] = {
+        "case_key": KEY,
+        "sender_sign_pk": ALICE.sign_pk,
+        "case_id": CASE,
+        "epoch": EPOCH,
+        "sender_id": SENDER,
+        "client_msg_id": CMID,
+        "nonce": nonce,
+        "ciphertext": ciphertext,
+    }
+    args.update(kw)
+    return crypto.decrypt_message(**args)  # type: ignore[arg-type]
+
+
+def raw_seal(inner: bytes, cmid: str = CMID, nonce: bytes = bytes(24)) -> bytes:
+    """Encrypt arbitrary inner plaintext under KEY with the AAD decrypt() expects."""
+    aad = crypto.message_aad(CASE, EPOCH, SENDER, cmid)
+    return bytes(nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(inner, aad, nonce, KEY))
+
+
+# -- encodings ---------------------------------------------------------------------
+
+
+def test_lp_and_u64() -> None:
+    assert crypto.lp() == b""
+    assert crypto.lp(b"") == bytes(4)
+    assert crypto.lp(b"ab", b"c") == b"\x00\x00\x00\x02ab\x00\x00\x00\x01c"
+    assert crypto.lp(b"ab", b"c") != crypto.lp(b"a", b"bc")
+    assert crypto.u64(1) == b"\x00" * 7 + b"\x01"
+    assert crypto.u64(2**64 - 1) == b"\xff" * 8
+    with pytest.raises(OverflowError):
+        crypto.u64(-1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(max_size=8), max_size=4), st.lists(st.binary(max_size=8), max_size=4))
+def test_lp_is_injective(a: list[bytes], b: list[bytes]) -> None:
+    if a != b:
+        assert crypto.lp(*a) != crypto.lp(*b)
+
+
+# -- login keys ----------------------------------------------------------------------
+
+
+def test_login_keys_are_deterministic_and_split() -> None:
+    salt = bytes(16)
+    keys = crypto.derive_login_keys("correct horse", salt, OPS, MEM)
+    assert keys == crypto.derive_login_keys("correct horse", salt, OPS, MEM)
+    assert len(keys.auth_key) == len(keys.wrap_key) == 32
+    assert keys.auth_key != keys.wrap_key
+    assert keys.auth_key.hex() not in repr(keys)
+    assert crypto.derive_login_keys("correct horsf", salt, OPS, MEM) != keys
+    assert crypto.derive_login_keys("correct horse", bytes(15) + b"\x01", OPS, MEM) != keys
+    assert crypto.derive_login_keys("correct horse", salt, OPS + 1, MEM) != keys
+
+
+def test_login_key_split_is_blake2b_keyed_by_the_argon2id_master() -> None:
+    salt = bytes(range(16))
+    master = nacl.bindings.crypto_pwhash_alg(
+        32, b"pass", salt, OPS, MEM, nacl.bindings.crypto_pwhash_ALG_ARGON2ID13
+    )
+    keys = crypto.derive_login_keys("pass", salt, OPS, MEM)
+    for person, value in (
+        (b"chat-auth-key-v1", keys.auth_key),
+        (b"chat-wrap-key-v1", keys.wrap_key),
+    ):
+        assert value == nacl.hash.blake2b(
+            b"", digest_size=32, key=master, person=person, encoder=RawEncoder
+        )
+
+
+def test_new_salt() -> None:
+    assert len(crypto.new_salt()) == 16
+    assert crypto.new_salt() != crypto.new_salt()
+
+
+# -- identity and wrapping -----------------------------------------------------------
+
+
+def test_identity() -> None:
+    fresh = Identity.generate()
+    assert len(fresh.sign_pk) == len(fresh.box_pk) == 32
+    assert Identity.from_secret_bytes(fresh.secret_bytes()).sign_pk == fresh.sign_pk
+    assert fresh.secret_bytes().hex() not in repr(fresh)
+    assert Identity.generate().sign_pk != fresh.sign_pk
+    # The box key is independent of the signing key (not its Curve25519 conversion).
+    assert ALICE.box_pk != bytes(ALICE.signing_key.verify_key.to_curve25519_public_key())
+
+
+@pytest.mark.parametrize("size", [0, 32, 63, 65])
+def test_identity_secret_must_be_64_bytes(size: int) -> None:
+    with pytest.raises(CryptoError, match="64 bytes"):
+        Identity.from_secret_bytes(bytes(size))
+
+
+def test_wrap_round_trip() -> None:
+    wrap_key = bytes(range(32))
+    blob = crypto.wrap_identity(ALICE, wrap_key)
+    assert len(blob) == 104
+    assert crypto.unwrap_identity(blob, wrap_key).secret_bytes() == ALICE.secret_bytes()
+    assert crypto.wrap_identity(ALICE, wrap_key) != blob  # random nonce
+    fixed = crypto.wrap_identity(ALICE, wrap_key, nonce=bytes(24))
+    assert fixed[:24] == bytes(24)
+    assert fixed == crypto.wrap_identity(ALICE, wrap_key, nonce=bytes(24))
+
+
+def test_unwrap_with_the_wrong_key() -> None:
+    blob = crypto.wrap_identity(ALICE, bytes(32))
+    with pytest.raises(CryptoError, match="wrong passphrase"):
+        crypto.unwrap_identity(blob, bytes(31) + b"\x01")
+
+
+@pytest.mark.parametrize("index", [0, 23, 24, 40, 103])
+def test_unwrap_a_corrupted_blob(index: int) -> None:
+    blob = bytearray(crypto.wrap_identity(ALICE, bytes(32)))
+    blob[index] ^= 1
+    with pytest.raises(CryptoError):
+        crypto.unwrap_identity(bytes(blob), bytes(32))
+
+
+@pytest.mark.parametrize("blob", [b"", bytes(23), bytes(40)])
+def test_unwrap_a_truncated_blob(blob: bytes) -> None:
+    with pytest.raises(CryptoError):
+        crypto.unwrap_identity(blob, bytes(32))
+
+
+def test_unwrap_a_blob_of_the_wrong_length() -> None:
+    blob = bytes(nacl.secret.SecretBox(bytes(32)).encrypt(bytes(63)))
+    with pytest.raises(CryptoError, match="64 bytes"):
+        crypto.unwrap_identity(blob, bytes(32))
+
+
+def test_verify_signature() -> None:
+    sig = ALICE.sign(b"m")
+    crypto.verify_signature(ALICE.sign_pk, b"m", sig)
+    for pk, msg, bad_sig in [
+        (BOB.sign_pk, b"m", sig),
+        (ALICE.sign_pk, b"n", sig),
+        (ALICE.sign_pk, b"m", bytes(64)),
+        (ALICE.sign_pk, b"m", sig[:63]),
+        (ALICE.sign_pk[:31], b"m", sig),
+    ]:
+        with pytest.raises(CryptoError, match="signature does not verify"):
+            crypto.verify_signature(pk, msg, bad_sig)
+
+
+def test_fingerprint() -> None:
+    fp = crypto.fingerprint(ALICE.sign_pk)
+    groups = fp.split(" ")
+    assert len(groups) == 10
+    assert all(len(g) == 4 and int(g, 16) >= 0 for g in groups)
+    assert fp == crypto.fingerprint(ALICE.sign_pk)
+    assert fp != crypto.fingerprint(BOB.sign_pk)
+    digest = nacl.hash.blake2b(
+        ALICE.sign_pk, digest_size=20, person=b"chat-fingerprnt1", encoder=RawEncoder
+    )
+    assert fp.replace(" ", "") == digest.hex()
+
+
+# -- connection auth -------------------------------------------------------------------
+
+
+def test_challenge() -> None:
+    nonce = bytes(range(32))
+    assert crypto.auth_transcript(nonce, "acct") == crypto.lp(b"chat.auth.v1", nonce, b"acct")
+    sig = crypto.sign_challenge(ALICE, nonce, "acct")
+    crypto.verify_challenge(ALICE.sign_pk, nonce, "acct", sig)
+
+
+@pytest.mark.parametrize(
+    ("pk", "nonce", "account"),
+    [
+        (BOB.sign_pk, bytes(range(32)), "acct"),
+        (ALICE.sign_pk, bytes(range(1, 33)), "acct"),
+        (ALICE.sign_pk, bytes(range(32)), "acct2"),
+    ],
+    ids=["other-identity", "other-nonce", "other-account"],
+)
+def test_challenge_signature_is_bound_to_nonce_account_and_key(
+    pk: bytes, nonce: bytes, account: str
+) -> None:
+    sig = crypto.sign_challenge(ALICE, bytes(range(32)), "acct")
+    with pytest.raises(CryptoError):
+        crypto.verify_challenge(pk, nonce, account, sig)
+
+
+# -- case keys -----------------------------------------------------------------------
+
+
+def test_case_key_seal_and_open() -> None:
+    k = crypto.new_case_key()
+    assert len(k) == 32 and k != crypto.new_case_key()
+    commitment = crypto.key_commitment(k, CASE, EPOCH)
+    sealed = crypto.seal_case_key(k, BOB.box_pk)
+    assert len(sealed) == 80
+    assert crypto.seal_case_key(k, BOB.box_pk) != sealed  # ephemeral key per seal
+    assert crypto.open_case_key(sealed, BOB, CASE, EPOCH, commitment) == k
+
+
+def test_sealed_key_to_the_wrong_recipient() -> None:
+    sealed = crypto.seal_case_key(KEY, BOB.box_pk)
+    commitment = crypto.key_commitment(KEY, CASE, EPOCH)
+    with pytest.raises(CryptoError, match="does not open"):
+        crypto.open_case_key(sealed, ALICE, CASE, EPOCH, commitment)
+
+
+@pytest.mark.parametrize("sealed", [b"", bytes(47), bytes(80)])
+def test_garbage_sealed_key(sealed: bytes) -> None:
+    with pytest.raises(CryptoError, match="does not open"):
+        crypto.open_case_key(sealed, BOB, CASE, EPOCH, bytes(32))
+
+
+@pytest.mark.parametrize(
+    ("case_id", "epoch", "key"),
+    [("case-2", EPOCH, KEY), (CASE, EPOCH + 1, KEY), (CASE, EPOCH, bytes(32))],
+    ids=["other-case", "other-epoch", "other-key"],
+)
+def test_commitment_mismatch(case_id: str, epoch: int, key: bytes) -> None:
+    """A key committed for another case or epoch (or another key) is refused."""
+    sealed = crypto.seal_case_key(KEY, BOB.box_pk)
+    commitment = crypto.key_commitment(key, case_id, epoch)
+    with pytest.raises(CryptoError, match="commitment"):
+        crypto.open_case_key(sealed, BOB, CASE, EPOCH, commitment)
+
+
+def test_commitment_is_keyed_blake2b() -> None:
+    expected = nacl.hash.blake2b(
+        crypto.lp(CASE.encode(), crypto.u64(EPOCH)),
+        digest_size=32,
+        key=KEY,
+        person=b"chat-key-commit1",
+        encoder=RawEncoder,
+    )
+    assert crypto.key_commitment(KEY, CASE, EPOCH) == expected
+
+
+def test_commitment_signature() -> None:
+    c = crypto.key_commitment(KEY, CASE, EPOCH)
+    sig = crypto.sign_commitment(ALICE, CASE, EPOCH, c)
+    crypto.verify_commitment(ALICE.sign_pk, CASE, EPOCH, c, sig)
+    for pk, case_id, epoch, commitment in [
+        (BOB.sign_pk, CASE, EPOCH, c),
+        (ALICE.sign_pk, "case-2", EPOCH, c),
+        (ALICE.sign_pk, CASE, 2, c),
+        (ALICE.sign_pk, CASE, EPOCH, bytes(32)),
+    ]:
+        with pytest.raises(CryptoError):
+            crypto.verify_commitment(pk, case_id, epoch, commitment, sig)
+
+
+# -- messages ------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    body=st.text(max_size=MAX_MESSAGE_CHARS),
+    case_id=ids,
+    epoch=st.integers(min_value=1, max_value=2**31),
+    sender_id=ids,
+    cmid=ids,
+    ts=st.integers(min_value=0, max_value=2**53),
+)
+def test_message_round_trip(
+    body: str, case_id: str, epoch: int, sender_id: str, cmid: str, ts: int
+) -> None:
+    env = Envelope(body=body, ts=ts, client_msg_id=cmid)
+    encoded = msgspec.json.encode(env)
+    if 64 + len(encoded) + 16 > MAX_CIPHERTEXT_BYTES:  # only bodies full of escapes
+        with pytest.raises(ValueError, match="encoded message exceeds"):
+            crypto.encrypt_message(
+                KEY, ALICE, case_id=case_id, epoch=epoch, sender_id=sender_id, envelope=env
+            )
+        return
+    nonce, ct = crypto.encrypt_message(
+        KEY, ALICE, case_id=case_id, epoch=epoch, sender_id=sender_id, envelope=env
+    )
+    assert len(nonce) == 24
+    assert len(ct) == 64 + len(encoded) + 16 <= MAX_CIPHERTEXT_BYTES
+    got = crypto.decrypt_message(
+        KEY,
+        ALICE.sign_pk,
+        case_id=case_id,
+        epoch=epoch,
+        sender_id=sender_id,
+        client_msg_id=cmid,
+        nonce=nonce,
+        ciphertext=ct,
+    )
+    assert got == env
+
+
+def test_longest_plain_message_fits() -> None:
+    body = "\U0001f600" * MAX_MESSAGE_CHARS  # 4 UTF-8 bytes per character
+    nonce, ct = encrypt(envelope(body))
+    assert len(ct) <= MAX_CIPHERTEXT_BYTES
+    assert decrypt(nonce, ct).body == body
+
+
+def test_message_too_long() -> None:
+    with pytest.raises(ValueError, match="longer than 8000"):
+        encrypt(envelope("x" * (MAX_MESSAGE_CHARS + 1)))
+
+
+def test_message_whose_encoding_is_too_big() -> None:
+    with pytest.raises(ValueError, match="encoded message exceeds"):
+        encrypt(envelope("\x01" * MAX_MESSAGE_CHARS))  # each becomes \u0001 in JSON
+
+
+def test_nonce_is_random_unless_given() -> None:
+    n1, c1 = encrypt()
+    n2, c2 = encrypt()
+    assert n1 != n2 and c1 != c2
+    fixed = bytes(range(24))
+    assert encrypt(nonce=fixed) == encrypt(nonce=fixed)
+    assert encrypt(nonce=fixed)[0] == fixed
+
+
+def test_ciphertext_layout() -> None:
+    """Inner plaintext is sig(64) || envelope JSON; AAD is the routing header."""
+    env = envelope("layout")
+    nonce, ct = encrypt(env)
+    aad = crypto.lp(
+        b"chat.msg.v1", CASE.encode(), crypto.u64(EPOCH), SENDER.encode(), CMID.encode()
+    )
+    assert crypto.message_aad(CASE, EPOCH, SENDER, CMID) == aad
+    inner = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, aad, nonce, KEY)
+    sig, body = inner[:64], inner[64:]
+    assert body == b'{"kind":"text","body":"layout","ts":1700000000000,"client_msg_id":"cmid-0001"}'
+    digest = nacl.hash.blake2b(body, digest_size=32, person=b"chat-msg-hash-v1", encoder=RawEncoder)
+    transcript = crypto.lp(
+        b"chat.msgsig.v1", CASE.encode(), crypto.u64(EPOCH), CMID.encode(), SENDER.encode(), digest
+    )
+    crypto.verify_signature(ALICE.sign_pk, transcript, sig)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_flipped_ciphertext_byte(data: st.DataObject) -> None:
+    nonce, ct = encrypt()
+    index = data.draw(st.integers(min_value=0, max_value=len(ct) - 1))
+    bit = data.draw(st.integers(min_value=0, max_value=7))
+    altered = bytearray(ct)
+    altered[index] ^= 1 << bit
+    with pytest.raises(CryptoError, match="does not decrypt"):
+        decrypt(nonce, bytes(altered))
+
+
+def test_flipped_nonce_or_truncated_ciphertext() -> None:
+    nonce, ct = encrypt()
+    with pytest.raises(CryptoError):
+        decrypt(bytes([nonce[0] ^ 1]) + nonce[1:], ct)
+    with pytest.raises(CryptoError):
+        decrypt(nonce, ct[:-1])
+    with pytest.raises(CryptoError):
+        decrypt(nonce, b"")
+
+
+def test_wrong_key() -> None:
+    nonce, ct = encrypt()
+    with pytest.raises(CryptoError, match="does not decrypt"):
+        decrypt(nonce, ct, case_key=bytes(32))
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"case_id": "case-2"},
+        {"case_id": "case-1 "},
+        {"epoch": 2},
+        {"sender_id": "acct-bob"},
+        {"client_msg_id": "cmid-0002"},
+    ],
+    ids=["case", "case-suffix", "epoch", "sender", "client_msg_id"],
+)
+def test_wrong_aad_field(field: dict[str, object]) -> None:
+    nonce, ct = encrypt()
+    with pytest.raises(CryptoError, match="does not decrypt"):
+        decrypt(nonce, ct, **field)
+
+
+def test_signature_by_another_identity() -> None:
+    nonce, ct = crypto.encrypt_message(
+        KEY, MALLORY, case_id=CASE, epoch=EPOCH, sender_id=SENDER, envelope=envelope()
+    )
+    with pytest.raises(CryptoError, match="signature does not verify"):
+        decrypt(nonce, ct)  # claims to be from ALICE
+    assert decrypt(nonce, ct, sender_sign_pk=MALLORY.sign_pk) == envelope()
+
+
+def test_verified_under_the_wrong_public_key() -> None:
+    nonce, ct = encrypt()
+    with pytest.raises(CryptoError, match="signature does not verify"):
+        decrypt(nonce, ct, sender_sign_pk=BOB.sign_pk)
+
+
+def _signed_inner(envelope_bytes: bytes, signed_cmid: str = CMID) -> bytes:
+    digest = nacl.hash.blake2b(
+        envelope_bytes, digest_size=32, person=b"chat-msg-hash-v1", encoder=RawEncoder
+    )
+    transcript = crypto.lp(
+        b"chat.msgsig.v1",
+        CASE.encode(),
+        crypto.u64(EPOCH),
+        signed_cmid.encode(),
+        SENDER.encode(),
+        digest,
+    )
+    return ALICE.sign(transcript) + envelope_bytes
+
+
+def test_envelope_client_msg_id_mismatch() -> None:
+    """A sender cannot reuse one signed envelope under another message's header."""
+    inner = _signed_inner(msgspec.json.encode(envelope(cmid="cmid-other")))
+    with pytest.raises(CryptoError, match="another message"):
+        decrypt(bytes(24), raw_seal(inner))
+
+
+@pytest.mark.parametrize(
+    "envelope_bytes",
+    [
+        b"not json",
+        b"[]",
+        b'{"kind":"text","body":"x","ts":1}',
+        b'{"kind":"image","body":"x","ts":1,"client_msg_id":"cmid-0001"}',
+        b'{"kind":"text","body":"x","ts":1,"client_msg_id":"cmid-0001","extra":1}',
+    ],
+)
+def test_signed_but_malformed_envelope(envelope_bytes: bytes) -> None:
+    with pytest.raises(CryptoError, match="malformed"):
+        decrypt(bytes(24), raw_seal(_signed_inner(envelope_bytes)))
+
+
+def test_inner_plaintext_shorter_than_a_signature() -> None:
+    with pytest.raises(CryptoError, match="signature"):
+        decrypt(bytes(24), raw_seal(b"short"))
+
+
+def test_envelope_defaults_and_is_frozen() -> None:
+    env = envelope()
+    assert env.kind == "text"
+    with pytest.raises(AttributeError):
+        env.body = "x"  # type: ignore[misc]
+    assert dataclasses.is_dataclass(crypto.LoginKeys)
