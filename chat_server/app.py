@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import http
+import json
 import signal
 from pathlib import Path
 
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
-from storage.engine import Database, open_database
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from protocol.crypto import Identity
+from storage.engine import Database, open_database
 
 from .config import Config
 from .hub import Hub
@@ -93,6 +94,8 @@ class HubServer:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if path == "/config.json":
+            return _web_config(self.config)
         if path == WS_PATH:
             if not _origin_allowed(request.headers, self.config.allowed_origins):
                 log_event("http.origin_refused")
@@ -136,6 +139,15 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def _web_config(config: Config) -> Response:
+    """Settings the counselor web chat reads at start (no secrets in here)."""
+    body = json.dumps({"idle_lock_seconds": round(config.idle_lock_minutes * 60, 3)}).encode()
+    headers = Headers(_SECURITY_HEADERS)
+    headers["Content-Type"] = _TYPES[".json"]
+    headers["Content-Length"] = str(len(body))
+    return Response(http.HTTPStatus.OK, "OK", headers, body)
 
 
 def _static(connection: ServerConnection, path: str) -> Response:

@@ -16,12 +16,12 @@ import nacl.hash
 import nacl.pwhash
 import nacl.utils
 from nacl.encoding import RawEncoder
-from storage.engine import Database
 
 from protocol import codec
 from protocol.crypto import Identity
 from protocol.errors import CloseCode, Forbidden, NotFound
 from protocol.frames import CaseAssigned, CaseInfo
+from storage.engine import Database
 from storage.records import AccountRecord, CaseRecord
 
 from .committer import GroupCommitter

@@ -267,3 +267,21 @@ async def test_graceful_shutdown_closes_1001(tmp_path: Path) -> None:
         client, *_ = await pair(hub.url, await hub.invite_counselor())
         await hub.stop()
         assert await _closed_with(client) == CloseCode.GOING_AWAY
+
+
+async def test_unexpected_failure_closes_1011_without_details(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat_server import router
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("SECRET-DETAIL-in-exception")
+
+    monkeypatch.setitem(router.HANDLERS, f.Ping, broken)
+    peer = await RawClient.connect(hub.url)
+    await peer.send(f.Ping(id=rid()))
+    assert await _closed_with(peer) == CloseCode.INTERNAL
+    assert peer.ws.close_reason == "internal error"
+    log = hub.log_file.read_text()
+    assert "session.internal_error" in log and "RuntimeError" in log
+    assert "SECRET-DETAIL" not in log
