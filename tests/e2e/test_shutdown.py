@@ -35,7 +35,10 @@ async def test_sigterm_is_graceful_and_resumable(tmp_path: Path) -> None:
         await hub.start()
         back = await RawClient.connect(hub.url)
         back.identity, back.account_id, back.token = (
-            counselor.identity, counselor.account_id, counselor.token)
+            counselor.identity,
+            counselor.account_id,
+            counselor.token,
+        )
         await back.authenticate()
         synced = await back.request(f.Sync(id=rid(), case_id=case.case_id))
         assert isinstance(synced, f.SyncResult)
