@@ -40,6 +40,9 @@ class Config:
     commit_batch: int = 512
     #: Allowed Origin headers for browser WebSockets; None: any (non-browser clients send none).
     allowed_origins: tuple[str, ...] | None = None
+    #: The counselor web chat locks itself after this long without input (served to the
+    #: page by ``/config.json``; the passphrase unlocks it).
+    idle_lock_minutes: float = 10.0
     log_file: Path | None = None
     log_level: str = "INFO"
 
