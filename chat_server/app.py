@@ -141,6 +141,12 @@ _SECURITY_HEADERS = {
 }
 
 
+#: What the page needs; the rest of chat_server/web (package.json, src/, node_modules/)
+#: is build input and is not served.
+_WEB_PUBLIC_FILES = frozenset({"index.html", "style.css"})
+_WEB_PUBLIC_DIRS = ("dist/",)
+
+
 def _web_config(config: Config) -> Response:
     """Settings the counselor web chat reads at start (no secrets in here)."""
     body = json.dumps({"idle_lock_seconds": round(config.idle_lock_minutes * 60, 3)}).encode()
@@ -156,6 +162,9 @@ def _static(connection: ServerConnection, path: str) -> Response:
     root = WEB_ROOT.resolve()
     target = (root / name).resolve()
     if root not in target.parents or not target.is_file() or target.suffix not in _TYPES:
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+    relative = target.relative_to(root).as_posix()  # after resolving any ".."
+    if relative not in _WEB_PUBLIC_FILES and not relative.startswith(_WEB_PUBLIC_DIRS):
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
     body = target.read_bytes()
     headers = Headers(_SECURITY_HEADERS)

@@ -82,7 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="lowest Argon2id cost clients may register with; 'test' is for "
         "test suites only (default interactive)",
     )
+    serve.add_argument(
+        "--idle-lock-minutes",
+        type=float,
+        metavar="MIN",
+        help="lock the counselor web chat after MIN minutes without input (default 10)",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop (pip install uvloop)")
+    serve.add_argument(
+        "--rate-per-s",
+        type=float,
+        help="frames per second each session may send on average (default 50; benchmarks raise it)",
+    )
+    serve.add_argument(
+        "--rate-burst", type=int, help="frames a session may send in one burst (default 200)"
+    )
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
@@ -157,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             "port": args.port,
             "log_file": args.log_file,
             "log_level": args.log_level,
+            "idle_lock_minutes": args.idle_lock_minutes,
+            "rate_per_s": args.rate_per_s,
+            "rate_burst": args.rate_burst,
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)

@@ -1,0 +1,399 @@
+// The crypto envelope of docs/PROTOCOL.md §12, in the browser, over libsodium.js (sumo).
+//
+// Mirrors protocol/crypto.py and protocol/chain.py byte for byte; docs/test-vectors.json
+// is the contract (tests/web/test_vectors_browser.py recomputes it in Chromium).
+// Everything here is a pure function over Uint8Array values; nothing touches the DOM,
+// the network or storage.
+
+import sodium from "libsodium-wrappers-sumo";
+
+export const KEY_BYTES = 32;
+export const SIG_BYTES = 64;
+export const NONCE_BYTES = 24;
+export const TAG_BYTES = 16;
+export const MAX_MESSAGE_CHARS = 8000;
+export const MAX_CIPHERTEXT_BYTES = 40960;
+export const GENESIS = new Uint8Array(32);
+
+const ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A MAC, signature or commitment did not verify (local to the receiver, never sent). */
+export class CryptoError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "CryptoError";
+  }
+}
+
+let readyPromise = null;
+
+/** Resolve once libsodium's WebAssembly module is instantiated. */
+export function ready() {
+  readyPromise ??= sodium.ready;
+  return readyPromise;
+}
+
+// -- bytes -------------------------------------------------------------------------
+
+export const utf8 = (text) => encoder.encode(text);
+export const toHex = (bytes) => sodium.to_hex(bytes);
+export const fromHex = (hex) => sodium.from_hex(hex);
+export const toB64 = (bytes) => sodium.to_base64(bytes, sodium.base64_variants.ORIGINAL);
+export const fromB64 = (text) => sodium.from_base64(text, sodium.base64_variants.ORIGINAL);
+export const randomBytes = (n) => sodium.randombytes_buf(n);
+export const equalBytes = (a, b) => a.length === b.length && sodium.memcmp(a, b);
+
+/** Overwrite secret bytes in place (best effort: JS may hold copies elsewhere). */
+export function wipe(...buffers) {
+  for (const buf of buffers) if (buf instanceof Uint8Array) sodium.memzero(buf);
+}
+
+export function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const asBytes = (part) => (typeof part === "string" ? utf8(part) : part);
+
+/** lp(p1..pn): each part as a 4-byte big-endian length, then its bytes (§12.1). */
+export function lp(...parts) {
+  const chunks = [];
+  for (const raw of parts) {
+    const p = asBytes(raw);
+    const len = new Uint8Array(4);
+    new DataView(len.buffer).setUint32(0, p.length, false);
+    chunks.push(len, p);
+  }
+  return concat(...chunks);
+}
+
+/** u64(n): 8 bytes big-endian; n is a safe integer (Seq/Epoch are ≤ 2^53). */
+export function u64(n) {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n), false);
+  return out;
+}
+
+/**
+ * BLAKE2b(data, key, person, n) with a 16-zero-byte salt (§12.1).
+ *
+ * libsodium.js's wrapper for crypto_generichash_blake2b_salt_personal hashes an empty
+ * message only (it is meant for key derivation), so the message-taking C function is
+ * called directly on the WebAssembly heap.
+ */
+export function blake2b(data, { key = null, person, size = 32 }) {
+  const lib = sodium.libsodium;
+  const personal = asBytes(person);
+  if (personal.length !== 16) throw new Error("personalisation must be 16 bytes");
+  const msg = asBytes(data);
+  const keyLen = key ? key.length : 0;
+  const total = size + msg.length + keyLen + 16 + 16;
+  const base = lib._malloc(Math.max(total, 1));
+  try {
+    const heap = lib.HEAPU8;
+    const outPtr = base;
+    const msgPtr = outPtr + size;
+    const keyPtr = msgPtr + msg.length;
+    const saltPtr = keyPtr + keyLen;
+    const personPtr = saltPtr + 16;
+    heap.set(msg, msgPtr);
+    if (key) heap.set(key, keyPtr);
+    heap.fill(0, saltPtr, saltPtr + 16);
+    heap.set(personal, personPtr);
+    // inlen is an unsigned long long, passed as two 32-bit halves (low, high).
+    const rc = lib._crypto_generichash_blake2b_salt_personal(
+      outPtr, size, msgPtr, msg.length, 0, key ? keyPtr : 0, keyLen, saltPtr, personPtr,
+    );
+    if (rc !== 0) throw new Error("blake2b failed");
+    const out = lib.HEAPU8.slice(outPtr, outPtr + size);
+    lib.HEAPU8.fill(0, base, base + total);
+    return out;
+  } finally {
+    lib._free(base);
+  }
+}
+
+// -- login keys (§12.3) --------------------------------------------------------------
+
+export function argon2idMaster(passphrase, salt, opslimit, memlimit) {
+  return sodium.crypto_pwhash(
+    KEY_BYTES, utf8(passphrase), salt, opslimit, memlimit, sodium.crypto_pwhash_ALG_ARGON2ID13,
+  );
+}
+
+/** Argon2id then the BLAKE2b auth/wrap split. The passphrase is used exactly as typed. */
+export function deriveLoginKeys(passphrase, salt, opslimit, memlimit) {
+  const master = argon2idMaster(passphrase, salt, opslimit, memlimit);
+  try {
+    return {
+      authKey: blake2b(new Uint8Array(0), { key: master, person: "chat-auth-key-v1" }),
+      wrapKey: blake2b(new Uint8Array(0), { key: master, person: "chat-wrap-key-v1" }),
+    };
+  } finally {
+    wipe(master);
+  }
+}
+
+export const newSalt = () => randomBytes(16);
+
+// -- identity (§12.2, §12.4) -----------------------------------------------------------
+
+/** secret = Ed25519 seed (32) || X25519 secret (32). */
+export function identityFromSecret(secret) {
+  if (secret.length !== 2 * KEY_BYTES) throw new CryptoError("identity secret must be 64 bytes");
+  const seed = secret.slice(0, 32);
+  const boxSk = secret.slice(32, 64);
+  const pair = sodium.crypto_sign_seed_keypair(seed);
+  return {
+    seed,
+    signSk: pair.privateKey,
+    signPk: pair.publicKey,
+    boxSk,
+    boxPk: sodium.crypto_scalarmult_base(boxSk),
+  };
+}
+
+export function generateIdentity() {
+  const secret = randomBytes(64);
+  try {
+    return identityFromSecret(secret);
+  } finally {
+    wipe(secret);
+  }
+}
+
+export function wipeIdentity(identity) {
+  if (identity) wipe(identity.seed, identity.signSk, identity.boxSk);
+}
+
+export function wrapIdentity(identity, wrapKey, nonce = randomBytes(NONCE_BYTES)) {
+  const secret = concat(identity.seed, identity.boxSk);
+  try {
+    return concat(nonce, sodium.crypto_secretbox_easy(secret, nonce, wrapKey));
+  } finally {
+    wipe(secret);
+  }
+}
+
+export function unwrapIdentity(blob, wrapKey) {
+  let secret;
+  try {
+    secret = sodium.crypto_secretbox_open_easy(blob.slice(24), blob.slice(0, 24), wrapKey);
+  } catch {
+    throw new CryptoError("wrong passphrase or corrupted key blob");
+  }
+  try {
+    return identityFromSecret(secret);
+  } finally {
+    wipe(secret);
+  }
+}
+
+/** SecretBox under wrap_key for small local secrets (the session token in storage). */
+export function seal(plain, key) {
+  const nonce = randomBytes(NONCE_BYTES);
+  return concat(nonce, sodium.crypto_secretbox_easy(plain, nonce, key));
+}
+
+export function unseal(blob, key) {
+  try {
+    return sodium.crypto_secretbox_open_easy(blob.slice(24), blob.slice(0, 24), key);
+  } catch {
+    throw new CryptoError("stored secret does not open");
+  }
+}
+
+export const sign = (identity, message) => sodium.crypto_sign_detached(message, identity.signSk);
+
+export function verifySignature(signPk, message, sig) {
+  let ok = false;
+  try {
+    ok = sodium.crypto_sign_verify_detached(sig, message, signPk);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new CryptoError("signature does not verify");
+}
+
+/** 40 hex digits in groups of four (§12.11). */
+export function fingerprint(publicKey) {
+  const hex = toHex(blake2b(publicKey, { person: "chat-fingerprnt1", size: 20 }));
+  return hex.match(/.{4}/g).join(" ");
+}
+
+// -- connection challenge (§12.5) ------------------------------------------------------
+
+export const authTranscript = (nonce, accountId) => lp("chat.auth.v1", nonce, accountId);
+export const signChallenge = (identity, nonce, accountId) =>
+  sign(identity, authTranscript(nonce, accountId));
+
+// -- case keys (§12.6, §12.7) ------------------------------------------------------------
+
+export const newCaseKey = () => randomBytes(KEY_BYTES);
+
+export const keyCommitment = (caseKey, caseId, epoch) =>
+  blake2b(lp(caseId, u64(epoch)), { key: caseKey, person: "chat-key-commit1" });
+
+export const commitmentTranscript = (caseId, epoch, commitment) =>
+  lp("chat.keycommit.v1", caseId, u64(epoch), commitment);
+
+export const signCommitment = (identity, caseId, epoch, commitment) =>
+  sign(identity, commitmentTranscript(caseId, epoch, commitment));
+
+export function verifyCommitment(signPk, caseId, epoch, commitment, sig) {
+  verifySignature(signPk, commitmentTranscript(caseId, epoch, commitment), sig);
+}
+
+/**
+ * crypto_box_seal(K, recipient). With ``ephemeralSk`` the same construction is spelled
+ * out (libsodium's nonce = BLAKE2b(epk || rpk, 24)) so the vectors can be reproduced;
+ * without it libsodium picks the ephemeral key itself.
+ */
+export function sealCaseKey(caseKey, boxPk, ephemeralSk = null) {
+  if (ephemeralSk === null) return sodium.crypto_box_seal(caseKey, boxPk);
+  const epk = sodium.crypto_scalarmult_base(ephemeralSk);
+  const nonce = sodium.crypto_generichash(24, concat(epk, boxPk), null);
+  return concat(epk, sodium.crypto_box_easy(caseKey, nonce, boxPk, ephemeralSk));
+}
+
+/** Open a sealed case key and check it against the (already verified) commitment. */
+export function openCaseKey(sealed, identity, caseId, epoch, commitment) {
+  let caseKey;
+  try {
+    caseKey = sodium.crypto_box_seal_open(sealed, identity.boxPk, identity.boxSk);
+  } catch {
+    throw new CryptoError("sealed case key does not open");
+  }
+  if (!equalBytes(keyCommitment(caseKey, caseId, epoch), commitment)) {
+    wipe(caseKey);
+    throw new CryptoError("case key does not match its commitment");
+  }
+  return caseKey;
+}
+
+// -- messages (§12.8) ----------------------------------------------------------------------
+
+export const messageAad = (caseId, epoch, senderId, clientMsgId) =>
+  lp("chat.msg.v1", caseId, u64(epoch), senderId, clientMsgId);
+
+export const envelopeHash = (envelopeBytes) =>
+  blake2b(envelopeBytes, { person: "chat-msg-hash-v1" });
+
+export const messageTranscript = (caseId, epoch, clientMsgId, senderId, envelopeBytes) =>
+  lp("chat.msgsig.v1", caseId, u64(epoch), clientMsgId, senderId, envelopeHash(envelopeBytes));
+
+/** Envelope bytes in the reference encoder's field order (JSON.stringify escapes alike). */
+export function encodeEnvelope({ body, ts, clientMsgId }) {
+  return utf8(JSON.stringify({ kind: "text", body, ts, client_msg_id: clientMsgId }));
+}
+
+const ENVELOPE_FIELDS = new Set(["kind", "body", "ts", "client_msg_id"]);
+
+/** Strict parse of decrypted envelope bytes (unknown fields, wrong types: refused). */
+export function decodeEnvelope(bytes) {
+  let value;
+  try {
+    value = JSON.parse(strictDecoder.decode(bytes));
+  } catch {
+    throw new CryptoError("signed envelope is malformed");
+  }
+  const ok =
+    value !== null &&
+    typeof value === "object" &&
+    !Array.isArray(value) &&
+    Object.keys(value).every((k) => ENVELOPE_FIELDS.has(k)) &&
+    (value.kind === undefined || value.kind === "text") &&
+    typeof value.body === "string" &&
+    [...value.body].length <= MAX_MESSAGE_CHARS &&
+    Number.isSafeInteger(value.ts) &&
+    typeof value.client_msg_id === "string" &&
+    ID_RE.test(value.client_msg_id);
+  if (!ok) throw new CryptoError("signed envelope is malformed");
+  return { kind: "text", body: value.body, ts: value.ts, clientMsgId: value.client_msg_id };
+}
+
+/** Sign, then encrypt. Returns { nonce, ciphertext }. */
+export function encryptMessage(caseKey, identity, { caseId, epoch, senderId, envelope, nonce }) {
+  if ([...envelope.body].length > MAX_MESSAGE_CHARS) {
+    throw new RangeError(`message longer than ${MAX_MESSAGE_CHARS} characters`);
+  }
+  const envelopeBytes = encodeEnvelope(envelope);
+  if (SIG_BYTES + envelopeBytes.length + TAG_BYTES > MAX_CIPHERTEXT_BYTES) {
+    throw new RangeError(`encoded message exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
+  }
+  const sig = sign(
+    identity, messageTranscript(caseId, epoch, envelope.clientMsgId, senderId, envelopeBytes),
+  );
+  const n = nonce ?? randomBytes(NONCE_BYTES);
+  const aad = messageAad(caseId, epoch, senderId, envelope.clientMsgId);
+  const ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+    concat(sig, envelopeBytes), aad, null, n, caseKey,
+  );
+  return { nonce: n, ciphertext };
+}
+
+/** Decrypt, then verify the sender's signature; throws CryptoError on any failure. */
+export function decryptMessage(
+  caseKey, senderSignPk, { caseId, epoch, senderId, clientMsgId, nonce, ciphertext },
+) {
+  const aad = messageAad(caseId, epoch, senderId, clientMsgId);
+  let inner;
+  try {
+    inner = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, ciphertext, aad, nonce, caseKey);
+  } catch {
+    throw new CryptoError("message does not decrypt (wrong key or altered)");
+  }
+  if (inner.length < SIG_BYTES) throw new CryptoError("signed envelope is malformed");
+  const sig = inner.slice(0, SIG_BYTES);
+  const envelopeBytes = inner.slice(SIG_BYTES);
+  verifySignature(
+    senderSignPk, messageTranscript(caseId, epoch, clientMsgId, senderId, envelopeBytes), sig,
+  );
+  const envelope = decodeEnvelope(envelopeBytes);
+  if (envelope.clientMsgId !== clientMsgId) {
+    throw new CryptoError("envelope belongs to another message");
+  }
+  return envelope;
+}
+
+// -- hash chain (§12.9, §12.10) ------------------------------------------------------------
+
+export const chainInput = (prev, r) =>
+  lp(
+    "chat.chain.v1", prev, r.caseId, u64(r.seq), u64(r.epoch), r.senderId, r.clientMsgId,
+    r.nonce, r.ciphertext,
+  );
+
+/** r: { caseId, seq, epoch, senderId, clientMsgId, nonce, ciphertext } (bytes decoded). */
+export const chainHash = (prev, r) => blake2b(chainInput(prev, r), { person: "chat-chain-hash1" });
+
+export const headTranscript = (caseId, seq, head) =>
+  lp("chat.chainhead.v1", caseId, u64(seq), head);
+
+export function verifyHead(serverPk, caseId, seq, head, sig) {
+  verifySignature(serverPk, headTranscript(caseId, seq, head), sig);
+}
+
+// -- escrow policy (protocol/escrow.py) ---------------------------------------------------
+
+/** The canonical bytes the organisation signs; the policy fingerprint is taken over them. */
+export const policyBytes = (p) =>
+  lp(
+    "chat.escrow.policy.v1", u64(p.version), u64(p.threshold), u64(p.not_before),
+    u64(p.not_after), fromB64(p.org_sign_pk), u64(p.officers.length),
+    ...p.officers.map((o) => lp(o.name, fromB64(o.box_pk), fromB64(o.sign_pk))),
+  );
+
+/** Fingerprint of a signed policy from `policy.result`; throws if the org signature fails. */
+export function verifiedPolicyFingerprint(signed) {
+  const bytes = policyBytes(signed.policy);
+  verifySignature(fromB64(signed.policy.org_sign_pk), bytes, fromB64(signed.sig));
+  return fingerprint(bytes);
+}
