@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the passphrase from the first line of this file "
         "(else env CHAT_PASSPHRASE, else a prompt)",
     )
+    parser.add_argument(
+        "--org-fingerprint",
+        default=os.environ.get("CHAT_ORG_FINGERPRINT"),
+        help="pinned organisation key that must sign the hub's escrow policy "
+        "(env CHAT_ORG_FINGERPRINT; docs/DISPUTES.md)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connection events")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -159,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("case", help="case id")
 
     sub.add_parser("logout", help="revoke this device's session token")
+
+    p = sub.add_parser("consent", help="show the terms (escrow policy) and accept them")
+    p.add_argument("--yes", action="store_true", help="accept without asking")
+
+    p = sub.add_parser("dispute", help="ask the escrow officers to review a case")
+    p.add_argument("case", help="case id")
+    p.add_argument("--reason", required=True, help="why (sealed to the officers)")
+
+    sub.add_parser("disputes", help="list your dispute requests and their states")
     return parser
 
 
@@ -192,7 +207,9 @@ def _home(args: argparse.Namespace) -> Path:
 
 async def _open(args: argparse.Namespace) -> ChatClient:
     # An explicit --server / CHAT_SERVER wins; otherwise the server the account lives on.
-    return await ChatClient.open(args.server, _home(args), read_passphrase(args))
+    return await ChatClient.open(
+        args.server, _home(args), read_passphrase(args), org_fingerprint=args.org_fingerprint
+    )
 
 
 def _account_summary(client: ChatClient) -> dict[str, Any]:
@@ -349,6 +366,55 @@ async def cmd_logout(args: argparse.Namespace, out: Printer) -> int:
     return EXIT_OK
 
 
+async def cmd_consent(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        terms = await client.terms()
+        if terms is None:
+            out.emit("this hub has no escrow policy: nothing to accept", {"escrow": False})
+            return EXIT_OK
+        version, text, fp = terms
+        if not out.as_json:
+            print(text)
+        if not args.yes:
+            answer = (await asyncio.to_thread(input, "Accept these terms? [y/N] ")).strip().lower()
+            if answer not in ("y", "yes"):
+                out.emit("not accepted", {"accepted": False})
+                return EXIT_ERROR
+        await client.consent()
+        out.emit(
+            f"accepted terms version {version} under policy {fp}",
+            {"accepted": True, "terms_version": version, "policy_fingerprint": fp},
+        )
+    return EXIT_OK
+
+
+def _dispute_json(d: Any) -> dict[str, Any]:
+    return {
+        "request_id": d.request_id,
+        "case_id": d.case_id,
+        "state": d.state,
+        "created_at": d.created_at,
+    }
+
+
+async def cmd_dispute(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        d = await client.file_dispute(args.case, args.reason)
+        out.emit(f"{d.request_id} {d.state}", _dispute_json(d))
+    return EXIT_OK
+
+
+async def cmd_disputes(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        items = await client.disputes()
+        if out.as_json:
+            out.json([_dispute_json(d) for d in items])
+        else:
+            for d in items:
+                out.line(f"{d.request_id}  {d.case_id}  {d.state}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], Coroutine[Any, Any, int]]] = {
     "register": cmd_register,
     "login": cmd_login,
@@ -362,6 +428,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], Coroutine[Any, Any, 
     "receipt": cmd_receipt,
     "close-case": cmd_close_case,
     "logout": cmd_logout,
+    "consent": cmd_consent,
+    "dispute": cmd_dispute,
+    "disputes": cmd_disputes,
 }
 
 

@@ -33,6 +33,10 @@ log = logging.getLogger("chat_client.keys")
 Request = Callable[..., Awaitable[f.ServerFrame]]
 #: ``await case_info(case_id)`` -> the freshest CaseInfo known (None if not ours).
 CaseLookup = Callable[[str], Awaitable[f.CaseInfo | None]]
+#: Escrow hooks (docs/DISPUTES.md): the capsule to deposit with a new epoch key (None:
+#: the hub has no escrow policy), and a callback for a verified key someone else made.
+CapsuleMaker = Callable[[f.CaseInfo, int, bytes], Awaitable[f.Capsule | None]]
+ForeignKeyHook = Callable[[f.CaseInfo, int, bytes], None]
 
 _DIRECTORY_BATCH = 50  # DirectoryGet accepts at most 50 ids
 
@@ -57,6 +61,8 @@ class KeyManager:
         self.keyring = Keyring()
         self._directory: dict[str, f.DirectoryEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.make_capsule: CapsuleMaker | None = None
+        self.on_foreign_key: ForeignKeyHook | None = None
 
     # -- directory ----------------------------------------------------------------------
 
@@ -106,6 +112,8 @@ class KeyManager:
                 log.warning("rejected key for epoch %d: %s", epoch_key.epoch, exc)
                 continue
             self.keyring.put(case.case_id, epoch_key.epoch, key)
+            if epoch_key.creator_id != self._account_id and self.on_foreign_key is not None:
+                self.on_foreign_key(case, epoch_key.epoch, key)
         self._note_epoch(case, self.keyring.latest(case.case_id))
 
     async def key_for(self, case: f.CaseInfo, epoch: int) -> bytes | None:
@@ -150,6 +158,11 @@ class KeyManager:
     async def _create(self, case: f.CaseInfo, epoch: int) -> tuple[int, bytes]:
         entries = await self.entries([a for a in (case.client_id, case.counselor_id) if a])
         new = make_epoch_key(self._identity, case, epoch, entries)
+        extra: dict[str, object] = {}
+        if self.make_capsule is not None:
+            capsule = await self.make_capsule(case, epoch, new.key)
+            if capsule is not None:
+                extra["capsules"] = [capsule]
         try:
             expect(
                 await self._request(
@@ -159,6 +172,7 @@ class KeyManager:
                     commitment=new.commitment,
                     commitment_sig=new.commitment_sig,
                     seals=new.seals,
+                    **extra,
                 ),
                 f.Ok,
             )

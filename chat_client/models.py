@@ -18,6 +18,7 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionState",
     "DirectoryEntry",
+    "DisputeEvent",
     "Event",
     "Message",
     "MessageEvent",
@@ -99,6 +100,15 @@ class ConnectionEvent:
     detail: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DisputeEvent:
+    """A dispute request of ours changed state (pending -> approved -> exported)."""
+
+    request_id: str
+    case_id: str
+    state: Literal["pending", "approved", "exported"]
+
+
 Event = (
     MessageEvent
     | CaseAssignedEvent
@@ -106,4 +116,5 @@ Event = (
     | ReceiptEvent
     | CaseClosedEvent
     | ConnectionEvent
+    | DisputeEvent
 )

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
 import secrets
 import time
@@ -33,7 +34,7 @@ from typing import Any, Literal, cast
 
 import msgspec
 
-from protocol import crypto
+from protocol import crypto, escrow
 from protocol import errors as pe
 from protocol import frames as f
 from protocol.chain import GENESIS
@@ -55,6 +56,7 @@ from .models import (
     CaseAssignedEvent,
     CaseClosedEvent,
     ConnectionEvent,
+    DisputeEvent,
     Event,
     Message,
     MessageEvent,
@@ -123,8 +125,15 @@ class ChatClient:
     callers apart from :class:`ConnectionEvent` events and latency.
     """
 
-    def __init__(self, url: str, credentials: accounts.Credentials) -> None:
-        """Not connected yet: use :meth:`register`, :meth:`login` or :meth:`open`."""
+    def __init__(
+        self, url: str, credentials: accounts.Credentials, *, org_fingerprint: str | None = None
+    ) -> None:
+        """Not connected yet: use :meth:`register`, :meth:`login` or :meth:`open`.
+
+        ``org_fingerprint`` pins the organisation key that must have signed the hub's
+        escrow policy (default: $CHAT_ORG_FINGERPRINT). Without a pin, or under a policy
+        that does not verify against it, the client refuses to escrow case keys, so it
+        cannot chat on a hub that requires escrow (docs/DISPUTES.md)."""
         record = credentials.store.record
         self._url = url
         self._store = credentials.store
@@ -154,6 +163,9 @@ class ChatClient:
         self._first: asyncio.Future[None] | None = None
         self._persist_handle: asyncio.TimerHandle | None = None
         self._logging_out = False
+        self._org_fingerprint = org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT")
+        self._keys.make_capsule = self._escrow_capsule
+        self._keys.on_foreign_key = self._on_foreign_key
 
     # -- construction -----------------------------------------------------------------
 
@@ -168,6 +180,7 @@ class ChatClient:
         invite: str | None = None,
         opslimit: int = DEFAULT_OPSLIMIT,
         memlimit: int = DEFAULT_MEMLIMIT,
+        org_fingerprint: str | None = None,
     ) -> ChatClient:
         """Create an account (role "counselor" with a valid ``invite``), store its keys in
         ``home`` and return a connected client. Raises KdfTooWeak if the Argon2id limits
@@ -182,22 +195,34 @@ class ChatClient:
             opslimit=opslimit,
             memlimit=memlimit,
         )
-        return await cls(url, creds)._start()
+        return await cls(url, creds, org_fingerprint=org_fingerprint)._start()
 
     @classmethod
-    async def login(cls, url: str, handle: str, passphrase: str, *, home: Path) -> ChatClient:
+    async def login(
+        cls,
+        url: str,
+        handle: str,
+        passphrase: str,
+        *,
+        home: Path,
+        org_fingerprint: str | None = None,
+    ) -> ChatClient:
         """Log in from any device: prelogin, derive, login, unwrap; store keys in ``home``.
         A wrong handle or passphrase raises ``AuthFailed``."""
         creds = await accounts.login(url, handle, passphrase, home=Path(home))
-        return await cls(url, creds)._start()
+        return await cls(url, creds, org_fingerprint=org_fingerprint)._start()
 
     @classmethod
-    async def open(cls, url: str | None, home: Path, passphrase: str) -> ChatClient:
+    async def open(
+        cls, url: str | None, home: Path, passphrase: str, *, org_fingerprint: str | None = None
+    ) -> ChatClient:
         """Unlock the key store in ``home`` and connect (to ``url``, or the stored server
         if None). Uses the stored token; logs in again only if it expired or is refused.
         A wrong passphrase raises ``CryptoError("wrong passphrase")`` before any I/O."""
         creds = await accounts.unlock(Path(home), passphrase)
-        return await cls(url or creds.store.record.server, creds)._start()
+        return await cls(
+            url or creds.store.record.server, creds, org_fingerprint=org_fingerprint
+        )._start()
 
     async def _start(self) -> ChatClient:
         self._first = asyncio.get_running_loop().create_future()
@@ -371,6 +396,110 @@ class ChatClient:
             if isinstance(item, MessageEvent):
                 self._mark_delivered(item.message)
             yield cast(Event, item)
+
+    # -- escrow, consent and disputes (docs/DISPUTES.md) ---------------------------------
+
+    async def escrow_policy(self) -> tuple[f.SignedEscrowPolicy, int, bool] | None:
+        """The hub's escrow policy, verified against the pinned organisation key, with
+        its terms version and whether we accepted both; None if the hub has no escrow.
+        Raises escrow.PolicyError if the policy does not verify (or nothing is pinned)."""
+        result = expect(await self._request(f.PolicyGet), f.PolicyResult)
+        if result.policy is None:
+            return None
+        if self._org_fingerprint is None:
+            raise escrow.PolicyError(
+                "the hub escrows case keys but no organisation fingerprint is pinned "
+                "(--org-fingerprint / CHAT_ORG_FINGERPRINT)"
+            )
+        escrow.verify_policy(result.policy, self._org_fingerprint, _now_ms())
+        return result.policy, result.terms_version, result.consented
+
+    async def terms(self) -> tuple[int, str, str] | None:
+        """(terms version, terms text, policy fingerprint) to show before consenting."""
+        from protocol.terms import render_terms
+
+        got = await self.escrow_policy()
+        if got is None:
+            return None
+        signed, version, _ = got
+        return (
+            version,
+            render_terms(version, signed.policy),
+            escrow.policy_fingerprint(signed.policy),
+        )
+
+    async def consent(self) -> bool:
+        """Sign and send acceptance of the current terms and policy (after showing
+        :meth:`terms`). Returns False if the hub has no escrow (nothing to accept)."""
+        got = await self.escrow_policy()
+        if got is None:
+            return False
+        signed, version, _ = got
+        fp = escrow.policy_fingerprint(signed.policy)
+        sig = escrow.sign_consent(self._identity, self._account_id, version, fp)
+        expect(
+            await self._request(
+                f.ConsentAccept, terms_version=version, policy_fingerprint=fp, sig=sig
+            ),
+            f.Ok,
+        )
+        return True
+
+    async def file_dispute(self, case_id: str, reason: str) -> f.DisputeInfo:
+        """Ask the escrow officers to review the whole case. The reason is sealed to
+        each officer; the request is signed with our key."""
+        got = await self.escrow_policy()
+        if got is None:
+            raise pe.NotFound("this hub has no escrow policy; disputes are not available")
+        policy = got[0].policy
+        fp = escrow.policy_fingerprint(policy)
+        reason_ct = escrow.seal_reasons(policy, reason)
+        ts = _now_ms()
+        sig = escrow.sign_dispute(self._identity, case_id, "all", ts, fp, reason_ct)
+        created = expect(
+            await self._request(
+                f.DisputeRequest,
+                retry=False,
+                case_id=case_id,
+                timestamp=ts,
+                policy_fingerprint=fp,
+                reason_ct=reason_ct,
+                sig=sig,
+            ),
+            f.DisputeCreated,
+        )
+        return created.dispute
+
+    async def disputes(self) -> list[f.DisputeInfo]:
+        """Our dispute requests and their states."""
+        return list(expect(await self._request(f.DisputeList), f.DisputeListResult).disputes)
+
+    async def _escrow_capsule(self, case: f.CaseInfo, epoch: int, key: bytes) -> f.Capsule | None:
+        got = await self.escrow_policy()
+        if got is None:
+            return None
+        return escrow.make_capsule(got[0].policy, case.case_id, epoch, key)
+
+    def _on_foreign_key(self, case: f.CaseInfo, epoch: int, key: bytes) -> None:
+        # Each participant vouches for K on its own: deposit our capsule of a key the
+        # other side made (after open_epoch_key checked it against the commitment).
+        self._spawn(self._deposit_capsule(case, epoch, key))
+
+    async def _deposit_capsule(self, case: f.CaseInfo, epoch: int, key: bytes) -> None:
+        try:
+            capsule = await self._escrow_capsule(case, epoch, key)
+            if capsule is None:
+                return
+            expect(
+                await self._request(
+                    f.CaseCapsule, case_id=case.case_id, epoch=epoch, capsule=capsule
+                ),
+                f.Ok,
+            )
+        except pe.Conflict:
+            return  # deposited before (an earlier session)
+        except (pe.ProtocolError, LinkClosed, RequestInterrupted) as exc:
+            log.warning("escrow capsule not deposited: %s", exc)
 
     async def logout(self) -> None:
         """Revoke the session token on the server, forget it locally, and close."""
@@ -685,6 +814,9 @@ class ChatClient:
             self._emit(TypingEvent(item.case_id, item.account_id, item.active))
         elif isinstance(item, f.ReceiptNew):
             self._emit(ReceiptEvent(item.case_id, item.account_id, item.kind, item.up_to_seq))
+        elif isinstance(item, f.DisputeUpdated):
+            d = item.dispute
+            self._emit(DisputeEvent(d.request_id, d.case_id, d.state))
         else:
             log.debug("ignoring unexpected event %s", type(item).__name__)
 

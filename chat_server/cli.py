@@ -3,6 +3,11 @@
 chat-server serve [--host H] [--port P] [--db URL]
 chat-server migrate [--db URL]
 chat-server admin invite-counselor --name N --languages en,ur --specialties anxiety,grief
+chat-server admin escrow-policy install policy.json --org-fingerprint FP
+chat-server disputes list | show ID [--json] | approve ID --approval F | export ID --out B
+chat-server disputes open-legal CASE --order REF
+chat-server consents export --out FILE
+chat-server audit verify | list
 """
 
 from __future__ import annotations
@@ -111,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--languages", required=True, help="comma-separated, e.g. en,ur")
     invite.add_argument("--specialties", default="", help="comma-separated, e.g. anxiety,grief")
     invite.add_argument("--json", action="store_true", help="print JSON")
+    # Escrow and disputes (chat_server/disputes_cli.py, docs/DISPUTES.md).
+    from . import disputes_cli
+
+    disputes_cli.add_policy_parser(admin_sub, _common)
+    disputes_cli.add_parsers(sub, _common)
     return parser
 
 
@@ -193,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(args))
     if args.command == "admin" and args.admin_command == "invite-counselor":
         return asyncio.run(_invite(args))
+    if args.command in ("disputes", "consents", "audit") or (
+        args.command == "admin" and args.admin_command == "escrow-policy"
+    ):
+        from . import disputes_cli
+
+        return disputes_cli.run(args, _config(args))
     return 2
 
 

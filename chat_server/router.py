@@ -10,7 +10,7 @@ import msgspec
 
 from protocol import frames as f
 
-from .handlers import auth, cases, messages
+from .handlers import auth, cases, disputes, escrow, messages
 
 __all__ = ["HANDLERS"]
 
@@ -34,4 +34,10 @@ HANDLERS: dict[type[msgspec.Struct], Handler] = {
     f.Sync: messages.sync,
     f.Receipt: messages.receipt,
     f.Typing: messages.typing,
+    # escrow and disputes (docs/DISPUTES.md)
+    f.PolicyGet: escrow.policy_get,
+    f.ConsentAccept: escrow.consent,
+    f.CaseCapsule: escrow.case_capsule,
+    f.DisputeRequest: disputes.dispute_request,
+    f.DisputeList: disputes.dispute_list,
 }

@@ -16,11 +16,20 @@ import msgspec
 from msgspec import Meta
 
 from . import PROTOCOL_VERSION
-from .limits import MAX_CIPHERTEXT_BYTES, MAX_ID_CHARS, MAX_SYNC_BATCH
+from .limits import (
+    MAX_CAPSULE_SUBSETS,
+    MAX_CIPHERTEXT_BYTES,
+    MAX_ESCROW_OFFICERS,
+    MAX_ID_CHARS,
+    MAX_SYNC_BATCH,
+)
 
 __all__ = [
     "AuthRequest",
+    "Capsule",
+    "CapsuleLayer",
     "CaseAssigned",
+    "CaseCapsule",
     "CaseClose",
     "CaseClosed",
     "CaseInfo",
@@ -34,11 +43,20 @@ __all__ = [
     "CaseOpened",
     "Challenge",
     "ClientFrame",
+    "ConsentAccept",
     "DirectoryEntry",
     "DirectoryGet",
     "DirectoryResult",
+    "DisputeCreated",
+    "DisputeInfo",
+    "DisputeList",
+    "DisputeListResult",
+    "DisputeRequest",
+    "DisputeUpdated",
     "EpochKey",
     "ErrorFrame",
+    "EscrowOfficer",
+    "EscrowPolicy",
     "Hello",
     "KeySeal",
     "Login",
@@ -50,6 +68,8 @@ __all__ = [
     "MsgSend",
     "Ok",
     "Ping",
+    "PolicyGet",
+    "PolicyResult",
     "Pong",
     "Prelogin",
     "PreloginResult",
@@ -58,6 +78,7 @@ __all__ = [
     "Register",
     "Registered",
     "ServerFrame",
+    "SignedEscrowPolicy",
     "Sync",
     "SyncResult",
     "Typing",
@@ -156,6 +177,63 @@ class MessageRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     server_ts: Millis
 
 
+# -- escrow (docs/DISPUTES.md): the policy, capsules, dispute requests -----------------
+
+OfficerName = Annotated[str, Meta(min_length=1, max_length=64)]
+#: "xxxx xxxx ..." as crypto.fingerprint prints it (BLAKE2b-160, 10 groups of four hex).
+Fingerprint = Annotated[str, Meta(pattern=r"^[0-9a-f]{4}( [0-9a-f]{4}){9}\Z")]
+#: One layer per officer of a subset: SealedBox adds 48 bytes to the binding, which is
+#: 71 bytes plus the case id (protocol/escrow.py).
+CapsuleBytes = Annotated[
+    bytes, Meta(min_length=71 + 1 + 48, max_length=71 + MAX_ID_CHARS + 48 * MAX_ESCROW_OFFICERS)
+]
+#: A dispute reason sealed to one officer (SealedBox of at most 2000 bytes of UTF-8).
+SealedReason = Annotated[bytes, Meta(min_length=49, max_length=2048)]
+DisputeState = Literal["pending", "approved", "exported"]
+
+
+class EscrowOfficer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: OfficerName
+    box_pk: Key32
+    sign_pk: Key32
+
+
+class EscrowPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    version: Annotated[int, Meta(ge=1, le=2**31)]
+    officers: Annotated[list[EscrowOfficer], Meta(min_length=1, max_length=MAX_ESCROW_OFFICERS)]
+    threshold: Annotated[int, Meta(ge=1, le=MAX_ESCROW_OFFICERS)]
+    not_before: Millis
+    not_after: Millis
+    org_sign_pk: Key32
+
+
+class SignedEscrowPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    policy: EscrowPolicy
+    sig: Sig
+
+
+class CapsuleLayer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """K for one k-subset of officers (indices ascending), one seal layer per officer."""
+
+    officers: Annotated[
+        list[Annotated[int, Meta(ge=0, le=MAX_ESCROW_OFFICERS - 1)]],
+        Meta(min_length=1, max_length=MAX_ESCROW_OFFICERS),
+    ]
+    sealed: CapsuleBytes
+
+
+class Capsule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    policy_fingerprint: Fingerprint
+    subsets: Annotated[list[CapsuleLayer], Meta(min_length=1, max_length=MAX_CAPSULE_SUBSETS)]
+
+
+class DisputeInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    request_id: Id
+    case_id: Id
+    state: DisputeState
+    created_at: Millis
+
+
 # -- client -> server ----------------------------------------------------------
 
 
@@ -213,6 +291,9 @@ class CaseKeyDeposit(_Request, tag="case.key", frozen=True):
     commitment: Key32
     commitment_sig: Sig
     seals: Annotated[list[KeySeal], Meta(min_length=1, max_length=8)]
+    #: The creator's escrow capsule of K under the installed policy; omitted on the wire
+    #: when unset, and required by a hub that has an escrow policy installed.
+    capsules: Annotated[list[Capsule], Meta(max_length=1)] | msgspec.UnsetType = msgspec.UNSET
 
 
 class CaseKeys(_Request, tag="case.keys", frozen=True):
@@ -252,6 +333,37 @@ class Ping(_Request, tag="ping", frozen=True):
     pass
 
 
+class CaseCapsule(_Request, tag="case.capsule", frozen=True):
+    """The other participant's own capsule of an epoch key it did not create."""
+
+    case_id: Id
+    epoch: Epoch
+    capsule: Capsule
+
+
+class PolicyGet(_Request, tag="policy.get", frozen=True):
+    pass
+
+
+class ConsentAccept(_Request, tag="consent", frozen=True):
+    terms_version: Annotated[int, Meta(ge=1, le=2**31)]
+    policy_fingerprint: Fingerprint
+    sig: Sig
+
+
+class DisputeRequest(_Request, tag="dispute.request", frozen=True):
+    case_id: Id
+    timestamp: Millis
+    policy_fingerprint: Fingerprint
+    reason_ct: Annotated[list[SealedReason], Meta(min_length=1, max_length=MAX_ESCROW_OFFICERS)]
+    sig: Sig
+    scope: Literal["all"] = "all"
+
+
+class DisputeList(_Request, tag="dispute.list", frozen=True):
+    pass
+
+
 ClientFrame = (
     Hello
     | Register
@@ -270,6 +382,11 @@ ClientFrame = (
     | Typing
     | CaseClose
     | Ping
+    | CaseCapsule
+    | PolicyGet
+    | ConsentAccept
+    | DisputeRequest
+    | DisputeList
 )
 
 # -- server -> client: results (carry the request id) -----------------------------
@@ -343,6 +460,23 @@ class SyncResult(_Request, tag="sync.result", frozen=True):
     has_more: bool
 
 
+class PolicyResult(_Request, tag="policy.result", frozen=True):
+    """The installed escrow policy (None: the hub runs without escrow), the terms
+    version that goes with it, and whether this account accepted both."""
+
+    policy: SignedEscrowPolicy | None
+    terms_version: Annotated[int, Meta(ge=0, le=2**31)]
+    consented: bool
+
+
+class DisputeCreated(_Request, tag="dispute.created", frozen=True):
+    dispute: DisputeInfo
+
+
+class DisputeListResult(_Request, tag="dispute.list.result", frozen=True):
+    disputes: list[DisputeInfo]
+
+
 class Ok(_Request, tag="ok", frozen=True):
     pass
 
@@ -390,6 +524,10 @@ class CaseClosed(_Frame, tag="case.closed", frozen=True):
     case_id: Id
 
 
+class DisputeUpdated(_Frame, tag="dispute.updated", frozen=True):
+    dispute: DisputeInfo
+
+
 ServerFrame = (
     Challenge
     | Registered
@@ -411,4 +549,8 @@ ServerFrame = (
     | ReceiptNew
     | TypingNew
     | CaseClosed
+    | PolicyResult
+    | DisputeCreated
+    | DisputeListResult
+    | DisputeUpdated
 )

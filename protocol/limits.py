@@ -4,7 +4,9 @@ from __future__ import annotations
 
 __all__ = [
     "AUTH_TIMEOUT_S",
+    "MAX_CAPSULE_SUBSETS",
     "MAX_CIPHERTEXT_BYTES",
+    "MAX_ESCROW_OFFICERS",
     "MAX_FRAME_BYTES",
     "MAX_ID_CHARS",
     "MAX_MESSAGE_CHARS",
@@ -40,3 +42,7 @@ RATE_BURST = 200
 SEND_QUEUE_FRAMES = 1024
 #: Session tokens (reconnect without the passphrase) expire after this many seconds.
 TOKEN_TTL_S = 12 * 3600
+#: Escrow officers in one policy, and capsule subsets (C(n, k)) one capsule may hold:
+#: C(8, 4) = 70 subsets of 67 + 4 * 48 bytes (base64: ~26 KB) fit a 64 KiB case.key frame.
+MAX_ESCROW_OFFICERS = 8
+MAX_CAPSULE_SUBSETS = 70

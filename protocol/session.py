@@ -38,6 +38,11 @@ _POST_AUTH: frozenset[type[object]] = frozenset(
         f.Receipt,
         f.Typing,
         f.CaseClose,
+        f.PolicyGet,
+        f.ConsentAccept,
+        f.CaseCapsule,
+        f.DisputeRequest,
+        f.DisputeList,
     }
 )
 

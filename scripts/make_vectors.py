@@ -445,6 +445,7 @@ def _frames(
         f.ErrorFrame(code="forbidden", message="case is closed", id="17"),
         f.ErrorFrame(code="malformed", message="frame is not valid JSON", id=None),
         f.Logout(id="18"),
+        *_escrow_frames(client, commitment, commitment_sig, sealed),
     ]
     out: dict[str, str] = {}
     for frame in frames:
@@ -453,6 +454,74 @@ def _frames(
             name += ".no_id"
         out[name] = frame_text(frame)
     return out
+
+
+# Escrow frames (docs/DISPUTES.md): a 1-of-1 policy with fixed keys; the capsule and the
+# sealed reason use the fixed-ephemeral SealedBox above, so they too are deterministic.
+OFFICER_SIGN_SEED = _seq(0x70, 32)
+OFFICER_BOX_SECRET = _seq(0x90, 32)
+ORG_SIGN_SEED = _seq(0xB0, 32)
+
+
+def _escrow_frames(
+    client: crypto.Identity, commitment: bytes, commitment_sig: bytes, sealed: bytes
+) -> list[msgspec.Struct]:
+    from nacl.signing import SigningKey
+
+    from protocol import escrow
+
+    officer = identity(OFFICER_SIGN_SEED, OFFICER_BOX_SECRET)
+    org = SigningKey(ORG_SIGN_SEED)
+    policy = escrow.sign_policy(
+        org,
+        f.EscrowPolicy(
+            version=1,
+            officers=[
+                f.EscrowOfficer(name="officer1", box_pk=officer.box_pk, sign_pk=officer.sign_pk)
+            ],
+            threshold=1,
+            not_before=1_699_000_000_000,
+            not_after=1_731_000_000_000,
+            org_sign_pk=bytes(org.verify_key),
+        ),
+    )
+    fp = escrow.policy_fingerprint(policy.policy)
+    binding = crypto.lp(b"chat.capsule.v1", CASE_ID.encode(), crypto.u64(EPOCH), CASE_KEY)
+    capsule = f.Capsule(
+        policy_fingerprint=fp,
+        subsets=[
+            f.CapsuleLayer(
+                officers=[0],
+                sealed=sealed_box_with_ephemeral(binding, officer.box_pk, SEAL_EPHEMERAL_SECRET),
+            )
+        ],
+    )
+    reason = [sealed_box_with_ephemeral(b"unfair treatment", officer.box_pk, SEAL_EPHEMERAL_SECRET)]
+    ts = 1_700_000_100_000
+    info = f.DisputeInfo(request_id="dsp_0001", case_id=CASE_ID, state="pending", created_at=ts)
+    return [
+        f.PolicyGet(id="19"),
+        f.PolicyResult(id="19", policy=policy, terms_version=1, consented=False),
+        f.ConsentAccept(
+            id="20",
+            terms_version=1,
+            policy_fingerprint=fp,
+            sig=escrow.sign_consent(client, CLIENT_ID, 1, fp),
+        ),
+        f.CaseCapsule(id="21", case_id=CASE_ID, epoch=EPOCH, capsule=capsule),
+        f.DisputeRequest(
+            id="22",
+            case_id=CASE_ID,
+            timestamp=ts,
+            policy_fingerprint=fp,
+            reason_ct=reason,
+            sig=escrow.sign_dispute(client, CASE_ID, "all", ts, fp, reason),
+        ),
+        f.DisputeCreated(id="22", dispute=info),
+        f.DisputeList(id="23"),
+        f.DisputeListResult(id="23", disputes=[info]),
+        f.DisputeUpdated(dispute=msgspec.structs.replace(info, state="approved")),
+    ]
 
 
 def render() -> str:

@@ -32,7 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .accounts import AccountRepository
 from .atrest import AtRestCipher
+from .audit import AuditRepository
 from .cases import CaseRepository
+from .consents import ConsentRepository
+from .disputes import DisputeRepository
+from .escrow import EscrowRepository
 from .messages import MessageRepository
 from .receipts import ReceiptRepository
 from .transactions import Dialect, Transactions, configure_sqlite
@@ -125,7 +129,19 @@ class Database:
     Repositories are safe to share between tasks; each call is its own transaction.
     """
 
-    __slots__ = ("_tx", "accounts", "cases", "dialect", "engine", "messages", "receipts")
+    __slots__ = (
+        "_tx",
+        "accounts",
+        "audit",
+        "cases",
+        "consents",
+        "dialect",
+        "disputes",
+        "engine",
+        "escrow",
+        "messages",
+        "receipts",
+    )
 
     def __init__(self, engine: AsyncEngine, dialect: Dialect, data_key: bytes) -> None:
         self.engine = engine
@@ -135,6 +151,11 @@ class Database:
         self.cases = CaseRepository(self._tx)
         self.messages = MessageRepository(self._tx)
         self.receipts = ReceiptRepository(self._tx)
+        # Escrow and disputes (docs/DISPUTES.md).
+        self.escrow = EscrowRepository(self._tx)
+        self.consents = ConsentRepository(self._tx)
+        self.disputes = DisputeRepository(self._tx)
+        self.audit = AuditRepository(self._tx)
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest migration (idempotent).

@@ -42,10 +42,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "NAMING",
     "Account",
+    "AuditEntry",
     "Base",
     "Case",
     "CaseKey",
     "CaseKeySeal",
+    "Consent",
+    "Dispute",
+    "DisputeApproval",
+    "EscrowCapsule",
+    "EscrowPolicy",
     "Invite",
     "Message",
     "Receipt",
@@ -189,6 +195,88 @@ class Receipt(Base):
     account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     up_to_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- escrow and disputes (migration 0002; docs/DISPUTES.md) -------------------------------
+
+
+class EscrowPolicy(Base):
+    __tablename__ = "escrow_policies"
+
+    # The newest row is the installed policy; older rows stay for old capsules and consents.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    # The org-signed policy as JSON (public keys and a signature only).
+    signed_policy: Mapped[bytes] = mapped_column(LargeBinary)
+    terms_version: Mapped[int] = mapped_column(Integer)
+    installed_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Consent(Base):
+    __tablename__ = "consents"
+
+    account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"), primary_key=True)
+    terms_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    policy_fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sig: Mapped[bytes] = mapped_column(LargeBinary)
+    accepted_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class EscrowCapsule(Base):
+    __tablename__ = "escrow_capsules"
+    __table_args__ = (
+        ForeignKeyConstraint(["case_id", "epoch"], ["case_keys.case_id", "case_keys.epoch"]),
+    )
+
+    case_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    depositor_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"), primary_key=True)
+    policy_fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The capsule as JSON: sealed boxes only officers can open.
+    capsule: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Dispute(Base):
+    __tablename__ = "disputes"
+    __table_args__ = (
+        CheckConstraint("kind IN ('client', 'legal')", name="kind"),
+        CheckConstraint("state IN ('pending', 'approved', 'exported')", name="state"),
+        Index(None, "case_id"),
+        Index(None, "requester_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    case_id: Mapped[str] = mapped_column(ID, ForeignKey("cases.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    requester_id: Mapped[str | None] = mapped_column(ID, ForeignKey("accounts.id"), nullable=True)
+    # The request document as JSON (the reason is sealed to the officers).
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DisputeApproval(Base):
+    __tablename__ = "dispute_approvals"
+
+    dispute_id: Mapped[str] = mapped_column(ID, ForeignKey("disputes.id"), primary_key=True)
+    officer_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    approval: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    # Hash-chained and append-only (storage/audit.py); ids and fingerprints, no content.
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ts: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def table(model: type[Base]) -> Table:

@@ -13,6 +13,7 @@ from storage.records import EpochKeyRecord
 from ..hub import Hub, case_info
 from ..logs import log_event
 from ..session import Session
+from . import escrow
 
 __all__ = ["case_close", "case_key", "case_keys", "case_list", "case_open", "directory_get"]
 
@@ -25,6 +26,7 @@ async def case_open(hub: Hub, session: Session, frame: f.CaseOpen) -> f.CaseOpen
     assert session.account is not None
     if session.account.role != "client":
         raise Forbidden("only clients open cases")
+    await escrow.require_consent(hub, session)
     case = await hub.db.cases.create(
         client_id=session.account_id,
         topic=frame.topic,
@@ -64,6 +66,8 @@ async def case_key(hub: Hub, session: Session, frame: f.CaseKeyDeposit) -> f.Ok:
         )
     except CryptoError:
         raise InvalidFrame("commitment signature does not verify") from None
+    capsules = frame.capsules if isinstance(frame.capsules, list) else None
+    capsule = await escrow.deposit_capsule_for_key(hub, session, case.id, frame.epoch, capsules)
     await hub.db.cases.add_epoch_key(
         EpochKeyRecord(
             case_id=case.id,
@@ -75,6 +79,8 @@ async def case_key(hub: Hub, session: Session, frame: f.CaseKeyDeposit) -> f.Ok:
             created_at=_now_ms(),
         )
     )
+    if capsule is not None:
+        await hub.db.escrow.put_capsule(capsule)
     fresh = await hub.db.cases.get(case.id)
     if fresh is not None:
         hub.remember(fresh)

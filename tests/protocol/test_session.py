@@ -49,6 +49,28 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     f.Typing: f.Typing(id="r", case_id="c", active=True),
     f.CaseClose: f.CaseClose(id="r", case_id="c"),
     f.Ping: f.Ping(id="r"),
+    f.PolicyGet: f.PolicyGet(id="r"),
+    f.ConsentAccept: f.ConsentAccept(
+        id="r", terms_version=1, policy_fingerprint=" ".join(["abcd"] * 10), sig=bytes(64)
+    ),
+    f.CaseCapsule: f.CaseCapsule(
+        id="r",
+        case_id="c",
+        epoch=1,
+        capsule=f.Capsule(
+            policy_fingerprint=" ".join(["abcd"] * 10),
+            subsets=[f.CapsuleLayer(officers=[0], sealed=bytes(130))],
+        ),
+    ),
+    f.DisputeRequest: f.DisputeRequest(
+        id="r",
+        case_id="c",
+        timestamp=1,
+        policy_fingerprint=" ".join(["abcd"] * 10),
+        reason_ct=[bytes(60)],
+        sig=bytes(64),
+    ),
+    f.DisputeList: f.DisputeList(id="r"),
 }
 
 PRE_AUTH = {f.Hello, f.Register, f.Prelogin, f.Login, f.AuthRequest, f.Ping}
@@ -65,6 +87,11 @@ POST_AUTH = {
     f.Receipt,
     f.Typing,
     f.CaseClose,
+    f.PolicyGet,
+    f.ConsentAccept,
+    f.CaseCapsule,
+    f.DisputeRequest,
+    f.DisputeList,
 }
 
 

@@ -1,0 +1,214 @@
+"""``chat-escrow``: the organisation's and the officers' offline tool.
+
+    chat-escrow keygen --kind org|officer --name NAME --out FILE
+    chat-escrow policy --org-key org.key --officer o1.pub [--officer o2.pub ...]
+                       --threshold K [--days 365] [--version 1] --out policy.json
+    chat-escrow approve REQUEST.json --key officerN.key --out approvalN.json
+                        [--org-fingerprint FP]
+    chat-escrow fingerprint FILE
+
+Runs without a network or a database; private keys never leave the officer's machine
+(the hub only ever receives the signed approval file). Passphrases come from
+--passphrase-file, else $CHAT_ESCROW_PASSPHRASE, else a prompt.
+
+Exit codes: 0 ok, 1 error, 2 usage, 12 the request or policy does not verify (forged,
+foreign, not signed by the client), 13 wrong passphrase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from protocol import crypto
+from protocol import frames as f
+from protocol.escrow import (
+    EscrowError,
+    RequestView,
+    make_approval,
+    open_reason,
+    policy_fingerprint,
+    sign_policy,
+    verify_dispute,
+    verify_policy,
+)
+
+from .keyfiles import (
+    DEFAULT_MEMLIMIT,
+    DEFAULT_OPSLIMIT,
+    KeyFile,
+    KeyFileError,
+    WrongPassphrase,
+    load_key,
+    load_public,
+    read_passphrase,
+    write_key,
+)
+
+__all__ = ["EXIT_FOREIGN", "EXIT_PASSPHRASE", "main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FOREIGN, EXIT_PASSPHRASE = 0, 1, 2, 12, 13
+DAY_MS = 86_400_000
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-escrow",
+        description="Offline escrow key ceremony and dispute approvals (no server access).",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 12 request/policy does not verify, "
+        "13 wrong passphrase.",
+    )
+    parser.add_argument("--passphrase-file", type=Path, help="first line is the passphrase")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("keygen", help="make an organisation or officer key file (+ .pub)")
+    p.add_argument("--kind", choices=["org", "officer"], required=True)
+    p.add_argument("--name", required=True, help="e.g. officer1 or the organisation's name")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--kdf-ops", type=int, default=DEFAULT_OPSLIMIT, help="Argon2id opslimit")
+    p.add_argument("--kdf-mem", type=int, default=DEFAULT_MEMLIMIT, help="Argon2id memlimit")
+
+    p = sub.add_parser("policy", help="sign a k-of-n escrow policy with the org key")
+    p.add_argument("--org-key", type=Path, required=True)
+    p.add_argument("--officer", type=Path, action="append", required=True, help="officer .pub")
+    p.add_argument("--threshold", type=int, required=True)
+    p.add_argument("--days", type=int, default=365, help="validity from now (default 365)")
+    p.add_argument("--version", type=int, default=1, help="policy version (default 1)")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("approve", help="sign an approval of a dispute request")
+    p.add_argument("request", type=Path, help="output of chat-server disputes show ID --json")
+    p.add_argument("--key", type=Path, required=True, help="your officer key file")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--org-fingerprint",
+        default=os.environ.get("CHAT_ORG_FINGERPRINT"),
+        help="pinned organisation key fingerprint (env CHAT_ORG_FINGERPRINT)",
+    )
+
+    p = sub.add_parser("fingerprint", help="print the fingerprint of a key, .pub or policy")
+    p.add_argument("file", type=Path)
+    return parser
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if args.out.exists():
+        print(f"chat-escrow: {args.out} exists; not overwriting", file=sys.stderr)
+        return EXIT_USAGE
+    passphrase = read_passphrase(args.passphrase_file, "New key passphrase: ", confirm=True)
+    if not passphrase:
+        print("chat-escrow: empty passphrase", file=sys.stderr)
+        return EXIT_USAGE
+    key = KeyFile(
+        kind=args.kind,
+        name=args.name,
+        sign_key=SigningKey.generate(),
+        box_key=PrivateKey.generate() if args.kind == "officer" else None,
+    )
+    pub = write_key(args.out, key, passphrase, opslimit=args.kdf_ops, memlimit=args.kdf_mem)
+    print(f"{args.kind} key {args.name}: {args.out} (public part: {pub})")
+    print(f"fingerprint: {key.fingerprint}")
+    return EXIT_OK
+
+
+def _policy(args: argparse.Namespace) -> int:
+    org = load_key(args.org_key, read_passphrase(args.passphrase_file, "Org passphrase: "), "org")
+    officers = [load_public(p) for p in args.officer]
+    now = int(time.time() * 1000)
+    policy = f.EscrowPolicy(
+        version=args.version,
+        officers=officers,
+        threshold=args.threshold,
+        not_before=now - DAY_MS,  # tolerate clocks a little behind
+        not_after=now + args.days * DAY_MS,
+        org_sign_pk=org.sign_pk,
+    )
+    signed = sign_policy(org.sign_key, policy)
+    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(signed), indent=1) + b"\n")
+    print(f"policy {args.threshold}-of-{len(officers)} written to {args.out}")
+    print(f"policy fingerprint: {policy_fingerprint(policy)}")
+    print(f"organisation fingerprint (pin in clients): {org.fingerprint}")
+    return EXIT_OK
+
+
+def _approve(args: argparse.Namespace) -> int:
+    try:
+        view = msgspec.json.decode(args.request.read_bytes(), type=RequestView)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        print(f"chat-escrow: {args.request} is not a dispute request: {exc}", file=sys.stderr)
+        return EXIT_FOREIGN
+    key = load_key(
+        args.key, read_passphrase(args.passphrase_file, "Officer passphrase: "), "officer"
+    )
+    try:
+        verify_policy(view.policy, args.org_fingerprint)
+        if view.request.policy_fingerprint != policy_fingerprint(view.policy.policy):
+            raise EscrowError("the request was made under another policy")
+        verify_dispute(view.request)
+    except EscrowError as exc:
+        print(f"chat-escrow: refusing to approve: {exc}", file=sys.stderr)
+        return EXIT_FOREIGN
+    request = view.request
+    policy = view.policy.policy
+    index = next((i for i, o in enumerate(policy.officers) if o.sign_pk == key.sign_pk), None)
+    if index is None or key.box_key is None:
+        print("chat-escrow: this key is not an officer of the request's policy", file=sys.stderr)
+        return EXIT_FOREIGN
+    print(f"request {request.request_id} for case {request.case_id} ({request.kind})")
+    if request.kind == "legal":
+        print(f"legal order: {request.legal_order}")
+    elif index < len(request.reason_ct):
+        try:
+            print(f"reason: {open_reason(request.reason_ct[index], key.box_key)}")
+        except EscrowError as exc:
+            print(f"chat-escrow: the reason does not open: {exc}", file=sys.stderr)
+            return EXIT_FOREIGN
+    approval = make_approval(key.sign_key, request, policy, int(time.time() * 1000))
+    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(approval), indent=1) + b"\n")
+    print(f"approval by officer #{index} ({policy.officers[index].name}) written to {args.out}")
+    return EXIT_OK
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    data = json.loads(args.file.read_text())
+    if isinstance(data, dict) and "policy" in data and "sig" in data:
+        signed = msgspec.json.decode(args.file.read_bytes(), type=f.SignedEscrowPolicy)
+        print(f"policy: {policy_fingerprint(signed.policy)}")
+        print(f"organisation: {crypto.fingerprint(signed.policy.org_sign_pk)}")
+        return EXIT_OK
+    if isinstance(data, dict) and "fingerprint" in data:
+        print(data["fingerprint"])
+        return EXIT_OK
+    print(f"chat-escrow: {args.file} is not a key, .pub or policy file", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {
+        "keygen": _keygen,
+        "policy": _policy,
+        "approve": _approve,
+        "fingerprint": _fingerprint,
+    }
+    try:
+        return commands[args.command](args)
+    except WrongPassphrase as exc:
+        print(f"chat-escrow: {exc}", file=sys.stderr)
+        return EXIT_PASSPHRASE
+    except (KeyFileError, EscrowError, OSError, ValueError) as exc:
+        print(f"chat-escrow: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

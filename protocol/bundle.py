@@ -1,0 +1,440 @@
+"""The dispute bundle: what ``chat-server disputes export`` writes and ``chat-unseal``
+verifies, offline. Pure: bytes in, a verification report out.
+
+A bundle is one JSON document (bytes as base64) holding everything needed to check a
+case's history without the server: the case metadata, both participants' public keys,
+the signed escrow policy, every epoch's key commitment (signed by its creator) and all
+escrow capsules, every stored ciphertext with its chain fields, the server-signed chain
+head and the server's public key, the dispute request and the officers' approvals.
+
+:func:`verify_bundle` checks all of it and sorts every finding into one of three kinds,
+which ``chat-unseal`` maps to its exit codes (docs/DISPUTES.md):
+
+* **foreign** (exit 12): material that belongs elsewhere or is forged: a policy not
+  signed by the pinned organisation key, a request for another case or not signed by
+  the case's client, an approval that does not verify, fewer than k valid approvals, a
+  capsule bound to another case or epoch, a key commitment its creator did not sign;
+* **keys** (exit 11): the officer keys given are not a threshold subset of the policy;
+* **tampered** (exit 10): a message that does not decrypt or whose sender signature
+  fails, a broken hash chain, a missing, extra or reordered message, a chain head that
+  does not match or is not signed by the server.
+
+Nothing is dropped silently: every message in the bundle gets a verdict, and every
+missing seq is named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+from nacl.public import PrivateKey
+
+from . import crypto
+from .chain import ChainLink, verify_chain, verify_head
+from .errors import CryptoError
+from .escrow import (
+    Approval,
+    DisputeDocument,
+    EscrowError,
+    ForeignMaterial,
+    InsufficientKeys,
+    open_capsule,
+    verify_approval,
+    verify_dispute,
+    verify_policy,
+)
+from .frames import (
+    Capsule,
+    Ciphertext,
+    Epoch,
+    Handle,
+    Id,
+    Key32,
+    Language,
+    Millis,
+    Nonce,
+    Role,
+    Seq,
+    Sig,
+    SignedEscrowPolicy,
+)
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "Bundle",
+    "BundleCapsule",
+    "BundleCase",
+    "BundleEpoch",
+    "BundleMessage",
+    "BundleParticipant",
+    "ChainHead",
+    "MessageVerdict",
+    "Report",
+    "decode_bundle",
+    "encode_bundle",
+    "verify_bundle",
+]
+
+BUNDLE_FORMAT = "counsel-chat/dispute-bundle"
+
+
+class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class BundleCase(_S, frozen=True, kw_only=True):
+    case_id: Id
+    client_id: Id
+    counselor_id: Id | None
+    state: Literal["waiting", "assigned", "closed"]
+    language: Language
+    created_at: Millis
+
+
+class BundleParticipant(_S, frozen=True, kw_only=True):
+    account_id: Id
+    role: Role
+    handle: Handle
+    sign_pk: Key32
+    box_pk: Key32
+
+
+class BundleCapsule(_S, frozen=True, kw_only=True):
+    depositor_id: Id
+    capsule: Capsule
+
+
+class BundleEpoch(_S, frozen=True, kw_only=True):
+    epoch: Epoch
+    creator_id: Id
+    commitment: Key32
+    commitment_sig: Sig
+    capsules: list[BundleCapsule]
+
+
+class BundleMessage(_S, frozen=True, kw_only=True):
+    seq: Seq
+    epoch: Epoch
+    sender_id: Id
+    client_msg_id: Id
+    nonce: Nonce
+    ciphertext: Ciphertext
+    chain_hash: Key32
+    server_ts: Millis
+
+
+class ChainHead(_S, frozen=True, kw_only=True):
+    seq: Seq
+    hash: Key32
+    sig: Sig
+
+
+class Bundle(_S, frozen=True, kw_only=True):
+    format: Literal["counsel-chat/dispute-bundle"] = "counsel-chat/dispute-bundle"
+    version: Literal[1] = 1
+    exported_at: Millis
+    case: BundleCase
+    participants: list[BundleParticipant]
+    policy: SignedEscrowPolicy
+    epochs: list[BundleEpoch]
+    messages: list[BundleMessage]
+    chain_head: ChainHead
+    server_sign_pk: Key32
+    request: DisputeDocument
+    approvals: list[Approval]
+
+
+_decoder = msgspec.json.Decoder(Bundle)
+
+
+def encode_bundle(bundle: Bundle) -> bytes:
+    """Indented JSON (a bundle is a document people may open and read)."""
+    return msgspec.json.format(msgspec.json.encode(bundle), indent=1) + b"\n"
+
+
+def decode_bundle(data: bytes) -> Bundle:
+    """ForeignMaterial if ``data`` is not a bundle of this format and version."""
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ForeignMaterial(f"not a dispute bundle: {str(exc)[:160]}") from None
+
+
+@dataclasses.dataclass
+class MessageVerdict:
+    """One message of the bundle: the verified text, or why there is none."""
+
+    seq: int
+    epoch: int
+    sender_id: str
+    sender_role: str
+    client_msg_id: str
+    server_ts: int
+    body: str | None = None
+    ts: int | None = None
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.body is not None and not self.problems
+
+
+@dataclasses.dataclass
+class Report:
+    case_id: str
+    policy_fingerprint: str = ""
+    server_fingerprint: str = ""
+    request_kind: str = ""
+    request_note: str = ""
+    approvals_valid: list[int] = dataclasses.field(default_factory=list)
+    keys_used: list[int] = dataclasses.field(default_factory=list)
+    messages: list[MessageVerdict] = dataclasses.field(default_factory=list)
+    missing_seqs: list[int] = dataclasses.field(default_factory=list)
+    foreign: list[str] = dataclasses.field(default_factory=list)
+    keys: list[str] = dataclasses.field(default_factory=list)
+    tampered: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all verified; 12 foreign/forged; 11 wrong or too few keys; 10 tampered."""
+        if self.foreign:
+            return 12
+        if self.keys:
+            return 11
+        if self.tampered or any(not m.ok for m in self.messages):
+            return 10
+        return 0
+
+
+def _fp_equal(a: str, b: str) -> bool:
+    return "".join(a.split()).lower() == "".join(b.split()).lower()
+
+
+def verify_bundle(
+    bundle: Bundle,
+    officer_keys: Sequence[PrivateKey],
+    *,
+    org_fingerprint: str | None = None,
+    server_fingerprint: str | None = None,
+) -> Report:
+    """Check everything in ``bundle`` with the given officers' box keys (see the
+    module docstring for what is checked and how findings are classified)."""
+    case = bundle.case
+    report = Report(case_id=case.case_id)
+    report.server_fingerprint = crypto.fingerprint(bundle.server_sign_pk)
+    policy = bundle.policy.policy
+    try:
+        report.policy_fingerprint = verify_policy(bundle.policy, org_fingerprint)
+    except EscrowError as exc:
+        report.foreign.append(f"escrow policy: {exc}")
+        return report
+    if server_fingerprint is not None and not _fp_equal(
+        report.server_fingerprint, server_fingerprint
+    ):
+        report.foreign.append("the chain head is signed by another server key than pinned")
+    participants = _check_participants(bundle, report)
+    _check_request(bundle, participants, report)
+    _check_approvals(bundle, report)
+
+    # Officer keys -> policy indices; a key of no officer is a wrong key.
+    held: dict[int, PrivateKey] = {}
+    for key in officer_keys:
+        pk = bytes(key.public_key)
+        index = next((i for i, o in enumerate(policy.officers) if o.box_pk == pk), None)
+        if index is None:
+            report.keys.append("a key given is not an officer key of this escrow policy")
+        else:
+            held[index] = key
+    report.keys_used = sorted(held)
+    epoch_keys = _open_epochs(bundle, participants, held, report)
+    _check_messages(bundle, participants, epoch_keys, report)
+    return report
+
+
+def _check_participants(bundle: Bundle, report: Report) -> dict[str, BundleParticipant]:
+    case = bundle.case
+    by_id = {p.account_id: p for p in bundle.participants}
+    expected = {case.client_id} | ({case.counselor_id} if case.counselor_id else set())
+    if set(by_id) != expected or len(by_id) != len(bundle.participants):
+        report.foreign.append("participants do not match the case")
+    client = by_id.get(case.client_id)
+    if client is not None and client.role != "client":
+        report.foreign.append("the case's client is not listed as the client")
+    return {a: p for a, p in by_id.items() if a in expected}
+
+
+def _check_request(
+    bundle: Bundle, participants: dict[str, BundleParticipant], report: Report
+) -> None:
+    request = bundle.request
+    report.request_kind = request.kind
+    if request.case_id != bundle.case.case_id:
+        report.foreign.append("the dispute request is for another case")
+    if request.policy_fingerprint != report.policy_fingerprint:
+        report.foreign.append("the dispute request was made under another escrow policy")
+    if request.kind == "client":
+        client = participants.get(bundle.case.client_id)
+        if request.requester_id != bundle.case.client_id or (
+            client is None or request.requester_sign_pk != client.sign_pk
+        ):
+            report.foreign.append("the dispute request is not from the case's client")
+        report.request_note = f"filed by the client {request.requester_id}"
+    else:
+        report.request_note = f"legal order {request.legal_order!r}"
+    try:
+        verify_dispute(request)
+    except EscrowError as exc:
+        report.foreign.append(f"dispute request: {exc}")
+
+
+def _check_approvals(bundle: Bundle, report: Report) -> None:
+    policy = bundle.policy.policy
+    valid: set[int] = set()
+    for approval in bundle.approvals:
+        try:
+            verify_approval(approval, bundle.request, policy)
+        except EscrowError as exc:
+            report.foreign.append(f"approval by officer #{approval.officer_index}: {exc}")
+            continue
+        valid.add(approval.officer_index)
+    report.approvals_valid = sorted(valid)
+    if len(valid) < policy.threshold:
+        report.foreign.append(
+            f"{len(valid)} valid officer approvals; the policy requires {policy.threshold}"
+        )
+
+
+def _open_epochs(
+    bundle: Bundle,
+    participants: dict[str, BundleParticipant],
+    held: dict[int, PrivateKey],
+    report: Report,
+) -> dict[int, bytes]:
+    """Each epoch's K, opened from every capsule deposited for it; every capsule must
+    open to the same committed key (each participant vouched for K on its own)."""
+    case_id = bundle.case.case_id
+    keys: dict[int, bytes] = {}
+    for epoch in bundle.epochs:
+        creator = participants.get(epoch.creator_id)
+        try:
+            if creator is None:
+                raise CryptoError("creator is not a participant")
+            crypto.verify_commitment(
+                creator.sign_pk, case_id, epoch.epoch, epoch.commitment, epoch.commitment_sig
+            )
+        except CryptoError:
+            report.foreign.append(f"epoch {epoch.epoch}: key commitment not signed by its creator")
+            continue
+        if not epoch.capsules:
+            report.tampered.append(f"epoch {epoch.epoch}: no escrow capsule in the bundle")
+        for deposit in epoch.capsules:
+            if deposit.depositor_id not in participants:
+                report.foreign.append(f"epoch {epoch.epoch}: capsule from a non-participant")
+                continue
+            try:
+                key = open_capsule(
+                    deposit.capsule,
+                    bundle.policy.policy,
+                    held,
+                    case_id=case_id,
+                    epoch=epoch.epoch,
+                    commitment=epoch.commitment,
+                )
+            except InsufficientKeys as exc:
+                if str(exc) not in report.keys:
+                    report.keys.append(str(exc))
+                continue
+            except ForeignMaterial as exc:
+                report.foreign.append(
+                    f"epoch {epoch.epoch}: capsule of {deposit.depositor_id}: {exc}"
+                )
+                continue
+            keys[epoch.epoch] = key
+    return keys
+
+
+def _check_messages(
+    bundle: Bundle,
+    participants: dict[str, BundleParticipant],
+    epoch_keys: dict[int, bytes],
+    report: Report,
+) -> None:
+    case_id = bundle.case.case_id
+    head = bundle.chain_head
+    try:
+        verify_head(bundle.server_sign_pk, case_id, head.seq, head.hash, head.sig)
+    except CryptoError:
+        report.tampered.append("the chain head is not signed by the server key")
+    links = [
+        ChainLink(
+            case_id=case_id,
+            seq=m.seq,
+            epoch=m.epoch,
+            sender_id=m.sender_id,
+            client_msg_id=m.client_msg_id,
+            nonce=m.nonce,
+            ciphertext=m.ciphertext,
+            chain_hash=m.chain_hash,
+        )
+        for m in bundle.messages
+    ]
+    broken = set(verify_chain(links))
+    if bundle.messages:
+        last = bundle.messages[-1]
+        if last.seq != head.seq or last.chain_hash != head.hash:
+            report.tampered.append(
+                f"the last message (seq {last.seq}) is not the signed chain head (seq {head.seq})"
+            )
+    elif head.seq != 0:
+        report.tampered.append(f"no messages, but the signed chain head is at seq {head.seq}")
+    present = [m.seq for m in bundle.messages]
+    report.missing_seqs = sorted(set(range(1, head.seq + 1)) - set(present))
+    for seq in report.missing_seqs:
+        report.tampered.append(f"message seq {seq} is missing")
+    seen: set[int] = set()
+    for message in bundle.messages:
+        sender = participants.get(message.sender_id)
+        verdict = MessageVerdict(
+            seq=message.seq,
+            epoch=message.epoch,
+            sender_id=message.sender_id,
+            sender_role=sender.role if sender else "unknown",
+            client_msg_id=message.client_msg_id,
+            server_ts=message.server_ts,
+        )
+        if message.seq in seen:
+            verdict.problems.append("seq appears twice")
+        seen.add(message.seq)
+        if message.seq in broken:
+            verdict.problems.append("hash chain broken here (altered, removed or reordered)")
+        key = epoch_keys.get(message.epoch)
+        if sender is None:
+            verdict.problems.append("sender is not a participant of the case")
+        elif key is None:
+            verdict.problems.append(f"no key for epoch {message.epoch}")
+        else:
+            try:
+                envelope = crypto.decrypt_message(
+                    key,
+                    sender.sign_pk,
+                    case_id=case_id,
+                    epoch=message.epoch,
+                    sender_id=message.sender_id,
+                    client_msg_id=message.client_msg_id,
+                    nonce=message.nonce,
+                    ciphertext=message.ciphertext,
+                )
+            except CryptoError as exc:
+                verdict.problems.append(f"does not verify: {exc}")
+            else:
+                verdict.body = envelope.body
+                verdict.ts = envelope.ts
+        # Without enough officer keys nothing decrypts; that is a key problem (exit 11),
+        # not evidence of tampering.
+        tamper = [p for p in verdict.problems if not (key is None and report.keys)]
+        if tamper:
+            report.tampered.append(f"message seq {message.seq}: {'; '.join(tamper)}")
+        report.messages.append(verdict)

@@ -1,0 +1,141 @@
+"""The append-only, hash-chained audit log of escrow and dispute actions.
+
+Every policy install, consent, dispute request, legal order, approval and export is one
+row; each row's hash covers the previous row's hash, so deleting, altering, inserting or
+reordering a row breaks every later link, and :meth:`AuditRepository.verify` finds it.
+Rows hold ids, fingerprints and officer indices only: never message content, reasons or
+names. Other repositories append in their own transaction (:func:`append_in`), so an
+action and its audit row commit together or not at all.
+
+hash = BLAKE2b-256(lp("chat.audit.v1", prev_hash, u64(seq), u64(ts), action, subject,
+detail), person="chat-audit-hash1"); the first row's prev_hash is 32 zero bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import nacl.hash
+from nacl.encoding import RawEncoder
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from protocol.crypto import lp, u64
+
+from .models import AuditEntry, table
+from .transactions import Transactions
+
+__all__ = ["AUDIT_GENESIS", "AuditRecord", "AuditRepository", "append_in", "audit_hash"]
+
+_AUDIT = table(AuditEntry)
+AUDIT_GENESIS = bytes(32)
+
+
+def audit_hash(prev: bytes, seq: int, ts: int, action: str, subject: str, detail: str) -> bytes:
+    data = lp(
+        b"chat.audit.v1",
+        prev,
+        u64(seq),
+        u64(ts),
+        action.encode(),
+        subject.encode(),
+        detail.encode(),
+    )
+    return nacl.hash.blake2b(data, digest_size=32, person=b"chat-audit-hash1", encoder=RawEncoder)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    ts: int
+    action: str
+    subject: str
+    detail: str
+    prev_hash: bytes
+    hash: bytes
+
+
+async def append_in(
+    conn: AsyncConnection, action: str, subject: str, detail: dict[str, Any], now_ms: int
+) -> AuditRecord:
+    """Append one row inside the caller's write transaction.
+
+    The seq is the primary key, so two writers that read the same tail conflict on
+    insert (PostgreSQL) instead of forking the chain; SQLite writers are serialised.
+    """
+    row = (
+        await conn.execute(
+            select(_AUDIT.c.seq, _AUDIT.c.hash).order_by(_AUDIT.c.seq.desc()).limit(1)
+        )
+    ).first()
+    seq, prev = (int(row.seq) + 1, bytes(row.hash)) if row is not None else (1, AUDIT_GENESIS)
+    text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+    digest = audit_hash(prev, seq, now_ms, action, subject, text)
+    await conn.execute(
+        insert(_AUDIT).values(
+            seq=seq,
+            ts=now_ms,
+            action=action,
+            subject=subject,
+            detail=text,
+            prev_hash=prev,
+            hash=digest,
+        )
+    )
+    return AuditRecord(seq, now_ms, action, subject, text, prev, digest)
+
+
+class AuditRepository:
+    """Reading and checking the audit log; appending a stand-alone entry."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    async def append(
+        self, action: str, subject: str, detail: dict[str, Any], now_ms: int
+    ) -> AuditRecord:
+        async with self._tx.write() as conn:
+            return await append_in(conn, action, subject, detail, now_ms)
+
+    async def entries(self) -> list[AuditRecord]:
+        async with self._tx.read() as conn:
+            rows = (await conn.execute(select(_AUDIT).order_by(_AUDIT.c.seq))).all()
+        return [
+            AuditRecord(
+                int(r.seq),
+                int(r.ts),
+                r.action,
+                r.subject,
+                r.detail,
+                bytes(r.prev_hash),
+                bytes(r.hash),
+            )
+            for r in rows
+        ]
+
+    async def count(self) -> int:
+        async with self._tx.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(_AUDIT))).scalar_one())
+
+    async def verify(self) -> list[str]:
+        """Every break in the chain, as text (empty: the log is intact)."""
+        problems: list[str] = []
+        prev = AUDIT_GENESIS
+        expected = 1
+        for entry in await self.entries():
+            if entry.seq != expected:
+                problems.append(f"row {entry.seq}: expected seq {expected} (rows missing)")
+            if entry.prev_hash != prev:
+                problems.append(f"row {entry.seq}: does not link to the previous row")
+            digest = audit_hash(
+                entry.prev_hash, entry.seq, entry.ts, entry.action, entry.subject, entry.detail
+            )
+            if digest != entry.hash:
+                problems.append(f"row {entry.seq}: contents do not match its hash")
+            prev = entry.hash
+            expected = entry.seq + 1
+        return problems

@@ -1,0 +1,91 @@
+"""Signed acceptances of the terms of service under an escrow policy.
+
+One row per (account, terms version, policy fingerprint): a new policy or a new terms
+version needs a new row before that account may open a case. Rows are kept (and
+exportable with ``chat-server consents export``) as the record of what each account
+agreed to; the signature lets anyone check that the account, not the server, agreed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .audit import append_in
+from .models import Consent, table
+from .transactions import Transactions
+
+__all__ = ["ConsentRecord", "ConsentRepository"]
+
+_CONSENTS = table(Consent)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    account_id: str
+    terms_version: int
+    policy_fingerprint: str
+    sig: bytes
+    accepted_at: int
+
+
+class ConsentRepository:
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    async def record(self, consent: ConsentRecord) -> bool:
+        """Store an acceptance (the caller verified its signature). Returns False if the
+        account had already accepted these terms and policy (the first one is kept)."""
+        ins = (
+            postgresql.insert(_CONSENTS) if self._tx.is_postgresql else sqlite.insert(_CONSENTS)
+        ).values(dataclasses.asdict(consent))
+        async with self._tx.write() as conn:
+            result = await conn.execute(ins.on_conflict_do_nothing())
+            if result.rowcount != 1:
+                return False
+            await append_in(
+                conn,
+                "consent",
+                consent.account_id,
+                {
+                    "terms_version": consent.terms_version,
+                    "policy": consent.policy_fingerprint,
+                },
+                consent.accepted_at,
+            )
+        return True
+
+    async def has(self, account_id: str, terms_version: int, policy_fingerprint: str) -> bool:
+        async with self._tx.read() as conn:
+            row = (
+                await conn.execute(
+                    select(_CONSENTS.c.account_id).where(
+                        _CONSENTS.c.account_id == account_id,
+                        _CONSENTS.c.terms_version == terms_version,
+                        _CONSENTS.c.policy_fingerprint == policy_fingerprint,
+                    )
+                )
+            ).first()
+        return row is not None
+
+    async def all(self) -> list[ConsentRecord]:
+        async with self._tx.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(_CONSENTS).order_by(_CONSENTS.c.accepted_at, _CONSENTS.c.account_id)
+                )
+            ).all()
+        return [
+            ConsentRecord(
+                r.account_id,
+                int(r.terms_version),
+                r.policy_fingerprint,
+                bytes(r.sig),
+                int(r.accepted_at),
+            )
+            for r in rows
+        ]

@@ -1,0 +1,241 @@
+"""chat-unseal and chat-escrow as command-line programs: exit codes for every kind of
+tampering, with real key files (low Argon2id cost) and real bundles built offline."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from chat_client import escrow_cli, unseal
+from chat_client.keyfiles import KeyFile, WrongPassphrase, load_key, write_key
+from protocol.bundle import encode_bundle
+from protocol.escrow import sign_dispute
+from tests.protocol.escrow_factory import Scenario, build
+
+PASS = "officer passphrase"
+KDF = {"opslimit": 1, "memlimit": 8192}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def key_files(tmp_path: Path, s: Scenario) -> list[Path]:
+    paths = []
+    for o in s.people:
+        path = tmp_path / f"{o.name}.key"
+        write_key(path, KeyFile("officer", o.name, o.sign, o.box), PASS, **KDF)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def _passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", PASS)
+    monkeypatch.delenv("CHAT_ORG_FINGERPRINT", raising=False)
+    monkeypatch.delenv("CHAT_SERVER_FINGERPRINT", raising=False)
+
+
+def run_unseal(tmp_path: Path, s: Scenario, bundle: object, *keys: Path) -> int:
+    path = tmp_path / "bundle.json"
+    path.write_bytes(encode_bundle(bundle) if not isinstance(bundle, bytes) else bundle)  # type: ignore[arg-type]
+    args = [str(path), "--out", str(tmp_path / "out")]
+    for k in keys:
+        args += ["--key", str(k)]
+    return unseal.main(args)
+
+
+def test_verified_transcript(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = build()
+    keys = key_files(tmp_path, s)
+    assert run_unseal(tmp_path, s, s.bundle, keys[0], keys[2]) == 0
+    out = capsys.readouterr().out
+    assert "3/3 messages verified" in out and "RESULT: all verified" in out
+    data = json.loads((tmp_path / "out" / "transcript.json").read_text())
+    assert [m["body"] for m in data["messages"]] == [t for _, t in s.texts]
+    assert all(m["verified"] for m in data["messages"])
+    page = (tmp_path / "out" / "transcript.html").read_text()
+    # Content is escaped: the client's "<b>" is text, not markup.
+    assert "&lt;b&gt;anxiety&lt;/b&gt; &amp; sleep" in page
+    assert "<b>anxiety" not in page
+    assert "@media print" in page
+
+
+def test_tampered_message_exit_10(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = build()
+    keys = key_files(tmp_path, s)
+    m = s.bundle.messages[0]
+    ct = bytearray(m.ciphertext)
+    ct[-1] ^= 0x80
+    msgs = [msgspec.structs.replace(m, ciphertext=bytes(ct)), *s.bundle.messages[1:]]
+    bundle = msgspec.structs.replace(s.bundle, messages=msgs)
+    assert run_unseal(tmp_path, s, bundle, keys[0], keys[1]) == 10
+    data = json.loads((tmp_path / "out" / "transcript.json").read_text())
+    assert len(data["messages"]) == 3  # reported, not dropped
+    assert data["messages"][0]["verified"] is False and data["messages"][0]["body"] is None
+    assert data["messages"][1]["verified"] is True
+    assert "NOT VERIFIED" in (tmp_path / "out" / "transcript.html").read_text()
+
+
+def test_removed_and_swapped_exit_10(tmp_path: Path) -> None:
+    s = build()
+    keys = key_files(tmp_path, s)
+    removed = msgspec.structs.replace(
+        s.bundle, messages=[m for m in s.bundle.messages if m.seq != 2]
+    )
+    assert run_unseal(tmp_path, s, removed, keys[0], keys[1]) == 10
+    assert "MISSING" in (tmp_path / "out" / "transcript.html").read_text()
+    m = list(s.bundle.messages)
+    m[1], m[2] = m[2], m[1]
+    assert run_unseal(tmp_path, s, msgspec.structs.replace(s.bundle, messages=m), *keys[:2]) == 10
+
+
+def test_keys_exit_11(tmp_path: Path) -> None:
+    s = build()
+    keys = key_files(tmp_path, s)
+    assert run_unseal(tmp_path, s, s.bundle, keys[1]) == 11  # one key, two needed
+    from nacl.public import PrivateKey
+    from nacl.signing import SigningKey
+
+    other = tmp_path / "stranger.key"
+    write_key(
+        other,
+        KeyFile("officer", "x", SigningKey(bytes([201]) * 32), PrivateKey(bytes([202]) * 32)),
+        PASS,
+        **KDF,
+    )
+    assert run_unseal(tmp_path, s, s.bundle, keys[0], other) == 11
+
+
+def test_foreign_exit_12(tmp_path: Path) -> None:
+    s = build()
+    keys = key_files(tmp_path, s)
+    other = build(case_id="case_9999")
+    swapped = msgspec.structs.replace(
+        s.bundle,
+        epochs=[
+            msgspec.structs.replace(
+                s.bundle.epochs[0],
+                capsules=[other.bundle.epochs[0].capsules[0], *s.bundle.epochs[0].capsules[1:]],
+            )
+        ],
+    )
+    assert run_unseal(tmp_path, s, swapped, keys[0], keys[1]) == 12
+    forged = msgspec.structs.replace(s.bundle.approvals[0], sig=bytes(64))
+    bad = msgspec.structs.replace(s.bundle, approvals=[forged, s.bundle.approvals[1]])
+    assert run_unseal(tmp_path, s, bad, keys[0], keys[1]) == 12
+    doc = s.bundle.request
+    from protocol import crypto
+
+    mallory = crypto.Identity.from_secret_bytes(bytes([99]) * 64)
+    not_client = msgspec.structs.replace(
+        doc,
+        sig=sign_dispute(
+            mallory, doc.case_id, "all", doc.timestamp, doc.policy_fingerprint, doc.reason_ct
+        ),
+    )
+    assert (
+        run_unseal(tmp_path, s, msgspec.structs.replace(s.bundle, request=not_client), *keys[:2])
+        == 12
+    )
+    assert run_unseal(tmp_path, s, b'{"format": "zip"}', keys[0]) == 12
+
+
+def test_wrong_passphrase_exit_13(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = build()
+    keys = key_files(tmp_path, s)
+    monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", "not it")
+    assert run_unseal(tmp_path, s, s.bundle, keys[0], keys[1]) == 13
+    with pytest.raises(WrongPassphrase):
+        load_key(keys[0], "not it")
+
+
+def test_usage_exit_2(tmp_path: Path) -> None:
+    assert unseal.main(["--out", str(tmp_path)]) == 2
+    assert unseal.main([str(tmp_path / "nope.json"), "--key", "k", "--out", str(tmp_path)]) == 2
+
+
+def test_escrow_cli_ceremony_and_approval_refusals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kdf = ["--kdf-ops", "1", "--kdf-mem", "8192"]
+    assert (
+        escrow_cli.main(
+            ["keygen", "--kind", "org", "--name", "org", "--out", str(tmp_path / "org.key"), *kdf]
+        )
+        == 0
+    )
+    for i in (1, 2):
+        assert (
+            escrow_cli.main(
+                [
+                    "keygen",
+                    "--kind",
+                    "officer",
+                    "--name",
+                    f"o{i}",
+                    "--out",
+                    str(tmp_path / f"o{i}.key"),
+                    *kdf,
+                ]
+            )
+            == 0
+        )
+    # Never overwrite a key file.
+    assert (
+        escrow_cli.main(
+            ["keygen", "--kind", "org", "--name", "org", "--out", str(tmp_path / "org.key"), *kdf]
+        )
+        == 2
+    )
+    assert (
+        escrow_cli.main(
+            [
+                "policy",
+                "--org-key",
+                str(tmp_path / "org.key"),
+                "--officer",
+                str(tmp_path / "o1.pub"),
+                "--officer",
+                str(tmp_path / "o2.pub"),
+                "--threshold",
+                "2",
+                "--out",
+                str(tmp_path / "policy.json"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert re.search(r"organisation fingerprint \(pin in clients\): [0-9a-f ]{49}", out)
+    key = json.loads((tmp_path / "o1.key").read_text())
+    assert "box_pk" in key and "wrapped" in key and (tmp_path / "o1.key").stat().st_mode & 0o77 == 0
+    assert (
+        escrow_cli.main(
+            [
+                "approve",
+                str(tmp_path / "policy.json"),
+                "--key",
+                str(tmp_path / "o1.key"),
+                "--out",
+                str(tmp_path / "a.json"),
+            ]
+        )
+        == 12
+    )
+
+
+def test_server_and_storage_never_load_key_files() -> None:
+    """Officer and organisation private keys stay offline: no server or storage module
+    imports the key-file code or unwraps / builds a signing key from a key file."""
+    pattern = re.compile(
+        r"keyfiles|escrow_cli|chat_client|load_key\(|unwrap_identity\(|\.key\b.*SigningKey\("
+    )
+    offenders = []
+    for package in ("chat_server", "storage"):
+        for path in (ROOT / package).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line) and "server.key" not in line:
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == []

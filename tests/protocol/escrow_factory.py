@@ -1,0 +1,223 @@
+"""Build real escrow material and whole dispute bundles without a server, for the pure
+tests of protocol/escrow.py and protocol/bundle.py and for chat-unseal's tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from protocol import crypto
+from protocol import frames as f
+from protocol.bundle import (
+    Bundle,
+    BundleCapsule,
+    BundleCase,
+    BundleEpoch,
+    BundleMessage,
+    BundleParticipant,
+    ChainHead,
+)
+from protocol.chain import GENESIS, chain_hash, sign_head
+from protocol.escrow import (
+    Approval,
+    DisputeDocument,
+    make_approval,
+    make_capsule,
+    policy_fingerprint,
+    seal_reasons,
+    sign_dispute,
+    sign_policy,
+)
+
+NOW = 1_750_000_000_000
+DAY = 86_400_000
+
+
+@dataclasses.dataclass
+class Officer:
+    name: str
+    box: PrivateKey
+    sign: SigningKey
+
+    @property
+    def public(self) -> f.EscrowOfficer:
+        return f.EscrowOfficer(
+            name=self.name, box_pk=bytes(self.box.public_key), sign_pk=bytes(self.sign.verify_key)
+        )
+
+
+def officers(n: int, seed: int = 0) -> list[Officer]:
+    return [
+        Officer(
+            f"officer{i + 1}",
+            PrivateKey(bytes([seed + i + 1]) * 32),
+            SigningKey(bytes([seed + i + 101]) * 32),
+        )
+        for i in range(n)
+    ]
+
+
+ORG = SigningKey(bytes([7]) * 32)
+
+
+def make_policy(
+    people: list[Officer], k: int, org: SigningKey = ORG, version: int = 1
+) -> f.SignedEscrowPolicy:
+    policy = f.EscrowPolicy(
+        version=version,
+        officers=[o.public for o in people],
+        threshold=k,
+        not_before=NOW - DAY,
+        not_after=NOW + 365 * DAY,
+        org_sign_pk=bytes(org.verify_key),
+    )
+    return sign_policy(org, policy)
+
+
+@dataclasses.dataclass
+class Scenario:
+    people: list[Officer]
+    policy: f.SignedEscrowPolicy
+    client: crypto.Identity
+    counselor: crypto.Identity
+    server: crypto.Identity
+    case_id: str
+    texts: list[tuple[str, str]]  # (sender role, body)
+    bundle: Bundle
+
+
+def build(
+    n: int = 3,
+    k: int = 2,
+    *,
+    case_id: str = "case_0001",
+    texts: list[tuple[str, str]] | None = None,
+    approvers: list[int] | None = None,
+    key_seed: int = 1,
+) -> Scenario:
+    people = officers(n)
+    signed = make_policy(people, k)
+    policy = signed.policy
+    fp = policy_fingerprint(policy)
+    client = crypto.Identity.from_secret_bytes(bytes([key_seed]) * 64)
+    counselor = crypto.Identity.from_secret_bytes(bytes([key_seed + 1]) * 64)
+    server = crypto.Identity.from_secret_bytes(bytes([key_seed + 2]) * 64)
+    ids = {"client": "acct_client", "counselor": "acct_counselor"}
+    who = {"client": client, "counselor": counselor}
+    texts = texts or [
+        ("client", "I need help with <b>anxiety</b> & sleep"),
+        ("counselor", "I'm here. Tell me more."),
+        ("client", "It started last month."),
+    ]
+    key = bytes(range(32, 64))
+    commitment = crypto.key_commitment(key, case_id, 1)
+    epoch = BundleEpoch(
+        epoch=1,
+        creator_id=ids["client"],
+        commitment=commitment,
+        commitment_sig=crypto.sign_commitment(client, case_id, 1, commitment),
+        capsules=[
+            BundleCapsule(
+                depositor_id=ids["client"], capsule=make_capsule(policy, case_id, 1, key)
+            ),
+            BundleCapsule(
+                depositor_id=ids["counselor"], capsule=make_capsule(policy, case_id, 1, key)
+            ),
+        ],
+    )
+    messages = []
+    prev = GENESIS
+    for seq, (role, body) in enumerate(texts, start=1):
+        cmid = f"cmid-{seq:04d}"
+        nonce, ct = crypto.encrypt_message(
+            key,
+            who[role],
+            case_id=case_id,
+            epoch=1,
+            sender_id=ids[role],
+            envelope=crypto.Envelope(body=body, ts=NOW + seq, client_msg_id=cmid),
+        )
+        h = chain_hash(
+            prev,
+            case_id=case_id,
+            seq=seq,
+            epoch=1,
+            sender_id=ids[role],
+            client_msg_id=cmid,
+            nonce=nonce,
+            ciphertext=ct,
+        )
+        messages.append(
+            BundleMessage(
+                seq=seq,
+                epoch=1,
+                sender_id=ids[role],
+                client_msg_id=cmid,
+                nonce=nonce,
+                ciphertext=ct,
+                chain_hash=h,
+                server_ts=NOW + seq,
+            )
+        )
+        prev = h
+    last = len(messages)
+    reason_ct = seal_reasons(policy, "The counselor was rude to me.")
+    doc = DisputeDocument(
+        request_id="dsp_0001",
+        kind="client",
+        case_id=case_id,
+        timestamp=NOW,
+        policy_fingerprint=fp,
+        reason_ct=reason_ct,
+        requester_id=ids["client"],
+        requester_sign_pk=client.sign_pk,
+        sig=sign_dispute(client, case_id, "all", NOW, fp, reason_ct),
+        created_at=NOW + 5,
+    )
+    approvals = [
+        make_approval(people[i].sign, doc, policy, NOW + 10)
+        for i in (approvers if approvers is not None else list(range(k)))
+    ]
+    bundle = Bundle(
+        exported_at=NOW + 20,
+        case=BundleCase(
+            case_id=case_id,
+            client_id=ids["client"],
+            counselor_id=ids["counselor"],
+            state="assigned",
+            language="en",
+            created_at=NOW - 1000,
+        ),
+        participants=[
+            BundleParticipant(
+                account_id=ids["client"],
+                role="client",
+                handle="alice",
+                sign_pk=client.sign_pk,
+                box_pk=client.box_pk,
+            ),
+            BundleParticipant(
+                account_id=ids["counselor"],
+                role="counselor",
+                handle="dr-who",
+                sign_pk=counselor.sign_pk,
+                box_pk=counselor.box_pk,
+            ),
+        ],
+        policy=signed,
+        epochs=[epoch],
+        messages=messages,
+        chain_head=ChainHead(seq=last, hash=prev, sig=sign_head(server, case_id, last, prev)),
+        server_sign_pk=server.sign_pk,
+        request=doc,
+        approvals=approvals,
+    )
+    return Scenario(people, signed, client, counselor, server, case_id, texts, bundle)
+
+
+def with_approvals(bundle: Bundle, approvals: list[Approval]) -> Bundle:
+    import msgspec
+
+    return msgspec.structs.replace(bundle, approvals=approvals)

@@ -1,0 +1,313 @@
+"""protocol/escrow.py: policy signatures, capsules for every k-subset, consent, dispute
+requests and approvals, and every way each must fail."""
+
+from __future__ import annotations
+
+import itertools
+
+import msgspec
+import pytest
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from protocol import crypto
+from protocol import frames as f
+from protocol.errors import CryptoError
+from protocol.escrow import (
+    DisputeDocument,
+    EscrowError,
+    ForeignMaterial,
+    InsufficientKeys,
+    PolicyError,
+    check_capsule_shape,
+    check_policy,
+    make_approval,
+    make_capsule,
+    open_capsule,
+    open_reason,
+    policy_bytes,
+    policy_fingerprint,
+    request_digest,
+    seal_reasons,
+    sign_consent,
+    sign_dispute,
+    sign_policy,
+    subsets,
+    verify_approval,
+    verify_consent,
+    verify_dispute,
+    verify_policy,
+)
+from protocol.terms import render_terms
+
+from .escrow_factory import NOW, ORG, build, make_policy, officers
+
+KEY = bytes(range(32))
+CASE = "case_abc"
+
+
+def test_policy_signature_and_pinning() -> None:
+    signed = make_policy(officers(3), 2)
+    fp = verify_policy(signed, crypto.fingerprint(bytes(ORG.verify_key)), NOW)
+    assert fp == policy_fingerprint(signed.policy)
+    # Fingerprint comparison ignores spacing and case.
+    pin = crypto.fingerprint(bytes(ORG.verify_key)).replace(" ", "").upper()
+    assert verify_policy(signed, pin) == fp
+    with pytest.raises(PolicyError, match="pinned"):
+        verify_policy(signed, crypto.fingerprint(bytes(32)))
+    with pytest.raises(PolicyError, match="not in force"):
+        verify_policy(signed, None, signed.policy.not_after + 1)
+    forged = msgspec.structs.replace(
+        signed, policy=msgspec.structs.replace(signed.policy, threshold=1)
+    )
+    with pytest.raises(PolicyError, match="signature"):
+        verify_policy(forged, None)
+    # A different organisation key cannot sign for the pinned one.
+    other = make_policy(officers(3), 2, org=SigningKey(bytes([9]) * 32))
+    with pytest.raises(PolicyError, match="pinned"):
+        verify_policy(other, crypto.fingerprint(bytes(ORG.verify_key)))
+
+
+def test_policy_bytes_cover_every_field() -> None:
+    base = make_policy(officers(3), 2).policy
+    variants = [
+        msgspec.structs.replace(base, version=2),
+        msgspec.structs.replace(base, threshold=3),
+        msgspec.structs.replace(base, not_before=base.not_before + 1),
+        msgspec.structs.replace(base, not_after=base.not_after + 1),
+        msgspec.structs.replace(base, org_sign_pk=bytes(32)),
+        msgspec.structs.replace(base, officers=base.officers[:2]),
+        msgspec.structs.replace(base, officers=list(reversed(base.officers))),
+        msgspec.structs.replace(
+            base,
+            officers=[msgspec.structs.replace(base.officers[0], name="x"), *base.officers[1:]],
+        ),
+    ]
+    encodings = {policy_bytes(p) for p in [base, *variants]}
+    assert len(encodings) == len(variants) + 1
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"threshold": 4}, "threshold"),
+        ({"not_after": NOW - 10 * 86_400_000}, "window"),
+    ],
+)
+def test_check_policy_rejects(change: dict[str, int], match: str) -> None:
+    policy = msgspec.structs.replace(make_policy(officers(3), 2).policy, **change)
+    with pytest.raises(PolicyError, match=match):
+        check_policy(policy)
+
+
+def test_check_policy_rejects_duplicate_officers() -> None:
+    people = officers(2)
+    policy = make_policy(people, 1).policy
+    dup = msgspec.structs.replace(policy, officers=[policy.officers[0], policy.officers[0]])
+    with pytest.raises(PolicyError, match="distinct"):
+        check_policy(dup)
+    with pytest.raises(PolicyError, match="another organisation"):
+        sign_policy(SigningKey(bytes([3]) * 32), policy)
+
+
+@pytest.mark.parametrize(("n", "k"), [(1, 1), (2, 1), (3, 2), (3, 3), (4, 2), (5, 3)])
+def test_every_k_subset_opens_and_no_smaller_set_does(n: int, k: int) -> None:
+    people = officers(n)
+    policy = make_policy(people, k).policy
+    capsule = make_capsule(policy, CASE, 3, KEY)
+    check_capsule_shape(capsule, policy)
+    assert [tuple(c.officers) for c in capsule.subsets] == subsets(policy)
+    commitment = crypto.key_commitment(KEY, CASE, 3)
+    for subset in itertools.combinations(range(n), k):
+        keys = {i: people[i].box for i in subset}
+        assert open_capsule(capsule, policy, keys, case_id=CASE, epoch=3, commitment=commitment)
+    for smaller in itertools.combinations(range(n), k - 1):
+        keys = {i: people[i].box for i in smaller}
+        with pytest.raises(InsufficientKeys):
+            open_capsule(capsule, policy, keys, case_id=CASE, epoch=3, commitment=commitment)
+
+
+def test_capsule_is_bound_to_case_epoch_and_commitment() -> None:
+    people = officers(3)
+    policy = make_policy(people, 2).policy
+    keys = {0: people[0].box, 1: people[1].box}
+    capsule = make_capsule(policy, CASE, 1, KEY)
+    good = crypto.key_commitment(KEY, CASE, 1)
+    assert open_capsule(capsule, policy, keys, case_id=CASE, epoch=1, commitment=good) == KEY
+    with pytest.raises(ForeignMaterial, match="another case or epoch"):
+        open_capsule(capsule, policy, keys, case_id="case_other", epoch=1, commitment=good)
+    with pytest.raises(ForeignMaterial, match="another case or epoch"):
+        open_capsule(capsule, policy, keys, case_id=CASE, epoch=2, commitment=good)
+    other_key = make_capsule(policy, CASE, 1, bytes(32))
+    with pytest.raises(ForeignMaterial, match="commitment"):
+        open_capsule(other_key, policy, keys, case_id=CASE, epoch=1, commitment=good)
+
+
+def test_capsule_layers_need_the_right_officer_keys() -> None:
+    people = officers(3)
+    policy = make_policy(people, 2).policy
+    capsule = make_capsule(policy, CASE, 1, KEY)
+    good = crypto.key_commitment(KEY, CASE, 1)
+    # Officer 2's index with a stranger's key: the layer does not open.
+    wrong = {0: people[0].box, 1: PrivateKey(bytes([200]) * 32)}
+    with pytest.raises(ForeignMaterial, match="does not open"):
+        open_capsule(capsule, policy, wrong, case_id=CASE, epoch=1, commitment=good)
+    # Layers are nested in subset order; swapping them breaks the opening.
+    swapped = msgspec.structs.replace(
+        capsule,
+        subsets=[
+            msgspec.structs.replace(capsule.subsets[0], sealed=capsule.subsets[1].sealed),
+            *capsule.subsets[1:],
+        ],
+    )
+    with pytest.raises(ForeignMaterial):
+        open_capsule(
+            swapped,
+            policy,
+            {0: people[0].box, 1: people[1].box},
+            case_id=CASE,
+            epoch=1,
+            commitment=good,
+        )
+
+
+def test_capsule_shape_checks() -> None:
+    people = officers(3)
+    policy = make_policy(people, 2).policy
+    capsule = make_capsule(policy, CASE, 1, KEY)
+    with pytest.raises(ForeignMaterial, match="every officer subset"):
+        check_capsule_shape(msgspec.structs.replace(capsule, subsets=capsule.subsets[:2]), policy)
+    other = make_policy(officers(3, seed=20), 2).policy
+    with pytest.raises(ForeignMaterial, match="another escrow policy"):
+        check_capsule_shape(capsule, other)
+    with pytest.raises(ForeignMaterial, match="another escrow policy"):
+        open_capsule(capsule, other, {}, case_id=CASE, epoch=1, commitment=bytes(32))
+
+
+def test_capsule_fits_the_frame_limit_at_the_maximum_policy() -> None:
+    from protocol import codec
+    from protocol.limits import MAX_FRAME_BYTES
+
+    people = officers(8)
+    policy = make_policy(people, 4).policy
+    capsule = make_capsule(policy, "c" * 64, 1, KEY)
+    frame = f.CaseKeyDeposit(
+        id="x" * 64,
+        case_id="c" * 64,
+        epoch=1,
+        commitment=bytes(32),
+        commitment_sig=bytes(64),
+        seals=[f.KeySeal(account_id="a" * 64, sealed=bytes(80))] * 2,
+        capsules=[capsule],
+    )
+    data = codec.encode(frame)
+    assert len(data) < MAX_FRAME_BYTES
+    assert codec.decode_client(data) == frame
+
+
+def test_case_key_frame_without_capsules_is_unchanged_on_the_wire() -> None:
+    from protocol import codec
+
+    frame = f.CaseKeyDeposit(
+        id="1",
+        case_id="c",
+        epoch=1,
+        commitment=bytes(32),
+        commitment_sig=bytes(64),
+        seals=[f.KeySeal(account_id="a", sealed=bytes(80))],
+    )
+    assert b"capsules" not in codec.encode(frame)
+
+
+def test_consent_signature() -> None:
+    alice = crypto.Identity.from_secret_bytes(bytes(range(64)))
+    sig = sign_consent(alice, "acct_a", 1, "fp")
+    verify_consent(alice.sign_pk, "acct_a", 1, "fp", sig)
+    for args in [("acct_b", 1, "fp"), ("acct_a", 2, "fp"), ("acct_a", 1, "fp2")]:
+        with pytest.raises(CryptoError):
+            verify_consent(alice.sign_pk, *args, sig)
+
+
+def test_terms_name_the_policy_and_threshold() -> None:
+    policy = make_policy(officers(3), 2).policy
+    text = render_terms(4, policy)
+    assert "version 4" in text
+    assert policy_fingerprint(policy) in text
+    assert "any 2 of its 3" in text
+    assert "officer1, officer2, officer3" in text
+
+
+def test_reasons_open_only_for_their_officer() -> None:
+    people = officers(3)
+    policy = make_policy(people, 2).policy
+    sealed = seal_reasons(policy, "unfair treatment — ünïcode")
+    assert [open_reason(s, people[i].box) for i, s in enumerate(sealed)] == [
+        "unfair treatment — ünïcode"
+    ] * 3
+    with pytest.raises(EscrowError):
+        open_reason(sealed[0], people[1].box)
+    with pytest.raises(ValueError):
+        seal_reasons(policy, "")
+    with pytest.raises(ValueError):
+        seal_reasons(policy, "x" * 2001)
+
+
+def test_dispute_request_and_approvals() -> None:
+    s = build()
+    doc = s.bundle.request
+    policy = s.policy.policy
+    verify_dispute(doc)
+    approval = make_approval(s.people[2].sign, doc, policy, NOW)
+    assert approval.officer_index == 2
+    verify_approval(approval, doc, policy)
+
+    # Any change to the request invalidates its digest and so the approval.
+    changed = msgspec.structs.replace(doc, created_at=doc.created_at + 1)
+    assert request_digest(changed) != request_digest(doc)
+    with pytest.raises(ForeignMaterial, match="another version"):
+        verify_approval(approval, changed, policy)
+    with pytest.raises(ForeignMaterial, match="another request"):
+        verify_approval(approval, msgspec.structs.replace(doc, request_id="dsp_other"), policy)
+    # Claiming to be another officer, or a bad signature.
+    other = msgspec.structs.replace(approval, officer_index=0)
+    with pytest.raises(ForeignMaterial, match="not the officer"):
+        verify_approval(other, doc, policy)
+    forged = msgspec.structs.replace(approval, sig=bytes(64))
+    with pytest.raises(ForeignMaterial, match="does not verify"):
+        verify_approval(forged, doc, policy)
+    # A key that is not an officer cannot approve.
+    with pytest.raises(ForeignMaterial, match="not an officer"):
+        make_approval(SigningKey(bytes([77]) * 32), doc, policy, NOW)
+
+
+def test_request_must_be_signed_by_the_requester() -> None:
+    s = build()
+    doc = s.bundle.request
+    mallory = crypto.Identity.from_secret_bytes(bytes([99]) * 64)
+    sig = sign_dispute(
+        mallory, doc.case_id, "all", doc.timestamp, doc.policy_fingerprint, doc.reason_ct
+    )
+    with pytest.raises(EscrowError, match="not signed"):
+        verify_dispute(msgspec.structs.replace(doc, sig=sig))
+    with pytest.raises(EscrowError, match="not signed"):
+        verify_dispute(msgspec.structs.replace(doc, case_id="case_other"))
+    with pytest.raises(EscrowError, match="must be signed"):
+        verify_dispute(msgspec.structs.replace(doc, sig=None))
+
+
+def test_legal_requests_name_an_order_and_carry_no_signature() -> None:
+    doc = DisputeDocument(
+        request_id="dsp_l",
+        kind="legal",
+        case_id="case_1",
+        timestamp=NOW,
+        policy_fingerprint=policy_fingerprint(make_policy(officers(1), 1).policy),
+        reason_ct=[],
+        legal_order="Court order 2025/123",
+        created_at=NOW,
+    )
+    verify_dispute(doc)
+    with pytest.raises(EscrowError):
+        verify_dispute(msgspec.structs.replace(doc, legal_order=None))
+    with pytest.raises(EscrowError):
+        verify_dispute(msgspec.structs.replace(doc, sig=bytes(64)))
