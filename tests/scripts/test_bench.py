@@ -1,0 +1,80 @@
+"""scripts/bench --quick: the benchmark harness runs end to end and its checks hold.
+
+It starts the real hub and the baseline relay as child processes on 127.0.0.1 and
+drives them with real authenticated, encrypted sessions. Only completeness is asserted
+(every message delivered exactly once, every figure present), never speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_benchmark_is_complete(tmp_path: Path) -> None:
+    doc = REPO / "docs" / "PERFORMANCE.md"
+    doc_before = doc.read_bytes() if doc.exists() else None
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "bench"), "--quick", "--out", str(out), "--no-docs"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"BENCH_PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "[bench" in proc.stderr  # progress is reported while it runs
+
+    results = json.loads((out / "results-asyncio-quick.json").read_text())
+    assert results["complete"] is True and results["failures"] == []
+    for name in ("hub", "relay", "target"):
+        scenario = results["scenarios"][name]
+        assert scenario["levels"], name
+        for level in scenario["levels"]:
+            assert level["complete"], (name, level)
+            assert level["messages"] > 0
+            # Exactly once: each sent message acked once and delivered to the peer once.
+            assert level["sent"] == level["acked"] == level["delivered"] == level["messages"]
+            for fault in ("duplicates", "unexpected", "bad_acks", "bad_seq_pairs", "errors"):
+                assert level[fault] == 0, (name, level["name"], fault)
+            for metric in ("ack_latency_ms", "e2e_latency_ms"):
+                assert set(level[metric]) >= {"p50", "p99", "p99.9"}
+                assert 0 < level[metric]["p50"] <= level[metric]["p99"] <= level[metric]["p99.9"]
+            assert level["delivered_msgs_per_s"] > 0
+            assert level["server_cpu_us_per_msg"] >= 0
+            assert level["server_rss_mib"] > 0
+    # The sweep has paced levels and a max-rate level.
+    offered = [lv["offered_msgs_per_s"] for lv in results["scenarios"]["hub"]["levels"]]
+    assert offered[-1] is None and all(offered[:-1])
+
+    idle = results["idle"]
+    assert idle["complete"] and idle["connections"] == idle["still_open"] == 40
+    sync = results["sync"]
+    assert sync["complete"] and sync["received"] == sync["stored"] == 600
+    assert sync["exactly_once"] and sync["in_order"] and sync["chain_ok"]
+
+    summary = results["summary"]
+    for key in (
+        "ratio_hub_over_relay",
+        "target_ack_p99_ms",
+        "idle_rss_per_connection_kib",
+        "sync_s",
+    ):
+        assert summary[key] is not None, key
+    assert set(summary["targets_met"]) == {
+        "throughput_ratio_ge_0.4",
+        "ack_p99_le_50ms_at_5k_1000conns",
+        "idle_rss_le_32KiB",
+        "sync_10k_lt_1s",
+    }
+    meta = results["meta"]
+    assert meta["command"].startswith("scripts/bench --quick") and "websockets" in meta["versions"]
+    for picture in ("latency-asyncio-quick.png", "throughput-asyncio-quick.png"):
+        data = (out / picture).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+    # --no-docs: the committed results are not touched by test runs.
+    assert (doc.read_bytes() if doc.exists() else None) == doc_before
