@@ -70,14 +70,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--passphrase-file", type=Path, help="first line is the passphrase")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def keygen_options(p: argparse.ArgumentParser, *, name_required: bool = True) -> None:
+        p.add_argument(
+            "--name", required=name_required, help="e.g. officer1 or the organisation's name"
+        )
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--kdf-ops", type=int, default=DEFAULT_OPSLIMIT, help="Argon2id opslimit")
+        p.add_argument("--kdf-mem", type=int, default=DEFAULT_MEMLIMIT, help="Argon2id memlimit")
+
     p = sub.add_parser("keygen", help="make an organisation or officer key file (+ .pub)")
     p.add_argument("--kind", choices=["org", "officer"], required=True)
-    p.add_argument("--name", required=True, help="e.g. officer1 or the organisation's name")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--kdf-ops", type=int, default=DEFAULT_OPSLIMIT, help="Argon2id opslimit")
-    p.add_argument("--kdf-mem", type=int, default=DEFAULT_MEMLIMIT, help="Argon2id memlimit")
+    keygen_options(p)
+    # The spellings of the key-ceremony guide: org-keygen, officer-keygen.
+    p = sub.add_parser("org-keygen", help="make the organisation key file (+ .pub)")
+    keygen_options(p, name_required=False)
+    p.set_defaults(command="keygen", kind="org", name_default="organisation")
+    p = sub.add_parser("officer-keygen", help="make a dispute officer's key file (+ .pub)")
+    keygen_options(p)
+    p.set_defaults(command="keygen", kind="officer")
 
     p = sub.add_parser("policy", help="sign a k-of-n escrow policy with the org key")
+    p.add_argument("action", nargs="?", choices=["create"], help="optional: `policy create`")
     p.add_argument("--org-key", type=Path, required=True)
     p.add_argument("--officer", type=Path, action="append", required=True, help="officer .pub")
     p.add_argument("--threshold", type=int, required=True)
@@ -194,6 +207,8 @@ def _fingerprint(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "name", "") is None:
+        args.name = args.name_default
     commands = {
         "keygen": _keygen,
         "policy": _policy,

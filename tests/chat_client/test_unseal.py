@@ -239,3 +239,30 @@ def test_server_and_storage_never_load_key_files() -> None:
                 if pattern.search(line) and "server.key" not in line:
                     offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_ceremony_spellings_of_the_guide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """org-keygen / officer-keygen / policy create (README walkthrough) make a policy
+    that verifies against the organisation fingerprint the ceremony prints."""
+    from protocol.escrow import verify_policy
+    from protocol.frames import SignedEscrowPolicy
+
+    monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", "ceremony pass")
+    kdf = ["--kdf-ops", "1", "--kdf-mem", "8192"]
+    assert escrow_cli.main(["org-keygen", "--out", str(tmp_path / "org.key"), *kdf]) == 0
+    for i in (1, 2):
+        out = str(tmp_path / f"officer{i}.key")
+        assert escrow_cli.main(["officer-keygen", "--name", f"o{i}", "--out", out, *kdf]) == 0
+    capsys.readouterr()
+    assert escrow_cli.main(["fingerprint", str(tmp_path / "org.pub")]) == 0
+    org_fp = capsys.readouterr().out.strip()
+    policy = tmp_path / "policy.json"
+    pubs = [a for i in (1, 2) for a in ("--officer", str(tmp_path / f"officer{i}.pub"))]
+    argv = ["policy", "create", "--org-key", str(tmp_path / "org.key"), *pubs]
+    assert escrow_cli.main([*argv, "--threshold", "2", "--out", str(policy)]) == 0
+    signed = msgspec.json.decode(policy.read_bytes(), type=SignedEscrowPolicy)
+    assert verify_policy(signed, org_fp)
+    assert [o.name for o in signed.policy.officers] == ["o1", "o2"]
+    assert signed.policy.threshold == 2
