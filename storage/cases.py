@@ -17,6 +17,7 @@ same epoch get exactly one winner and one :class:`~protocol.errors.Conflict`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from sqlalchemy import func, insert, or_, select, update
@@ -27,7 +28,8 @@ from protocol.chain import GENESIS
 from protocol.errors import Conflict, NotFound
 
 from .atrest import context
-from .models import Case, CaseKey, CaseKeySeal, table
+from .escrow import CapsuleRecord
+from .models import Case, CaseKey, CaseKeySeal, EscrowCapsule, table
 from .records import CaseRecord, EpochKeyRecord, as_case_state
 from .transactions import AnyRow, Transactions
 
@@ -36,6 +38,7 @@ __all__ = ["CaseRepository"]
 _CASES = table(Case)
 _KEYS = table(CaseKey)
 _SEALS = table(CaseKeySeal)
+_CAPSULES = table(EscrowCapsule)
 
 
 def _topic_ctx(case_id: str) -> bytes:
@@ -181,8 +184,13 @@ class CaseRepository:
 
     # -- epoch keys -----------------------------------------------------------
 
-    async def add_epoch_key(self, rec: EpochKeyRecord) -> None:
+    async def add_epoch_key(
+        self, rec: EpochKeyRecord, capsule: CapsuleRecord | None = None
+    ) -> None:
         """Store the key deposit for epoch ``rec.epoch`` and make it the case's epoch.
+
+        ``capsule``, the depositor's escrow capsule of this key, is stored in the same
+        transaction: under an escrow policy there is never a key without its capsule.
 
         Only valid when ``rec.epoch == case.epoch + 1``; otherwise (typically: another
         participant deposited this epoch first) raises Conflict("epoch already has a
@@ -225,6 +233,8 @@ class CaseRepository:
                         for account_id, sealed in sorted(rec.seals.items())
                     ],
                 )
+            if capsule is not None:
+                await conn.execute(insert(_CAPSULES).values(dataclasses.asdict(capsule)))
 
     async def keys_for(self, case_id: str, account_id: str) -> list[EpochKeyRecord]:
         """The epoch keys of a case that were sealed to ``account_id``, by epoch.

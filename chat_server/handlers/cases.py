@@ -77,10 +77,9 @@ async def case_key(hub: Hub, session: Session, frame: f.CaseKeyDeposit) -> f.Ok:
             commitment_sig=frame.commitment_sig,
             seals={s.account_id: s.sealed for s in frame.seals},
             created_at=_now_ms(),
-        )
+        ),
+        capsule,
     )
-    if capsule is not None:
-        await hub.db.escrow.put_capsule(capsule)
     fresh = await hub.db.cases.get(case.id)
     if fresh is not None:
         hub.remember(fresh)

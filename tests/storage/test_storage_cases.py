@@ -10,6 +10,7 @@ from storage_factories import DATA_KEY, add_account, assigned_case, epoch_key
 from protocol.chain import GENESIS
 from protocol.errors import Conflict, NotFound
 from storage import Database, open_database
+from storage.escrow import CapsuleRecord
 from storage.records import CaseRecord
 
 
@@ -155,6 +156,19 @@ async def test_epoch_keys_advance_and_duplicate_epoch_conflicts(db: Database) ->
     assert stored is not None and stored.epoch == 2
     assert await db.cases.epoch_key("k1", 2) == second
     assert await db.cases.epoch_key("k1", 9) is None
+
+
+async def test_capsule_is_stored_with_its_key_or_not_at_all(db: Database) -> None:
+    await assigned_case(db, "k1", "cl-1", "co-1")
+
+    def capsule(epoch: int) -> CapsuleRecord:
+        return CapsuleRecord("k1", epoch, "co-1", "fp", b'{"capsule": 1}', 5)
+
+    with pytest.raises(Conflict):  # epoch 1 already has a key: neither row is written
+        await db.cases.add_epoch_key(epoch_key("k1", 1, "co-1", ["cl-1", "co-1"]), capsule(1))
+    assert await db.escrow.capsules_for("k1") == []
+    await db.cases.add_epoch_key(epoch_key("k1", 2, "co-1", ["cl-1", "co-1"]), capsule(2))
+    assert await db.escrow.capsules_for("k1") == [capsule(2)]
 
 
 async def test_concurrent_deposits_for_one_epoch_one_wins(db: Database) -> None:
