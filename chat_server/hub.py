@@ -62,6 +62,8 @@ class Hub:
         self._all: set[Session] = set()
         self._cases: dict[str, CaseRecord] = {}
         self._match_lock = asyncio.Lock()
+        #: Publishes dispute state changes made by the offline `chat-server disputes` CLI.
+        self.dispute_watcher: asyncio.Task[None] | None = None
         # Keys for answers about handles that do not exist (see handlers.auth).
         self.fake_salt_key = nacl.hash.blake2b(
             db_key_material(config), digest_size=32, person=b"chat-fake-saltk1", encoder=RawEncoder
@@ -198,6 +200,8 @@ class Hub:
     async def shutdown(self) -> None:
         """Refuse new work, finish pending commits (their acks go out), then close 1001."""
         self.stopping = True
+        if self.dispute_watcher is not None:
+            self.dispute_watcher.cancel()
         await self.committer.stop()
         for session in list(self._all):
             session.close(CloseCode.GOING_AWAY, "server restarting: reconnect")

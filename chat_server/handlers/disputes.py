@@ -15,10 +15,9 @@ is not yet exported) and tells the requester's live sessions with ``dispute.upda
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import secrets
 import time
-import weakref
 
 import msgspec
 
@@ -40,7 +39,6 @@ WATCH_INTERVAL_S = 0.5
 MAX_SKEW_MS = 24 * 3600 * 1000
 
 _encoder = msgspec.json.Encoder()
-_watchers: weakref.WeakKeyDictionary[Hub, asyncio.Task[None]] = weakref.WeakKeyDictionary()
 
 
 def _now_ms() -> int:
@@ -111,32 +109,39 @@ async def dispute_list(hub: Hub, session: Session, frame: f.DisputeList) -> f.Di
 
 
 def _ensure_watcher(hub: Hub) -> None:
-    task = _watchers.get(hub)
+    task = hub.dispute_watcher
     if task is None or task.done():
-        _watchers[hub] = asyncio.create_task(_watch(hub), name="dispute-watcher")
+        hub.dispute_watcher = asyncio.create_task(_watch(hub), name="dispute-watcher")
 
 
 async def _watch(hub: Hub) -> None:
     """Publish every state change of a client's dispute to that client's sessions;
     stop when the hub stops or nothing is left to change."""
+    try:
+        await _publish_changes(hub)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # Clients still see every state with `dispute.list`; only the live nudge is lost.
+        log_event("dispute.watcher_failed", logging.ERROR, exc=True)
+
+
+async def _publish_changes(hub: Hub) -> None:
     seen: dict[str, str] = {}
     since = _now_ms() - 60_000
-    with contextlib.suppress(Exception):
-        for record in await hub.db.disputes.find():
+    for record in await hub.db.disputes.find():
+        seen[record.id] = record.state
+    while not hub.stopping:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        if hub.stopping:
+            return
+        changed = await hub.db.disputes.find(changed_after=since - 1)
+        for record in changed:
+            since = max(since, record.updated_at)
+            if seen.get(record.id) == record.state:
+                continue
             seen[record.id] = record.state
-        while not hub.stopping:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            if hub.stopping:
-                return
-            changed = await hub.db.disputes.find(changed_after=since - 1)
-            for record in changed:
-                since = max(since, record.updated_at)
-                if seen.get(record.id) == record.state:
-                    continue
-                seen[record.id] = record.state
-                if record.requester_id is not None:
-                    hub.publish(
-                        [record.requester_id], f.DisputeUpdated(dispute=dispute_info(record))
-                    )
-            if seen and all(state == "exported" for state in seen.values()):
-                return
+            if record.requester_id is not None:
+                hub.publish([record.requester_id], f.DisputeUpdated(dispute=dispute_info(record)))
+        if seen and all(state == "exported" for state in seen.values()):
+            return
