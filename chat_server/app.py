@@ -149,7 +149,13 @@ _WEB_PUBLIC_DIRS = ("dist/",)
 
 def _web_config(config: Config) -> Response:
     """Settings the counselor web chat reads at start (no secrets in here)."""
-    body = json.dumps({"idle_lock_seconds": round(config.idle_lock_minutes * 60, 3)}).encode()
+    body = json.dumps(
+        {
+            "idle_lock_seconds": round(config.idle_lock_minutes * 60, 3),
+            # The page's escrow pin (public; docs/WEB.md explains why it is a weaker pin).
+            "org_fingerprint": config.org_fingerprint,
+        }
+    ).encode()
     headers = Headers(_SECURITY_HEADERS)
     headers["Content-Type"] = _TYPES[".json"]
     headers["Content-Length"] = str(len(body))

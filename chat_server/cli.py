@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MIN",
         help="lock the counselor web chat after MIN minutes without input (default 10)",
     )
+    serve.add_argument(
+        "--org-fingerprint",
+        metavar="FP",
+        help="organisation key fingerprint the escrow policy must be signed with, pinned "
+        "by the counselor web chat (env CHAT_ORG_FINGERPRINT; see docs/WEB.md)",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop (pip install uvloop)")
     serve.add_argument(
         "--rate-per-s",
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle_lock_minutes": args.idle_lock_minutes,
             "rate_per_s": args.rate_per_s,
             "rate_burst": args.rate_burst,
+            "org_fingerprint": args.org_fingerprint,
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)

@@ -43,6 +43,11 @@ class Config:
     #: The counselor web chat locks itself after this long without input (served to the
     #: page by ``/config.json``; the passphrase unlocks it).
     idle_lock_minutes: float = 10.0
+    #: The organisation key fingerprint the escrow policy must be signed with, served to
+    #: the counselor web chat by ``/config.json`` as its pin (docs/WEB.md: weaker than a
+    #: pin the client holds itself, since the hub serves the page too). None: the page
+    #: refuses to escrow, so counselors cannot create epoch keys while a policy is installed.
+    org_fingerprint: str | None = None
     log_file: Path | None = None
     log_level: str = "INFO"
 
@@ -66,6 +71,8 @@ class Config:
             env["log_file"] = Path(log_file)
         if level := os.environ.get("CHAT_LOG_LEVEL"):
             env["log_level"] = level
+        if org_fp := os.environ.get("CHAT_ORG_FINGERPRINT"):
+            env["org_fingerprint"] = org_fp
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**env)  # type: ignore[arg-type]
 

@@ -50,7 +50,10 @@ async def test_index_config_and_bundle_are_served_with_csp(tmp_path: Path) -> No
         assert "'unsafe-inline'" not in csp
         assert headers["Cache-Control"] == "no-store"
         status, headers, body = await fetch(hub.http_url + "config.json")
-        assert status == 200 and json.loads(body) == {"idle_lock_seconds": 150.0}
+        assert status == 200 and json.loads(body) == {
+            "idle_lock_seconds": 150.0,
+            "org_fingerprint": None,
+        }
         assert headers["Cache-Control"] == "no-store"
         for name in ("dist/app.js", "dist/crypto.js", "style.css"):
             status, headers, _ = await fetch(hub.http_url + name)

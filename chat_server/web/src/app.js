@@ -17,6 +17,7 @@ const app = {
   view: null,
   idle: null,
   idleSeconds: DEFAULT_IDLE_SECONDS,
+  orgFingerprint: null, // escrow pin from /config.json (docs/WEB.md: set by the operator)
   carriedOutbox: [], // ciphertext of messages still unacknowledged when the page locked
 };
 
@@ -78,6 +79,7 @@ function enterWorkspace(creds) {
   app.carriedOutbox = [];
   const workspace = new Workspace(creds, {
     outbox,
+    orgFingerprint: app.orgFingerprint,
     onChange: (kind, caseId) => app.view?.update(kind, caseId),
   });
   app.workspace = workspace;
@@ -173,6 +175,9 @@ async function loadConfig() {
       const config = await response.json();
       if (Number.isFinite(config.idle_lock_seconds) && config.idle_lock_seconds > 0) {
         app.idleSeconds = config.idle_lock_seconds;
+      }
+      if (typeof config.org_fingerprint === "string" && config.org_fingerprint.trim()) {
+        app.orgFingerprint = config.org_fingerprint;
       }
     }
   } catch {

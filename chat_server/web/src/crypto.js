@@ -397,3 +397,115 @@ export function verifiedPolicyFingerprint(signed) {
   verifySignature(fromB64(signed.policy.org_sign_pk), bytes, fromB64(signed.sig));
   return fingerprint(bytes);
 }
+
+const MAX_ESCROW_OFFICERS = 8; // protocol/limits.py
+const MAX_CAPSULE_SUBSETS = 70;
+
+/** An escrow policy this page must not seal case keys under (escrow.PolicyError). */
+export class PolicyError extends CryptoError {
+  constructor(message) {
+    super(message);
+    this.name = "PolicyError";
+  }
+}
+
+const normalFingerprint = (text) => String(text).replace(/\s+/g, "").toLowerCase();
+
+function binomial(n, k) {
+  let r = 1;
+  for (let i = 1; i <= k; i += 1) r = (r * (n - k + i)) / i;
+  return Math.round(r);
+}
+
+/** escrow.check_policy: the structural rules the wire schema cannot express. */
+function checkPolicy(p) {
+  const n = p.officers.length;
+  if (!(Number.isSafeInteger(p.threshold) && p.threshold >= 1 && p.threshold <= n)) {
+    throw new PolicyError(`threshold ${p.threshold} is not between 1 and ${n}`);
+  }
+  if (n > MAX_ESCROW_OFFICERS || binomial(n, p.threshold) > MAX_CAPSULE_SUBSETS) {
+    throw new PolicyError("too many officer subsets for one capsule");
+  }
+  const keys = [...p.officers.map((o) => o.box_pk), ...p.officers.map((o) => o.sign_pk)];
+  if (new Set(keys).size !== keys.length) throw new PolicyError("officer keys must all be distinct");
+  if (new Set(p.officers.map((o) => o.name)).size !== n) {
+    throw new PolicyError("officer names must be distinct");
+  }
+  if (p.not_after <= p.not_before) throw new PolicyError("policy validity window is empty");
+  for (const o of p.officers) {
+    if (fromB64(o.box_pk).length !== KEY_BYTES) throw new PolicyError("officer key is malformed");
+  }
+}
+
+/**
+ * escrow.verify_policy: shape, the organisation's signature, the pinned organisation
+ * fingerprint and (with nowMs) the validity window. Returns the policy fingerprint;
+ * throws PolicyError. With no pin nothing verifies: the page never escrows to a policy
+ * whose signer it cannot name.
+ */
+export function verifyPolicy(signed, orgFingerprint, nowMs = null) {
+  const p = signed.policy;
+  checkPolicy(p);
+  const bytes = policyBytes(p);
+  try {
+    verifySignature(fromB64(p.org_sign_pk), bytes, fromB64(signed.sig));
+  } catch {
+    throw new PolicyError("policy signature does not verify");
+  }
+  if (!orgFingerprint) throw new PolicyError("no organisation fingerprint is pinned");
+  const signer = normalFingerprint(fingerprint(fromB64(p.org_sign_pk)));
+  if (!equalBytes(utf8(signer), utf8(normalFingerprint(orgFingerprint)))) {
+    throw new PolicyError("policy is not signed by the pinned organisation key");
+  }
+  if (nowMs !== null && !(p.not_before <= nowMs && nowMs <= p.not_after)) {
+    throw new PolicyError("policy is not in force now");
+  }
+  return fingerprint(bytes);
+}
+
+/** Every k-subset of officer indices 0..n-1, ascending, in lexicographic order
+ *  (itertools.combinations, which escrow.subsets uses). */
+export function officerSubsets(n, k) {
+  const out = [];
+  const pick = (start, chosen) => {
+    if (chosen.length === k) {
+      out.push([...chosen]);
+      return;
+    }
+    for (let i = start; i <= n - (k - chosen.length); i += 1) {
+      chosen.push(i);
+      pick(i + 1, chosen);
+      chosen.pop();
+    }
+  };
+  pick(0, []);
+  return out;
+}
+
+/** The innermost capsule plaintext: K bound to its case and epoch. */
+export const capsuleBinding = (caseId, epoch, caseKey) =>
+  lp("chat.capsule.v1", caseId, u64(epoch), caseKey);
+
+/**
+ * escrow.make_capsule: K sealed for every k-subset of the policy's officers, nested one
+ * crypto_box_seal per officer (outermost to the subset's first officer, innermost to its
+ * last). `policy` is the (verified) policy of `policy.result`, `policyFp` its fingerprint.
+ * Returns the wire Capsule (base64 bytes).
+ */
+export function makeCapsule(policy, policyFp, caseId, epoch, caseKey) {
+  checkPolicy(policy);
+  const inner = capsuleBinding(caseId, epoch, caseKey);
+  const boxKeys = policy.officers.map((o) => fromB64(o.box_pk));
+  try {
+    const layers = officerSubsets(policy.officers.length, policy.threshold).map((subset) => {
+      let sealed = inner;
+      for (let i = subset.length - 1; i >= 0; i -= 1) {
+        sealed = sodium.crypto_box_seal(sealed, boxKeys[subset[i]]);
+      }
+      return { officers: subset, sealed: toB64(sealed) };
+    });
+    return { policy_fingerprint: policyFp, subsets: layers };
+  } finally {
+    wipe(inner);
+  }
+}

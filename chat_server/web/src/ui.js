@@ -126,9 +126,11 @@ export class WorkspaceView {
       return;
     }
     const who = policy.officers.join(", ");
+    // Unverified: this page escrows nothing and cannot start a conversation (docs/WEB.md).
     const fp = policy.fingerprint
-      ? `Policy fingerprint ${policy.fingerprint}.`
-      : "Warning: the policy's organisation signature does not verify.";
+      ? `Policy fingerprint ${policy.fingerprint}, signed by the pinned organisation key.`
+      : `Warning: the policy is refused (${policy.problem}); this page cannot escrow ` +
+        "case keys, so it cannot write first in a case.";
     this.dom.escrowText.textContent =
       `In a dispute, any ${policy.threshold} of ${policy.officers.length} escrow officers ` +
       `(${who}) could together unseal a case. ${fp} Valid until ` +

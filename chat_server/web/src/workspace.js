@@ -8,6 +8,12 @@
 // processed in seq order per case, deduplicated by seq, and checked against the hash
 // chain; anything that fails a check is kept as an unverifiable message, never shown as
 // text from its sender.
+//
+// Escrow (docs/DISPUTES.md, docs/WEB.md): with a policy installed on the hub, every epoch
+// key this page creates carries the page's capsule of K in `case.key`, and for every key
+// the client created the page deposits its own capsule with `case.capsule` once it has
+// verified the key against the creator's signed commitment. Capsules are sealed only to
+// a policy signed by the pinned organisation key (served by /config.json).
 
 import * as c from "./crypto.js";
 import { Connection, hubUrl } from "./connection.js";
@@ -43,6 +49,8 @@ class CaseState {
     this.typingUntil = 0;
     this.isNew = false;
     this.queue = Promise.resolve(); // serialises record processing and key creation
+    this.capsuleDue = new Set(); // epochs of the other side's keys we owe a capsule for
+    this.depositing = false;
   }
 
   participants() {
@@ -53,9 +61,11 @@ class CaseState {
 export class Workspace {
   /**
    * @param {Credentials} creds the unlocked account
-   * @param {object} opts onChange(kind, caseId) for the view; outbox carried over a lock
+   * @param {object} opts onChange(kind, caseId) for the view; outbox carried over a lock;
+   *   orgFingerprint: the organisation key the escrow policy must be signed with
    */
-  constructor(creds, { onChange = () => {}, outbox = [] } = {}) {
+  constructor(creds, { onChange = () => {}, outbox = [], orgFingerprint = null } = {}) {
+    this.orgFingerprint = orgFingerprint;
     this.creds = creds;
     this.onChange = onChange;
     this.cases = new Map();
@@ -206,36 +216,59 @@ export class Workspace {
     }
     await Promise.all(syncs);
     this.#loadPolicy();
+    // Capsules a lost connection kept us from depositing (the hub answers conflict to
+    // a repeat, so sending one twice is harmless).
+    for (const cs of this.cases.values()) {
+      if (cs.capsuleDue.size > 0) this.#depositCapsules(cs);
+    }
   }
 
   /** Who could unseal this account's cases in a dispute (DESIGN.md escrow), for display.
    *  A hub without the escrow feature answers with an error: nothing is shown then. */
   async #loadPolicy() {
-    let result;
     try {
-      result = await this.#request("policy.get");
-    } catch {
-      return;
+      await this.#escrowPolicy();
+    } catch (err) {
+      if (!(err instanceof c.PolicyError)) return;
     }
+  }
+
+  /**
+   * The installed escrow policy to seal case keys under, fetched each time (an operator
+   * may install a new one while the page is open): null if the hub runs without escrow.
+   * Throws PolicyError if it does not verify against the pinned organisation key; the
+   * page then never escrows (nor creates epoch keys, which the hub would refuse).
+   */
+  async #escrowPolicy() {
+    const result = await this.#request("policy.get");
     if (result.policy === null) {
-      this.policy = { installed: false };
-    } else {
-      const p = result.policy.policy;
-      let fp = null;
-      try {
-        fp = c.verifiedPolicyFingerprint(result.policy);
-      } catch {
-        fp = null; // shown as a warning: the organisation's signature does not verify
-      }
-      this.policy = {
-        installed: true,
-        fingerprint: fp,
-        threshold: p.threshold,
-        officers: p.officers.map((o) => o.name),
-        notAfter: p.not_after,
-      };
+      this.#showPolicy({ installed: false });
+      return null;
     }
-    this.onChange("policy");
+    const p = result.policy.policy;
+    const shown = {
+      installed: true,
+      fingerprint: null,
+      problem: null,
+      threshold: p.threshold,
+      officers: p.officers.map((o) => o.name),
+      notAfter: p.not_after,
+    };
+    try {
+      shown.fingerprint = c.verifyPolicy(result.policy, this.orgFingerprint, Date.now());
+    } catch (err) {
+      shown.problem = err instanceof c.PolicyError ? err.message : "the policy is malformed";
+      this.#showPolicy(shown);
+      throw err instanceof c.PolicyError ? err : new c.PolicyError(shown.problem);
+    }
+    this.#showPolicy(shown);
+    return { policy: p, fingerprint: shown.fingerprint };
+  }
+
+  #showPolicy(shown) {
+    const before = JSON.stringify(this.policy);
+    this.policy = shown;
+    if (JSON.stringify(shown) !== before) this.onChange("policy");
   }
 
   #setStatus(state, detail) {
@@ -535,6 +568,8 @@ export class Workspace {
         c.verifyCommitment(creator.signPk, caseId, k.epoch, commitment, c.fromB64(k.commitment_sig));
         const key = c.openCaseKey(c.fromB64(k.sealed), this.creds.identity, caseId, k.epoch, commitment);
         cs.keys.set(k.epoch, key);
+        // Each participant vouches for K on its own: escrow the other side's key too.
+        if (k.creator_id !== this.me) cs.capsuleDue.add(k.epoch);
       } catch (err) {
         if (err instanceof ConnectionLost) throw err;
         console.warn(`rejected key for epoch ${k.epoch}:`, err.message);
@@ -542,6 +577,43 @@ export class Workspace {
     }
     const latest = Math.max(0, ...cs.keys.keys());
     if (latest > cs.info.epoch) cs.info = { ...cs.info, epoch: latest };
+    if (cs.capsuleDue.size > 0) this.#depositCapsules(cs); // not awaited: off the queue
+  }
+
+  /** Deposit our capsule (`case.capsule`) of each verified key the other side made.
+   *  Runs outside the case queue so history is not held up by escrow round trips. */
+  async #depositCapsules(cs) {
+    if (cs.depositing) return;
+    cs.depositing = true;
+    try {
+      while (cs.capsuleDue.size > 0) {
+        const escrow = await this.#escrowPolicy();
+        if (escrow === null) {
+          cs.capsuleDue.clear(); // the hub runs without escrow: nothing to deposit
+          return;
+        }
+        const caseId = cs.info.case_id;
+        const epoch = Math.min(...cs.capsuleDue);
+        const key = cs.keys.get(epoch);
+        if (!key) {
+          cs.capsuleDue.delete(epoch); // wiped (locked) meanwhile
+          continue;
+        }
+        const capsule = c.makeCapsule(escrow.policy, escrow.fingerprint, caseId, epoch, key);
+        try {
+          await this.#request("case.capsule", { case_id: caseId, epoch, capsule });
+        } catch (err) {
+          // conflict: deposited before (an earlier session of this account): done.
+          if (!(err instanceof RemoteError && err.code === "conflict")) throw err;
+        }
+        cs.capsuleDue.delete(epoch);
+      }
+    } catch (err) {
+      // ConnectionLost: #resume retries; a refused policy is shown in the escrow panel.
+      if (!(err instanceof ConnectionLost)) console.warn("escrow capsule not deposited:", err.message);
+    } finally {
+      cs.depositing = false;
+    }
   }
 
   /** The epoch and key to send with; creates epoch 1 if nobody has yet (§8.6). */
@@ -569,14 +641,20 @@ export class Workspace {
       if (!entry) throw new c.CryptoError("participant's public key is unavailable");
       seals.push({ account_id: accountId, sealed: c.toB64(c.sealCaseKey(key, entry.boxPk)) });
     }
+    const fields = {
+      case_id: caseId,
+      epoch,
+      commitment,
+      commitment_sig: c.signCommitment(this.creds.identity, caseId, epoch, commitment),
+      seals,
+    };
     try {
-      await this.#request("case.key", {
-        case_id: caseId,
-        epoch,
-        commitment,
-        commitment_sig: c.signCommitment(this.creds.identity, caseId, epoch, commitment),
-        seals,
-      });
+      // With escrow, the hub stores the key only together with our capsule of it.
+      const escrow = await this.#escrowPolicy();
+      if (escrow !== null) {
+        fields.capsules = [c.makeCapsule(escrow.policy, escrow.fingerprint, caseId, epoch, key)];
+      }
+      await this.#request("case.key", fields);
     } catch (err) {
       c.wipe(key);
       if (!(err instanceof RemoteError && err.code === "conflict")) throw err;
@@ -690,7 +768,9 @@ export class Workspace {
 
   #fail(entry, err) {
     entry.status = "failed";
-    entry.error = err instanceof RemoteError ? describeError(err) : err.message;
+    if (err instanceof RemoteError) entry.error = describeError(err);
+    else if (err instanceof c.PolicyError) entry.error = `cannot escrow the case key: ${err.message}`;
+    else entry.error = err.message;
     this.onChange("case", entry.caseId);
   }
 }
