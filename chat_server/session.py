@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from protocol import codec
 from protocol.errors import (
@@ -57,6 +58,9 @@ class Session:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(hub.config.send_queue_frames)
         self._bucket = TokenBucket(hub.config.rate_per_s, hub.config.rate_burst)
         self._closing = False
+        # True while the writer task is inside ws.send (it took a frame off the queue).
+        self._writing = False
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def account_id(self) -> str:
@@ -70,6 +74,26 @@ class Session:
 
     def push_raw(self, data: bytes) -> None:
         if self._closing:
+            return
+        ws = self.ws
+        if (
+            not self._writing
+            and self._queue.empty()
+            and not ws.paused
+            and ws.protocol.state is State.OPEN
+        ):
+            # Fast path: nothing is queued or being written and the socket's buffer is
+            # below its high-water mark, so the frame can go to the transport now, in
+            # order, without waking the writer task (what ws.send would do, minus the
+            # drain, which has nothing to wait for when not paused). Once the transport
+            # pauses, frames go through the bounded queue and the writer drains it, so
+            # a reader that does not read still ends in a full queue and 4008.
+            try:
+                ws.protocol.send_text(data)
+                ws.send_data()
+            except Exception as exc:  # the socket failed: end it the way ws.send would
+                ws.set_connection_exc(exc)
+                ws.transport.abort()
             return
         try:
             self._queue.put_nowait(data)
@@ -98,20 +122,25 @@ class Session:
                 code, reason = self._close_code
                 await self.ws.close(code, reason)
                 return
-            await self.ws.send(data, text=True)
+            self._writing = True
+            try:
+                await self.ws.send(data, text=True)
+            finally:
+                self._writing = False
 
     # -- inbound ---------------------------------------------------------------
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._writer(), name=f"writer-{self.id}")
-        watchdog = asyncio.create_task(self._auth_watchdog(), name=f"auth-{self.id}")
+        self._watchdog = asyncio.create_task(self._auth_watchdog(), name=f"auth-{self.id}")
         log_event("session.open", session=self.id)
         try:
             await self._read_loop()
         except ConnectionClosed:
             pass
         finally:
-            watchdog.cancel()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             self.hub.detach(self)
             if not self._closing:
                 self._closing = True
@@ -190,3 +219,8 @@ class Session:
                 self.push(reply)
             if self.state is not SessionState.CLOSING:
                 self.state = next_state(self.state, frame, succeeded=succeeded)
+            if self._watchdog is not None and self.state is not SessionState.UNAUTHENTICATED:
+                # Authenticated (or closing): the timer has nothing left to check, and
+                # 20 s of one pending timer per connection add up under reconnect storms.
+                self._watchdog.cancel()
+                self._watchdog = None

@@ -11,7 +11,7 @@ per message. The number of statements is constant per batch:
    write transaction already began IMMEDIATE and holds the database write lock;
 2. one SELECT for already-stored messages with the same idempotency keys
    (case_id, sender_id, client_msg_id), answered by one probe per key into the
-   unique index on exactly those columns (per 200 keys; batches are smaller);
+   unique index on exactly those columns (per 256 keys);
 3. one executemany INSERT of the new rows;
 4. one executemany UPDATE of ``cases.last_seq`` / ``cases.chain_head``.
 
@@ -31,10 +31,12 @@ rates. Those are the server's rules, checked before a message reaches the batch.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from protocol.chain import chain_hash
 from protocol.errors import Duplicate, NotFound
@@ -52,7 +54,7 @@ _MESSAGES = table(Message)
 #: parameters; SQLite parses an OR chain into a tree as deep as it is long and refuses
 #: depths over 1000 (SQLITE_MAX_EXPR_DEPTH), so stay well below. Group-commit batches
 #: are usually smaller, so this is one statement in practice.
-_LOOKUP_CHUNK = 200
+_LOOKUP_CHUNK = 256
 
 _Key = tuple[str, str, str]
 
@@ -101,8 +103,103 @@ def _lookup_statement(keys: int) -> Select[Any]:
     )
 
 
+def _padded(keys: int) -> int:
+    """The lookup size used for ``keys`` keys: a power of two up to 32, then a multiple
+    of 32 (at most 13 distinct statements for chunks of up to 256 keys)."""
+    if keys <= 32:
+        return 1 << (keys - 1).bit_length()
+    return -(-keys // 32) * 32
+
+
 def _key(m: NewMessage) -> _Key:
     return (m.case_id, m.sender_id, m.client_msg_id)
+
+
+#: Column order of the rows that :func:`_plan` returns for the INSERT.
+_INSERT_COLUMNS = (
+    "case_id",
+    "seq",
+    "epoch",
+    "sender_id",
+    "client_msg_id",
+    "nonce",
+    "ciphertext",
+    "chain_hash",
+    "server_ts",
+)
+_SQLITE_INSERT = (
+    "INSERT INTO messages (case_id, seq, epoch, sender_id, client_msg_id, nonce, ciphertext,"
+    " chain_hash, server_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_UPDATE = "UPDATE cases SET last_seq = ?, chain_head = ? WHERE id = ?"
+
+_Row = tuple[str, int, int, str, str, bytes, bytes, bytes, int]
+
+
+@functools.cache
+def _sqlite_heads_sql(cases: int) -> str:
+    # Only "?" placeholders are interpolated; the values are bound.
+    return f"SELECT id, last_seq, chain_head FROM cases WHERE id IN ({', '.join('?' * cases)})"  # noqa: S608
+
+
+def _plan(
+    batch: Sequence[NewMessage],
+    heads: dict[str, tuple[int, bytes]],
+    prior: dict[_Key, _Prior],
+    now_ms: int,
+) -> tuple[list[AppendResult], list[_Row], list[tuple[int, bytes, str]]]:
+    """Seqs and chain hashes for ``batch`` given the case heads and stored keys.
+
+    Returns the result slots, the rows to insert (in ``_INSERT_COLUMNS`` order) and the
+    new heads as ``(last_seq, chain_head, case_id)``, sorted by case id. ``heads`` and
+    ``prior`` are updated in place.
+    """
+    results: list[AppendResult] = []
+    new_rows: list[_Row] = []
+    touched: dict[str, tuple[int, bytes]] = {}
+    for m in batch:
+        head = heads.get(m.case_id)
+        if head is None:
+            results.append(NotFound("case not found"))
+            continue
+        key = _key(m)
+        # `prior` also learns this batch's own new rows (below), so a key repeated
+        # within the batch is judged exactly like a retry of a committed message.
+        seen = prior.get(key)
+        if seen is not None:
+            if (seen.epoch, seen.nonce, seen.ciphertext) == (m.epoch, m.nonce, m.ciphertext):
+                results.append(Appended(seen.seq, seen.chain_hash, duplicate=True))
+            else:
+                results.append(Duplicate("client_msg_id already used"))
+            continue
+        seq = head[0] + 1
+        digest = chain_hash(
+            head[1],
+            case_id=m.case_id,
+            seq=seq,
+            epoch=m.epoch,
+            sender_id=m.sender_id,
+            client_msg_id=m.client_msg_id,
+            nonce=m.nonce,
+            ciphertext=m.ciphertext,
+        )
+        heads[m.case_id] = touched[m.case_id] = (seq, digest)
+        prior[key] = _Prior(m.epoch, m.nonce, m.ciphertext, seq, digest)
+        new_rows.append(
+            (
+                m.case_id,
+                seq,
+                m.epoch,
+                m.sender_id,
+                m.client_msg_id,
+                m.nonce,
+                m.ciphertext,
+                digest,
+                now_ms,
+            )
+        )
+        results.append(Appended(seq, digest))
+    return results, new_rows, [(seq, d, c) for c, (seq, d) in sorted(touched.items())]
 
 
 class MessageRepository:
@@ -128,96 +225,84 @@ class MessageRepository:
         """
         if not batch:
             return []
+        if not self._tx.is_postgresql:
+            return await self._append_batch_sqlite(batch, now_ms)
         case_ids = sorted({m.case_id for m in batch})
         async with self._tx.write() as conn:
             heads_q = (
                 select(_CASES.c.id, _CASES.c.last_seq, _CASES.c.chain_head)
                 .where(_CASES.c.id.in_(case_ids))
                 .order_by(_CASES.c.id)
+                .with_for_update()
             )
-            if self._tx.is_postgresql:
-                heads_q = heads_q.with_for_update()
             heads: dict[str, tuple[int, bytes]] = {
                 r.id: (r.last_seq, bytes(r.chain_head)) for r in await conn.execute(heads_q)
             }
-
-            keys = sorted({_key(m) for m in batch if m.case_id in heads})
-            prior: dict[_Key, _Prior] = {}
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = keys[start : start + _LOOKUP_CHUNK]
-                params: dict[str, str] = {}
-                for i, (case_id, sender_id, cmid) in enumerate(chunk):
-                    params[f"c{i}"], params[f"s{i}"], params[f"m{i}"] = case_id, sender_id, cmid
-                rows = await conn.execute(_lookup_statement(len(chunk)), params)
-                for r in rows:
-                    prior[(r.case_id, r.sender_id, r.client_msg_id)] = _Prior(
-                        r.epoch, bytes(r.nonce), bytes(r.ciphertext), r.seq, bytes(r.chain_hash)
-                    )
-
-            results: list[AppendResult] = []
-            new_rows: list[dict[str, object]] = []
-            touched: dict[str, tuple[int, bytes]] = {}
-            for m in batch:
-                head = heads.get(m.case_id)
-                if head is None:
-                    results.append(NotFound("case not found"))
-                    continue
-                key = _key(m)
-                # `prior` also learns this batch's own new rows (below), so a key repeated
-                # within the batch is judged exactly like a retry of a committed message.
-                seen = prior.get(key)
-                if seen is not None:
-                    if (seen.epoch, seen.nonce, seen.ciphertext) == (
-                        m.epoch,
-                        m.nonce,
-                        m.ciphertext,
-                    ):
-                        results.append(Appended(seen.seq, seen.chain_hash, duplicate=True))
-                    else:
-                        results.append(Duplicate("client_msg_id already used"))
-                    continue
-                seq = head[0] + 1
-                digest = chain_hash(
-                    head[1],
-                    case_id=m.case_id,
-                    seq=seq,
-                    epoch=m.epoch,
-                    sender_id=m.sender_id,
-                    client_msg_id=m.client_msg_id,
-                    nonce=m.nonce,
-                    ciphertext=m.ciphertext,
-                )
-                heads[m.case_id] = touched[m.case_id] = (seq, digest)
-                prior[key] = _Prior(m.epoch, m.nonce, m.ciphertext, seq, digest)
-                new_rows.append(
-                    {
-                        "case_id": m.case_id,
-                        "seq": seq,
-                        "epoch": m.epoch,
-                        "sender_id": m.sender_id,
-                        "client_msg_id": m.client_msg_id,
-                        "nonce": m.nonce,
-                        "ciphertext": m.ciphertext,
-                        "chain_hash": digest,
-                        "server_ts": now_ms,
-                    }
-                )
-                results.append(Appended(seq, digest))
-
+            prior = await self._lookup(conn, {_key(m) for m in batch if m.case_id in heads})
+            results, new_rows, touched = _plan(batch, heads, prior, now_ms)
             if new_rows:
-                # executemany: asyncpg pipelines the rows, sqlite3 loops in C; either
-                # way one call from here, not one await per message.
-                await conn.execute(insert(_MESSAGES), new_rows)
+                # executemany: asyncpg pipelines the rows; one call from here, not one
+                # await per message.
+                await conn.execute(
+                    insert(_MESSAGES),
+                    [dict(zip(_INSERT_COLUMNS, r, strict=True)) for r in new_rows],
+                )
                 await conn.execute(
                     update(_CASES)
                     .where(_CASES.c.id == bindparam("b_id"))
                     .values(last_seq=bindparam("b_seq"), chain_head=bindparam("b_head")),
-                    [
-                        {"b_id": case_id, "b_seq": seq, "b_head": digest}
-                        for case_id, (seq, digest) in sorted(touched.items())
-                    ],
+                    [{"b_id": c, "b_seq": seq, "b_head": digest} for seq, digest, c in touched],
                 )
         return results
+
+    async def _append_batch_sqlite(
+        self, batch: Sequence[NewMessage], now_ms: int
+    ) -> list[AppendResult]:
+        """SQLite: the same transaction in 4 thread round trips instead of 6.
+
+        The write transaction began IMMEDIATE (the database write lock is held), so the
+        case heads cannot change under us and may be read after the idempotency lookup.
+        The lookup goes through SQLAlchemy (its statement is cached); reading the heads,
+        chaining, the INSERT and the UPDATE then run in one call in aiosqlite's thread
+        on the sqlite3 connection: no SQLAlchemy parameter processing per row and one
+        hop for all three statements. BEGIN IMMEDIATE and COMMIT stay SQLAlchemy's.
+        """
+        async with self._tx.write() as conn:
+            prior = await self._lookup(conn, {_key(m) for m in batch})
+
+            def rest(db: sqlite3.Connection) -> list[AppendResult]:
+                case_ids = sorted({m.case_id for m in batch})
+                heads: dict[str, tuple[int, bytes]] = {
+                    r[0]: (r[1], bytes(r[2]))
+                    for r in db.execute(_sqlite_heads_sql(len(case_ids)), case_ids)
+                }
+                results, new_rows, touched = _plan(batch, heads, prior, now_ms)
+                if new_rows:
+                    db.executemany(_SQLITE_INSERT, new_rows)
+                    db.executemany(_SQLITE_UPDATE, touched)
+                return results
+
+            return await self._tx.in_sqlite_thread(conn, rest)
+
+    async def _lookup(self, conn: AsyncConnection, key_set: set[_Key]) -> dict[_Key, _Prior]:
+        """Already-stored messages with these idempotency keys."""
+        keys = sorted(key_set)
+        prior: dict[_Key, _Prior] = {}
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            # Pad to one of a few sizes with copies of the last key (a repeated OR term
+            # matches the same row): a statement per exact size meant building and
+            # compiling a new one for most batches until every size had been seen.
+            chunk += chunk[-1:] * (_padded(len(chunk)) - len(chunk))
+            params: dict[str, str] = {}
+            for i, (case_id, sender_id, cmid) in enumerate(chunk):
+                params[f"c{i}"], params[f"s{i}"], params[f"m{i}"] = case_id, sender_id, cmid
+            rows = await conn.execute(_lookup_statement(len(chunk)), params)
+            for r in rows:
+                prior[(r.case_id, r.sender_id, r.client_msg_id)] = _Prior(
+                    r.epoch, bytes(r.nonce), bytes(r.ciphertext), r.seq, bytes(r.chain_hash)
+                )
+        return prior
 
     async def range(self, case_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` messages of the case with ``seq > after_seq``, ascending.

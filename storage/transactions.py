@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, Literal, TypeAlias
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Row
@@ -42,6 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .atrest import AtRestCipher
 
 __all__ = ["AnyRow", "Dialect", "Transactions", "configure_sqlite"]
+
+_T = TypeVar("_T")
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -120,6 +123,24 @@ class Transactions:
             await conn.execution_options(**{_WRITER: True})
             async with conn.begin():
                 yield conn
+
+    async def in_sqlite_thread(
+        self, conn: AsyncConnection, fn: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        """SQLite only: ``fn(dbapi_connection)`` in aiosqlite's thread, in ONE hop.
+
+        For a hot path that would otherwise pay one thread round trip (and SQLAlchemy's
+        per-statement and per-row work on the event loop) for each of several statements.
+        ``fn`` runs inside ``conn``'s current transaction, which stays SQLAlchemy's to
+        commit or roll back: ``fn`` must not end it. ``Connection._execute`` (run a
+        callable in the connection's thread) is aiosqlite's own mechanism behind every
+        one of its calls; aiosqlite is pinned.
+        """
+        assert self.dialect == "sqlite"
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection  # aiosqlite.Connection
+        result: _T = await driver._execute(fn, driver._conn)
+        return result
 
     @property
     def is_postgresql(self) -> bool:
