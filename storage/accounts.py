@@ -12,6 +12,7 @@ stored encrypted at rest (:mod:`storage.atrest`), bound to the invite or account
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 
@@ -153,21 +154,12 @@ class AccountRepository:
                         raise AuthFailed("invalid or used invite")
         except IntegrityError as exc:
             raise Conflict("handle is taken") from exc
-        return AccountRecord(
-            id=account.id,
-            handle=account.handle,
+        return dataclasses.replace(
+            account,
             role=role,
-            salt=account.salt,
-            opslimit=account.opslimit,
-            memlimit=account.memlimit,
-            auth_hash=account.auth_hash,
-            sign_pk=account.sign_pk,
-            box_pk=account.box_pk,
-            wrapped_keys=account.wrapped_keys,
             languages=languages,
             specialties=specialties,
             display_name=name,
-            created_at=account.created_at,
         )
 
     async def by_handle(self, handle: str) -> AccountRecord | None:
