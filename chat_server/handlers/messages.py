@@ -2,17 +2,24 @@
 
 ``msg_send`` does not wait for the commit: it validates, hands the message to the group
 committer and returns, so one session can pipeline many sends into one transaction.
-The ack and the fan-out happen in the commit's callback, in commit order.
+The ack and the fan-out happen in the callback the committer calls right after the
+commit, in commit order.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from functools import partial
 
 from protocol import frames as f
-from protocol.errors import CloseCode, ErrorCode, Forbidden, InvalidFrame, RemoteError
+from protocol.errors import (
+    CloseCode,
+    ErrorCode,
+    Forbidden,
+    InvalidFrame,
+    ProtocolError,
+    RemoteError,
+)
 from protocol.limits import MAX_SERVER_FRAME_BYTES
 from storage.records import CaseRecord, NewMessage, StoredMessage
 
@@ -36,7 +43,7 @@ async def msg_send(hub: Hub, session: Session, frame: f.MsgSend) -> None:
     _require_open(case)
     if frame.epoch > case.epoch:
         raise InvalidFrame("no key has been deposited for this epoch")
-    future = hub.committer.submit(
+    hub.committer.submit(
         NewMessage(
             case_id=case.id,
             epoch=frame.epoch,
@@ -44,9 +51,9 @@ async def msg_send(hub: Hub, session: Session, frame: f.MsgSend) -> None:
             client_msg_id=frame.client_msg_id,
             nonce=frame.nonce,
             ciphertext=frame.ciphertext,
-        )
+        ),
+        partial(_committed, hub, session, frame, case),
     )
-    future.add_done_callback(partial(_committed, hub, session, frame, case))
 
 
 def _committed(
@@ -54,12 +61,13 @@ def _committed(
     session: Session,
     frame: f.MsgSend,
     case: CaseRecord,
-    future: asyncio.Future[Committed],
+    outcome: Committed | ProtocolError,
 ) -> None:
+    # Called by the committer right after the commit holding the message, in commit order.
     try:
-        _ack_and_fan_out(hub, session, frame, case, future)
+        _ack_and_fan_out(hub, session, frame, case, outcome)
     except Exception:
-        # Not left to asyncio's handler: it would log the callback's arguments (the frame).
+        # Not left to the committer's handler: the session must learn that it failed.
         log_event("msg.fan_out_failed", logging.ERROR, exc=True, case=case.id)
         session.close(CloseCode.INTERNAL, "internal error")
 
@@ -69,40 +77,38 @@ def _ack_and_fan_out(
     session: Session,
     frame: f.MsgSend,
     case: CaseRecord,
-    future: asyncio.Future[Committed],
+    outcome: Committed | ProtocolError,
 ) -> None:
-    exc = future.exception()
-    if exc is not None:
-        if isinstance(exc, RemoteError):
-            session.push(f.ErrorFrame(code=exc.code, message=exc.message, id=frame.id))
+    if not isinstance(outcome, Committed):
+        if isinstance(outcome, RemoteError):
+            session.push(f.ErrorFrame(code=outcome.code, message=outcome.message, id=frame.id))
         else:
             session.push(
                 f.ErrorFrame(code=ErrorCode.UNAVAILABLE, message="not stored; retry", id=frame.id)
             )
         return
-    appended = future.result()
     session.push(
         f.MsgAck(
             id=frame.id,
             case_id=case.id,
             client_msg_id=frame.client_msg_id,
-            seq=appended.seq,
-            chain_hash=appended.chain_hash,
-            duplicate=appended.duplicate,
+            seq=outcome.seq,
+            chain_hash=outcome.chain_hash,
+            duplicate=outcome.duplicate,
         )
     )
-    if appended.duplicate:
+    if outcome.duplicate:
         return  # already delivered (or reachable by sync) when it was first stored
     record = f.MessageRecord(
         case_id=case.id,
-        seq=appended.seq,
+        seq=outcome.seq,
         epoch=frame.epoch,
         sender_id=session.account_id,
         client_msg_id=frame.client_msg_id,
         nonce=frame.nonce,
         ciphertext=frame.ciphertext,
-        chain_hash=appended.chain_hash,
-        server_ts=appended.server_ts,
+        chain_hash=outcome.chain_hash,
+        server_ts=outcome.server_ts,
     )
     hub.publish([case.client_id, case.counselor_id], f.MsgNew(message=record), exclude=session)
 
