@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeAlias
 
 from protocol.errors import ProtocolError
 from storage.records import Appended, NewMessage
 
+from .clock import now_ms
 from .logs import log_event
 
 __all__ = ["CommitFailed", "Committed", "GroupCommitter", "OnCommitted"]
@@ -102,9 +102,9 @@ class GroupCommitter:
             self._idle.set()
 
     async def _commit(self, batch: list[tuple[NewMessage, OnCommitted]]) -> None:
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         try:
-            results = await self._store.append_batch([m for m, _ in batch], now_ms)
+            results = await self._store.append_batch([m for m, _ in batch], now)
         except Exception:  # the whole transaction failed: nothing was stored
             log_event("commit.failed", logging.ERROR, exc=True, size=len(batch))
             for _, on_committed in batch:
@@ -122,7 +122,7 @@ class GroupCommitter:
             else:
                 _call(
                     on_committed,
-                    Committed(result.seq, result.chain_hash, result.duplicate, now_ms),
+                    Committed(result.seq, result.chain_hash, result.duplicate, now),
                 )
 
 

@@ -26,7 +26,6 @@ import asyncio
 import json
 import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +62,13 @@ from protocol.terms import CURRENT_TERMS_VERSION
 from storage.disputes import DisputeRecord
 from storage.engine import Database, open_database
 
+from .clock import now_ms
 from .config import Config
 
 __all__ = ["add_parsers", "run"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUDIT = 0, 1, 2, 3
 _encoder = msgspec.json.Encoder()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def add_parsers(sub: Any, common: Any) -> None:
@@ -168,11 +164,11 @@ async def _dispatch(args: argparse.Namespace, config: Config, db: Database) -> i
 async def _install_policy(args: argparse.Namespace, db: Database) -> int:
     signed = msgspec.json.decode(args.policy.read_bytes(), type=f.SignedEscrowPolicy)
     try:
-        fp = verify_policy(signed, args.org_fingerprint, _now_ms())
+        fp = verify_policy(signed, args.org_fingerprint, now_ms())
     except EscrowError as exc:
         print(f"chat-server: policy refused: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    await db.escrow.install(fp, _encoder.encode(signed), args.terms_version, _now_ms())
+    await db.escrow.install(fp, _encoder.encode(signed), args.terms_version, now_ms())
     policy = signed.policy
     print(f"installed escrow policy {fp}")
     print(
@@ -236,7 +232,7 @@ async def _approve(args: argparse.Namespace, db: Database) -> int:
             approval.officer_index,
             _encoder.encode(approval),
             policy.threshold,
-            _now_ms(),
+            now_ms(),
         )
     except Conflict as exc:
         print(f"chat-server: {exc}", file=sys.stderr)
@@ -257,7 +253,7 @@ async def _open_legal(args: argparse.Namespace, db: Database) -> int:
     if installed is None:
         print("chat-server: no escrow policy is installed", file=sys.stderr)
         return EXIT_ERROR
-    now = _now_ms()
+    now = now_ms()
     doc = DisputeDocument(
         request_id="dsp_" + secrets.token_hex(10),
         kind="legal",
@@ -303,7 +299,7 @@ async def _export(args: argparse.Namespace, config: Config, db: Database) -> int
     data = encode_bundle(bundle)
     args.out.write_bytes(data)
     digest = nacl.hash.blake2b(data, digest_size=32, encoder=nacl.encoding.HexEncoder).decode()
-    await db.disputes.mark_exported(record.id, digest, len(bundle.messages), _now_ms())
+    await db.disputes.mark_exported(record.id, digest, len(bundle.messages), now_ms())
     print(
         f"bundle written to {args.out}: {len(bundle.messages)} messages, "
         f"{len(bundle.epochs)} epochs; BLAKE2b {digest}"
@@ -355,7 +351,7 @@ async def build_bundle(
     last_seq = messages[-1].seq if messages else 0
     head = messages[-1].chain_hash if messages else bytes(32)
     return Bundle(
-        exported_at=_now_ms(),
+        exported_at=now_ms(),
         case=BundleCase(
             case_id=case.id,
             client_id=case.client_id,

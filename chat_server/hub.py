@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 
 import msgspec
@@ -24,6 +23,7 @@ from protocol.frames import CaseAssigned, CaseInfo
 from storage.engine import Database
 from storage.records import AccountRecord, CaseRecord
 
+from .clock import now_ms
 from .committer import GroupCommitter
 from .config import Config
 from .logs import log_event
@@ -183,7 +183,7 @@ class Hub:
         )
         if chosen is None:
             return case
-        assigned = await self.db.cases.assign(case.id, chosen.id, int(time.time() * 1000))
+        assigned = await self.db.cases.assign(case.id, chosen.id, now_ms())
         if assigned is None:  # another hub assigned it first
             fresh = await self.db.cases.get(case.id)
             return fresh if fresh is not None else case

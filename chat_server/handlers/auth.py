@@ -21,6 +21,7 @@ from protocol import frames as f
 from protocol.errors import AuthFailed, CloseCode, CryptoError, InvalidFrame
 from storage.records import AccountRecord
 
+from ..clock import now_ms
 from ..hub import Hub, case_info
 from ..logs import log_event
 from ..session import Session
@@ -48,10 +49,6 @@ def token_hash(token: str) -> bytes:
 
 def invite_code_hash(code: str) -> bytes:
     return _hash(code.strip().encode(), b"chat-invite-hsh1")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def hello(hub: Hub, session: Session, frame: f.Hello) -> f.Challenge:
@@ -94,7 +91,7 @@ async def register(hub: Hub, session: Session, frame: f.Register) -> f.Registere
         languages=(),
         specialties=(),
         display_name=None,
-        created_at=_now_ms(),
+        created_at=now_ms(),
     )
     invite = invite_code_hash(frame.invite) if frame.invite is not None else None
     created = await hub.db.accounts.create(account, invite)
@@ -134,7 +131,7 @@ async def login(hub: Hub, session: Session, frame: f.Login) -> f.LoginResult:
         log_event("auth.login_failed")
         raise AuthFailed("wrong handle or passphrase")
     token = secrets.token_urlsafe(32)
-    expires = _now_ms() + hub.config.token_ttl_s * 1000
+    expires = now_ms() + hub.config.token_ttl_s * 1000
     await hub.db.accounts.add_token(token_hash(token), account.id, expires)
     log_event("auth.login", account=account.id)
     return f.LoginResult(
@@ -154,7 +151,7 @@ async def auth(hub: Hub, session: Session, frame: f.AuthRequest) -> None:
         raise InvalidFrame("send hello first to get a challenge")
     account = await hub.db.accounts.by_id(frame.account_id)
     valid = account is not None and await hub.db.accounts.token_valid(
-        token_hash(frame.token), frame.account_id, _now_ms()
+        token_hash(frame.token), frame.account_id, now_ms()
     )
     if account is None or not valid:
         log_event("auth.failed", reason="token")

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 from protocol import crypto
 from protocol import frames as f
 from protocol.errors import Conflict, CryptoError, Forbidden, InvalidFrame
 from storage.records import EpochKeyRecord
 
+from ..clock import now_ms
 from ..hub import Hub, case_info
 from ..logs import log_event
 from ..session import Session
 from . import escrow
 
 __all__ = ["case_close", "case_key", "case_keys", "case_list", "case_open", "directory_get"]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def case_open(hub: Hub, session: Session, frame: f.CaseOpen) -> f.CaseOpened:
@@ -32,7 +28,7 @@ async def case_open(hub: Hub, session: Session, frame: f.CaseOpen) -> f.CaseOpen
         topic=frame.topic,
         language=frame.language,
         case_id="case_" + secrets.token_hex(10),
-        now_ms=_now_ms(),
+        now_ms=now_ms(),
     )
     hub.remember(case)
     log_event("case.opened", case=case.id, account=session.account_id)
@@ -76,7 +72,7 @@ async def case_key(hub: Hub, session: Session, frame: f.CaseKeyDeposit) -> f.Ok:
             commitment=frame.commitment,
             commitment_sig=frame.commitment_sig,
             seals={s.account_id: s.sealed for s in frame.seals},
-            created_at=_now_ms(),
+            created_at=now_ms(),
         ),
         capsule,
     )
@@ -112,7 +108,7 @@ async def case_close(hub: Hub, session: Session, frame: f.CaseClose) -> f.Ok:
     case = await hub.case_for(frame.case_id, session)
     if case.state == "closed":
         return f.Ok(id=frame.id)
-    closed = await hub.db.cases.close(case.id, _now_ms())
+    closed = await hub.db.cases.close(case.id, now_ms())
     if closed is not None:
         hub.remember(closed)
     log_event("case.closed", case=case.id, account=session.account_id)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 
 import msgspec
 
@@ -26,6 +25,7 @@ from protocol.errors import Forbidden, InvalidFrame, NotFound
 from protocol.escrow import DisputeDocument, EscrowError, verify_dispute
 from storage.disputes import DisputeRecord
 
+from ..clock import now_ms
 from ..hub import Hub
 from ..logs import log_event
 from ..session import Session
@@ -39,10 +39,6 @@ WATCH_INTERVAL_S = 0.5
 MAX_SKEW_MS = 24 * 3600 * 1000
 
 _encoder = msgspec.json.Encoder()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def dispute_info(record: DisputeRecord) -> f.DisputeInfo:
@@ -66,7 +62,7 @@ async def dispute_request(hub: Hub, session: Session, frame: f.DisputeRequest) -
         raise InvalidFrame("the request names another escrow policy; fetch it again")
     if len(frame.reason_ct) != len(installed.policy.officers):
         raise InvalidFrame("the reason must be sealed to every officer of the policy")
-    now = _now_ms()
+    now = now_ms()
     if abs(now - frame.timestamp) > MAX_SKEW_MS:
         raise InvalidFrame("request timestamp is too far from the hub's clock")
     doc = DisputeDocument(
@@ -128,7 +124,7 @@ async def _watch(hub: Hub) -> None:
 
 async def _publish_changes(hub: Hub) -> None:
     seen: dict[str, str] = {}
-    since = _now_ms() - 60_000
+    since = now_ms() - 60_000
     for record in await hub.db.disputes.find():
         seen[record.id] = record.state
     while not hub.stopping:

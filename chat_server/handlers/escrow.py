@@ -12,7 +12,6 @@ against the policy but cannot open it: that takes k officers' offline keys.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import msgspec
 
@@ -22,6 +21,7 @@ from protocol.escrow import EscrowError, check_capsule_shape, verify_consent
 from storage.consents import ConsentRecord
 from storage.escrow import CapsuleRecord, PolicyRecord
 
+from ..clock import now_ms
 from ..hub import Hub
 from ..logs import log_event
 from ..session import Session
@@ -53,10 +53,6 @@ class InstalledPolicy:
     @property
     def policy(self) -> f.EscrowPolicy:
         return self.signed.policy
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def installed_policy(hub: Hub) -> InstalledPolicy | None:
@@ -109,7 +105,7 @@ async def consent(hub: Hub, session: Session, frame: f.ConsentAccept) -> f.Ok:
             terms_version=frame.terms_version,
             policy_fingerprint=frame.policy_fingerprint,
             sig=frame.sig,
-            accepted_at=_now_ms(),
+            accepted_at=now_ms(),
         )
     )
     if stored:
@@ -143,7 +139,7 @@ def capsule_record(
         depositor_id=depositor,
         policy_fingerprint=capsule.policy_fingerprint,
         capsule=_capsule_encoder.encode(capsule),
-        created_at=_now_ms(),
+        created_at=now_ms(),
     )
 
 
