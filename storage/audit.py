@@ -31,6 +31,8 @@ __all__ = ["AUDIT_GENESIS", "AuditRecord", "AuditRepository", "append_in", "audi
 
 _AUDIT = table(AuditEntry)
 AUDIT_GENESIS = bytes(32)
+#: PostgreSQL advisory lock key that serialises appends (any constant unused elsewhere).
+_AUDIT_LOCK_KEY = 0x63686174_61756469  # "chataudi"
 
 
 def audit_hash(prev: bytes, seq: int, ts: int, action: str, subject: str, detail: str) -> bytes:
@@ -62,9 +64,14 @@ async def append_in(
 ) -> AuditRecord:
     """Append one row inside the caller's write transaction.
 
-    The seq is the primary key, so two writers that read the same tail conflict on
-    insert (PostgreSQL) instead of forking the chain; SQLite writers are serialised.
+    SQLite writers are serialised already. PostgreSQL writers run in parallel, and two
+    that read the same tail would collide on the seq primary key (one action failing
+    for no reason of its own), so they first take a transaction-scoped advisory lock:
+    appends queue, and each reads the tail its predecessor committed. The seq primary
+    key still refuses a fork should anything bypass this function.
     """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
     row = (
         await conn.execute(
             select(_AUDIT.c.seq, _AUDIT.c.hash).order_by(_AUDIT.c.seq.desc()).limit(1)

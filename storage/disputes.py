@@ -146,9 +146,20 @@ class DisputeRepository:
         self, dispute_id: str, officer_index: int, approval: bytes, threshold: int, now_ms: int
     ) -> DisputeRecord:
         """Store a (verified) approval; move to ``approved`` at the threshold.
-        Conflict if this officer already approved the request."""
+        Conflict if this officer already approved the request; NotFound if no such
+        request."""
         try:
             async with self._tx.write() as conn:
+                # Lock the request first (PostgreSQL; SQLite writers are serialised), so
+                # concurrent approvals count each other's rows: without it two officers
+                # approving at once each count only their own and the threshold is missed.
+                locked = (
+                    await conn.execute(
+                        select(_DISPUTES.c.id).where(_DISPUTES.c.id == dispute_id).with_for_update()
+                    )
+                ).first()
+                if locked is None:
+                    raise NotFound("no such dispute request")
                 await conn.execute(
                     insert(_APPROVALS).values(
                         dispute_id=dispute_id,
