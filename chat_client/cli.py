@@ -190,9 +190,14 @@ def read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str:
     elif os.environ.get("CHAT_PASSPHRASE"):
         passphrase = os.environ["CHAT_PASSPHRASE"]
     else:
-        passphrase = getpass.getpass("Passphrase: ")
-        if confirm and getpass.getpass("Repeat passphrase: ") != passphrase:
-            raise UsageError("passphrases do not match")
+        try:
+            passphrase = getpass.getpass("Passphrase: ")
+            if confirm and getpass.getpass("Repeat passphrase: ") != passphrase:
+                raise UsageError("passphrases do not match")
+        except EOFError:  # no terminal to ask on (a script, a pipe)
+            raise UsageError(
+                "no passphrase: set CHAT_PASSPHRASE or use --passphrase-file"
+            ) from None
     if not passphrase:
         raise UsageError("empty passphrase")
     return passphrase

@@ -110,6 +110,21 @@ def test_wrong_passphrase_exit_3_before_any_network(
     assert "wrong passphrase" in capsys.readouterr().err
 
 
+def test_no_terminal_and_no_passphrase_says_how_to_give_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_store(tmp_path / "home")
+    monkeypatch.delenv("CHAT_PASSPHRASE", raising=False)
+
+    def closed_stdin(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr(cli.getpass, "getpass", closed_stdin)
+    assert cli.main(["--home", str(tmp_path / "home"), "cases"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "CHAT_PASSPHRASE" in err and "EOFError" not in err
+
+
 def test_unreachable_server_exit_4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
