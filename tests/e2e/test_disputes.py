@@ -82,6 +82,32 @@ async def server(hub: RunningHub, *argv: str) -> int:
     return await asyncio.to_thread(disputes_cli.run, args, config)
 
 
+async def install_and_register(
+    hub: RunningHub, tmp_path: Path, policy: Path, org_fp: str
+) -> tuple[ChatClient, ChatClient]:
+    """Install ``policy`` on the hub, then register a counselor and a client pinning it."""
+    assert (
+        await server(
+            hub, "admin", "escrow-policy", "install", str(policy), "--org-fingerprint", org_fp
+        )
+        == 0
+    )
+    code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
+    counselor = await ChatClient.register(
+        hub.url,
+        "dr-who",
+        "pc",
+        home=tmp_path / "co",
+        invite=code,
+        org_fingerprint=org_fp,
+        **TEST_KDF,
+    )
+    client = await ChatClient.register(
+        hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+    )
+    return counselor, client
+
+
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", PASS)
@@ -107,25 +133,7 @@ async def test_dispute_round_trip(
             )
             == 1
         )
-        assert (
-            await server(
-                hub, "admin", "escrow-policy", "install", str(policy), "--org-fingerprint", org_fp
-            )
-            == 0
-        )
-        code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
-        counselor = await ChatClient.register(
-            hub.url,
-            "dr-who",
-            "pc",
-            home=tmp_path / "co",
-            invite=code,
-            org_fingerprint=org_fp,
-            **TEST_KDF,
-        )
-        client = await ChatClient.register(
-            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
-        )
+        counselor, client = await install_and_register(hub, tmp_path, policy, org_fp)
         try:
             with pytest.raises(pe.ConsentRequired):
                 await client.open_case("anxiety", "en")
@@ -259,25 +267,7 @@ async def test_legal_order_and_new_policy_needs_new_consent(tmp_path: Path) -> N
     keys = tmp_path / "keys"
     policy1, org_fp = ceremony(keys, 2, 1)
     async with start_hub(tmp_path / "hub") as hub:
-        assert (
-            await server(
-                hub, "admin", "escrow-policy", "install", str(policy1), "--org-fingerprint", org_fp
-            )
-            == 0
-        )
-        code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
-        counselor = await ChatClient.register(
-            hub.url,
-            "dr-who",
-            "pc",
-            home=tmp_path / "co",
-            invite=code,
-            org_fingerprint=org_fp,
-            **TEST_KDF,
-        )
-        client = await ChatClient.register(
-            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
-        )
+        counselor, client = await install_and_register(hub, tmp_path, policy1, org_fp)
         unpinned = await ChatClient.register(
             hub.url, "bob", "pb", home=tmp_path / "bob", **TEST_KDF
         )
