@@ -3,7 +3,8 @@
 Tests run against real services, never mocks. When a service is not reachable the
 tests that need it are skipped with the reason, so ``pytest`` works on a laptop
 without PostgreSQL; CI sets ``CHAT_REQUIRE_SERVICES=1`` so that a missing service
-fails the run instead of silently skipping half of it (:func:`require_service`).
+fails the run instead of silently skipping half of it
+(:func:`tests.helpers.services.require_service`).
 
 Environment:
 
@@ -20,30 +21,16 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Callable, Iterator
-from typing import NoReturn
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.helpers.services import require_service
+
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _CONNECT_TIMEOUT_S = 5.0
-
-
-def require_service(name: str, reason: str) -> NoReturn:
-    """Give up on a test that needs ``name``: skip it, or fail it when
-    ``CHAT_REQUIRE_SERVICES=1`` (CI, where a missing service is a broken environment)."""
-    message = f"{name} not reachable: {reason}"
-    if os.environ.get("CHAT_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{message} (CHAT_REQUIRE_SERVICES=1)", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def services() -> Callable[[str, str], NoReturn]:
-    """:func:`require_service`, for test modules that cannot import this conftest."""
-    return require_service
 
 
 # -- PostgreSQL ----------------------------------------------------------------

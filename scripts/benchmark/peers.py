@@ -1,7 +1,7 @@
 """Protocol peers for the load generator: real accounts, real sessions, real encryption.
 
 A :class:`Peer` speaks the wire protocol with ``protocol/`` directly (like
-tests/rawclient.py, without its assertions-as-tests): register, login, hello, auth,
+tests/helpers/rawclient.py, without its assertions-as-tests): register, login, hello, auth,
 open a case, deposit its key. :func:`encrypt_frames` pre-encrypts and pre-encodes the
 ``msg.send`` frames of a timed phase, so the timed phase spends no client CPU on
 crypto or JSON encoding.

@@ -10,8 +10,7 @@ import pytest
 from chat_client import cli
 from chat_client.errors import ConnectFailed, KdfTooWeak, KeyStoreError, SessionEnded
 from protocol import errors as pe
-
-from .test_keystore import make_store
+from tests.helpers.clients import make_store
 
 COMMANDS = [
     "register",

@@ -10,32 +10,9 @@ import pytest
 
 from chat_client.cursors import Cursor
 from chat_client.errors import KeyStoreError
-from chat_client.keystore import AccountRecord, KeyStore
-from protocol import crypto
+from chat_client.keystore import KeyStore
 from protocol.errors import CryptoError
-
-OPS, MEM = 1, 8192
-
-
-def make_store(home: Path, passphrase: str = "correct horse") -> tuple[KeyStore, crypto.Identity]:
-    salt = crypto.new_salt()
-    keys = crypto.derive_login_keys(passphrase, salt, OPS, MEM)
-    identity = crypto.Identity.generate()
-    record = AccountRecord(
-        server="ws://127.0.0.1:1/ws",
-        handle="alice",
-        account_id="acc_1",
-        role="client",
-        salt=salt,
-        opslimit=OPS,
-        memlimit=MEM,
-        wrapped_keys=crypto.wrap_identity(identity, keys.wrap_key),
-        sign_pk=identity.sign_pk,
-        box_pk=identity.box_pk,
-    )
-    store = KeyStore.create(home, record)
-    store.store_token("tok-secret-123", 2**45, keys.wrap_key)
-    return store, identity
+from tests.helpers.clients import make_store
 
 
 def test_round_trip_unlocks_same_identity(tmp_path: Path) -> None:

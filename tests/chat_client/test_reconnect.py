@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 from chat_client import ChatClient, ConnectionEvent, MessageEvent
-
-from .conftest import PASS_CLIENT, TEST_KDF, Pair, take
+from tests.helpers.clients import PASS_CLIENT, Pair, take
+from tests.helpers.hubs import TEST_KDF, hub_process
 
 
 def drop_network(client: ChatClient) -> None:
@@ -124,8 +124,6 @@ async def test_burst_beyond_rate_limit_is_all_delivered_in_order(pair: Pair) -> 
 async def test_process_kill_and_restart(tmp_path: Path) -> None:
     """SIGKILL the hub process mid-conversation; after it comes back on the same port,
     both clients resume and every message gets through exactly once."""
-    from tests.hubtools import hub_process
-
     async with hub_process(tmp_path / "hub") as hub:
         code = await hub.invite_counselor("Dr K", "en", "anxiety")
         counselor = await ChatClient.register(

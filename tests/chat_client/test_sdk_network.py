@@ -23,16 +23,15 @@ from chat_client.keystore import KeyStore
 from protocol import crypto
 from protocol import frames as f
 from protocol.errors import AuthFailed, Conflict, CryptoError, Forbidden
-
-from .conftest import (
+from tests.helpers.clients import (
     PASS_CLIENT,
-    TEST_KDF,
     Pair,
     register_client,
     register_counselor,
     take,
     take_event,
 )
+from tests.helpers.hubs import TEST_KDF, start_hub
 
 
 async def test_conversation_both_ways_live(pair: Pair) -> None:
@@ -232,8 +231,6 @@ async def test_register_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-
 
 
 async def test_kdf_below_server_minimum(tmp_path: Path) -> None:
-    from tests.hubtools import start_hub
-
     async with start_hub(tmp_path / "hub", min_opslimit=2) as hub:
         with pytest.raises(KdfTooWeak, match="below the server minimum"):
             await ChatClient.register(hub.url, "dave", "pw", home=tmp_path / "d", **TEST_KDF)

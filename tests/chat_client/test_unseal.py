@@ -14,7 +14,7 @@ from chat_client import escrow_cli, unseal
 from chat_client.keyfiles import KeyFile, WrongPassphrase, load_key, write_key
 from protocol.bundle import encode_bundle
 from protocol.escrow import sign_dispute
-from tests.protocol.escrow_factory import Scenario, build
+from tests.helpers.escrow_factory import Scenario, build
 
 PASS = "officer passphrase"
 KDF = {"opslimit": 1, "memlimit": 8192}

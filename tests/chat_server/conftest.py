@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubtools import RunningHub, start_hub
+from tests.helpers.hubs import RunningHub, start_hub
 
 
 @pytest.fixture

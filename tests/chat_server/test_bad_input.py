@@ -12,8 +12,8 @@ from protocol import crypto
 from protocol import frames as f
 from protocol.errors import CloseCode
 from protocol.limits import MAX_FRAME_BYTES
-from tests.hubtools import RunningHub, start_hub
-from tests.rawclient import RawClient, pair, rid
+from tests.helpers.hubs import RunningHub, start_hub
+from tests.helpers.rawclient import RawClient, pair, rid
 
 
 async def _message_count(hub: RunningHub, case_id: str) -> int:

@@ -8,8 +8,8 @@ import urllib.request
 from protocol import crypto
 from protocol import frames as f
 from protocol.chain import ChainLink, verify_chain
-from tests.hubtools import RunningHub
-from tests.rawclient import RawClient, pair, rid
+from tests.helpers.hubs import RunningHub
+from tests.helpers.rawclient import RawClient, pair, rid
 
 
 def _get(url: str) -> tuple[int, bytes]:

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from chat_client import ChatClient, MessageEvent
-from tests.hubtools import TEST_KDF, start_hub
+from tests.helpers.hubs import TEST_KDF, start_hub
 
 MARKERS = [f"MARKER-{i}-\u00e9t\u00e9-zq{i * 7919}x" for i in range(6)]
 CLIENT_PASS = "PASSPHRASE-client-7c1d"

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from chat_client import ChatClient
-from tests.hubtools import TEST_KDF, hub_process
+from tests.helpers.hubs import TEST_KDF, hub_process
 
 
 async def test_every_acked_message_survives_sigkill(tmp_path: Path) -> None:

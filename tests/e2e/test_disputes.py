@@ -13,73 +13,11 @@ from pathlib import Path
 import pytest
 
 from chat_client import ChatClient, DisputeEvent, escrow_cli, unseal
-from chat_server import cli as server_cli
-from chat_server import disputes_cli
 from protocol import crypto
 from protocol import errors as pe
-from tests.chat_client.conftest import take, take_event
-from tests.hubtools import TEST_KDF, RunningHub, start_hub
-
-PASS = "escrow passphrase"
-KDF = ["--kdf-ops", "1", "--kdf-mem", "8192"]
-
-
-def ceremony(tmp_path: Path, n: int, k: int, version: int = 1) -> tuple[Path, str]:
-    """Org and officer keys (once), then a signed k-of-n policy; (policy.json, org fp)."""
-    org = tmp_path / "org.key"
-    if not org.exists():
-        assert (
-            escrow_cli.main(["keygen", "--kind", "org", "--name", "org", "--out", str(org), *KDF])
-            == 0
-        )
-        for i in range(1, n + 1):
-            assert (
-                escrow_cli.main(
-                    [
-                        "keygen",
-                        "--kind",
-                        "officer",
-                        "--name",
-                        f"officer{i}",
-                        "--out",
-                        str(tmp_path / f"officer{i}.key"),
-                        *KDF,
-                    ]
-                )
-                == 0
-            )
-    policy = tmp_path / f"policy{version}.json"
-    officers = [
-        a for i in range(1, n + 1) for a in ("--officer", str(tmp_path / f"officer{i}.pub"))
-    ]
-    assert (
-        escrow_cli.main(
-            [
-                "policy",
-                "--org-key",
-                str(org),
-                *officers,
-                "--threshold",
-                str(k),
-                "--version",
-                str(version),
-                "--out",
-                str(policy),
-            ]
-        )
-        == 0
-    )
-    fp = json.loads((tmp_path / "org.pub").read_text())["fingerprint"]
-    return policy, fp
-
-
-async def server(hub: RunningHub, *argv: str) -> int:
-    """chat-server escrow commands, against the hub's database, in a worker thread
-    (they run their own event loop, as the real CLI does)."""
-    common = ["--db", hub.config.db_url, "--state-dir", str(hub.config.state_dir)]
-    args = server_cli.build_parser().parse_args([*argv, *common])
-    config = server_cli._config(args)
-    return await asyncio.to_thread(disputes_cli.run, args, config)
+from tests.helpers.clients import take, take_event
+from tests.helpers.disputes import ESCROW_PASS, ceremony, server
+from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
 
 
 async def install_and_register(
@@ -110,7 +48,7 @@ async def install_and_register(
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", PASS)
+    monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", ESCROW_PASS)
     monkeypatch.delenv("CHAT_ORG_FINGERPRINT", raising=False)
 
 

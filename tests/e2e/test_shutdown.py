@@ -9,8 +9,8 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import frames as f
 from protocol.errors import CloseCode
-from tests.hubtools import hub_process
-from tests.rawclient import RawClient, pair, rid
+from tests.helpers.hubs import hub_process
+from tests.helpers.rawclient import RawClient, pair, rid
 
 
 async def test_sigterm_is_graceful_and_resumable(tmp_path: Path) -> None:

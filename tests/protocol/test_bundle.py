@@ -11,8 +11,7 @@ from nacl.signing import SigningKey
 from protocol import crypto
 from protocol.bundle import decode_bundle, encode_bundle, verify_bundle
 from protocol.escrow import ForeignMaterial, make_approval, sign_dispute
-
-from .escrow_factory import NOW, ORG, build
+from tests.helpers.escrow_factory import NOW, ORG, build
 
 ORG_FP = crypto.fingerprint(bytes(ORG.verify_key))
 

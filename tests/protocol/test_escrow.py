@@ -39,8 +39,7 @@ from protocol.escrow import (
     verify_policy,
 )
 from protocol.terms import render_terms
-
-from .escrow_factory import NOW, ORG, build, make_policy, officers
+from tests.helpers.escrow_factory import NOW, ORG, build, make_policy, officers
 
 KEY = bytes(range(32))
 CASE = "case_abc"

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from storage_factories import DATA_KEY
 
 from storage import Database, open_database, sqlite_url
 from storage.models import Base
+from tests.helpers.storage_factories import DATA_KEY
 
 BACKENDS = ["sqlite", "postgresql"]
 

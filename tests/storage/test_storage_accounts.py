@@ -6,10 +6,10 @@ import asyncio
 import dataclasses
 
 import pytest
-from storage_factories import account_record
 
 from protocol.errors import AuthFailed, Conflict
 from storage import Database
+from tests.helpers.storage_factories import account_record
 
 
 async def test_create_and_read_back(db: Database) -> None:

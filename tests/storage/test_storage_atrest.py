@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from storage_factories import DATA_KEY, account_record, add_account
 
 from storage import Database, open_database, sqlite_url
 from storage.atrest import AtRestCipher, AtRestError, context
 from storage.models import Base
+from tests.helpers.storage_factories import DATA_KEY, account_record, add_account
 
 NAME_MARKER = "MARKER-name-7f3a"
 TOPIC_MARKER = "marker-topic-7f3a"  # topics match [a-z][a-z0-9_-]*

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from storage_factories import DATA_KEY, add_account, assigned_case, epoch_key
 
 from protocol.chain import GENESIS
 from protocol.errors import Conflict, NotFound
 from storage import Database, open_database
 from storage.escrow import CapsuleRecord
 from storage.records import CaseRecord
+from tests.helpers.storage_factories import DATA_KEY, add_account, assigned_case, epoch_key
 
 
 async def _people(db: Database) -> None:

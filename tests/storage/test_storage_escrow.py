@@ -15,7 +15,6 @@ import secrets
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from storage_factories import DATA_KEY, add_account, assigned_case, epoch_key
 
 from protocol.errors import Conflict, NotFound
 from storage import Database, open_database
@@ -23,6 +22,7 @@ from storage.audit import AUDIT_GENESIS, audit_hash
 from storage.consents import ConsentRecord
 from storage.disputes import DisputeRecord
 from storage.escrow import CapsuleRecord, PolicyRecord
+from tests.helpers.storage_factories import DATA_KEY, add_account, assigned_case, epoch_key
 
 FP_A = "a" * 64
 FP_B = "b" * 64

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
-from storage_factories import (
+
+from protocol.chain import GENESIS, verify_chain
+from protocol.errors import Duplicate, NotFound
+from storage import Appended, Database, open_database, sqlite_url
+from storage.models import Message, table
+from tests.helpers.storage_factories import (
     DATA_KEY,
     add_account,
     all_messages,
@@ -17,11 +22,6 @@ from storage_factories import (
     links,
     message,
 )
-
-from protocol.chain import GENESIS, verify_chain
-from protocol.errors import Duplicate, NotFound
-from storage import Appended, Database, open_database, sqlite_url
-from storage.models import Message, table
 
 
 async def _row_count(db: Database) -> int:

@@ -8,11 +8,11 @@ import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_factories import add_account, all_messages, links
 
 from protocol.chain import GENESIS, verify_chain
 from protocol.errors import Duplicate, NotFound
 from storage import Appended, Database, NewMessage
+from tests.helpers.storage_factories import add_account, all_messages, links
 
 SENDERS = ["s0", "s1", "s2"]
 CMIDS = ["a", "b", "c", "d", "e"]

@@ -15,11 +15,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from storage_factories import DATA_KEY
 
 from storage import Database, open_database, sqlite_url
 from storage.engine import MIGRATIONS_DIR, migrations_config, normalise_url, run_migrations
 from storage.models import Base
+from tests.helpers.storage_factories import DATA_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from storage_factories import assigned_case
-
 from storage import Database
+from tests.helpers.storage_factories import assigned_case
 
 
 async def test_advance_is_monotonic(db: Database) -> None:

@@ -2,7 +2,7 @@
 
 Without Playwright, Chromium or the built web bundle the browser tests are skipped with
 the reason; with ``CHAT_REQUIRE_SERVICES=1`` (CI) they fail instead
-(:func:`tests.conftest.require_service`). ``scripts/setup --dev`` installs all three.
+(:func:`tests.helpers.services.require_service`). ``scripts/setup --dev`` installs all three.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import require_service
+from tests.helpers.services import require_service
 
 CHROMIUM = Path(os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium"))
 WEB_ROOT = Path(__file__).resolve().parents[2] / "chat_server" / "web"
@@ -42,18 +41,6 @@ def _ensure_bundle() -> None:
     if npm is None or not (WEB_ROOT / "node_modules").is_dir():
         require_service("web bundle", "chat_server/web/dist is not built (run scripts/setup)")
     subprocess.run([npm, "run", "--silent", "build"], cwd=WEB_ROOT, check=True, timeout=120)
-
-
-@dataclass
-class BrowserPage:
-    """A page plus what it logged: console errors and CSP violations fail the test."""
-
-    page: Any
-    console_errors: list[str] = field(default_factory=list)
-
-    def assert_clean(self) -> None:
-        csp = [m for m in self.console_errors if "Content Security Policy" in m]
-        assert not csp, f"CSP violations: {csp}"
 
 
 @pytest.fixture
@@ -84,17 +71,3 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
             yield context
         finally:
             await context.close()
-
-
-async def open_page(context: Any, url: str) -> BrowserPage:
-    page = context.pages[0] if context.pages else await context.new_page()
-    wrapped = BrowserPage(page)
-
-    def on_console(message: Any) -> None:
-        if message.type == "error":
-            wrapped.console_errors.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: wrapped.console_errors.append(f"pageerror: {exc}"))
-    await page.goto(url)
-    return wrapped

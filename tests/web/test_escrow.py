@@ -26,36 +26,17 @@ import pytest
 from chat_client import ChatClient, escrow_cli, unseal
 from protocol import crypto, escrow
 from protocol import frames as f
-from tests.e2e.test_disputes import PASS as ESCROW_PASS
-from tests.e2e.test_disputes import ceremony, server
-from tests.hubtools import TEST_KDF, RunningHub, start_hub
-from tests.protocol.escrow_factory import NOW, make_policy, officers
-from tests.web.conftest import open_page
-from tests.web.test_workspace import PASS, next_message, register_in_page
-
-
-def _expect() -> Any:
-    from playwright.async_api import expect
-
-    return expect
+from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, register_in_page
+from tests.helpers.clients import next_message
+from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
+from tests.helpers.escrow_factory import NOW, make_policy, officers
+from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", ESCROW_PASS)
     monkeypatch.delenv("CHAT_ORG_FINGERPRINT", raising=False)
-
-
-async def _depositors(hub: RunningHub, case_id: str, want: set[str]) -> set[str]:
-    """Who deposited a capsule for the case's epoch 1, once ``want`` all have (10 s)."""
-    assert hub.server.db is not None
-    got: set[str] = set()
-    for _ in range(100):
-        got = {c.depositor_id for c in await hub.server.db.escrow.capsules_for(case_id)}
-        if got >= want:
-            break
-        await asyncio.sleep(0.1)
-    return got
 
 
 async def _unseal_case(
@@ -98,7 +79,7 @@ async def _unseal_case(
 async def test_page_escrows_its_keys_and_disputes_unseal(
     browser: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     keys = tmp_path / "keys"
     policy_file, org_fp = ceremony(keys, 1, 1)
     signed = msgspec.json.decode(policy_file.read_bytes(), type=f.SignedEscrowPolicy)
@@ -170,8 +151,8 @@ async def test_page_escrows_its_keys_and_disputes_unseal(
 
             # Each participant deposited its own capsule of each epoch key.
             both = {client.account_id, counselor_id}
-            assert await _depositors(hub, first.case_id, both) == both
-            assert await _depositors(hub, second.case_id, both) == both
+            assert await capsule_depositors(hub, first.case_id, both) == both
+            assert await capsule_depositors(hub, second.case_id, both) == both
 
             # Reload: the page verifies the client's key again and repeats its deposit;
             # the hub answers conflict, which the page takes as done (nothing fails).
@@ -184,7 +165,7 @@ async def test_page_escrows_its_keys_and_disputes_unseal(
 
             page.on("websocket", on_socket)
             await page.reload()
-            await page.fill("#unlock-pass", PASS)
+            await page.fill("#unlock-pass", PAGE_PASS)
             await page.press("#unlock-pass", "Enter")
             await expect(page.locator("#banner")).to_have_attribute("data-state", "online")
             await page.locator(f'.case-item[data-case-id="{second.case_id}"]').click()
@@ -231,7 +212,7 @@ async def test_page_refuses_a_policy_from_another_organisation(
 ) -> None:
     """The hub serves a pin the installed policy was not signed with: the page says so,
     escrows nothing and cannot create an epoch key (the hub requires a capsule)."""
-    expect = _expect()
+    expect = playwright_expect()
     policy_file, org_fp = ceremony(tmp_path / "keys", 1, 1)
     other_fp = crypto.fingerprint(bytes(32))
     async with start_hub(tmp_path / "hub", org_fingerprint=other_fp) as hub:

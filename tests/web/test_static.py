@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chat_server.cli import build_parser
-from tests.hubtools import start_hub
+from tests.helpers.hubs import start_hub
 
 WEB = Path(__file__).resolve().parents[2] / "chat_server" / "web"
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.hubtools import start_hub
-from tests.web.conftest import open_page
+from tests.helpers.browser import open_page
+from tests.helpers.hubs import start_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_JS = (Path(__file__).parent / "vectors_check.js").read_text()

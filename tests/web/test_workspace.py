@@ -17,45 +17,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chat_client import ChatClient, Message, MessageEvent
+from chat_client import ChatClient
 from chat_server.app import HubServer
 from protocol import crypto
 from protocol import frames as f
-from tests.hubtools import TEST_KDF, RunningHub, start_hub
-from tests.rawclient import RawClient, rid
-from tests.web.conftest import open_page
+from tests.helpers.browser import (
+    PAGE_PASS,
+    open_page,
+    playwright_expect,
+    register_in_page,
+)
+from tests.helpers.clients import next_message
+from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
+from tests.helpers.rawclient import RawClient, rid
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "web-workspace.png"
-PASS = "counselor passphrase 1"
-
-
-def _expect() -> Any:
-    from playwright.async_api import expect
-
-    return expect
-
-
-async def register_in_page(page: Any, invite: str, handle: str) -> None:
-    await page.fill("#reg-invite", invite)
-    await page.fill("#reg-handle", handle)
-    await page.fill("#reg-pass", PASS)
-    await page.fill("#reg-pass2", PASS)
-    await page.click("#register-form button[type=submit]")
-    await _expect()(page.locator("#screen-workspace")).to_be_visible()
-    await _expect()(page.locator("#banner")).to_have_attribute("data-state", "online")
-
-
-async def next_message(client: ChatClient, timeout: float = 10.0) -> Message:
-    """The next message from someone else (the SDK also reports the client's own)."""
-
-    async def run() -> Message:
-        async for event in client.events():
-            if isinstance(event, MessageEvent) and event.message.sender_id != client.account_id:
-                return event.message
-        raise AssertionError("event stream ended")
-
-    return await asyncio.wait_for(run(), timeout)
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "web-workspace.png"
 
 
 async def outage(hub: RunningHub, during: Any) -> None:
@@ -109,7 +85,7 @@ async def forged_case(hub: RunningHub) -> tuple[RawClient, f.CaseInfo]:
 
 
 async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     async with start_hub(tmp_path / "hub") as hub:
         invite = await hub.invite_counselor("Dr Web", ("en",), ("anxiety", "grief"))
         bp = await open_page(browser, hub.http_url)
@@ -189,7 +165,7 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
             )
             assert stored["local"] == {} and stored["idb"] == 0
             dump = json.dumps(stored["session"])
-            for secret in ("Hello from Python", "Take your time", PASS, "I lost someone"):
+            for secret in ("Hello from Python", "Take your time", PAGE_PASS, "I lost someone"):
                 assert secret not in dump
             account = json.loads(stored["session"]["counsel-chat.account.v1"])
             assert set(account) == {
@@ -210,7 +186,7 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
             await page.reload()
             await expect(page.locator("#screen-unlock")).to_be_visible()
             await expect(page.locator(".msg")).to_have_count(0)
-            await page.fill("#unlock-pass", PASS)
+            await page.fill("#unlock-pass", PAGE_PASS)
             await page.press("#unlock-pass", "Enter")
             await expect(page.locator("#banner")).to_have_attribute("data-state", "online")
             await expect(item.locator(".badge.unread")).to_have_count(0)  # read cursor kept
@@ -278,7 +254,7 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
 
 
 async def test_idle_lock_drops_plaintext_and_unlocks(browser: Any, tmp_path: Path) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     async with start_hub(tmp_path / "hub", idle_lock_minutes=0.05) as hub:  # 3 s
         invite = await hub.invite_counselor("Dr Idle", ("en",), ("anxiety",))
         bp = await open_page(browser, hub.http_url)
@@ -306,7 +282,7 @@ async def test_idle_lock_drops_plaintext_and_unlocks(browser: Any, tmp_path: Pat
             await page.fill("#unlock-pass", "not the passphrase")
             await page.press("#unlock-pass", "Enter")
             await expect(page.locator("#unlock-error")).to_have_text("Wrong passphrase.")
-            await page.fill("#unlock-pass", PASS)
+            await page.fill("#unlock-pass", PAGE_PASS)
             await page.press("#unlock-pass", "Enter")
             await expect(page.locator("#screen-workspace")).to_be_visible()
             await item.click()
@@ -324,11 +300,11 @@ async def test_idle_lock_drops_plaintext_and_unlocks(browser: Any, tmp_path: Pat
 async def test_sign_in_from_a_fresh_browser_profile(browser: Any, tmp_path: Path) -> None:
     """An account made with the Python SDK signs in from the page (prelogin parameters
     from the hub) and reads what was written before, in both directions."""
-    expect = _expect()
+    expect = playwright_expect()
     async with start_hub(tmp_path / "hub") as hub:
         invite = await hub.invite_counselor("Dr Sdk", ("en",), ("anxiety",))
         counselor = await ChatClient.register(
-            hub.url, "dr-sdk", PASS, home=tmp_path / "dr", invite=invite, **TEST_KDF
+            hub.url, "dr-sdk", PAGE_PASS, home=tmp_path / "dr", invite=invite, **TEST_KDF
         )
         client = await ChatClient.register(
             hub.url, "dave", "client passphrase", home=tmp_path / "dave", **TEST_KDF
@@ -345,7 +321,7 @@ async def test_sign_in_from_a_fresh_browser_profile(browser: Any, tmp_path: Path
             await page.click("#login-form button[type=submit]")
             await expect(page.locator("#login-error")).to_contain_text("refused")
             await page.fill("#login-handle", "dr-sdk")
-            await page.fill("#login-pass", PASS)
+            await page.fill("#login-pass", PAGE_PASS)
             await page.click("#login-form button[type=submit]")
             await expect(page.locator("#banner")).to_have_attribute("data-state", "online")
             await page.locator(f'.case-item[data-case-id="{case.case_id}"]').click()

@@ -28,6 +28,16 @@ from chat_server.handlers.auth import invite_code_hash
 from chat_server.logs import configure
 from storage.engine import sqlite_url
 
+__all__ = [
+    "TEST_KDF",
+    "HubProcess",
+    "RunningHub",
+    "free_port",
+    "hub_process",
+    "start_hub",
+    "test_config",
+]
+
 #: Argon2id at the protocol minimum: for tests only.
 TEST_KDF = {"opslimit": 1, "memlimit": 8192}
 _TEST_COSTS = {"min_opslimit": 1, "min_memlimit": 8192, "hash_opslimit": 1, "hash_memlimit": 8192}

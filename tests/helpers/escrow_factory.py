@@ -21,7 +21,6 @@ from protocol.bundle import (
 )
 from protocol.chain import GENESIS, chain_hash, sign_head
 from protocol.escrow import (
-    Approval,
     DisputeDocument,
     make_approval,
     make_capsule,
@@ -30,6 +29,17 @@ from protocol.escrow import (
     sign_dispute,
     sign_policy,
 )
+
+__all__ = [
+    "DAY",
+    "NOW",
+    "ORG",
+    "Officer",
+    "Scenario",
+    "build",
+    "make_policy",
+    "officers",
+]
 
 NOW = 1_750_000_000_000
 DAY = 86_400_000
@@ -215,9 +225,3 @@ def build(
         approvals=approvals,
     )
     return Scenario(people, signed, client, counselor, server, case_id, texts, bundle)
-
-
-def with_approvals(bundle: Bundle, approvals: list[Approval]) -> Bundle:
-    import msgspec
-
-    return msgspec.structs.replace(bundle, approvals=approvals)

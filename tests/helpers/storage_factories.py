@@ -8,6 +8,17 @@ from protocol.chain import ChainLink
 from storage import AccountRecord, Database, NewMessage, StoredMessage
 from storage.records import CaseRecord, EpochKeyRecord, Role
 
+__all__ = [
+    "DATA_KEY",
+    "account_record",
+    "add_account",
+    "all_messages",
+    "assigned_case",
+    "epoch_key",
+    "links",
+    "message",
+]
+
 #: The at-rest data key used by the tests (any 32 bytes).
 DATA_KEY = bytes(range(32))
 

@@ -20,6 +20,12 @@ from protocol import codec, crypto
 from protocol import frames as f
 from protocol.limits import MAX_SERVER_FRAME_BYTES
 
+__all__ = [
+    "RawClient",
+    "pair",
+    "rid",
+]
+
 _ids = itertools.count(1)
 
 
