@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from chat_client import ChatClient, ConnectionEvent, MessageEvent
-from tests.helpers.clients import PASS_CLIENT, Pair, take
+from chat_client import ChatClient, ConnectionEvent, Event, MessageEvent
+from tests.helpers.clients import PASS_CLIENT, Pair, take, take_until
 from tests.helpers.hubs import TEST_KDF, hub_process
+from tests.helpers.waiting import within
 
 
 def drop_network(client: ChatClient) -> None:
@@ -77,18 +78,30 @@ async def test_lost_ack_is_resent_with_same_frame_and_answered_duplicate(pair: P
 async def test_server_restart_mid_stream(pair: Pair) -> None:
     client, counselor, case = pair.client, pair.counselor, pair.case
     states: list[str] = []
+    under_way = asyncio.Event()  # the first 10 messages are acked
+    dropped = asyncio.Event()  # the client saw the restart close its connection
+
+    async def watch_client() -> None:
+        async for event in client.events():
+            if isinstance(event, ConnectionEvent) and event.state == "disconnected":
+                dropped.set()
+                return
 
     async def sender() -> list[int]:
         seqs = []
         for i in range(40):
+            if i == 10:  # the other 30 are sent from the moment the hub goes away
+                under_way.set()
+                await within(dropped.wait(), 10, "the client to see the hub restart")
             seqs.append((await client.send(case.case_id, f"msg {i}")).seq)
-            await asyncio.sleep(0.01)
         return seqs
 
+    watcher = asyncio.create_task(watch_client())
     task = asyncio.create_task(sender())
-    await asyncio.sleep(0.15)
+    await within(under_way.wait(), 10, "the first 10 messages to be acked")
     await pair.hub.restart()  # graceful: close 1001, resumable
-    seqs = await asyncio.wait_for(task, 30)
+    seqs = await within(task, 30, "all 40 sends to be acked")
+    await within(watcher, 1, "the client's disconnect event")
     assert sorted(seqs) == list(range(1, 41)) and seqs == sorted(seqs)
 
     got: list[int] = []
@@ -137,7 +150,18 @@ async def test_process_kill_and_restart(tmp_path: Path) -> None:
             await asyncio.wait_for(client.send(case.case_id, "before"), 10)
             hub.kill()
             pending = asyncio.create_task(client.send(case.case_id, "during the outage"))
-            await asyncio.sleep(0.5)
+            # The client has lost the hub and then failed to reach it again: the send
+            # must still be waiting, not answered, dropped or failed.
+            states: list[str] = []
+
+            def failed_retry(event: Event) -> bool:
+                if isinstance(event, ConnectionEvent):
+                    states.append(event.state)
+                # disconnected, reconnecting (a pause), then reconnecting after a refusal
+                down = states[states.index("disconnected") :] if "disconnected" in states else []
+                return down.count("reconnecting") == 2
+
+            seen = await take_until(client, failed_retry, timeout=20)
             assert not pending.done()
             await hub.start()
             sent = await asyncio.wait_for(pending, 30)
@@ -145,7 +169,8 @@ async def test_process_kill_and_restart(tmp_path: Path) -> None:
             await asyncio.wait_for(counselor.send(case.case_id, "after"), 10)
             got = await take(counselor, 2, timeout=20)
             assert [(m.seq, m.body) for m in got] == [(1, "before"), (2, "during the outage")]
-            mine = await take(client, 3, timeout=20)
+            mine = [e.message for e in seen if isinstance(e, MessageEvent)]
+            mine += await take(client, 3 - len(mine), timeout=20)
             assert [m.body for m in mine] == ["before", "during the outage", "after"]
         finally:
             await client.close()

@@ -16,7 +16,7 @@ from chat_client import ChatClient, DisputeEvent, escrow_cli, unseal
 from protocol import crypto
 from protocol import errors as pe
 from tests.helpers.clients import take, take_event
-from tests.helpers.disputes import ESCROW_PASS, ceremony, server
+from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
 from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
 
 
@@ -91,7 +91,8 @@ async def test_dispute_round_trip(
                 got = await take(side, len(said))
                 assert [(m.body, m.verified) for m in got] == [(t, True) for _, t in said]
             # The counselor deposits its own capsule after verifying the key.
-            await asyncio.sleep(0.3)
+            both = {client.account_id, counselor.account_id}
+            assert await capsule_depositors(hub, case.case_id, both) == both
 
             request = await client.file_dispute(case.case_id, "I was treated unfairly")
             assert request.state == "pending"

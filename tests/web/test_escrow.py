@@ -14,7 +14,6 @@ no pin, an altered signature and an expired policy are refused).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.helpers.clients import next_message
 from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
 from tests.helpers.escrow_factory import NOW, make_policy, officers
 from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -170,10 +170,9 @@ async def test_page_escrows_its_keys_and_disputes_unseal(
             await expect(page.locator("#banner")).to_have_attribute("data-state", "online")
             await page.locator(f'.case-item[data-case-id="{second.case_id}"]').click()
             await expect(pane2.locator(".msg.verified")).to_have_count(2)
-            for _ in range(100):
-                if any('"conflict"' in r for r in received):
-                    break
-                await asyncio.sleep(0.1)
+            await wait_until(
+                lambda: any('"conflict"' in r for r in received), "the hub's conflict answer"
+            )
             capsule_frames = [json.loads(s) for s in sent if '"case.capsule"' in s]
             assert [(m["case_id"], m["epoch"]) for m in capsule_frames] == [(second.case_id, 1)]
             assert any('"conflict"' in r for r in received)
