@@ -106,7 +106,11 @@ def build(
     texts: list[tuple[str, str]] | None = None,
     approvers: list[int] | None = None,
     key_seed: int = 1,
+    legal_order: str | None = None,
 ) -> Scenario:
+    """A case with ``texts`` under a k-of-n policy, disputed by its client (or by
+    ``legal_order``), approved by ``approvers`` (default the first k officers) and
+    exported as one bundle."""
     people = officers(n)
     signed = make_policy(people, k)
     policy = signed.policy
@@ -174,18 +178,30 @@ def build(
         prev = h
     last = len(messages)
     reason_ct = seal_reasons(policy, "The counselor was rude to me.")
-    doc = DisputeDocument(
-        request_id="dsp_0001",
-        kind="client",
-        case_id=case_id,
-        timestamp=NOW,
-        policy_fingerprint=fp,
-        reason_ct=reason_ct,
-        requester_id=ids["client"],
-        requester_sign_pk=client.sign_pk,
-        sig=sign_dispute(client, case_id, "all", NOW, fp, reason_ct),
-        created_at=NOW + 5,
-    )
+    if legal_order is None:
+        doc = DisputeDocument(
+            request_id="dsp_0001",
+            kind="client",
+            case_id=case_id,
+            timestamp=NOW,
+            policy_fingerprint=fp,
+            reason_ct=reason_ct,
+            requester_id=ids["client"],
+            requester_sign_pk=client.sign_pk,
+            sig=sign_dispute(client, case_id, "all", NOW, fp, reason_ct),
+            created_at=NOW + 5,
+        )
+    else:
+        doc = DisputeDocument(
+            request_id="dsp_0001",
+            kind="legal",
+            case_id=case_id,
+            timestamp=NOW,
+            policy_fingerprint=fp,
+            reason_ct=[],
+            legal_order=legal_order,
+            created_at=NOW + 5,
+        )
     approvals = [
         make_approval(people[i].sign, doc, policy, NOW + 10)
         for i in (approvers if approvers is not None else list(range(k)))
@@ -225,3 +241,4 @@ def build(
         approvals=approvals,
     )
     return Scenario(people, signed, client, counselor, server, case_id, texts, bundle)
+

@@ -1,5 +1,9 @@
 """protocol/bundle.py: a good bundle verifies with a threshold of officer keys; every
-kind of tampering is reported and classified (exit codes 10, 11, 12)."""
+kind of tampering is reported and classified (exit codes 10, 11, 12).
+
+Every finding :func:`verify_bundle` can make has a test here that provokes exactly that
+finding on a bundle from tests/helpers/escrow_factory.py and checks its words and its
+exit code."""
 
 from __future__ import annotations
 
@@ -9,15 +13,42 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from protocol import crypto
-from protocol.bundle import decode_bundle, encode_bundle, verify_bundle
-from protocol.escrow import ForeignMaterial, make_approval, sign_dispute
-from tests.helpers.escrow_factory import NOW, ORG, build
+from protocol.bundle import (
+    Bundle,
+    BundleCapsule,
+    ChainHead,
+    Report,
+    decode_bundle,
+    encode_bundle,
+    verify_bundle,
+)
+from protocol.chain import GENESIS, sign_head
+from protocol.escrow import ForeignMaterial, make_approval, policy_fingerprint, sign_dispute
+from tests.helpers.escrow_factory import NOW, ORG, Scenario, build, make_policy, officers
 
 ORG_FP = crypto.fingerprint(bytes(ORG.verify_key))
 
 
-def keys(s, *indices: int):  # type: ignore[no-untyped-def]
+STRANGER = "acct_stranger"
+
+
+def keys(s: Scenario, *indices: int) -> list[PrivateKey]:
     return [s.people[i].box for i in indices]
+
+
+def check(s: Scenario, bundle: Bundle) -> Report:
+    """``bundle`` (a changed ``s.bundle``) verified with two officer keys and both pins."""
+    return verify_bundle(
+        bundle,
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
+        server_fingerprint=crypto.fingerprint(s.server.sign_pk),
+    )
+
+
+def only(findings: list[str], words: str) -> None:
+    """Some finding says ``words``."""
+    assert any(words in finding for finding in findings), findings
 
 
 def test_round_trip_and_full_verification() -> None:
@@ -195,3 +226,140 @@ def test_unsigned_commitment_exit_12() -> None:
     epochs = [msgspec.structs.replace(s.bundle.epochs[0], commitment_sig=bytes(64))]
     report = verify_bundle(msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1))
     assert report.exit_code == 12
+
+
+# -- every finding, one at a time ------------------------------------------------------
+
+
+def test_legal_order_bundle_verifies() -> None:
+    s = build(legal_order="Court 2025/17")
+    report = check(s, s.bundle)
+    assert report.exit_code == 0, (report.foreign, report.tampered)
+    assert report.request_kind == "legal"
+    assert report.request_note == "legal order 'Court 2025/17'"
+
+
+def test_participants_must_be_exactly_the_case_parties_exit_12() -> None:
+    s = build()
+    client, counselor = s.bundle.participants
+    stranger = msgspec.structs.replace(counselor, account_id=STRANGER, handle="mallory")
+    for participants in ([client, counselor, stranger], [client, counselor, counselor]):
+        report = check(s, msgspec.structs.replace(s.bundle, participants=participants))
+        assert report.exit_code == 12
+        only(report.foreign, "participants do not match the case")
+
+
+def test_the_client_must_be_listed_as_the_client_exit_12() -> None:
+    s = build()
+    client, counselor = s.bundle.participants
+    wrong = msgspec.structs.replace(client, role="counselor")
+    report = check(s, msgspec.structs.replace(s.bundle, participants=[wrong, counselor]))
+    assert report.exit_code == 12
+    only(report.foreign, "the case's client is not listed as the client")
+
+
+def test_request_under_another_policy_exit_12() -> None:
+    s = build()
+    other = policy_fingerprint(make_policy(officers(2), 1).policy)
+    request = msgspec.structs.replace(s.bundle.request, policy_fingerprint=other)
+    report = check(s, msgspec.structs.replace(s.bundle, request=request))
+    assert report.exit_code == 12
+    only(report.foreign, "the dispute request was made under another escrow policy")
+
+
+def test_request_with_a_bad_signature_exit_12() -> None:
+    s = build()
+    request = msgspec.structs.replace(s.bundle.request, sig=bytes(64))
+    report = check(s, msgspec.structs.replace(s.bundle, request=request))
+    assert report.exit_code == 12
+    only(report.foreign, "dispute request: the request is not signed by the requesting client")
+
+
+def test_epoch_created_by_a_non_participant_exit_12() -> None:
+    s = build()
+    epoch = msgspec.structs.replace(s.bundle.epochs[0], creator_id=STRANGER)
+    report = check(s, msgspec.structs.replace(s.bundle, epochs=[epoch]))
+    assert report.exit_code == 12
+    only(report.foreign, "epoch 1: key commitment not signed by its creator")
+
+
+def test_capsule_from_a_non_participant_exit_12() -> None:
+    s = build()
+    epoch = s.bundle.epochs[0]
+    stranger = BundleCapsule(depositor_id=STRANGER, capsule=epoch.capsules[0].capsule)
+    changed = msgspec.structs.replace(epoch, capsules=[*epoch.capsules, stranger])
+    report = check(s, msgspec.structs.replace(s.bundle, epochs=[changed]))
+    assert report.exit_code == 12
+    only(report.foreign, "epoch 1: capsule from a non-participant")
+    assert all(m.ok for m in report.messages)  # the participants' capsules still open
+
+
+def test_epoch_without_capsules_exit_10() -> None:
+    s = build()
+    epoch = msgspec.structs.replace(s.bundle.epochs[0], capsules=[])
+    report = check(s, msgspec.structs.replace(s.bundle, epochs=[epoch]))
+    assert report.exit_code == 10
+    assert not report.foreign and not report.keys
+    only(report.tampered, "epoch 1: no escrow capsule in the bundle")
+    # Without a capsule no key opens: each message says so, as tampering.
+    assert [m.problems for m in report.messages] == [["no key for epoch 1"]] * 3
+    only(report.tampered, "message seq 1: no key for epoch 1")
+
+
+def test_message_of_an_epoch_without_a_key_exit_10() -> None:
+    s = build()
+    messages = list(s.bundle.messages)
+    messages[1] = msgspec.structs.replace(messages[1], epoch=2)
+    report = check(s, msgspec.structs.replace(s.bundle, messages=messages))
+    assert report.exit_code == 10
+    [bad] = [m for m in report.messages if not m.ok]
+    assert bad.seq == 2 and "no key for epoch 2" in bad.problems
+    assert any("hash chain broken" in p for p in bad.problems)  # the chain covers the epoch
+
+
+def test_sender_who_is_not_a_participant_exit_10() -> None:
+    s = build()
+    messages = list(s.bundle.messages)
+    messages[0] = msgspec.structs.replace(messages[0], sender_id=STRANGER)
+    report = check(s, msgspec.structs.replace(s.bundle, messages=messages))
+    assert report.exit_code == 10
+    first = report.messages[0]
+    assert first.sender_role == "unknown" and first.body is None
+    assert "sender is not a participant of the case" in first.problems
+
+
+def test_duplicated_message_exit_10() -> None:
+    s = build()
+    messages = [*s.bundle.messages[:2], s.bundle.messages[1], s.bundle.messages[2]]
+    report = check(s, msgspec.structs.replace(s.bundle, messages=messages))
+    assert report.exit_code == 10
+    assert [m.seq for m in report.messages] == [1, 2, 2, 3]  # every copy gets a verdict
+    assert "seq appears twice" in report.messages[2].problems
+    only(report.tampered, "message seq 2: seq appears twice")
+
+
+def test_head_past_the_last_message_exit_10() -> None:
+    s = build()
+    report = check(s, msgspec.structs.replace(s.bundle, messages=[]))
+    assert report.exit_code == 10
+    only(report.tampered, "no messages, but the signed chain head is at seq 3")
+    assert report.missing_seqs == [1, 2, 3]
+
+
+def test_case_without_messages_verifies() -> None:
+    s = build()
+    head = ChainHead(seq=0, hash=GENESIS, sig=sign_head(s.server, s.case_id, 0, GENESIS))
+    report = check(s, msgspec.structs.replace(s.bundle, messages=[], chain_head=head))
+    assert report.exit_code == 0, (report.foreign, report.tampered)
+    assert report.messages == [] and report.missing_seqs == []
+
+
+def test_head_that_is_not_the_last_message_exit_10() -> None:
+    s = build()
+    last = s.bundle.messages[-1]
+    head = ChainHead(
+        seq=2, hash=last.chain_hash, sig=sign_head(s.server, s.case_id, 2, last.chain_hash)
+    )
+    report = check(s, msgspec.structs.replace(s.bundle, chain_head=head))
+    assert report.exit_code == 10
+    only(report.tampered, "the last message (seq 3) is not the signed chain head (seq 2)")

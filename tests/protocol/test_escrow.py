@@ -7,11 +7,12 @@ import itertools
 
 import msgspec
 import pytest
-from nacl.public import PrivateKey
+from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from protocol import crypto
 from protocol import frames as f
+from protocol.crypto import lp, u64
 from protocol.errors import CryptoError
 from protocol.escrow import (
     DisputeDocument,
@@ -38,6 +39,7 @@ from protocol.escrow import (
     verify_dispute,
     verify_policy,
 )
+from protocol.limits import MAX_ESCROW_OFFICERS
 from protocol.terms import render_terms
 from tests.helpers.escrow_factory import NOW, ORG, build, make_policy, officers
 
@@ -97,6 +99,19 @@ def test_check_policy_rejects(change: dict[str, int], match: str) -> None:
     policy = msgspec.structs.replace(make_policy(officers(3), 2).policy, **change)
     with pytest.raises(PolicyError, match=match):
         check_policy(policy)
+
+
+def test_check_policy_rejects_too_many_officers_and_shared_names() -> None:
+    base = make_policy(officers(2), 1).policy
+    many = msgspec.structs.replace(
+        base, officers=[o.public for o in officers(MAX_ESCROW_OFFICERS + 1)]
+    )
+    with pytest.raises(PolicyError, match="too many officer subsets"):
+        check_policy(many)
+    first, second = base.officers
+    same_name = msgspec.structs.replace(second, name=first.name)
+    with pytest.raises(PolicyError, match="names must be distinct"):
+        check_policy(msgspec.structs.replace(base, officers=[first, same_name]))
 
 
 def test_check_policy_rejects_duplicate_officers() -> None:
@@ -181,6 +196,29 @@ def test_capsule_shape_checks() -> None:
         check_capsule_shape(capsule, other)
     with pytest.raises(ForeignMaterial, match="another escrow policy"):
         open_capsule(capsule, other, {}, case_id=CASE, epoch=1, commitment=bytes(32))
+    short = f.CapsuleLayer(officers=capsule.subsets[0].officers, sealed=bytes(40))
+    with pytest.raises(ForeignMaterial, match="too short"):
+        check_capsule_shape(
+            msgspec.structs.replace(capsule, subsets=[short, *capsule.subsets[1:]]), policy
+        )
+
+
+def test_capsule_binding_must_announce_a_32_byte_key() -> None:
+    """A layer that opens to the right case and epoch but whose key length field is not
+    32 (only a forger makes one: make_capsule cannot)."""
+    people = officers(1)
+    policy = make_policy(people, 1).policy
+    inner = lp(b"chat.capsule.v1", CASE.encode(), u64(1)) + (31).to_bytes(4, "big") + KEY
+    sealed = bytes(SealedBox(PublicKey(policy.officers[0].box_pk)).encrypt(inner))
+    capsule = f.Capsule(
+        policy_fingerprint=policy_fingerprint(policy),
+        subsets=[f.CapsuleLayer(officers=[0], sealed=sealed)],
+    )
+    commitment = crypto.key_commitment(KEY, CASE, 1)
+    with pytest.raises(ForeignMaterial, match="binding is malformed"):
+        open_capsule(
+            capsule, policy, {0: people[0].box}, case_id=CASE, epoch=1, commitment=commitment
+        )
 
 
 def test_capsule_fits_the_frame_limit_at_the_maximum_policy() -> None:
@@ -274,9 +312,17 @@ def test_dispute_request_and_approvals() -> None:
     forged = msgspec.structs.replace(approval, sig=bytes(64))
     with pytest.raises(ForeignMaterial, match="does not verify"):
         verify_approval(forged, doc, policy)
+    # An index past the policy's officers.
+    nobody = msgspec.structs.replace(approval, officer_index=len(policy.officers))
+    with pytest.raises(ForeignMaterial, match="names no officer"):
+        verify_approval(nobody, doc, policy)
     # A key that is not an officer cannot approve.
     with pytest.raises(ForeignMaterial, match="not an officer"):
         make_approval(SigningKey(bytes([77]) * 32), doc, policy, NOW)
+    # Nor can an officer approve a request made under another policy.
+    other = make_policy(officers(3, seed=20), 2).policy
+    with pytest.raises(ForeignMaterial, match="another escrow policy"):
+        make_approval(s.people[0].sign, doc, other, NOW)
 
 
 def test_request_must_be_signed_by_the_requester() -> None:
