@@ -1,9 +1,11 @@
-"""``scripts/bench [--quick] [--uvloop] [--out DIR] [--no-docs]``: run the benchmark.
+"""``scripts/bench [--quick] [--uvloop] [--out DIR] [--update-docs]``: run the benchmark.
 
 Starts the hub and the baseline relay as child processes on 127.0.0.1, drives them with
 load-generator processes, checks that every message was delivered exactly once, and
-writes JSON, PNG plots and (unless ``--no-docs``) docs/PERFORMANCE.md. Exit status 1
-when any message was lost, duplicated or refused, or the run did not finish in time.
+writes JSON and PNG plots to ``--out`` (default ``bench-results/``, ignored by git).
+Only a full run with ``--update-docs`` writes the committed results: docs/bench/ and the
+generated part of docs/PERFORMANCE.md. Exit status 1 when any message was lost,
+duplicated or refused, or the run did not finish in time; 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -90,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
     parser.add_argument("--uvloop", action="store_true", help="hub, relay and load on uvloop")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results", help="raw results")
-    parser.add_argument("--no-docs", action="store_true", help="leave docs/ alone")
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="also write docs/bench/ and docs/PERFORMANCE.md (full runs only)",
+    )
     parser.add_argument("--pairs", type=int, help="client-counselor pairs (default 200)")
     parser.add_argument("--workers", type=int, help="load-generator processes (default 2)")
     parser.add_argument(
@@ -125,7 +131,10 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quick and args.update_docs:
+        parser.error("--update-docs needs a full run: quick figures are not for docs/")
     plan = plan_of(args)
     raise_nofile()
     atexit.register(kill_children)
@@ -159,12 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     suffix = loop + ("-quick" if args.quick else "")
     write_json(results, args.out / f"results-{suffix}.json")
     pictures = plot(results, args.out, suffix)
-    if not args.no_docs:
+    if args.update_docs:
         docs = REPO / "docs"
         write_json(results, docs / "bench" / f"results-{suffix}.json")
         plot(results, docs / "bench", suffix)
-        if not args.quick:
-            update_performance_md(docs / "PERFORMANCE.md", docs / "bench")
+        update_performance_md(docs / "PERFORMANCE.md", docs / "bench")
     summary = results["summary"]
     say(json.dumps(summary, indent=2))
     say(f"results: {args.out / f'results-{suffix}.json'}, plots: {', '.join(map(str, pictures))}")

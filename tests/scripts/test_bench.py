@@ -12,19 +12,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+BENCH = ["bash", str(REPO / "scripts" / "bench")]
+ENV = {"BENCH_PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}
 
 
+# In the default run (scripts/test); deselect while iterating: scripts/test -m "not bench".
+@pytest.mark.bench
 def test_quick_benchmark_is_complete(tmp_path: Path) -> None:
     doc = REPO / "docs" / "PERFORMANCE.md"
     doc_before = doc.read_bytes() if doc.exists() else None
     out = tmp_path / "bench"
     proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "bench"), "--quick", "--out", str(out), "--no-docs"],
+        [*BENCH, "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=180,
-        env={"BENCH_PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+        env=ENV,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "[bench" in proc.stderr  # progress is reported while it runs
@@ -76,5 +82,14 @@ def test_quick_benchmark_is_complete(tmp_path: Path) -> None:
     for picture in ("latency-asyncio-quick.png", "throughput-asyncio-quick.png"):
         data = (out / picture).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
-    # --no-docs: the committed results are not touched by test runs.
+    # A quick run never writes the committed results.
     assert (doc.read_bytes() if doc.exists() else None) == doc_before
+    assert not list((REPO / "docs" / "bench").glob("*quick*"))
+
+
+def test_quick_figures_never_go_to_docs() -> None:
+    proc = subprocess.run(
+        [*BENCH, "--quick", "--update-docs"], capture_output=True, text=True, timeout=60, env=ENV
+    )
+    assert proc.returncode == 2
+    assert "--update-docs needs a full run" in proc.stderr
