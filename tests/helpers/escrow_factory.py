@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
@@ -178,29 +179,27 @@ def build(
         prev = h
     last = len(messages)
     reason_ct = seal_reasons(policy, "The counselor was rude to me.")
-    if legal_order is None:
-        doc = DisputeDocument(
-            request_id="dsp_0001",
-            kind="client",
-            case_id=case_id,
-            timestamp=NOW,
-            policy_fingerprint=fp,
-            reason_ct=reason_ct,
-            requester_id=ids["client"],
-            requester_sign_pk=client.sign_pk,
-            sig=sign_dispute(client, case_id, "all", NOW, fp, reason_ct),
-            created_at=NOW + 5,
-        )
-    else:
-        doc = DisputeDocument(
-            request_id="dsp_0001",
+    doc = DisputeDocument(
+        request_id="dsp_0001",
+        kind="client",
+        case_id=case_id,
+        timestamp=NOW,
+        policy_fingerprint=fp,
+        reason_ct=reason_ct,
+        requester_id=ids["client"],
+        requester_sign_pk=client.sign_pk,
+        sig=sign_dispute(client, case_id, "all", NOW, fp, reason_ct),
+        created_at=NOW + 5,
+    )
+    if legal_order is not None:  # no requester, reason or signature: the order is the reason
+        doc = msgspec.structs.replace(
+            doc,
             kind="legal",
-            case_id=case_id,
-            timestamp=NOW,
-            policy_fingerprint=fp,
             reason_ct=[],
+            requester_id=None,
+            requester_sign_pk=None,
+            sig=None,
             legal_order=legal_order,
-            created_at=NOW + 5,
         )
     approvals = [
         make_approval(people[i].sign, doc, policy, NOW + 10)
@@ -241,4 +240,3 @@ def build(
         approvals=approvals,
     )
     return Scenario(people, signed, client, counselor, server, case_id, texts, bundle)
-
