@@ -27,7 +27,6 @@ from .session import Session
 
 __all__ = ["HubServer", "run_forever"]
 
-WEB_ROOT = Path(__file__).parent / "web"
 WS_PATH = "/ws"
 
 
@@ -101,7 +100,7 @@ class HubServer:
                 log_event("http.origin_refused")
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
             return None
-        return _static(connection, path)
+        return _static(connection, path, self.config.web_root)
 
 
 def _origin_allowed(headers: Headers, allowed: tuple[str, ...] | None) -> bool:
@@ -141,8 +140,8 @@ _SECURITY_HEADERS = {
 }
 
 
-#: What the page needs; the rest of chat_server/web (package.json, src/, node_modules/)
-#: is build input and is not served.
+#: What the page needs; the rest of the web root (web_client/: package.json, src/,
+#: node_modules/) is build input and is not served.
 _WEB_PUBLIC_FILES = frozenset({"index.html", "style.css"})
 _WEB_PUBLIC_DIRS = ("dist/",)
 
@@ -162,10 +161,10 @@ def _web_config(config: Config) -> Response:
     return Response(http.HTTPStatus.OK, "OK", headers, body)
 
 
-def _static(connection: ServerConnection, path: str) -> Response:
-    """Serve the counselor web chat's files from chat_server/web (no directory listing)."""
+def _static(connection: ServerConnection, path: str, web_root: Path) -> Response:
+    """Serve the counselor web chat's built files from ``web_root`` (no directory listing)."""
     name = "index.html" if path in ("/", "") else path.lstrip("/")
-    root = WEB_ROOT.resolve()
+    root = web_root.resolve()
     target = (root / name).resolve()
     if root not in target.parents or not target.is_file() or target.suffix not in _TYPES:
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -197,7 +196,7 @@ async def run_forever(config: Config, *, announce: bool = True) -> None:
 def _announce(server: HubServer) -> None:
     print(f"counsel-chat hub listening on {server.url}", flush=True)
     print(f"  health check:        {server.http_url}healthz", flush=True)
-    if (WEB_ROOT / "index.html").exists():
+    if (server.config.web_root / "index.html").exists():
         print(f"  counselor web chat:  {server.http_url}", flush=True)
     print(
         f"  connect a client:    chat-client --server {server.url} --home ~/.chat-client "

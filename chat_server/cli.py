@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="organisation key fingerprint the escrow policy must be signed with, pinned "
         "by the counselor web chat (env CHAT_ORG_FINGERPRINT; see docs/WEB.md)",
     )
+    serve.add_argument(
+        "--web-root",
+        type=Path,
+        metavar="DIR",
+        help="directory of the built counselor web chat (env CHAT_WEB_ROOT; "
+        "default: web_client/ next to the installed package)",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop (pip install uvloop)")
     serve.add_argument(
         "--rate-per-s",
@@ -191,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate_per_s": args.rate_per_s,
             "rate_burst": args.rate_burst,
             "org_fingerprint": args.org_fingerprint,
+            "web_root": args.web_root,
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)

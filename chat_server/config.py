@@ -11,7 +11,13 @@ import nacl.pwhash
 
 from protocol import limits
 
-__all__ = ["Config", "load_key_file"]
+__all__ = ["DEFAULT_WEB_ROOT", "Config", "load_key_file"]
+
+#: The counselor web chat's built files: the repository's web_client/ next to this
+#: package, which is where the editable install of scripts/setup finds it. A packaged
+#: deploy ships the built page separately and sets --web-root / CHAT_WEB_ROOT
+#: (docs/DECISIONS.md).
+DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web_client"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Config:
     #: pin the client holds itself, since the hub serves the page too). None: the page
     #: refuses to escrow, so counselors cannot create epoch keys while a policy is installed.
     org_fingerprint: str | None = None
+    #: Where the built counselor web chat is served from (index.html, style.css, dist/).
+    web_root: Path = DEFAULT_WEB_ROOT
     log_file: Path | None = None
     log_level: str = "INFO"
 
@@ -73,6 +81,8 @@ class Config:
             env["log_level"] = level
         if org_fp := os.environ.get("CHAT_ORG_FINGERPRINT"):
             env["org_fingerprint"] = org_fp
+        if web_root := os.environ.get("CHAT_WEB_ROOT"):
+            env["web_root"] = Path(web_root)
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**env)  # type: ignore[arg-type]
 

@@ -19,7 +19,7 @@ import pytest
 from tests.helpers.services import require_service
 
 CHROMIUM = Path(os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium"))
-WEB_ROOT = Path(__file__).resolve().parents[2] / "chat_server" / "web"
+WEB_ROOT = Path(__file__).resolve().parents[2] / "web_client"
 LAUNCH_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -34,12 +34,12 @@ VIEWPORT = {"width": 1366, "height": 860}
 
 
 def _ensure_bundle() -> None:
-    """The page loads web/dist/app.js: build it if npm packages are there, else give up."""
+    """The page loads web_client/dist/app.js: build it if npm packages are there, else give up."""
     if (WEB_ROOT / "dist" / "app.js").is_file() and (WEB_ROOT / "dist" / "crypto.js").is_file():
         return
     npm = shutil.which("npm")
     if npm is None or not (WEB_ROOT / "node_modules").is_dir():
-        require_service("web bundle", "chat_server/web/dist is not built (run scripts/setup)")
+        require_service("web bundle", "web_client/dist is not built (run scripts/setup)")
     subprocess.run([npm, "run", "--silent", "build"], cwd=WEB_ROOT, check=True, timeout=120)
 
 

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from chat_server.cli import build_parser
+from chat_server.config import Config
 from tests.helpers.hubs import start_hub
 
-WEB = Path(__file__).resolve().parents[2] / "chat_server" / "web"
+WEB = Path(__file__).resolve().parents[2] / "web_client"
 
 
 def _get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -58,7 +59,7 @@ async def test_index_config_and_bundle_are_served_with_csp(tmp_path: Path) -> No
         for name in ("dist/app.js", "dist/crypto.js", "style.css"):
             status, headers, _ = await fetch(hub.http_url + name)
             assert status == 200, name
-        for bad in ("package.json", "node_modules/", "../app.py", "src/", "src/app.js"):
+        for bad in ("package.json", "node_modules/", "../chat_server/app.py", "src/", "src/app.js"):
             status, _, _ = await fetch(hub.http_url + bad)
             assert status == 404, bad
         # A raw request with ".." inside dist/ (clients normalise it away) is refused too.
@@ -72,3 +73,24 @@ async def test_index_config_and_bundle_are_served_with_csp(tmp_path: Path) -> No
 def test_idle_lock_flag() -> None:
     args: Any = build_parser().parse_args(["serve", "--idle-lock-minutes", "0.5"])
     assert args.idle_lock_minutes == 0.5
+
+
+def test_web_root_defaults_to_the_repository_client_and_is_configurable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Config().web_root == WEB
+    monkeypatch.setenv("CHAT_WEB_ROOT", str(tmp_path))
+    assert Config.from_env().web_root == tmp_path
+    args: Any = build_parser().parse_args(["serve", "--web-root", str(tmp_path / "page")])
+    assert args.web_root == tmp_path / "page"
+
+
+async def test_hub_serves_the_page_from_its_web_root(tmp_path: Path) -> None:
+    root = tmp_path / "page"
+    root.mkdir()
+    (root / "index.html").write_text("<!doctype html><title>elsewhere</title>")
+    async with start_hub(tmp_path / "hub", web_root=root) as hub:
+        status, _, body = await fetch(hub.http_url)
+        assert status == 200 and b"elsewhere" in body
+        status, _, _ = await fetch(hub.http_url + "style.css")
+        assert status == 404  # nothing falls back to the default root
