@@ -457,7 +457,7 @@ def describe_error(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, ConnectFailed):
         return EXIT_CONNECT, "connect_failed", str(exc)
     if isinstance(exc, SessionEnded):
-        auth = exc.code in (4001, 4002)
+        auth = exc.code == pe.CloseCode.AUTH_TIMEOUT
         return (EXIT_AUTH if auth else EXIT_CONNECT), "session_ended", str(exc)
     if isinstance(exc, KdfTooWeak):
         return EXIT_USAGE, "kdf_too_weak", str(exc)

@@ -37,7 +37,7 @@ from protocol.limits import MAX_SERVER_FRAME_BYTES
 from .errors import ConnectFailed, remote_error
 
 __all__ = [
-    "RESUMABLE_CLOSE_CODES",
+    "ABNORMAL_CLOSURE",
     "Backoff",
     "CloseInfo",
     "Link",
@@ -48,9 +48,10 @@ __all__ = [
 
 log = logging.getLogger("chat_client.connection")
 
-#: Close codes after which the client reconnects and resumes (flows.md "Limits and
-#: closes"), plus 1006: the connection dropped without a close frame (network failure).
-RESUMABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1013, 4008})
+#: RFC 6455 section 7.1.5: the connection dropped without a close frame (a network
+#: failure). websockets reports it; the hub never sends it, so it is not one of
+#: protocol.errors.RESUMABLE_CLOSE_CODES, but it is resumed like them.
+ABNORMAL_CLOSURE = 1006
 
 OPEN_TIMEOUT_S = 10.0
 
@@ -72,9 +73,11 @@ class CloseInfo:
 
 
 def is_resumable(info: CloseInfo) -> bool:
+    """Reconnect and resume after this close? The hub's resumable codes come from
+    protocol.errors (docs/PROTOCOL.md section 10), the one list both clients use."""
     if info.by_client:
         return False
-    return info.local or info.code in RESUMABLE_CLOSE_CODES
+    return info.local or info.code == ABNORMAL_CLOSURE or info.code in pe.RESUMABLE_CLOSE_CODES
 
 
 class LinkClosed(Exception):
@@ -185,7 +188,7 @@ class Link:
             log.exception("connection reader failed")
             self._local_abort = self._local_abort or "reader failed"
             await self._ws.close(1011)
-        code = self._ws.close_code if self._ws.close_code is not None else 1006
+        code = self._ws.close_code if self._ws.close_code is not None else ABNORMAL_CLOSURE
         reason = self._ws.close_reason or ""
         if self._local_abort is not None:
             info = CloseInfo(code, self._local_abort, local=True)

@@ -73,15 +73,14 @@ class CaseNotReady(ClientError):
     """The case cannot carry messages yet (no counselor assigned) or is unknown."""
 
 
-_CLOSE_MEANINGS = {
-    1000: "session closed normally (logged out)",
-    1007: "the server rejected repeated malformed frames",
-    1008: "the server closed the session for a policy violation",
-    1009: "a frame was too big for the server",
-    4001: "authentication timed out",
-    4002: "authentication was refused",
-    4003: "too many sessions for this account",
-    4009: "this session was replaced by a newer one (too many devices)",
+_CLOSE_MEANINGS: dict[int, str] = {
+    pe.CloseCode.NORMAL: "session closed normally (logged out)",
+    pe.CloseCode.INVALID_DATA: "the server rejected repeated malformed frames",
+    pe.CloseCode.POLICY: "the server closed the session for a policy violation",
+    pe.CloseCode.TOO_BIG: "a frame was too big for the server",
+    pe.CloseCode.AUTH_TIMEOUT: "authentication timed out",
+    pe.CloseCode.SESSION_LIMIT: "too many sessions for this account",
+    pe.CloseCode.REPLACED: "this session was replaced by a newer one (too many devices)",
 }
 
 _BY_CODE: dict[str, type[pe.RemoteError]] = {

@@ -4,6 +4,10 @@
     .venv/bin/python scripts/make_vectors.py          # (re)write the file
     .venv/bin/python scripts/make_vectors.py --check  # exit 1 if the file is stale
 
+It also (re)writes, and with ``--check`` checks, the page's protocol constants
+(web_client/src/generated/protocol.js, scripts/make_web_protocol.py), so every file
+generated from protocol/ is kept current by one command.
+
 Every input is a constant below, so the output is byte-for-byte deterministic
 (Ed25519 signatures are deterministic, RFC 8032; every nonce is fixed). SealedBox
 (crypto_box_seal) is randomised by its ephemeral key, so the sealed case key is built
@@ -35,6 +39,7 @@ from nacl.encoding import RawEncoder  # noqa: E402
 
 from protocol import PROTOCOL_VERSION, chain, codec, crypto  # noqa: E402
 from protocol import frames as f  # noqa: E402
+from scripts import make_web_protocol  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "test-vectors.json"
 VECTORS_VERSION = 1
@@ -534,6 +539,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     text = render()
+    web_ok = make_web_protocol.check()
+    if args.check and not web_ok:
+        print(f"{make_web_protocol.OUTPUT} is out of date: run scripts/make_vectors.py")
+        return 1
+    if not web_ok:
+        make_web_protocol.write()
+        print(f"wrote {make_web_protocol.OUTPUT}")
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:

@@ -3,14 +3,16 @@
 Without Playwright, Chromium or the built web bundle the browser tests are skipped with
 the reason; with ``CHAT_REQUIRE_SERVICES=1`` (CI) they fail instead
 (:func:`tests.helpers.services.require_service`). ``scripts/setup --dev`` installs all three.
+The ``node`` fixture runs the page's pure modules in Node, without a browser.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,33 @@ def _ensure_bundle() -> None:
     if npm is None or not (WEB_ROOT / "node_modules").is_dir():
         require_service("web bundle", "web_client/dist is not built (run scripts/setup)")
     subprocess.run([npm, "run", "--silent", "build"], cwd=WEB_ROOT, check=True, timeout=120)
+
+
+@pytest.fixture
+def node() -> Callable[[str], Any]:
+    """``node(script)`` runs ``script`` as an ES module in Node with web_client/ as the
+    working directory (so it can import the page's sources, ``./src/...``) and returns
+    what it printed as JSON. For the page's pure modules, which need no DOM and no socket.
+    Node exits when the script ends, whatever timers the modules left."""
+    executable = shutil.which("node")
+    if executable is None:
+        require_service("Node.js", "node is not on PATH (scripts/setup needs it too)")
+    if not (WEB_ROOT / "node_modules").is_dir():
+        require_service("web packages", "web_client/node_modules is missing (run scripts/setup)")
+
+    def run(script: str) -> Any:
+        done = subprocess.run(
+            [executable, "--input-type=module", "-e", script + "\nprocess.exit(0);\n"],
+            cwd=WEB_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    return run
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import * as c from "./crypto.js";
 import * as account from "./account.js";
 import { IdleLock } from "./idle.js";
-import { HANDLE_RE, RemoteError } from "./protocol.js";
+import { ErrorCode, RemoteError, isValidHandle } from "./protocol.js";
 import { WorkspaceView } from "./ui.js";
 import { Workspace } from "./workspace.js";
 
@@ -31,13 +31,13 @@ function show(screen) {
 function explain(err) {
   if (err instanceof RemoteError) {
     switch (err.code) {
-      case "auth_failed":
+      case ErrorCode.AUTH_FAILED:
         return "The hub refused this: check the handle, passphrase or invite code.";
-      case "conflict":
+      case ErrorCode.CONFLICT:
         return "That handle is taken. Choose another.";
-      case "invalid":
+      case ErrorCode.INVALID:
         return "The hub refused the request as invalid.";
-      case "rate_limited":
+      case ErrorCode.RATE_LIMITED:
         return "Too many attempts. Wait a moment and try again.";
       default:
         return `The hub refused this (${err.code}).`;
@@ -143,13 +143,13 @@ async function signOut() {
 function wire() {
   bindForm("login-form", "login-error", async (data) => {
     const handle = String(data.get("handle")).trim();
-    if (!HANDLE_RE.test(handle)) throw new Error("A handle is 3–32 characters: a–z, 0–9, . _ -");
+    if (!isValidHandle(handle)) throw new Error("A handle is 3–32 characters: a–z, 0–9, . _ -");
     enterWorkspace(await account.login({ handle, passphrase: String(data.get("passphrase")) }));
   });
   bindForm("register-form", "register-error", async (data) => {
     const handle = String(data.get("handle")).trim();
     const passphrase = String(data.get("passphrase"));
-    if (!HANDLE_RE.test(handle)) throw new Error("A handle is 3–32 characters: a–z, 0–9, . _ -");
+    if (!isValidHandle(handle)) throw new Error("A handle is 3–32 characters: a–z, 0–9, . _ -");
     if (passphrase !== String(data.get("passphrase2"))) throw new Error("The passphrases differ.");
     if ([...passphrase].length < 10) throw new Error("Use a passphrase of at least 10 characters.");
     const invite = String(data.get("invite")).trim();

@@ -17,7 +17,7 @@ export function hubUrl() {
 
 export class Connection {
   /**
-   * @param {object} handlers onEvent(frame) for server events, onClose({code, reason}).
+   * @param {object} handlers onEvent(frame) for server events, onClose({code, reason, local}).
    */
   constructor(url, { onEvent = () => {}, onClose = () => {} } = {}) {
     this.url = url;
@@ -27,7 +27,9 @@ export class Connection {
     this.nextId = 1;
     this.pending = new Map();
     this.closed = false;
-    // Resolves with { code, reason } once the socket has closed, however it closed.
+    this.closedByUs = false;
+    // Resolves with { code, reason, local } once the socket has closed, however it
+    // closed; `local` is true when this page closed it (to retry, or on a timeout).
     this.done = new Promise((resolve) => {
       this.resolveDone = resolve;
     });
@@ -42,6 +44,7 @@ export class Connection {
       const timer = setTimeout(() => {
         if (!settled) {
           settled = true;
+          this.closedByUs = true;
           ws.close();
           reject(new ConnectionLost());
         }
@@ -79,7 +82,10 @@ export class Connection {
   }
 
   close(code = 1000, reason = "") {
-    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(code, reason);
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) {
+      this.closedByUs = true;
+      this.ws.close(code, reason);
+    }
   }
 
   #receive(data) {
@@ -112,7 +118,8 @@ export class Connection {
     this.closed = true;
     for (const waiter of this.pending.values()) waiter.reject(new ConnectionLost());
     this.pending.clear();
-    this.resolveDone({ code, reason });
-    this.onClose({ code, reason });
+    const info = { code, reason, local: this.closedByUs };
+    this.resolveDone(info);
+    this.onClose(info);
   }
 }

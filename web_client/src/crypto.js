@@ -6,13 +6,12 @@
 // the network or storage.
 
 import sodium from "libsodium-wrappers-sumo";
+import { MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS } from "./generated/protocol.js";
 
 export const KEY_BYTES = 32;
 export const SIG_BYTES = 64;
 export const NONCE_BYTES = 24;
 export const TAG_BYTES = 16;
-export const MAX_MESSAGE_CHARS = 8000;
-export const MAX_CIPHERTEXT_BYTES = 40960;
 export const GENESIS = new Uint8Array(32);
 
 const ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;

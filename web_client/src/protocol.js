@@ -1,21 +1,55 @@
 // Frames of docs/PROTOCOL.md §2-§10: encoding, request ids, client_msg_ids, error codes
 // and close codes. The hub validates every frame strictly, so these helpers only build
 // well-formed ones; byte fields are passed in as Uint8Array and sent as standard base64.
+//
+// The protocol's own constants (close codes and which of them are resumable, error codes,
+// limits, handle syntax) are not written here: they are generated from protocol/ into
+// ./generated/protocol.js (scripts/make_web_protocol.py) and re-exported, so the page and
+// the Python client take them from one place.
 
 import { fromB64, randomBytes, toB64 } from "./crypto.js";
+import {
+  CloseCode,
+  HANDLE_MAX_CHARS,
+  HANDLE_MIN_CHARS,
+  HANDLE_PATTERN,
+  PROTOCOL_VERSION,
+  RESUMABLE_CLOSE_CODES,
+} from "./generated/protocol.js";
 
-export const PROTOCOL_VERSION = 1;
+export * from "./generated/protocol.js";
+
 export const CLIENT_NAME = "counsel-chat-web/1";
 
-/** Closes after which the client reconnects and resumes (§10); 1006 = no close frame. */
-export const RESUMABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1013, 4001, 4008]);
+/** RFC 6455 §7.1.5: the connection dropped without a close frame (a network failure).
+ *  Browsers report it; the hub never sends it. */
+export const ABNORMAL_CLOSURE = 1006;
 
-export const CLOSE_REASONS = {
-  1000: "signed out",
-  1007: "the hub refused malformed data from this page",
-  1009: "a frame was too large",
-  4009: "this account signed in on too many devices; this page was disconnected",
-};
+const resumable = new Set(RESUMABLE_CLOSE_CODES);
+
+/** How a connection ended: `local` when this page dropped it itself to try again. */
+export function isResumable({ code, local = false }) {
+  return local || code === ABNORMAL_CLOSURE || resumable.has(code);
+}
+
+/** What the banner says after a close the page does not resume by itself. */
+export function closeReason(code) {
+  switch (code) {
+    case CloseCode.NORMAL:
+      return "signed out";
+    case CloseCode.INVALID_DATA:
+      return "the hub refused malformed data from this page";
+    case CloseCode.TOO_BIG:
+      return "a frame was too large";
+    case CloseCode.AUTH_TIMEOUT:
+      return "signing in to the hub took too long";
+    case CloseCode.SESSION_LIMIT:
+    case CloseCode.REPLACED:
+      return "this account signed in on too many devices; this page was disconnected";
+    default:
+      return `the hub closed the connection (code ${code})`;
+  }
+}
 
 /** An `error` frame answering one of our requests (branch on `code`, never `message`). */
 export class RemoteError extends Error {
@@ -77,4 +111,10 @@ export function newClientMsgId() {
   return toB64(randomBytes(16)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
-export const HANDLE_RE = /^[a-z0-9][a-z0-9_.-]{2,31}$/;
+const HANDLE_RE = new RegExp(HANDLE_PATTERN);
+
+/** A handle the hub accepts (protocol/frames.py Handle). */
+export function isValidHandle(handle) {
+  return handle.length >= HANDLE_MIN_CHARS && handle.length <= HANDLE_MAX_CHARS &&
+    HANDLE_RE.test(handle);
+}

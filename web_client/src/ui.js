@@ -3,6 +3,8 @@
 // Built with DOM calls only: message text goes in through textContent, never as HTML,
 // and no inline style or handler attributes are written (the CSP forbids them).
 
+import { MAX_MESSAGE_CHARS } from "./protocol.js";
+
 const STATUS_TEXT = {
   connecting: "Connecting…",
   reconnecting: "Connection lost. Reconnecting…",
@@ -224,7 +226,7 @@ export class WorkspaceView {
     const empty = el("p", { class: "empty", text: "No messages yet." });
     const typing = el("p", { class: "typing", "aria-live": "polite" });
     const textarea = el("textarea", {
-      id: inputId, rows: 2, maxlength: 8000, placeholder: "Write a reply (Enter sends, Shift+Enter adds a line)",
+      id: inputId, rows: 2, maxlength: MAX_MESSAGE_CHARS, placeholder: "Write a reply (Enter sends, Shift+Enter adds a line)",
     });
     const send = el("button", { type: "submit", class: "primary", text: "Send" });
     const form = el(

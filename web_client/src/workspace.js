@@ -20,10 +20,12 @@ import { Connection, hubUrl } from "./connection.js";
 import { loadCursors, saveCursors } from "./account.js";
 import {
   CLIENT_NAME,
-  CLOSE_REASONS,
   ConnectionLost,
-  RESUMABLE_CLOSE_CODES,
+  ErrorCode,
+  MAX_SYNC_BATCH,
   RemoteError,
+  closeReason,
+  isResumable,
   newClientMsgId,
   recordFromWire,
 } from "./protocol.js";
@@ -32,7 +34,6 @@ const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 const SEND_TIMEOUT_MS = 15000;
 const TYPING_STALE_MS = 10000;
-const SYNC_LIMIT = 500;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -149,7 +150,7 @@ export class Workspace {
         info = await conn.done;
       } catch (err) {
         conn.close(1000, "retry");
-        if (err instanceof RemoteError && err.code === "auth_failed") {
+        if (err instanceof RemoteError && err.code === ErrorCode.AUTH_FAILED) {
           this.#setStatus("offline", "The hub refused this account. Sign out and sign in again.");
           await this.#waitForWake(null);
           continue;
@@ -160,10 +161,10 @@ export class Workspace {
       this.conn = null;
       if (this.stopped) break;
       // Not resumable (§10): reconnecting would repeat the problem or evict another
-      // session, so wait for the counselor to ask. Unknown codes are treated as network
-      // failures and retried.
-      if (!RESUMABLE_CLOSE_CODES.has(info.code) && CLOSE_REASONS[info.code]) {
-        this.#setStatus("offline", `Disconnected: ${CLOSE_REASONS[info.code]}.`);
+      // session, so wait for the counselor to ask. A drop without a close frame, or a
+      // connection this page gave up on itself, is retried.
+      if (!isResumable(info)) {
+        this.#setStatus("offline", `Disconnected: ${closeReason(info.code)}.`);
         await this.#waitForWake(null);
         continue;
       }
@@ -192,7 +193,7 @@ export class Workspace {
       try {
         return await conn.request("auth", { account_id: this.me, token: this.creds.token, sig });
       } catch (err) {
-        if (!(err instanceof RemoteError && err.code === "auth_failed")) throw err;
+        if (!(err instanceof RemoteError && err.code === ErrorCode.AUTH_FAILED)) throw err;
       }
     }
     // Token expired or revoked: log in again with auth_key (kept while unlocked).
@@ -454,7 +455,7 @@ export class Workspace {
   async #syncNow(cs) {
     for (;;) {
       const result = await this.#request("sync", {
-        case_id: cs.info.case_id, after_seq: cs.lastSeen, limit: SYNC_LIMIT,
+        case_id: cs.info.case_id, after_seq: cs.lastSeen, limit: MAX_SYNC_BATCH,
       });
       for (const wire of result.messages) {
         if (wire.seq > cs.lastSeen) await this.#process(cs, recordFromWire(wire));
@@ -604,7 +605,7 @@ export class Workspace {
           await this.#request("case.capsule", { case_id: caseId, epoch, capsule });
         } catch (err) {
           // conflict: deposited before (an earlier session of this account): done.
-          if (!(err instanceof RemoteError && err.code === "conflict")) throw err;
+          if (!(err instanceof RemoteError && err.code === ErrorCode.CONFLICT)) throw err;
         }
         cs.capsuleDue.delete(epoch);
       }
@@ -618,7 +619,7 @@ export class Workspace {
 
   /** The epoch and key to send with; creates epoch 1 if nobody has yet (§8.6). */
   async #sendEpoch(cs) {
-    if (cs.info.state === "closed") throw new RemoteError("forbidden", "case is closed");
+    if (cs.info.state === "closed") throw new RemoteError(ErrorCode.FORBIDDEN, "case is closed");
     if (cs.info.state !== "assigned") throw new Error("the case has no counselor yet");
     let epoch = Math.max(cs.info.epoch, ...cs.keys.keys(), 0);
     if (epoch === 0) return this.#createEpoch(cs, 1);
@@ -657,7 +658,7 @@ export class Workspace {
       await this.#request("case.key", fields);
     } catch (err) {
       c.wipe(key);
-      if (!(err instanceof RemoteError && err.code === "conflict")) throw err;
+      if (!(err instanceof RemoteError && err.code === ErrorCode.CONFLICT)) throw err;
       await this.#fetchKeys(cs); // the other participant won the race: use theirs
       const theirs = cs.keys.get(epoch);
       if (!theirs) throw new c.CryptoError(`epoch ${epoch} key does not verify`);
@@ -777,11 +778,11 @@ export class Workspace {
 
 function describeError(err) {
   switch (err.code) {
-    case "forbidden":
+    case ErrorCode.FORBIDDEN:
       return "the hub refused it (is the case closed?)";
-    case "rate_limited":
+    case ErrorCode.RATE_LIMITED:
       return "sending too fast; try again";
-    case "duplicate":
+    case ErrorCode.DUPLICATE:
       return "the hub has a different message with this id";
     default:
       return `refused by the hub (${err.code})`;
