@@ -1,11 +1,16 @@
 """Case keys and directory entries, fetched through the session and verified here.
 
+Web counterpart: web_client/src/keys.js.
+
 :class:`KeyManager` caches, in memory only, verified case keys (casekeys.Keyring) and
-directory entries. It creates epoch 1 of a case when the first message needs it, and
+directory entries. It creates epoch 1 of a case when the first message needs it (or, on
+the client's side, as soon as a counselor is assigned: :meth:`first_epoch_due`), and
 resolves the race where both participants create it at once: the server keeps the
 first deposit and answers the second with ``conflict``; the loser fetches and verifies
-the winner's key. All network access goes through the ``request`` callable it is given,
-so it owns no connection.
+the winner's key. A new key goes out with our escrow capsule of it (``make_capsule``,
+escrow.py); if the hub refuses the capsule, ``capsule_refused`` drops the cached policy
+and the deposit is made once more. All network access goes through the ``request``
+callable it is given, so it owns no connection.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
 
-from .casekeys import Keyring, make_epoch_key, open_epoch_key
+from .casekeys import Keyring, NewEpochKey, make_epoch_key, open_epoch_key
 from .connection import expect
 from .errors import CaseNotReady
 
@@ -37,6 +42,9 @@ CaseLookup = Callable[[str], Awaitable[f.CaseInfo | None]]
 #: the hub has no escrow policy), and a callback for a verified key someone else made.
 CapsuleMaker = Callable[[f.CaseInfo, int, bytes], Awaitable[f.Capsule | None]]
 ForeignKeyHook = Callable[[f.CaseInfo, int, bytes], None]
+#: Called when the hub refuses a deposit that carried a capsule (``invalid``): the
+#: escrow policy the capsule was made under may have been replaced.
+CapsuleRefusedHook = Callable[[], None]
 
 _DIRECTORY_BATCH = 50  # DirectoryGet accepts at most 50 ids
 
@@ -63,6 +71,7 @@ class KeyManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self.make_capsule: CapsuleMaker | None = None
         self.on_foreign_key: ForeignKeyHook | None = None
+        self.capsule_refused: CapsuleRefusedHook | None = None
 
     # -- directory ----------------------------------------------------------------------
 
@@ -129,6 +138,17 @@ class KeyManager:
 
     # -- writing keys -------------------------------------------------------------------
 
+    def first_epoch_due(self, case: f.CaseInfo) -> bool:
+        """True if we should create epoch 1 of ``case`` now: we are its client, a
+        counselor is assigned and nobody has made a key yet. Then either side can write
+        first without waiting for the other."""
+        return (
+            case.state == "assigned"
+            and case.epoch == 0
+            and case.client_id == self._account_id
+            and self.keyring.latest(case.case_id) == 0
+        )
+
     async def send_epoch(self, case_id: str) -> tuple[int, bytes]:
         """The epoch and key to send with, creating epoch 1 if the case has none yet.
 
@@ -158,24 +178,14 @@ class KeyManager:
     async def _create(self, case: f.CaseInfo, epoch: int) -> tuple[int, bytes]:
         entries = await self.entries([a for a in (case.client_id, case.counselor_id) if a])
         new = make_epoch_key(self._identity, case, epoch, entries)
-        extra: dict[str, object] = {}
-        if self.make_capsule is not None:
-            capsule = await self.make_capsule(case, epoch, new.key)
-            if capsule is not None:
-                extra["capsules"] = [capsule]
         try:
-            expect(
-                await self._request(
-                    f.CaseKeyDeposit,
-                    case_id=case.case_id,
-                    epoch=epoch,
-                    commitment=new.commitment,
-                    commitment_sig=new.commitment_sig,
-                    seals=new.seals,
-                    **extra,
-                ),
-                f.Ok,
-            )
+            try:
+                await self._deposit(case, new)
+            except pe.InvalidFrame:
+                if self.capsule_refused is None or self.make_capsule is None:
+                    raise
+                self.capsule_refused()  # made under a policy the hub replaced: once more
+                await self._deposit(case, new)
         except pe.Conflict:
             # The other participant (or our own retried deposit) won: use the stored key.
             await self.fetch(case)
@@ -186,6 +196,26 @@ class KeyManager:
         self.keyring.put(case.case_id, epoch, new.key)
         self._note_epoch(case, epoch)
         return epoch, new.key
+
+    async def _deposit(self, case: f.CaseInfo, new: NewEpochKey) -> None:
+        """``case.key`` for ``new``, with our escrow capsule of it when there is escrow."""
+        extra: dict[str, object] = {}
+        if self.make_capsule is not None:
+            capsule = await self.make_capsule(case, new.epoch, new.key)
+            if capsule is not None:
+                extra["capsules"] = [capsule]
+        expect(
+            await self._request(
+                f.CaseKeyDeposit,
+                case_id=case.case_id,
+                epoch=new.epoch,
+                commitment=new.commitment,
+                commitment_sig=new.commitment_sig,
+                seals=new.seals,
+                **extra,
+            ),
+            f.Ok,
+        )
 
     def _note_epoch(self, case: f.CaseInfo, epoch: int) -> None:
         current = self._cases.get(case.case_id, case)

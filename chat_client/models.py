@@ -1,12 +1,14 @@
 """Value objects the SDK hands to applications: messages, send results and events.
 
 All are frozen dataclasses. ``Message.body`` is ``None`` whenever ``verified`` is False:
-an application never gets unverified text to display.
+an application never gets unverified text to display. Timestamps are integer
+milliseconds since the Unix epoch, as the protocol states them (:func:`now_ms`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Literal
 
 from protocol.frames import CaseInfo, DirectoryEntry
@@ -25,7 +27,13 @@ __all__ = [
     "ReceiptEvent",
     "Sent",
     "TypingEvent",
+    "now_ms",
 ]
+
+
+def now_ms() -> int:
+    """The wall clock in protocol milliseconds (message and request timestamps)."""
+    return int(time.time() * 1000)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,0 +1,207 @@
+"""Escrow, consent and disputes (docs/DISPUTES.md), as the client sees them.
+
+Web counterpart: web_client/src/escrow.js.
+
+Contract:
+
+* :meth:`Escrow.policy` is the hub's escrow policy, verified against the pinned
+  organisation key (``--org-fingerprint`` / $CHAT_ORG_FINGERPRINT) at every use, with
+  its terms version and whether this account accepted them; None when the hub runs
+  without escrow. It raises ``escrow.PolicyError`` when the policy does not verify or
+  nothing is pinned: the client then never escrows, so it cannot create epoch keys on a
+  hub that requires capsules.
+* Capsules use the policy fetched once per session (connection generation), not per
+  capsule. A policy installed while a session is open is seen at the next session, at
+  the next explicit read (:meth:`policy` with ``fresh=True``, which :meth:`terms`,
+  :meth:`consent` and :meth:`file_dispute` use: what a person reads, accepts or signs
+  is always the hub's current policy), or at once when the hub refuses a capsule made
+  under the old one (:meth:`forget_policy`; the key manager and :meth:`deposit` then
+  retry once).
+* Capsules: :meth:`capsule` seals a new epoch key of ours for the key manager's
+  ``case.key``; :meth:`on_foreign_key` deposits our own capsule (``case.capsule``) of
+  a key the other participant made, once the key manager has verified it.
+* :meth:`consent` signs acceptance of the current terms; :meth:`file_dispute` signs a
+  written dispute request whose reason is sealed to each officer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from protocol import crypto
+from protocol import errors as pe
+from protocol import frames as f
+from protocol.escrow import (
+    PolicyError,
+    make_capsule,
+    policy_fingerprint,
+    seal_reasons,
+    sign_consent,
+    sign_dispute,
+    verify_policy,
+)
+from protocol.terms import render_terms
+
+from .connection import LinkClosed, expect
+from .errors import RequestInterrupted
+from .models import now_ms
+from .supervisor import Supervisor
+
+__all__ = ["Escrow", "PolicyView"]
+
+log = logging.getLogger("chat_client")
+
+#: (signed policy, terms version, whether this account accepted both)
+PolicyView = tuple[f.SignedEscrowPolicy, int, bool]
+
+
+class Escrow:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        session: Supervisor,
+        identity: crypto.Identity,
+        account_id: str,
+        org_fingerprint: str | None,
+    ) -> None:
+        self._session = session
+        self._identity = identity
+        self._account_id = account_id
+        self._org_fingerprint = org_fingerprint
+        self._cached: tuple[int, f.PolicyResult] | None = None  # (generation, answer)
+        self._lock = asyncio.Lock()
+
+    # -- the policy --------------------------------------------------------------------
+
+    async def policy(self, *, fresh: bool = False) -> PolicyView | None:
+        """The verified policy of this session, or the hub's current one if ``fresh``
+        (see the module docstring)."""
+        if fresh:
+            self.forget_policy()
+        result = await self._policy_result()
+        if result.policy is None:
+            return None
+        if self._org_fingerprint is None:
+            raise PolicyError(
+                "the hub escrows case keys but no organisation fingerprint is pinned "
+                "(--org-fingerprint / CHAT_ORG_FINGERPRINT)"
+            )
+        verify_policy(result.policy, self._org_fingerprint, now_ms())
+        return result.policy, result.terms_version, result.consented
+
+    def forget_policy(self) -> None:
+        """Fetch the policy again at next use (the hub refused a capsule, or it changed)."""
+        self._cached = None
+
+    async def _policy_result(self) -> f.PolicyResult:
+        async with self._lock:
+            # The generation before the request: an answer that arrives on a newer link
+            # is kept for the older one, so the newer session fetches its own.
+            generation = self._session.generation
+            if self._cached is not None and self._cached[0] == generation:
+                return self._cached[1]
+            result = expect(await self._session.request(f.PolicyGet), f.PolicyResult)
+            self._cached = (generation, result)
+            return result
+
+    # -- consent and disputes ------------------------------------------------------------
+
+    async def terms(self) -> tuple[int, str, str] | None:
+        """(terms version, terms text, policy fingerprint) to show before consenting."""
+        got = await self.policy(fresh=True)
+        if got is None:
+            return None
+        signed, version, _ = got
+        return version, render_terms(version, signed.policy), policy_fingerprint(signed.policy)
+
+    async def consent(self) -> bool:
+        """Sign and send acceptance of the current terms and policy. False if the hub has
+        no escrow (nothing to accept)."""
+        got = await self.policy(fresh=True)
+        if got is None:
+            return False
+        signed, version, _ = got
+        fp = policy_fingerprint(signed.policy)
+        sig = sign_consent(self._identity, self._account_id, version, fp)
+        try:
+            expect(
+                await self._session.request(
+                    f.ConsentAccept, terms_version=version, policy_fingerprint=fp, sig=sig
+                ),
+                f.Ok,
+            )
+        finally:
+            self.forget_policy()  # "consented" changed
+        return True
+
+    async def file_dispute(self, case_id: str, reason: str) -> f.DisputeInfo:
+        """Ask the escrow officers to review the whole case; the reason is sealed to each
+        officer and the request signed with our key."""
+        got = await self.policy(fresh=True)
+        if got is None:
+            raise pe.NotFound("this hub has no escrow policy; disputes are not available")
+        policy = got[0].policy
+        fp = policy_fingerprint(policy)
+        reason_ct = seal_reasons(policy, reason)
+        ts = now_ms()
+        sig = sign_dispute(self._identity, case_id, "all", ts, fp, reason_ct)
+        created = expect(
+            await self._session.request(
+                f.DisputeRequest,
+                retry=False,
+                case_id=case_id,
+                timestamp=ts,
+                policy_fingerprint=fp,
+                reason_ct=reason_ct,
+                sig=sig,
+            ),
+            f.DisputeCreated,
+        )
+        return created.dispute
+
+    async def disputes(self) -> list[f.DisputeInfo]:
+        """Our dispute requests and their states."""
+        result = expect(await self._session.request(f.DisputeList), f.DisputeListResult)
+        return list(result.disputes)
+
+    # -- capsules ------------------------------------------------------------------------
+
+    async def capsule(self, case: f.CaseInfo, epoch: int, key: bytes) -> f.Capsule | None:
+        """Our capsule of ``key`` under this session's policy (None: no escrow)."""
+        got = await self.policy()
+        if got is None:
+            return None
+        return make_capsule(got[0].policy, case.case_id, epoch, key)
+
+    def on_foreign_key(self, case: f.CaseInfo, epoch: int, key: bytes) -> None:
+        """Each participant vouches for K on its own: deposit our capsule of a key the
+        other side made (after open_epoch_key checked it against the commitment)."""
+        self._session.spawn(self.deposit(case, epoch, key))
+
+    async def deposit(self, case: f.CaseInfo, epoch: int, key: bytes) -> None:
+        """``case.capsule`` for ``key``; a refusal under a cached policy is retried once
+        with the policy fetched again."""
+        for attempt in (1, 2):
+            try:
+                capsule = await self.capsule(case, epoch, key)
+                if capsule is None:
+                    return
+                expect(
+                    await self._session.request(
+                        f.CaseCapsule, case_id=case.case_id, epoch=epoch, capsule=capsule
+                    ),
+                    f.Ok,
+                )
+                return
+            except pe.Conflict:
+                return  # deposited before (an earlier session)
+            except pe.InvalidFrame as exc:
+                if attempt == 1:
+                    self.forget_policy()
+                    continue
+                log.warning("escrow capsule not deposited: %s", exc)
+            except (pe.ProtocolError, LinkClosed, RequestInterrupted) as exc:
+                log.warning("escrow capsule not deposited: %s", exc)
+                return
