@@ -1,0 +1,126 @@
+"""The page's outbox and processor, run in Node without a hub (the counterparts of
+tests/chat_client/test_outbox.py and test_processor.py). The request function given to
+them records what would go to the hub and answers nothing (ConnectionLost), so only the
+rooms' own rules are exercised; tests/web/test_workspace.py runs them against the hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+PRELUDE = """
+globalThis.sessionStorage = { getItem: () => null, setItem() {}, removeItem() {} };
+const c = await import("./src/crypto.js");
+await c.ready();
+const { Processor } = await import("./src/processor.js");
+const { Outbox } = await import("./src/outbox.js");
+const { Keys } = await import("./src/keys.js");
+const { ConnectionLost } = await import("./src/protocol.js");
+const me = "acct_counselor";
+const info = {
+  case_id: "case_page", client_id: "acct_client", counselor_id: me, state: "assigned",
+  topic: "anxiety", language: "en", epoch: 1, last_seq: 0, created_at: 1,
+};
+const sent = [];
+const request = async (type, fields) => {
+  sent.push({ type, ...fields });
+  throw new ConnectionLost();
+};
+const changes = [];
+const stored = [];
+const identity = c.generateIdentity();
+const keys = new Keys({ creds: { accountId: me, identity }, request, escrow: null });
+const processor = new Processor({
+  me, request, keys, onChange: (kind, id) => changes.push(kind), onStored: (id) => stored.push(id),
+});
+const hex = (bytes) => (bytes ? c.toHex(bytes) : null);
+const cs = processor.upsertCase(info, false);
+"""
+
+
+def test_outbox_resends_the_same_bytes_and_carries_no_text_over_a_lock(
+    node: Callable[[str], Any],
+) -> None:
+    got = node(
+        PRELUDE
+        + """
+        const key = c.newCaseKey();
+        cs.keys.set(1, key);
+        let online = true;
+        const outbox = new Outbox({
+          me, identity, request, isOnline: () => online, keys, processor,
+          onChange: (kind) => changes.push(kind),
+        });
+        await outbox.send(info.case_id, "hello from the page");
+        await cs.queue;
+        outbox.resend();
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        online = false;
+        outbox.resend(); // offline: nothing goes out
+        const frames = sent.filter((s) => s.type === "msg.send");
+        const [entry] = outbox.pendingFor(info.case_id);
+        const opened = c.decryptMessage(key, identity.signPk, {
+          caseId: info.case_id, epoch: 1, senderId: me, clientMsgId: entry.cmid,
+          nonce: entry.nonce, ciphertext: entry.ciphertext,
+        });
+        const carried = outbox.carry();
+        const after = new Outbox({ me, identity, request, isOnline: () => false, keys, processor,
+          onChange: () => {} }, carried);
+        console.log(JSON.stringify({
+          frames: frames.map((s) => [s.client_msg_id, s.epoch, hex(s.nonce), hex(s.ciphertext)]),
+          status: entry.status,
+          opened: [opened.body, opened.clientMsgId === entry.cmid],
+          carried: carried.map((e) => [e.body, e.status, e.cmid === entry.cmid, !!e.ciphertext]),
+          afterLock: after.pendingFor(info.case_id).length,
+        }));
+        """
+    )
+    first, again = got["frames"]
+    assert first == again and first[1] == 1  # same client_msg_id, epoch, nonce, ciphertext
+    assert got["status"] == "pending"  # a lost connection keeps it pending, not failed
+    assert got["opened"] == ["hello from the page", True]
+    assert got["carried"] == [[None, "pending", True, True]]
+    assert got["afterLock"] == 1
+
+
+def test_processor_dedupes_never_lowers_and_settles_own_acks_without_the_hub(
+    node: Callable[[str], Any],
+) -> None:
+    got = node(
+        PRELUDE
+        + """
+        cs.lastSeen = 5;
+        processor.onEvent({ type: "msg.new", message: {
+          case_id: info.case_id, seq: 4, epoch: 1, sender_id: "acct_client",
+          client_msg_id: "old", nonce: c.toB64(new Uint8Array(24)),
+          ciphertext: c.toB64(new Uint8Array(40)), chain_hash: c.toB64(new Uint8Array(32)),
+          server_ts: 1,
+        } });
+        processor.ownAck(cs, { caseId: info.case_id, seq: 3, clientMsgId: "mine-3" });
+        await cs.queue;
+        processor.upsertCase({ ...info, epoch: 0, last_seq: 2, state: "closed" }, false);
+        processor.upsertCase({ ...info, state: "assigned" }, false);
+        processor.onEvent({ type: "typing.new", case_id: info.case_id, account_id: "acct_client",
+          active: true });
+        processor.onEvent({ type: "receipt.new", case_id: info.case_id, account_id: "acct_client",
+          kind: "read", up_to_seq: 4 });
+        processor.onEvent({ type: "receipt.new", case_id: info.case_id, account_id: "acct_client",
+          kind: "delivered", up_to_seq: 2 });
+        processor.markRead(info.case_id);
+        console.log(JSON.stringify({
+          requests: sent.map((s) => s.type),
+          stored,
+          info: [cs.info.epoch, cs.info.last_seq, cs.info.state],
+          typing: processor.isTyping(cs),
+          receipts: [cs.peerDelivered, cs.peerRead],
+          messages: cs.messages.size,
+        }));
+        processor.wipe();
+        """
+    )
+    assert got["requests"] == ["receipt"]  # only the read receipt: nothing was synced
+    assert got["stored"] == ["mine-3"]  # our message was processed before: settled
+    assert got["info"] == [1, 2, "closed"]  # never lowered; closed stays closed
+    assert got["typing"] is True and got["receipts"] == [4, 4]
+    assert got["messages"] == 0

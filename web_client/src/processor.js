@@ -1,0 +1,333 @@
+// The processor: turns what the hub sends into the page's cases and verified messages.
+// Python counterpart: chat_client/processor.py.
+//
+// Contract:
+// - Cases: `cases` maps case_id to a CaseState, created or updated from `welcome`,
+//   events and case.list; what is known is never lowered (epoch, last_seq, closed).
+// - Exactly once, in order: each case has a queue (CaseState.enqueue) that serialises
+//   record processing, key fetching and encryption. A record at or below the case's
+//   lastSeen is dropped, the next one is processed, one further ahead first syncs from
+//   lastSeen (docs/PROTOCOL.md §8.14), so messages are kept in seq order, once each.
+// - Verified or flagged: each record is decrypted with the verified epoch key (keys.js),
+//   its sender's signature and its hash-chain link to the previous record are checked;
+//   anything that fails is kept as an unverifiable message, never shown as text.
+// - Plaintext lives only in CaseState.messages; wipe() drops it with the keys (lock).
+// - Receipts: "delivered" is sent shortly after the other side's messages arrive, "read"
+//   when the counselor looks at the case (markRead); per-case read cursors (seq numbers
+//   only) survive a reload in session storage.
+
+import * as c from "./crypto.js";
+import { loadCursors, saveCursors } from "./account.js";
+import { ConnectionLost, MAX_SYNC_BATCH, recordFromWire } from "./protocol.js";
+
+const TYPING_STALE_MS = 10000;
+const DELIVERED_DELAY_MS = 300;
+
+/** What the page knows about one case. Plaintext lives only in `messages`. */
+export class CaseState {
+  constructor(info) {
+    this.info = info;
+    this.keys = new Map(); // epoch -> verified K
+    this.lastSeen = 0; // highest seq processed
+    this.prevHash = c.GENESIS; // chain hash of lastSeen
+    this.messages = new Map(); // seq -> { seq, senderId, body, ts, verified, error }
+    this.peerDelivered = 0;
+    this.peerRead = 0;
+    this.typingUntil = 0;
+    this.isNew = false;
+    this.queue = Promise.resolve(); // serialises record processing and key creation
+    this.capsuleDue = new Set(); // epochs of the other side's keys we owe a capsule for
+    this.depositing = false;
+  }
+
+  participants() {
+    return [this.info.client_id, this.info.counselor_id].filter(Boolean);
+  }
+
+  /** Run fn after the case's earlier work; the returned promise rejects if fn fails. */
+  enqueue(fn) {
+    const run = this.queue.then(fn);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** enqueue for work nobody waits on: failures are logged (a lost connection is not a
+   *  failure: the resume step redoes the work). */
+  spawn(fn) {
+    this.enqueue(fn).catch((err) => {
+      if (!(err instanceof ConnectionLost)) console.warn("case work failed:", err.message);
+    });
+  }
+}
+
+export class Processor {
+  /**
+   * @param {object} deps me (account id), request(type, fields), keys (keys.js),
+   *   onChange(kind, caseId) for the view, onStored(clientMsgId) when one of our own
+   *   messages is stored (the outbox forgets it).
+   */
+  constructor({ me, request, keys, onChange, onStored }) {
+    this.me = me;
+    this.request = request;
+    this.keys = keys;
+    this.onChange = onChange;
+    this.onStored = onStored;
+    this.cases = new Map();
+    this.cursors = loadCursors(); // case_id -> read up to seq (also: "known case")
+    this.firstWelcome = true;
+    this.receiptTimers = new Map();
+  }
+
+  // -- cases --------------------------------------------------------------------------
+
+  /** A new connection: learn the cases, then sync each case that moved. Resolves when
+   *  every sync is done (or failed: the next resume redoes it). */
+  resync(welcome) {
+    for (const info of welcome.cases) this.upsertCase(info, !this.firstWelcome);
+    this.firstWelcome = false;
+    this.onChange("cases");
+    const syncs = [];
+    for (const cs of this.cases.values()) {
+      if (cs.info.last_seq > cs.lastSeen) syncs.push(cs.enqueue(() => this.syncNow(cs)));
+    }
+    return Promise.all(syncs);
+  }
+
+  upsertCase(info, alert) {
+    let cs = this.cases.get(info.case_id);
+    if (cs === undefined) {
+      cs = new CaseState(info);
+      this.cases.set(info.case_id, cs);
+      const known = Object.hasOwn(this.cursors, info.case_id);
+      if (!known) {
+        this.cursors[info.case_id] = 0;
+        saveCursors(this.cursors);
+        if (alert || !this.firstWelcome || info.last_seq === 0) {
+          cs.isNew = true;
+          if (alert) this.onChange("newcase", info.case_id);
+        }
+      }
+      return cs;
+    }
+    // Never lower what we already know (events may repeat older results).
+    const epoch = Math.max(cs.info.epoch, info.epoch);
+    const lastSeq = Math.max(cs.info.last_seq, info.last_seq);
+    const state = cs.info.state === "closed" ? "closed" : info.state;
+    cs.info = { ...info, epoch, last_seq: lastSeq, state };
+    return cs;
+  }
+
+  async refreshCases() {
+    const result = await this.request("case.list");
+    for (const info of result.cases) this.upsertCase(info, true);
+    this.onChange("cases");
+  }
+
+  markClosed(caseId) {
+    const cs = this.cases.get(caseId);
+    if (cs === undefined) return;
+    cs.info = { ...cs.info, state: "closed" };
+    cs.typingUntil = 0;
+    this.onChange("case", caseId);
+    this.onChange("cases");
+  }
+
+  sortedCases() {
+    const rank = { assigned: 0, waiting: 1, closed: 2 };
+    return [...this.cases.values()].sort(
+      (a, b) =>
+        rank[a.info.state] - rank[b.info.state] || b.info.created_at - a.info.created_at,
+    );
+  }
+
+  unread(cs) {
+    const readUpTo = this.cursors[cs.info.case_id] ?? 0;
+    let n = 0;
+    for (const m of cs.messages.values()) if (m.seq > readUpTo && m.senderId !== this.me) n += 1;
+    return n;
+  }
+
+  /** The counselor is looking at the case: clear unread and tell the client (read receipt). */
+  markRead(caseId) {
+    const cs = this.cases.get(caseId);
+    if (cs === undefined) return;
+    cs.isNew = false;
+    const upTo = cs.lastSeen;
+    if ((this.cursors[caseId] ?? 0) >= upTo) return;
+    this.cursors[caseId] = upTo;
+    saveCursors(this.cursors);
+    this.onChange("cases");
+    this.request("receipt", { case_id: caseId, kind: "read", up_to_seq: upTo }).catch(() => {});
+  }
+
+  isTyping(cs) {
+    return cs.typingUntil > Date.now();
+  }
+
+  /** Drop every key and plaintext (lock, sign-out). */
+  wipe() {
+    for (const cs of this.cases.values()) {
+      for (const key of cs.keys.values()) c.wipe(key);
+      cs.keys.clear();
+      cs.messages.clear();
+    }
+    this.cases.clear();
+    for (const t of this.receiptTimers.values()) clearTimeout(t);
+    this.receiptTimers.clear();
+  }
+
+  // -- events ---------------------------------------------------------------------------
+
+  onEvent(frame) {
+    switch (frame.type) {
+      case "msg.new":
+        this.#onRecord(frame.message);
+        break;
+      case "case.assigned":
+        this.upsertCase(frame.case, true);
+        this.onChange("cases");
+        this.onChange("case", frame.case.case_id);
+        break;
+      case "case.key.new": {
+        const cs = this.cases.get(frame.case_id);
+        if (cs) cs.spawn(() => this.keys.fetchKeys(cs));
+        break;
+      }
+      case "receipt.new":
+        this.#onReceipt(frame);
+        break;
+      case "typing.new":
+        this.#onTyping(frame);
+        break;
+      case "case.closed":
+        this.markClosed(frame.case_id);
+        break;
+      default:
+        console.debug("ignoring event", frame.type);
+    }
+  }
+
+  async #onRecord(wire) {
+    let cs = this.cases.get(wire.case_id);
+    if (cs === undefined) {
+      // A case we do not know yet (opened and assigned while we were away): refresh.
+      try {
+        await this.refreshCases();
+      } catch {
+        return;
+      }
+      cs = this.cases.get(wire.case_id);
+      if (cs === undefined) return;
+    }
+    cs.spawn(() => this.#receive(cs, recordFromWire(wire)));
+  }
+
+  /** Our own message, from its ack (the outbox built the record from what it sent). */
+  ownAck(cs, record) {
+    cs.spawn(async () => {
+      if (record.seq <= cs.lastSeen) {
+        this.onStored(record.clientMsgId); // processed before (a sync got there first)
+        this.onChange("case", cs.info.case_id);
+        return;
+      }
+      await this.#receive(cs, record);
+    });
+  }
+
+  /** The dedupe / gap rule, on the case's queue. */
+  async #receive(cs, record) {
+    if (record.seq <= cs.lastSeen) return; // duplicate (at-least-once delivery)
+    if (record.seq > cs.lastSeen + 1) {
+      await this.syncNow(cs); // a gap: fetch what we missed, this record included
+      return;
+    }
+    await this.#process(cs, record);
+  }
+
+  #onReceipt(frame) {
+    const cs = this.cases.get(frame.case_id);
+    if (cs === undefined || frame.account_id === this.me) return;
+    if (frame.kind === "read") cs.peerRead = Math.max(cs.peerRead, frame.up_to_seq);
+    cs.peerDelivered = Math.max(cs.peerDelivered, frame.up_to_seq);
+    this.onChange("case", frame.case_id);
+  }
+
+  #onTyping(frame) {
+    const cs = this.cases.get(frame.case_id);
+    if (cs === undefined || frame.account_id === this.me) return;
+    cs.typingUntil = frame.active ? Date.now() + TYPING_STALE_MS : 0;
+    this.onChange("typing", frame.case_id);
+    if (frame.active) setTimeout(() => this.onChange("typing", frame.case_id), TYPING_STALE_MS + 50);
+  }
+
+  // -- history --------------------------------------------------------------------------
+
+  /** Fetch and process everything after lastSeen (run it on the case's queue). */
+  async syncNow(cs) {
+    for (;;) {
+      const result = await this.request("sync", {
+        case_id: cs.info.case_id, after_seq: cs.lastSeen, limit: MAX_SYNC_BATCH,
+      });
+      for (const wire of result.messages) {
+        if (wire.seq > cs.lastSeen) await this.#process(cs, recordFromWire(wire));
+      }
+      cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, result.last_seq) };
+      if (!result.has_more || result.messages.length === 0) break;
+    }
+  }
+
+  async #process(cs, r) {
+    // The chain check needs the previous record's hash; after a gap we have none.
+    const prev = r.seq === cs.lastSeen + 1 ? cs.prevHash : null;
+    const message = await this.#open(cs, r, prev);
+    cs.messages.set(r.seq, message);
+    cs.lastSeen = Math.max(cs.lastSeen, r.seq);
+    cs.prevHash = r.chainHash;
+    cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, r.seq) };
+    if (r.senderId === this.me) {
+      this.onStored(r.clientMsgId); // stored: no longer pending
+    } else {
+      this.#scheduleDelivered(cs);
+    }
+    this.onChange("case", cs.info.case_id);
+    this.onChange("cases");
+  }
+
+  async #open(cs, r, prev) {
+    const base = {
+      seq: r.seq, senderId: r.senderId, clientMsgId: r.clientMsgId, ts: r.serverTs, body: null,
+    };
+    const rejected = (error) => ({ ...base, verified: false, error });
+    if (!cs.participants().includes(r.senderId)) {
+      return rejected("sender is not a participant of this case");
+    }
+    const key = await this.keys.keyFor(cs, r.epoch);
+    if (!key) return rejected(`no verified key for epoch ${r.epoch}`);
+    const sender = await this.keys.entry(r.senderId);
+    if (!sender) return rejected("sender's public key is unavailable");
+    let envelope;
+    try {
+      envelope = c.decryptMessage(key, sender.signPk, r);
+    } catch (err) {
+      return rejected(err instanceof c.CryptoError ? err.message : "message does not verify");
+    }
+    if (prev !== null && !c.equalBytes(c.chainHash(prev, r), r.chainHash)) {
+      return rejected("hash chain mismatch (a stored message was dropped or altered)");
+    }
+    return { ...base, body: envelope.body, ts: envelope.ts, verified: true, error: null };
+  }
+
+  #scheduleDelivered(cs) {
+    const caseId = cs.info.case_id;
+    if (this.receiptTimers.has(caseId)) return;
+    this.receiptTimers.set(
+      caseId,
+      setTimeout(() => {
+        this.receiptTimers.delete(caseId);
+        this.request("receipt", {
+          case_id: caseId, kind: "delivered", up_to_seq: cs.lastSeen,
+        }).catch(() => {});
+      }, DELIVERED_DELAY_MS),
+    );
+  }
+}
