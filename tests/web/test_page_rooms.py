@@ -124,3 +124,35 @@ def test_processor_dedupes_never_lowers_and_settles_own_acks_without_the_hub(
     assert got["info"] == [1, 2, "closed"]  # never lowered; closed stays closed
     assert got["typing"] is True and got["receipts"] == [4, 4]
     assert got["messages"] == 0
+
+
+def test_escrow_policy_is_fetched_once_per_session(node: Callable[[str], Any]) -> None:
+    got = node(
+        PRELUDE
+        + """
+        const { Escrow } = await import("./src/escrow.js");
+        const session = { generation: 1 };
+        let asked = 0;
+        const answer = async (type) => {
+          asked += 1;
+          return { type: "policy.result", policy: null, terms_version: 0, consented: true };
+        };
+        const escrow = new Escrow({ request: answer, session, orgFingerprint: null,
+          onChange: (kind) => changes.push(kind) });
+        const counts = [];
+        await Promise.all([escrow.policy(), escrow.capsule("case_page", 1, c.newCaseKey())]);
+        counts.push(asked); // one question for both uses in session 1
+        await escrow.policy();
+        counts.push(asked);
+        session.generation = 2;
+        await escrow.policy();
+        counts.push(asked); // a new session asks again
+        escrow.forget();
+        const none = await escrow.capsule("case_page", 1, c.newCaseKey());
+        counts.push(asked); // and so does a refused capsule
+        console.log(JSON.stringify({ counts, none, shown: escrow.shown, changes }));
+        """
+    )
+    assert got["counts"] == [1, 1, 2, 3]
+    assert got["none"] is None  # no escrow on this hub: no capsule
+    assert got["shown"] == {"installed": False} and got["changes"] == ["policy"]
