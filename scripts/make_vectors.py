@@ -540,10 +540,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = render()
     web_ok = make_web_protocol.check()
-    if args.check and not web_ok:
-        print(f"{make_web_protocol.OUTPUT} is out of date: run scripts/make_vectors.py")
-        return 1
-    if not web_ok:
+    if args.check:
+        if not web_ok:
+            print(f"{make_web_protocol.OUTPUT} is out of date: run scripts/make_vectors.py")
+            return 1
+        print(f"{make_web_protocol.OUTPUT} is up to date")
+    elif not web_ok:
         make_web_protocol.write()
         print(f"wrote {make_web_protocol.OUTPUT}")
     if args.check:
