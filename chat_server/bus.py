@@ -171,6 +171,11 @@ class EventBus(Protocol):
     @property
     def stats(self) -> BusStats: ...
 
+    @property
+    def queued(self) -> int:
+        """Events waiting to be written (bounded by the bus's queue limits)."""
+        ...
+
     async def start(self, on_event: OnEvent, on_reconnect: OnReconnect) -> None: ...
 
     def publish(self, event: BusEvent, *, nodes: Iterable[str] | None = None) -> bool: ...
@@ -222,6 +227,10 @@ class LocalBus:
     @property
     def stats(self) -> BusStats:
         return self._stats
+
+    @property
+    def queued(self) -> int:
+        return 0
 
     async def start(self, on_event: OnEvent, on_reconnect: OnReconnect) -> None:
         self._on_event = on_event
