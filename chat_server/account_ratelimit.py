@@ -138,19 +138,11 @@ class LocalAccountRateLimiter:
         max_keys: int = 100_000,
         now_us: Callable[[], int] = _monotonic_us,
     ) -> None:
-        self._limit = limit
+        self.limit = limit
+        self.stats = RateLimiterStats()
         self._max_keys = max_keys
         self._now_us = now_us
         self._tat: dict[str, int] = {}
-        self._stats = RateLimiterStats()
-
-    @property
-    def limit(self) -> RateLimit:
-        return self._limit
-
-    @property
-    def stats(self) -> RateLimiterStats:
-        return self._stats
 
     def __len__(self) -> int:
         return len(self._tat)
@@ -160,22 +152,22 @@ class LocalAccountRateLimiter:
 
     def take_now(self, account_id: str, amount: int = 1) -> RateDecision:
         """``take`` without an await, for callers that are not coroutines."""
-        _check_amount(self._limit, amount)
+        _check_amount(self.limit, amount)
         now = self._now_us()
-        decision, new_tat = gcra(self._tat.get(account_id), now, self._limit, amount)
+        decision, new_tat = gcra(self._tat.get(account_id), now, self.limit, amount)
         if new_tat is not None:
             self._tat.pop(account_id, None)  # re-insert: dict order is last-use order
             self._tat[account_id] = new_tat
             if len(self._tat) > self._max_keys:
                 self._shrink(now)
-        return _count(self._stats, decision)
+        return _count(self.stats, decision)
 
     def _shrink(self, now: int) -> None:
         for key in [k for k, tat in self._tat.items() if tat <= now]:
             del self._tat[key]  # full again: forgetting it changes nothing
         while len(self._tat) > self._max_keys:
             del self._tat[next(iter(self._tat))]
-            self._stats.forgotten += 1
+            self.stats.forgotten += 1
 
 
 # KEYS[1] the account's bucket; ARGV: interval_us, burst, amount, now_us ('' = Redis TIME)
@@ -214,36 +206,28 @@ class RedisAccountRateLimiter:
         fallback: LocalAccountRateLimiter | None = None,
         now_us: Callable[[], int] | None = None,
     ) -> None:
-        self._limit = limit
+        self.limit = limit
+        self.stats = RateLimiterStats()
         self._prefix = f"{settings.prefix}rl:{limit.name}:"
         self._redis = make_client(settings)
         self._script = self._redis.register_script(_GCRA)
         self._fallback = fallback or LocalAccountRateLimiter(limit)
         self._now_us = now_us
-        self._stats = RateLimiterStats()
-
-    @property
-    def limit(self) -> RateLimit:
-        return self._limit
-
-    @property
-    def stats(self) -> RateLimiterStats:
-        return self._stats
 
     async def take(self, account_id: str, amount: int = 1) -> RateDecision:
-        _check_amount(self._limit, amount)
+        _check_amount(self.limit, amount)
         now = "" if self._now_us is None else str(self._now_us())
         try:
             allowed, retry_us, remaining = await self._script(
                 keys=[self._prefix + account_id],
-                args=[self._limit.interval_us, self._limit.burst, amount, now],
+                args=[self.limit.interval_us, self.limit.burst, amount, now],
             )
         except Exception as exc:
-            self._stats.fallbacks += 1
+            self.stats.fallbacks += 1
             log_event("ratelimit.fallback", logging.WARNING, error=type(exc).__name__)
-            return _count(self._stats, self._fallback.take_now(account_id, amount))
+            return _count(self.stats, self._fallback.take_now(account_id, amount))
         decision = RateDecision(bool(allowed), math.ceil(int(retry_us) / 1000), int(remaining))
-        return _count(self._stats, decision)
+        return _count(self.stats, decision)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -185,6 +185,20 @@ class EventBus(Protocol):
     async def close(self) -> None: ...
 
 
+def _encode_for_publish(
+    connected: bool, node_id: str, event: BusEvent, stats: BusStats
+) -> bytes | None:
+    """The envelope to publish, or None (counted) when it cannot go out."""
+    if not connected:
+        stats.dropped_disconnected += 1
+        return None
+    raw = encode_envelope(node_id, event)
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        stats.dropped_too_big += 1
+        return None
+    return raw
+
+
 def _dispatch(on_event: OnEvent, envelope: Envelope, stats: BusStats) -> None:
     try:
         on_event(envelope)
@@ -240,12 +254,8 @@ class LocalBus:
             self._network.members[self._node_id] = self
 
     def publish(self, event: BusEvent, *, nodes: Iterable[str] | None = None) -> bool:
-        if not self._started:
-            self._stats.dropped_disconnected += 1
-            return False
-        raw = encode_envelope(self._node_id, event)
-        if len(raw) > MAX_ENVELOPE_BYTES:
-            self._stats.dropped_too_big += 1
+        raw = _encode_for_publish(self._started, self._node_id, event, self._stats)
+        if raw is None:
             return False
         self._stats.published += 1
         if self._network is None:
@@ -354,12 +364,8 @@ class RedisBus:
         await self._connected.wait()
 
     def publish(self, event: BusEvent, *, nodes: Iterable[str] | None = None) -> bool:
-        if not self._connected.is_set():
-            self._stats.dropped_disconnected += 1
-            return False
-        raw = encode_envelope(self._node_id, event)
-        if len(raw) > MAX_ENVELOPE_BYTES:
-            self._stats.dropped_too_big += 1
+        raw = _encode_for_publish(self._connected.is_set(), self._node_id, event, self._stats)
+        if raw is None:
             return False
         channels = (
             [self._broadcast]

@@ -192,39 +192,13 @@ class _StatsCollector:
     def _bus(self) -> Iterator[Metric]:
         bus = self.bus
         stats = bus.stats if bus is not None else BusStats()
-        yield CounterMetricFamily(
-            "chat_bus_published", "Events written to Redis", value=stats.published
-        )
+        yield from _counters(_BUS_COUNTERS, stats)
         dropped = CounterMetricFamily(
             "chat_bus_dropped", "Events not published, by reason", labels=["reason"]
         )
-        for reason, value in (
-            ("disconnected", stats.dropped_disconnected),
-            ("overflow", stats.dropped_overflow),
-            ("too_big", stats.dropped_too_big),
-            ("error", stats.dropped_error),
-        ):
-            dropped.add_metric([reason], value)
+        for reason in ("disconnected", "overflow", "too_big", "error"):
+            dropped.add_metric([reason], getattr(stats, f"dropped_{reason}"))
         yield dropped
-        yield CounterMetricFamily(
-            "chat_bus_received", "Events received from other nodes", value=stats.received
-        )
-        yield CounterMetricFamily(
-            "chat_bus_invalid", "Envelopes dropped as undecodable", value=stats.invalid
-        )
-        yield CounterMetricFamily(
-            "chat_bus_handler_errors",
-            "Events whose handler raised",
-            value=stats.handler_errors,
-        )
-        yield CounterMetricFamily(
-            "chat_bus_reconnects", "Reconnections to Redis after a loss", value=stats.reconnects
-        )
-        yield CounterMetricFamily(
-            "chat_bus_connect_failures",
-            "Failed attempts to connect to Redis",
-            value=stats.connect_failures,
-        )
         yield GaugeMetricFamily(
             "chat_bus_connected",
             "1 while subscribed to Redis",
@@ -237,37 +211,45 @@ class _StatsCollector:
         )
 
     def _presence(self) -> Iterator[Metric]:
-        stats = self.presence or PresenceStats()
-        yield CounterMetricFamily(
-            "chat_presence_heartbeats", "Presence heartbeats Redis took", value=stats.heartbeats
-        )
-        yield CounterMetricFamily(
-            "chat_presence_heartbeat_failures",
-            "Presence heartbeats that failed",
-            value=stats.heartbeat_failures,
-        )
-        yield CounterMetricFamily(
-            "chat_presence_degraded",
-            "Presence answers given from this node's view only (Redis failed)",
-            value=stats.degraded,
-        )
+        yield from _counters(_PRESENCE_COUNTERS, self.presence or PresenceStats())
 
     def _limiters(self) -> Iterator[Metric]:
-        families = {
-            "allowed": CounterMetricFamily(
-                "chat_ratelimit_allowed", "Shared rate limit: requests allowed", labels=["limit"]
-            ),
-            "refused": CounterMetricFamily(
-                "chat_ratelimit_refused", "Shared rate limit: requests refused", labels=["limit"]
-            ),
-            "fallbacks": CounterMetricFamily(
-                "chat_ratelimit_fallbacks",
-                "Shared rate limit: decided locally because Redis failed",
-                labels=["limit"],
-            ),
-        }
-        for name, stats in sorted(self.limiters.items()):
-            families["allowed"].add_metric([name], stats.allowed)
-            families["refused"].add_metric([name], stats.refused)
-            families["fallbacks"].add_metric([name], stats.fallbacks)
-        yield from families.values()
+        for name, doc, field in _LIMITER_COUNTERS:
+            family = CounterMetricFamily(name, doc, labels=["limit"])
+            for limit, stats in sorted(self.limiters.items()):
+                family.add_metric([limit], getattr(stats, field))
+            yield family
+
+
+#: (metric, help, field of the stats object) for counters read at scrape time.
+_BUS_COUNTERS = (
+    ("chat_bus_published", "Events written to Redis", "published"),
+    ("chat_bus_received", "Events received from other nodes", "received"),
+    ("chat_bus_invalid", "Envelopes dropped as undecodable", "invalid"),
+    ("chat_bus_handler_errors", "Events whose handler raised", "handler_errors"),
+    ("chat_bus_reconnects", "Reconnections to Redis after a loss", "reconnects"),
+    ("chat_bus_connect_failures", "Failed attempts to connect to Redis", "connect_failures"),
+)
+_PRESENCE_COUNTERS = (
+    ("chat_presence_heartbeats", "Presence heartbeats Redis took", "heartbeats"),
+    ("chat_presence_heartbeat_failures", "Presence heartbeats that failed", "heartbeat_failures"),
+    (
+        "chat_presence_degraded",
+        "Presence answers given from this node's view only (Redis failed)",
+        "degraded",
+    ),
+)
+_LIMITER_COUNTERS = (
+    ("chat_ratelimit_allowed", "Shared rate limit: requests allowed", "allowed"),
+    ("chat_ratelimit_refused", "Shared rate limit: requests refused", "refused"),
+    (
+        "chat_ratelimit_fallbacks",
+        "Shared rate limit: decided locally because Redis failed",
+        "fallbacks",
+    ),
+)
+
+
+def _counters(table: tuple[tuple[str, str, str], ...], stats: object) -> Iterator[Metric]:
+    for name, doc, field in table:
+        yield CounterMetricFamily(name, doc, value=getattr(stats, field))
