@@ -10,12 +10,13 @@ import contextlib
 import dataclasses
 import secrets
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from chat_server.app import HubServer
-from tests.haproxy import Backend, RunningProxy, run_haproxy
+from tests.haproxy import Backend, RunningProxy, StartProxy
 from tests.hubtools import RunningHub, start_hub
 from tests.rawclient import RawClient
 
@@ -36,20 +37,24 @@ async def _start_again(hub: RunningHub, port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def _cluster(
+    tmp_path: Path, haproxy: StartProxy
+) -> AsyncIterator[tuple[list[RunningHub], RunningProxy]]:
     async with contextlib.AsyncExitStack() as stack:
         hubs: list[RunningHub] = [
             await stack.enter_async_context(start_hub(tmp_path)) for _ in range(2)
         ]
         backends = [Backend(f"n{i}", "127.0.0.1", hub.server.port) for i, hub in enumerate(hubs)]
-        proxy = await stack.enter_async_context(run_haproxy(tmp_path, backends))
+        proxy = await haproxy(backends)
         await proxy.wait_status("n0", "UP")
         await proxy.wait_status("n1", "UP")
         yield hubs, proxy
 
 
-async def test_clients_connect_with_wss_and_health_checks_pass_through(tmp_path: Path) -> None:
-    async with _cluster(tmp_path) as (_, proxy):
+async def test_clients_connect_with_wss_and_health_checks_pass_through(
+    tmp_path: Path, haproxy: StartProxy
+) -> None:
+    async with _cluster(tmp_path, haproxy) as (_, proxy):
         assert await proxy.get("/healthz") == (200, b"ok\n")
         status, _ = await proxy.get("/metrics")  # per-node metrics are never public
         assert status == 404
@@ -65,8 +70,8 @@ async def test_clients_connect_with_wss_and_health_checks_pass_through(tmp_path:
             await RawClient.connect(proxy.wss_url, ssl=ssl.create_default_context())
 
 
-async def test_a_stopped_node_gets_no_new_connections(tmp_path: Path) -> None:
-    async with _cluster(tmp_path) as (hubs, proxy):
+async def test_a_stopped_node_gets_no_new_connections(tmp_path: Path, haproxy: StartProxy) -> None:
+    async with _cluster(tmp_path, haproxy) as (hubs, proxy):
         client = await RawClient.connect(proxy.wss_url, ssl=proxy.client_ssl())
         await client.register(f"client-{secrets.token_hex(3)}")
         await client.authenticate()
