@@ -15,7 +15,7 @@ from chat_server.account_ratelimit import (
     RedisAccountRateLimiter,
 )
 from chat_server.redis_client import RedisSettings
-from tests.hubtools import free_port
+from tests.helpers.hubs import free_port
 
 FIVE_PER_S = RateLimit("send", rate_per_s=5, burst=3)  # one token per 200 ms
 

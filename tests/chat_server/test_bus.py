@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -28,8 +28,9 @@ from chat_server.bus import (
     encode_envelope,
 )
 from chat_server.redis_client import RedisSettings, backoff_delay
-from tests.hubtools import free_port
-from tests.redis_server import RedisServer, own_redis
+from tests.helpers.hubs import free_port
+from tests.helpers.redis_server import RedisServer, own_redis
+from tests.helpers.waiting import wait_until
 
 
 class Inbox:
@@ -49,15 +50,6 @@ class Inbox:
 
     async def next(self, timeout: float = 3.0) -> Envelope:
         return await asyncio.wait_for(self.events.get(), timeout)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """For states with no event to await (a bus noticing a dead link): poll, bounded."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def deliver(n: int) -> Deliver:
@@ -181,7 +173,9 @@ async def test_events_reach_the_other_node_in_order_and_never_their_publisher(
     assert {e.node for e in received} == {"node-a"}
     assert (await inbox_a.next()).event == PresenceChanged(account_id="acc-c", online=True)
     # Each node heard its own broadcast come back and dropped it: nothing else is queued.
-    await eventually(lambda: a.stats.published == 50 and b.stats.published == 1)
+    await wait_until(
+        lambda: a.stats.published == 50 and b.stats.published == 1, "both batches written"
+    )
     assert inbox_a.events.empty() and inbox_b.events.empty()
     assert a.stats.received == 1 and b.stats.received == 50
 
@@ -270,7 +264,7 @@ async def test_without_redis_publish_fails_fast_and_start_does_not_hang() -> Non
     results = [bus.publish(deliver(n)) for n in range(1000)]
     assert time.perf_counter() - t0 < 0.5  # never waits on the network
     assert results == [False] * 1000 and bus.stats.dropped_disconnected == 1000
-    await eventually(lambda: bus.stats.connect_failures >= 3)  # it keeps trying
+    await wait_until(lambda: bus.stats.connect_failures >= 3, "more attempts")  # it keeps trying
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(bus.wait_connected(), 0.05)
     await bus.close()
@@ -310,7 +304,7 @@ async def test_nodes_reconnect_and_resubscribe_after_redis_restarts(
             assert (await inbox_b.next()).event == deliver(1)
 
             server.stop() if how == "stop" else server.kill()
-            await eventually(lambda: not a.connected and not b.connected)
+            await wait_until(lambda: not a.connected and not b.connected, "both to notice")
             # Disconnected: publish refuses at once, counted, never raises.
             assert not a.publish(deliver(2))
             assert a.stats.dropped_disconnected == 1
@@ -338,7 +332,9 @@ async def test_a_silent_redis_is_noticed_by_pings_and_the_bus_recovers(tmp_path:
         try:
             server.pause()
             t0 = time.monotonic()
-            await eventually(lambda: not a.connected and not b.connected, timeout=3)
+            await wait_until(
+                lambda: not a.connected and not b.connected, "both to notice", timeout=3
+            )
             assert time.monotonic() - t0 < 2.0  # a few ping intervals, not TCP's minutes
             server.resume()
             await asyncio.wait_for(inbox_a.reconnected.wait(), 5)

@@ -8,7 +8,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from chat_server.presence import (
     SessionRef,
 )
 from chat_server.redis_client import RedisSettings
-from tests.redis_server import own_redis
+from tests.helpers.redis_server import own_redis
+from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,16 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def settings(redis_url: str, redis_prefix: str) -> RedisSettings:
     return RedisSettings(redis_url, prefix=f"{redis_prefix}{random.getrandbits(32):x}:")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> float:
-    """Poll an expiry (time passing is the event): seconds it took, bounded."""
-    start = time.monotonic()
-    while not await check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -180,7 +171,9 @@ async def test_a_killed_nodes_counselors_and_sessions_expire_within_the_ttl(
                 and await observer.session_count("acc-doomed") == 0
             )
 
-        took = await eventually(gone, timeout=5)
+        killed = time.monotonic()
+        await wait_until(gone, "the killed node's entries to expire", timeout=5)
+        took = time.monotonic() - killed
         assert took <= ttl + 0.3, took  # within the TTL (plus polling slack)
     finally:
         if proc.returncode is None:

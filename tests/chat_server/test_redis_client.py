@@ -13,7 +13,7 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from chat_server.bus import CaseChanged, Envelope, RedisBus
 from chat_server.redis_client import RedisSettings, make_client
 from scripts.localcluster.tls import make_local_pki
-from tests.redis_server import own_redis
+from tests.helpers.redis_server import own_redis
 
 
 def test_every_url_form_an_operator_may_give_is_understood() -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from chat_server.app import HubServer
-from tests.haproxy import Backend, RunningProxy, StartProxy
-from tests.hubtools import RunningHub, start_hub
-from tests.rawclient import RawClient
+from tests.helpers.haproxy import Backend, RunningProxy, StartProxy
+from tests.helpers.hubs import RunningHub, start_hub
+from tests.helpers.rawclient import RawClient
 
 
 async def _same_account(proxy: RunningProxy, client: RawClient) -> RawClient:

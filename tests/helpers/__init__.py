@@ -12,5 +12,7 @@ build on these helpers.
 ``storage_factories``  records and message chains for the storage tests
 ``browser``            the counselor web page in Chromium
 ``services``           skip, or fail in CI, when PostgreSQL, Redis or a browser is missing
+``redis_server``       a private ``redis-server`` to stop, kill, pause and restart
+``haproxy``            HAProxy with TLS in front of real hubs (deploy/haproxy.cfg)
 ``waiting``            bounded waits that fail with what was awaited
 """

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from scripts.localcluster.haproxy import haproxy_binary
-from tests.conftest import require_service
+from tests.helpers.services import require_service
 
 REPO = Path(__file__).resolve().parents[2]
 

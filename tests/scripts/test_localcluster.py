@@ -12,7 +12,7 @@ import pytest
 
 from scripts.localcluster.haproxy import TEMPLATE, Backend, haproxy_binary, render_config
 from scripts.localcluster.tls import make_local_pki
-from tests.conftest import require_service
+from tests.helpers.services import require_service
 
 
 def _render(tmp_path: Path, backends: list[Backend]) -> str:

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.localcluster.tls import LocalPKI
-from tests.conftest import require_service
-from tests.hubtools import free_port
+from tests.helpers.hubs import free_port
+from tests.helpers.services import require_service
 
 __all__ = ["RedisServer", "own_redis"]
 

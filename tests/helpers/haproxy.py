@@ -4,11 +4,7 @@
         ws = await RawClient.connect(proxy.wss_url, ssl=proxy.client_ssl())
         await proxy.wait_status("n1", "DOWN")
 
-or, as a pytest fixture (tests/e2e/conftest.py offers it), a starter that is stopped
-after the test:
-
-    async def test_x(haproxy: StartProxy) -> None:
-        proxy = await haproxy([Backend("n1", "127.0.0.1", port1)])
+The ``haproxy`` fixture (tests/e2e/conftest.py) wraps :func:`run_haproxy` for tests.
 
 A fresh CA and server certificate are made for each run (openssl); HAProxy runs in the
 foreground on free ports and is stopped afterwards. Without the ``haproxy`` or
@@ -28,14 +24,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from scripts.localcluster.haproxy import Backend, HAProxy, haproxy_binary, render_config
 from scripts.localcluster.tls import LocalPKI, make_local_pki
-from tests.conftest import require_service
-from tests.hubtools import free_port
+from tests.helpers.hubs import free_port
+from tests.helpers.services import require_service
 
-__all__ = ["Backend", "RunningProxy", "StartProxy", "haproxy", "run_haproxy"]
+__all__ = ["Backend", "RunningProxy", "StartProxy", "run_haproxy"]
 
 
 @dataclass
@@ -122,22 +116,5 @@ async def run_haproxy(tmp_path: Path, backends: Sequence[Backend]) -> AsyncItera
         await proxy.stop()
 
 
-#: Starts HAProxy in front of ``backends``; see :func:`haproxy`.
+#: Starts HAProxy in front of ``backends`` (the ``haproxy`` fixture); stopped after the test.
 StartProxy = Callable[[Sequence[Backend]], Awaitable[RunningProxy]]
-
-
-@pytest.fixture
-async def haproxy(tmp_path: Path) -> AsyncIterator[StartProxy]:
-    """Start HAProxy (TLS, free ports) in front of given backends; every proxy started
-    is stopped when the test ends."""
-    async with contextlib.AsyncExitStack() as stack:
-        count = 0
-
-        async def start(backends: Sequence[Backend]) -> RunningProxy:
-            nonlocal count
-            count += 1
-            return await stack.enter_async_context(
-                run_haproxy(tmp_path / f"proxy{count}", backends)
-            )
-
-        yield start
