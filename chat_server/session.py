@@ -23,12 +23,11 @@ from protocol.errors import (
     CloseCode,
     ErrorCode,
     FrameTooBig,
-    MalformedFrame,
     RemoteError,
     Unavailable,
 )
 from protocol.frames import ErrorFrame
-from protocol.session import SessionState, check_allowed, next_state
+from protocol.session import SessionMachine
 from storage.records import AccountRecord
 
 from .logs import log_event
@@ -39,9 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Session"]
 
-#: Consecutive undecodable frames before the connection is closed (1007).
-MAX_MALFORMED_IN_A_ROW = 3
-
 
 class Session:
     """State of one connection. ``push`` never blocks: a full queue closes the session."""
@@ -50,9 +46,8 @@ class Session:
         self.hub = hub
         self.ws = ws
         self.id = "s_" + secrets.token_hex(8)
-        self.state = SessionState.UNAUTHENTICATED
+        self.machine = SessionMachine()
         self.account: AccountRecord | None = None
-        self.challenge: bytes | None = None
         self.token_hash: bytes | None = None
         self.authenticated_at = 0.0
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(hub.config.send_queue_frames)
@@ -138,7 +133,7 @@ class Session:
         if self._closing:
             return
         self._closing = True
-        self.state = SessionState.CLOSING
+        self.machine.close()
         self._close_code = (code, reason)
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
@@ -187,14 +182,15 @@ class Session:
 
     async def _auth_watchdog(self) -> None:
         await asyncio.sleep(self.hub.config.auth_timeout_s)
-        if self.state is SessionState.UNAUTHENTICATED:
+        decision = self.machine.auth_deadline()
+        if decision is not None:
             log_event("session.auth_timeout", session=self.id)
-            self.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+            self.close(decision.code, decision.reason)
 
     async def _read_loop(self) -> None:
         from .router import HANDLERS  # handlers import Session for typing only
 
-        malformed = 0
+        machine = self.machine
         while not self._closing:
             raw = await self.ws.recv(decode=False)
             if self._closing:
@@ -210,22 +206,19 @@ class Session:
                 continue
             try:
                 frame = codec.decode_client(raw)
-            except FrameTooBig:
-                self.close(CloseCode.TOO_BIG, "frame too big")
-                return
             except RemoteError as exc:
-                self.push(
-                    ErrorFrame(code=exc.code, message=exc.message, id=codec.request_id_of(raw))
-                )
-                malformed = malformed + 1 if isinstance(exc, MalformedFrame) else 0
-                if malformed >= MAX_MALFORMED_IN_A_ROW:
-                    self.close(CloseCode.INVALID_DATA, "too many malformed frames")
+                decision = machine.undecodable(exc)
+                if not isinstance(exc, FrameTooBig):
+                    self.push(
+                        ErrorFrame(code=exc.code, message=exc.message, id=codec.request_id_of(raw))
+                    )
+                if decision is not None:
+                    self.close(decision.code, decision.reason)
                     return
                 continue
-            malformed = 0
             succeeded = True
             try:
-                check_allowed(self.state, frame)
+                machine.check(frame)
                 if self.hub.stopping:
                     raise Unavailable("server is shutting down; reconnect shortly")
                 reply = await HANDLERS[type(frame)](self.hub, self, frame)
@@ -247,9 +240,9 @@ class Session:
                 return
             if reply is not None:
                 self.push(reply)
-            if self.state is not SessionState.CLOSING:
-                self.state = next_state(self.state, frame, succeeded=succeeded)
-            if self._watchdog is not None and self.state is not SessionState.UNAUTHENTICATED:
+            if succeeded and (decision := machine.handled(frame)) is not None:
+                self.close(decision.code, decision.reason)
+            if self._watchdog is not None and not machine.authenticating:
                 # Authenticated (or closing): the timer has nothing left to check, and
                 # 20 s of one pending timer per connection add up under reconnect storms.
                 self._watchdog.cancel()

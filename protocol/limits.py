@@ -9,6 +9,7 @@ __all__ = [
     "MAX_ESCROW_OFFICERS",
     "MAX_FRAME_BYTES",
     "MAX_ID_CHARS",
+    "MAX_MALFORMED_IN_A_ROW",
     "MAX_MESSAGE_CHARS",
     "MAX_SERVER_FRAME_BYTES",
     "MAX_SESSIONS_PER_ACCOUNT",
@@ -33,6 +34,8 @@ MAX_ID_CHARS = 64
 MAX_SYNC_BATCH = 500
 #: Seconds a connection may stay unauthenticated.
 AUTH_TIMEOUT_S = 20.0
+#: Undecodable frames in a row before the connection is closed (1007).
+MAX_MALFORMED_IN_A_ROW = 3
 #: Live sessions per account; one more evicts the oldest with close 4009.
 MAX_SESSIONS_PER_ACCOUNT = 8
 #: Frames a session may send per second on average, and in a burst (token bucket).

@@ -52,12 +52,11 @@ def invite_code_hash(code: str) -> bytes:
 
 
 async def hello(hub: Hub, session: Session, frame: f.Hello) -> f.Challenge:
-    if session.challenge is not None:
-        raise InvalidFrame("hello was already sent on this connection")
-    session.challenge = nacl.utils.random(32)
+    nonce = nacl.utils.random(32)
+    session.machine.challenge_issued(nonce)
     return f.Challenge(
         id=frame.id,
-        nonce=session.challenge,
+        nonce=nonce,
         server_key=hub.server_identity.sign_pk,
         min_opslimit=hub.config.min_opslimit,
         min_memlimit=hub.config.min_memlimit,
@@ -147,8 +146,8 @@ async def login(hub: Hub, session: Session, frame: f.Login) -> f.LoginResult:
 
 
 async def auth(hub: Hub, session: Session, frame: f.AuthRequest) -> None:
-    if session.challenge is None:
-        raise InvalidFrame("send hello first to get a challenge")
+    challenge = session.machine.challenge
+    assert challenge is not None
     account = await hub.db.accounts.by_id(frame.account_id)
     valid = account is not None and await hub.db.accounts.token_valid(
         token_hash(frame.token), frame.account_id, now_ms()
@@ -157,12 +156,12 @@ async def auth(hub: Hub, session: Session, frame: f.AuthRequest) -> None:
         log_event("auth.failed", reason="token")
         raise AuthFailed("invalid or expired session token")
     try:
-        crypto.verify_challenge(account.sign_pk, session.challenge, account.id, frame.sig)
+        crypto.verify_challenge(account.sign_pk, challenge, account.id, frame.sig)
     except CryptoError:
         log_event("auth.failed", reason="signature", account=account.id)
         raise AuthFailed("challenge signature does not verify") from None
     # A challenge is good for one auth only.
-    session.challenge = None
+    session.machine.authenticated()
     session.account = account
     session.token_hash = token_hash(frame.token)
     session.authenticated_at = time.monotonic()

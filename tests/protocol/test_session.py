@@ -1,4 +1,5 @@
-"""The session state table: each client frame type in each state."""
+"""The connection state machine: every client frame in every state, every event in
+every state, and the close decisions."""
 
 from __future__ import annotations
 
@@ -8,8 +9,24 @@ import msgspec
 import pytest
 
 from protocol import frames as f
-from protocol.errors import InvalidFrame, NotAuthenticated
-from protocol.session import SessionState, check_allowed, next_state
+from protocol.errors import (
+    RESUMABLE_CLOSE_CODES,
+    CloseCode,
+    FrameTooBig,
+    InvalidFrame,
+    MalformedFrame,
+    NotAuthenticated,
+    UnknownType,
+)
+from protocol.limits import MAX_MALFORMED_IN_A_ROW
+from protocol.session import (
+    POST_AUTH_FRAMES,
+    PRE_AUTH_FRAMES,
+    Close,
+    SessionMachine,
+    SessionState,
+    TransitionError,
+)
 
 K32 = bytes(32)
 SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
@@ -93,96 +110,248 @@ POST_AUTH = {
     f.DisputeRequest,
     f.DisputeList,
 }
+NONCE = bytes(range(32))
+PRE_AUTH_STATES = (SessionState.UNAUTHENTICATED, SessionState.CHALLENGED)
 
 
-def test_samples_cover_every_client_frame() -> None:
-    assert set(SAMPLES) == set(typing.get_args(f.ClientFrame))
+def machine_in(state: SessionState) -> SessionMachine:
+    """A machine driven to ``state`` through legal events only."""
+    machine = SessionMachine()
+    if state in (SessionState.CHALLENGED, SessionState.AUTHENTICATED):
+        machine.challenge_issued(NONCE)
+    if state is SessionState.AUTHENTICATED:
+        machine.authenticated()
+    if state is SessionState.CLOSING:
+        machine.close()
+    assert machine.state is state
+    return machine
 
 
 def _tag(cls: type[msgspec.Struct]) -> str:
     return str(cls.__struct_config__.tag)
 
 
+def test_samples_cover_every_client_frame() -> None:
+    assert set(SAMPLES) == set(typing.get_args(f.ClientFrame))
+
+
+def test_published_tables() -> None:
+    assert PRE_AUTH_FRAMES == PRE_AUTH and POST_AUTH_FRAMES == POST_AUTH
+
+
+def test_a_new_machine() -> None:
+    machine = SessionMachine()
+    assert machine.state is SessionState.UNAUTHENTICATED
+    assert machine.challenge is None and machine.authenticating
+
+
+# -- check: each client frame type in each state ------------------------------------
+
+
 @pytest.mark.parametrize("cls", SAMPLES, ids=_tag)
 def test_unauthenticated(cls: type[msgspec.Struct]) -> None:
+    machine = machine_in(SessionState.UNAUTHENTICATED)
     frame = SAMPLES[cls]
-    if cls in PRE_AUTH:
-        check_allowed(SessionState.UNAUTHENTICATED, frame)
+    if cls is f.AuthRequest:
+        with pytest.raises(InvalidFrame, match=r"^send hello first to get a challenge$"):
+            machine.check(frame)
+    elif cls in PRE_AUTH:
+        machine.check(frame)
     else:
         with pytest.raises(NotAuthenticated) as info:
-            check_allowed(SessionState.UNAUTHENTICATED, frame)
+            machine.check(frame)
         assert info.value.message == f"{_tag(cls)} requires an authenticated session"
+    assert machine.state is SessionState.UNAUTHENTICATED  # checking changes no state
+
+
+@pytest.mark.parametrize("cls", SAMPLES, ids=_tag)
+def test_challenged(cls: type[msgspec.Struct]) -> None:
+    machine = machine_in(SessionState.CHALLENGED)
+    frame = SAMPLES[cls]
+    if cls is f.Hello:
+        with pytest.raises(InvalidFrame, match=r"^hello was already sent on this connection$"):
+            machine.check(frame)
+    elif cls in PRE_AUTH:
+        machine.check(frame)
+    else:
+        with pytest.raises(NotAuthenticated) as info:
+            machine.check(frame)
+        assert info.value.message == f"{_tag(cls)} requires an authenticated session"
+    assert machine.state is SessionState.CHALLENGED and machine.challenge == NONCE
 
 
 @pytest.mark.parametrize("cls", SAMPLES, ids=_tag)
 def test_authenticated(cls: type[msgspec.Struct]) -> None:
+    machine = machine_in(SessionState.AUTHENTICATED)
     frame = SAMPLES[cls]
     if cls in POST_AUTH:
-        check_allowed(SessionState.AUTHENTICATED, frame)
+        machine.check(frame)
     else:
         with pytest.raises(InvalidFrame) as info:
-            check_allowed(SessionState.AUTHENTICATED, frame)
+            machine.check(frame)
         assert info.value.message == f"{_tag(cls)} is not allowed in state authenticated"
+    assert machine.state is SessionState.AUTHENTICATED
 
 
 @pytest.mark.parametrize("cls", SAMPLES, ids=_tag)
 def test_closing_accepts_nothing(cls: type[msgspec.Struct]) -> None:
+    machine = machine_in(SessionState.CLOSING)
     with pytest.raises(InvalidFrame) as info:
-        check_allowed(SessionState.CLOSING, SAMPLES[cls])
+        machine.check(SAMPLES[cls])
     assert info.value.message == f"{_tag(cls)} is not allowed in state closing"
 
 
 @pytest.mark.parametrize("state", list(SessionState))
 def test_server_frames_and_foreign_objects_are_refused(state: SessionState) -> None:
-    expected = NotAuthenticated if state is SessionState.UNAUTHENTICATED else InvalidFrame
+    machine = machine_in(state)
+    expected = NotAuthenticated if state in PRE_AUTH_STATES else InvalidFrame
     with pytest.raises(expected, match=r"^pong "):
-        check_allowed(state, f.Pong(id="r"))
+        machine.check(f.Pong(id="r"))
     with pytest.raises(expected, match=r"^object "):  # a non-struct is named by its class
-        check_allowed(state, object())
+        machine.check(object())
 
 
-def test_successful_auth_authenticates() -> None:
-    auth = SAMPLES[f.AuthRequest]
-    assert next_state(SessionState.UNAUTHENTICATED, auth, succeeded=True) is (
-        SessionState.AUTHENTICATED
-    )
+# -- the auth sub-states ----------------------------------------------------------
 
 
-def test_failed_auth_stays_unauthenticated() -> None:
-    auth = SAMPLES[f.AuthRequest]
-    assert next_state(SessionState.UNAUTHENTICATED, auth, succeeded=False) is (
-        SessionState.UNAUTHENTICATED
-    )
+def test_hello_then_auth_authenticates_and_spends_the_nonce() -> None:
+    machine = SessionMachine()
+    machine.check(SAMPLES[f.Hello])
+    machine.challenge_issued(NONCE)
+    assert machine.state is SessionState.CHALLENGED and machine.challenge == NONCE
+    assert machine.authenticating
+    machine.check(SAMPLES[f.AuthRequest])
+    machine.authenticated()
+    assert machine.state is SessionState.AUTHENTICATED and machine.challenge is None
+    assert not machine.authenticating
 
 
-def test_logout_closes() -> None:
-    logout = SAMPLES[f.Logout]
-    assert next_state(SessionState.AUTHENTICATED, logout, succeeded=True) is SessionState.CLOSING
-    assert next_state(SessionState.AUTHENTICATED, logout, succeeded=False) is (
-        SessionState.AUTHENTICATED
-    )
+def test_a_failed_auth_keeps_the_challenge_for_a_retry() -> None:
+    # A refused request reports no event, so nothing changes: the same nonce stays.
+    machine = machine_in(SessionState.CHALLENGED)
+    machine.check(SAMPLES[f.AuthRequest])
+    assert machine.state is SessionState.CHALLENGED and machine.challenge == NONCE
+    machine.check(SAMPLES[f.AuthRequest])
+    machine.authenticated()
+    assert machine.state is SessionState.AUTHENTICATED
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+def test_challenge_issued_only_once_and_only_before_auth(state: SessionState) -> None:
+    machine = machine_in(state)
+    if state is SessionState.UNAUTHENTICATED:
+        machine.challenge_issued(NONCE)
+        assert machine.state is SessionState.CHALLENGED
+    else:
+        with pytest.raises(TransitionError, match=f"in state {state.value}$"):
+            machine.challenge_issued(b"other")
+        assert machine.state is state
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+def test_authenticated_only_with_a_pending_challenge(state: SessionState) -> None:
+    machine = machine_in(state)
+    if state is SessionState.CHALLENGED:
+        machine.authenticated()
+        assert machine.state is SessionState.AUTHENTICATED
+    else:
+        with pytest.raises(TransitionError, match=f"in state {state.value}$"):
+            machine.authenticated()
+        assert machine.state is state
+
+
+# -- requests that succeeded -------------------------------------------------------
 
 
 @pytest.mark.parametrize("cls", SAMPLES, ids=_tag)
 @pytest.mark.parametrize("state", list(SessionState))
-@pytest.mark.parametrize("succeeded", [True, False])
-def test_transition_table(cls: type[msgspec.Struct], state: SessionState, succeeded: bool) -> None:
-    expected = state
-    if succeeded and state is SessionState.UNAUTHENTICATED and cls is f.AuthRequest:
-        expected = SessionState.AUTHENTICATED
-    elif succeeded and cls is f.Logout:
-        expected = SessionState.CLOSING
-    assert next_state(state, SAMPLES[cls], succeeded=succeeded) is expected
+def test_handled(cls: type[msgspec.Struct], state: SessionState) -> None:
+    machine = machine_in(state)
+    decision = machine.handled(SAMPLES[cls])
+    if cls is f.Logout:
+        assert decision == Close(CloseCode.NORMAL, "logged out")
+        assert machine.state is SessionState.CLOSING
+    else:
+        assert decision is None and machine.state is state
 
 
-def test_a_second_auth_does_not_change_state() -> None:
-    auth = SAMPLES[f.AuthRequest]
-    with pytest.raises(InvalidFrame):
-        check_allowed(SessionState.AUTHENTICATED, auth)
-    assert next_state(SessionState.AUTHENTICATED, auth, succeeded=True) is (
-        SessionState.AUTHENTICATED
-    )
+# -- frames that do not decode ---------------------------------------------------------
+
+
+def test_a_frame_too_big_closes_1009_at_once() -> None:
+    machine = machine_in(SessionState.AUTHENTICATED)
+    assert machine.undecodable(FrameTooBig()) == Close(CloseCode.TOO_BIG, "frame too big")
+    assert machine.state is SessionState.CLOSING
+
+
+def test_malformed_frames_in_a_row_close_1007() -> None:
+    machine = SessionMachine()
+    for _ in range(MAX_MALFORMED_IN_A_ROW - 1):
+        assert machine.undecodable(MalformedFrame()) is None
+    assert machine.state is SessionState.UNAUTHENTICATED
+    decision = machine.undecodable(MalformedFrame())
+    assert decision == Close(CloseCode.INVALID_DATA, "too many malformed frames")
+    assert machine.state is SessionState.CLOSING
+
+
+def test_another_decode_error_breaks_the_malformed_run() -> None:
+    machine = SessionMachine()
+    for _ in range(3):
+        assert machine.undecodable(MalformedFrame()) is None
+        assert machine.undecodable(MalformedFrame()) is None
+        assert machine.undecodable(UnknownType()) is None
+    assert machine.state is SessionState.UNAUTHENTICATED
+
+
+def test_a_decoded_frame_breaks_the_malformed_run_even_if_refused() -> None:
+    machine = SessionMachine()
+    for _ in range(3):
+        assert machine.undecodable(MalformedFrame()) is None
+        assert machine.undecodable(MalformedFrame()) is None
+        with pytest.raises(NotAuthenticated):
+            machine.check(SAMPLES[f.Sync])
+    assert machine.state is SessionState.UNAUTHENTICATED
+
+
+# -- the auth timer and closing -------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+def test_auth_deadline(state: SessionState) -> None:
+    machine = machine_in(state)
+    decision = machine.auth_deadline()
+    if state in PRE_AUTH_STATES:
+        assert decision == Close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+        assert machine.state is SessionState.CLOSING and machine.challenge is None
+    else:
+        assert decision is None and machine.state is state
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+def test_close_from_any_state_is_final(state: SessionState) -> None:
+    machine = machine_in(state)
+    machine.close()
+    assert machine.state is SessionState.CLOSING and machine.challenge is None
+    assert not machine.authenticating
+    machine.close()
+    assert machine.state is SessionState.CLOSING
+    assert machine.auth_deadline() is None
+
+
+@pytest.mark.parametrize("code", list(CloseCode))
+def test_close_decisions_know_whether_they_are_resumable(code: CloseCode) -> None:
+    assert Close(code, "x").resumable is (code in RESUMABLE_CLOSE_CODES)
+
+
+def test_auth_timeout_is_not_resumable() -> None:
+    # A client that could not authenticate in time must start afresh, not loop.
+    assert not Close(CloseCode.AUTH_TIMEOUT, "x").resumable
 
 
 def test_state_values() -> None:
-    assert [s.value for s in SessionState] == ["unauthenticated", "authenticated", "closing"]
+    assert [s.value for s in SessionState] == [
+        "unauthenticated",
+        "challenged",
+        "authenticated",
+        "closing",
+    ]
