@@ -13,40 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeAlias
 
+from protocol.clock import now_ms
 from protocol.errors import ProtocolError
-from storage.records import Appended, NewMessage
+from storage.records import AppendResult, NewMessage
 
-from .clock import now_ms
 from .logs import log_event
 
-__all__ = ["CommitFailed", "Committed", "GroupCommitter", "OnCommitted"]
+__all__ = ["CommitFailed", "GroupCommitter", "OnCommitted"]
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Committed:
-    """A message's place in its case, known only once its transaction has committed."""
-
-    seq: int
-    chain_hash: bytes
-    duplicate: bool
-    server_ts: int
-
-
-#: Called once per message: with its ``Committed`` after the commit holding it, or with
-#: the error for its slot (``CommitFailed`` when the whole transaction failed). It runs
-#: in the committer's task, so it must not block; whatever it raises is logged.
-OnCommitted: TypeAlias = Callable[[Committed | ProtocolError], None]
+#: Called once per message: with its slot of the append (the stored record, the original
+#: of an identical retry, or the refusal) after the commit holding it, or with
+#: ``CommitFailed`` when the whole transaction failed. It runs in the committer's task,
+#: so it must not block; whatever it raises is logged.
+OnCommitted: TypeAlias = Callable[[AppendResult | ProtocolError], None]
 
 
 class _MessageStore(Protocol):
     async def append_batch(
         self, batch: Sequence[NewMessage], now_ms: int
-    ) -> Sequence[Appended | ProtocolError]: ...
+    ) -> Sequence[AppendResult]: ...
 
 
 class GroupCommitter:
@@ -117,16 +106,10 @@ class GroupCommitter:
         self.messages += len(batch)
         for (_, on_committed), result in zip(batch, results, strict=True):
             self._resolved += 1
-            if isinstance(result, ProtocolError):
-                _call(on_committed, result)
-            else:
-                _call(
-                    on_committed,
-                    Committed(result.seq, result.chain_hash, result.duplicate, now),
-                )
+            _call(on_committed, result)
 
 
-def _call(on_committed: OnCommitted, outcome: Committed | ProtocolError) -> None:
+def _call(on_committed: OnCommitted, outcome: AppendResult | ProtocolError) -> None:
     try:
         on_committed(outcome)
     except Exception:

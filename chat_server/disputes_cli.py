@@ -42,12 +42,12 @@ from protocol.bundle import (
     BundleCapsule,
     BundleCase,
     BundleEpoch,
-    BundleMessage,
     BundleParticipant,
     ChainHead,
     encode_bundle,
 )
 from protocol.chain import sign_head
+from protocol.clock import now_ms
 from protocol.errors import Conflict, NotFound, ProtocolError
 from protocol.escrow import (
     Approval,
@@ -62,7 +62,6 @@ from protocol.terms import CURRENT_TERMS_VERSION
 from storage.disputes import DisputeRecord
 from storage.engine import Database, open_database
 
-from .clock import now_ms
 from .config import Config
 
 __all__ = ["add_parsers", "run"]
@@ -368,19 +367,7 @@ async def build_bundle(
         ],
         policy=view.policy,
         epochs=epochs,
-        messages=[
-            BundleMessage(
-                seq=m.seq,
-                epoch=m.epoch,
-                sender_id=m.sender_id,
-                client_msg_id=m.client_msg_id,
-                nonce=m.nonce,
-                ciphertext=m.ciphertext,
-                chain_hash=m.chain_hash,
-                server_ts=m.server_ts,
-            )
-            for m in messages
-        ],
+        messages=messages,
         chain_head=ChainHead(
             seq=last_seq, hash=head, sig=sign_head(server, case.id, last_seq, head)
         ),

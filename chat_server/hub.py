@@ -17,13 +17,13 @@ import nacl.utils
 from nacl.encoding import RawEncoder
 
 from protocol import codec
+from protocol.clock import now_ms
 from protocol.crypto import Identity
 from protocol.errors import CloseCode, Forbidden, NotFound
 from protocol.frames import CaseAssigned, CaseInfo
 from storage.engine import Database
 from storage.records import AccountRecord, CaseRecord
 
-from .clock import now_ms
 from .committer import GroupCommitter
 from .config import Config
 from .logs import log_event

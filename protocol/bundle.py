@@ -33,7 +33,7 @@ import msgspec
 from nacl.public import PrivateKey
 
 from . import crypto
-from .chain import ChainLink, verify_chain, verify_head
+from .chain import verify_chain, verify_head
 from .errors import CryptoError
 from .escrow import (
     Approval,
@@ -48,27 +48,27 @@ from .escrow import (
 )
 from .frames import (
     Capsule,
-    Ciphertext,
     Epoch,
     Handle,
     Id,
     Key32,
     Language,
+    MessageRecord,
     Millis,
-    Nonce,
     Role,
     Seq,
     Sig,
     SignedEscrowPolicy,
+    case_participants,
 )
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
     "Bundle",
     "BundleCapsule",
     "BundleCase",
     "BundleEpoch",
-    "BundleMessage",
     "BundleParticipant",
     "ChainHead",
     "MessageVerdict",
@@ -79,6 +79,8 @@ __all__ = [
 ]
 
 BUNDLE_FORMAT = "counsel-chat/dispute-bundle"
+#: 2: messages are the protocol's MessageRecord (version 1 had them without case_id).
+BUNDLE_VERSION = 2
 
 
 class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -115,17 +117,6 @@ class BundleEpoch(_S, frozen=True, kw_only=True):
     capsules: list[BundleCapsule]
 
 
-class BundleMessage(_S, frozen=True, kw_only=True):
-    seq: Seq
-    epoch: Epoch
-    sender_id: Id
-    client_msg_id: Id
-    nonce: Nonce
-    ciphertext: Ciphertext
-    chain_hash: Key32
-    server_ts: Millis
-
-
 class ChainHead(_S, frozen=True, kw_only=True):
     seq: Seq
     hash: Key32
@@ -134,13 +125,14 @@ class ChainHead(_S, frozen=True, kw_only=True):
 
 class Bundle(_S, frozen=True, kw_only=True):
     format: Literal["counsel-chat/dispute-bundle"] = "counsel-chat/dispute-bundle"
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     exported_at: Millis
     case: BundleCase
     participants: list[BundleParticipant]
     policy: SignedEscrowPolicy
     epochs: list[BundleEpoch]
-    messages: list[BundleMessage]
+    #: Every stored message of the case, in seq order, exactly as the hub stored it.
+    messages: list[MessageRecord]
     chain_head: ChainHead
     server_sign_pk: Key32
     request: DisputeDocument
@@ -257,7 +249,7 @@ def verify_bundle(
 def _check_participants(bundle: Bundle, report: Report) -> dict[str, BundleParticipant]:
     case = bundle.case
     by_id = {p.account_id: p for p in bundle.participants}
-    expected = {case.client_id} | ({case.counselor_id} if case.counselor_id else set())
+    expected = set(case_participants(case.client_id, case.counselor_id))
     if set(by_id) != expected or len(by_id) != len(bundle.participants):
         report.foreign.append("participants do not match the case")
     client = by_id.get(case.client_id)
@@ -368,20 +360,7 @@ def _check_messages(
         verify_head(bundle.server_sign_pk, case_id, head.seq, head.hash, head.sig)
     except CryptoError:
         report.tampered.append("the chain head is not signed by the server key")
-    links = [
-        ChainLink(
-            case_id=case_id,
-            seq=m.seq,
-            epoch=m.epoch,
-            sender_id=m.sender_id,
-            client_msg_id=m.client_msg_id,
-            nonce=m.nonce,
-            ciphertext=m.ciphertext,
-            chain_hash=m.chain_hash,
-        )
-        for m in bundle.messages
-    ]
-    broken = set(verify_chain(links))
+    broken = set(verify_chain(bundle.messages))
     if bundle.messages:
         last = bundle.messages[-1]
         if last.seq != head.seq or last.chain_hash != head.hash:
@@ -405,6 +384,8 @@ def _check_messages(
             client_msg_id=message.client_msg_id,
             server_ts=message.server_ts,
         )
+        if message.case_id != case_id:
+            verdict.problems.append("belongs to another case")
         if message.seq in seen:
             verdict.problems.append("seq appears twice")
         seen.add(message.seq)

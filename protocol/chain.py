@@ -8,17 +8,16 @@ history the server committed to.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 
 import nacl.hash
 from nacl.encoding import RawEncoder
 
-from .crypto import Identity, lp, u64, verify_signature
+from .crypto import Signer, lp, u64, verify_signature
+from .frames import MessageRecord
 
 __all__ = [
     "GENESIS",
-    "ChainLink",
     "chain_hash",
     "head_transcript",
     "sign_head",
@@ -55,27 +54,16 @@ def chain_hash(
     return nacl.hash.blake2b(data, digest_size=32, person=b"chat-chain-hash1", encoder=RawEncoder)
 
 
-@dataclasses.dataclass(frozen=True)
-class ChainLink:
-    case_id: str
-    seq: int
-    epoch: int
-    sender_id: str
-    client_msg_id: str
-    nonce: bytes
-    ciphertext: bytes
-    chain_hash: bytes
-
-
-def verify_chain(links: Iterable[ChainLink], prev: bytes = GENESIS) -> list[int]:
+def verify_chain(records: Iterable[MessageRecord], prev: bytes = GENESIS) -> list[int]:
     """Return the seqs whose stored hash or position does not follow from the chain.
 
-    Links must come in the order they are presented (a bundle's order); a record that is
-    missing, altered or out of place makes its own seq (and the one after it) fail.
+    Records must come in the order they are presented (a bundle's order); a record that
+    is missing, altered or out of place makes its own seq (and the one after it) fail.
+    ``server_ts`` is not covered: the server's clock is not evidence.
     """
     bad: list[int] = []
     expected_seq = None
-    for link in links:
+    for link in records:
         if expected_seq is not None and link.seq != expected_seq:
             bad.append(link.seq)
         computed = chain_hash(
@@ -99,7 +87,7 @@ def head_transcript(case_id: str, seq: int, head: bytes) -> bytes:
     return lp(b"chat.chainhead.v1", case_id.encode(), u64(seq), head)
 
 
-def sign_head(server: Identity, case_id: str, seq: int, head: bytes) -> bytes:
+def sign_head(server: Signer, case_id: str, seq: int, head: bytes) -> bytes:
     return server.sign(head_transcript(case_id, seq, head))
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 import nacl.bindings
@@ -43,6 +43,8 @@ __all__ = [
     "Envelope",
     "Identity",
     "LoginKeys",
+    "ServerKey",
+    "Signer",
     "auth_transcript",
     "decrypt_message",
     "derive_login_keys",
@@ -137,6 +139,37 @@ class Identity:
     @property
     def box_pk(self) -> bytes:
         return bytes(self.box_key.public_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self.signing_key.sign(message).signature)
+
+
+class Signer(Protocol):
+    """Anything that signs with an Ed25519 key (an :class:`Identity`, a :class:`ServerKey`)."""
+
+    @property
+    def sign_pk(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class ServerKey:
+    """The hub's own key: Ed25519 only. It signs chain heads (protocol/chain.py) and
+    nothing else, and there is no box key beside it because nothing is ever sealed to
+    the server: the type cannot open anything."""
+
+    signing_key: SigningKey
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> ServerKey:
+        if len(seed) != KEY_BYTES:
+            raise CryptoError("a server key seed is 32 bytes")
+        return cls(SigningKey(seed))
+
+    @property
+    def sign_pk(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
 
     def sign(self, message: bytes) -> bytes:
         return bytes(self.signing_key.sign(message).signature)

@@ -84,6 +84,7 @@ __all__ = [
     "Typing",
     "TypingNew",
     "Welcome",
+    "case_participants",
 ]
 
 # -- value types -------------------------------------------------------------
@@ -149,6 +150,15 @@ class CaseInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     created_at: Millis
 
 
+def case_participants(client_id: str, counselor_id: str | None) -> tuple[str, ...]:
+    """The accounts taking part in a case: its client, and its counselor once assigned.
+
+    The one definition of "participant": who may read a case, receive its events, appear
+    in its dispute bundle. Once a counselor is assigned it never changes.
+    """
+    return (client_id,) if counselor_id is None else (client_id, counselor_id)
+
+
 class EpochKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     epoch: Epoch
     creator_id: Id
@@ -166,6 +176,10 @@ class DirectoryEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
 
 class MessageRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A stored message: the one shape it has from the hub's database to the client's
+    processor and a dispute bundle. ``chain_hash`` covers every field but ``server_ts``
+    and the previous record's hash (protocol/chain.py)."""
+
     case_id: Id
     seq: Seq
     epoch: Epoch

@@ -3,31 +3,32 @@
 The database holds ciphertext, public keys and routing metadata; the few readable
 personal fields (counselor display names, case topics) are encrypted at rest with the
 server's data key. Entry point: :func:`open_database`; repositories return the plain
-records in :mod:`storage.records`.
+records in :mod:`storage.records` (a stored message is the protocol's
+:class:`~protocol.frames.MessageRecord`).
 """
 
 from .engine import Database, open_database, sqlite_url
 from .records import (
     AccountRecord,
-    Appended,
+    AlreadyStored,
     AppendResult,
     CaseRecord,
     EpochKeyRecord,
     InviteRecord,
+    MessageRecord,
     NewMessage,
-    StoredMessage,
 )
 
 __all__ = [
     "AccountRecord",
+    "AlreadyStored",
     "AppendResult",
-    "Appended",
     "CaseRecord",
     "Database",
     "EpochKeyRecord",
     "InviteRecord",
+    "MessageRecord",
     "NewMessage",
-    "StoredMessage",
     "open_database",
     "sqlite_url",
 ]

@@ -13,12 +13,12 @@ stored encrypted at rest (:mod:`storage.atrest`), bound to the invite or account
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from protocol import clock
 from protocol.errors import AuthFailed, Conflict
 
 from .atrest import context
@@ -57,10 +57,6 @@ def _name_ctx(account_id: str) -> bytes:
 
 def _invite_name_ctx(code_hash: bytes) -> bytes:
     return context("invites.name", code_hash)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class AccountRepository:
@@ -148,7 +144,7 @@ class AccountRepository:
                             _INVITES.c.code_hash == invite_code_hash,
                             _INVITES.c.used_by.is_(None),
                         )
-                        .values(used_by=account.id, used_at=_now_ms())
+                        .values(used_by=account.id, used_at=clock.now_ms())
                     )
                     if res.rowcount != 1:
                         raise AuthFailed("invalid or used invite")
@@ -240,7 +236,7 @@ class AccountRepository:
 
         ``now_ms`` defaults to the wall clock. Raises Conflict if the hash exists.
         """
-        created_at = _now_ms() if now_ms is None else now_ms
+        created_at = clock.now_ms() if now_ms is None else now_ms
         langs, specs = tuple(languages), tuple(specialties)
         name_enc = self._tx.cipher.seal_optional(display_name, _invite_name_ctx(code_hash))
         try:

@@ -18,14 +18,22 @@ per message. The number of statements is constant per batch:
 Because the case rows are locked before ``last_seq`` is read, seqs are gap-free and
 unique per case even with several hub processes appending concurrently.
 
-Idempotency (flows.md, "Messages"): a message whose key is already stored (or
-appears earlier in the same batch) with identical epoch, nonce and ciphertext is a
-retry and answers with the original seq and chain hash (``duplicate=True``); the
-same key with different content is refused with :class:`~protocol.errors.Duplicate`.
+**Case state.** The same locked read gives each case's ``state`` and ``epoch``, and the
+append refuses, per message, a case that is not assigned (``Forbidden``: "case is
+closed", "case is not assigned to a counselor yet") or an epoch with no deposited key
+(``InvalidFrame``). A close or key deposit committed by any hub process is therefore seen
+by every later batch: a message can never be stored, nor acked, after its case's close
+committed (the close's UPDATE and this read take the same row lock). These checks come
+before idempotency, so a retry after the close is refused too.
+
+Idempotency (docs/PROTOCOL.md 8.7, "Idempotency"): a message whose key is already
+stored (or appears earlier in the same batch) with identical epoch, nonce and
+ciphertext is a retry and answers with the original record (:class:`AlreadyStored`);
+the same key with different content is refused with :class:`~protocol.errors.Duplicate`.
 Either way nothing is stored twice.
 
-What this module does not check: membership, case state, epoch existence, sizes and
-rates. Those are the server's rules, checked before a message reaches the batch.
+What this module does not check: membership, sizes and rates. Those are the server's
+rules, checked before a message reaches the batch.
 """
 
 from __future__ import annotations
@@ -35,14 +43,16 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from msgspec.structs import asdict, astuple
 from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from protocol.chain import chain_hash
-from protocol.errors import Duplicate, NotFound
+from protocol.errors import Duplicate, Forbidden, InvalidFrame, NotFound, RemoteError
+from protocol.frames import MessageRecord
 
 from .models import Case, Message, table
-from .records import Appended, AppendResult, NewMessage, StoredMessage
+from .records import AlreadyStored, AppendResult, NewMessage
 from .transactions import Transactions
 
 __all__ = ["MessageRepository"]
@@ -67,6 +77,27 @@ class _Prior(NamedTuple):
     ciphertext: bytes
     seq: int
     chain_hash: bytes
+    server_ts: int
+
+
+class _Head(NamedTuple):
+    """A case row as the append needs it: where its chain ends, and what it accepts."""
+
+    last_seq: int
+    chain_head: bytes
+    state: str
+    epoch: int
+
+
+def _refusal(head: _Head, epoch: int) -> RemoteError | None:
+    """Why a case in this state refuses a message of ``epoch``, or None."""
+    if head.state != "assigned":
+        if head.state == "closed":
+            return Forbidden("case is closed")
+        return Forbidden("case is not assigned to a counselor yet")
+    if epoch > head.epoch:
+        return InvalidFrame("no key has been deposited for this epoch")
+    return None
 
 
 @functools.cache
@@ -89,6 +120,7 @@ def _lookup_statement(keys: int) -> Select[Any]:
         _MESSAGES.c.ciphertext,
         _MESSAGES.c.seq,
         _MESSAGES.c.chain_hash,
+        _MESSAGES.c.server_ts,
     ).where(
         or_(
             *(
@@ -115,52 +147,46 @@ def _key(m: NewMessage) -> _Key:
     return (m.case_id, m.sender_id, m.client_msg_id)
 
 
-#: Column order of the rows that :func:`_plan` returns for the INSERT.
-_INSERT_COLUMNS = (
-    "case_id",
-    "seq",
-    "epoch",
-    "sender_id",
-    "client_msg_id",
-    "nonce",
-    "ciphertext",
-    "chain_hash",
-    "server_ts",
-)
-_SQLITE_INSERT = (
-    "INSERT INTO messages (case_id, seq, epoch, sender_id, client_msg_id, nonce, ciphertext,"
-    " chain_hash, server_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: The INSERT's columns: the fields of MessageRecord, in their order, so a record's
+#: ``astuple`` is its row.
+_INSERT_COLUMNS = tuple(MessageRecord.__struct_fields__)
+_SQLITE_INSERT = (  # column names are our own constants; the values are bound
+    f"INSERT INTO messages ({', '.join(_INSERT_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 )
 _SQLITE_UPDATE = "UPDATE cases SET last_seq = ?, chain_head = ? WHERE id = ?"
-
-_Row = tuple[str, int, int, str, str, bytes, bytes, bytes, int]
 
 
 @functools.cache
 def _sqlite_heads_sql(cases: int) -> str:
     # Only "?" placeholders are interpolated; the values are bound.
-    return f"SELECT id, last_seq, chain_head FROM cases WHERE id IN ({', '.join('?' * cases)})"  # noqa: S608
+    marks = ", ".join("?" * cases)
+    return f"SELECT id, last_seq, chain_head, state, epoch FROM cases WHERE id IN ({marks})"  # noqa: S608
 
 
 def _plan(
     batch: Sequence[NewMessage],
-    heads: dict[str, tuple[int, bytes]],
+    heads: dict[str, _Head],
     prior: dict[_Key, _Prior],
     now_ms: int,
-) -> tuple[list[AppendResult], list[_Row], list[tuple[int, bytes, str]]]:
+) -> tuple[list[AppendResult], list[MessageRecord], list[tuple[int, bytes, str]]]:
     """Seqs and chain hashes for ``batch`` given the case heads and stored keys.
 
-    Returns the result slots, the rows to insert (in ``_INSERT_COLUMNS`` order) and the
-    new heads as ``(last_seq, chain_head, case_id)``, sorted by case id. ``heads`` and
-    ``prior`` are updated in place.
+    Returns the result slots, the new records to insert and the new heads as
+    ``(last_seq, chain_head, case_id)``, sorted by case id. ``heads`` and ``prior`` are
+    updated in place.
     """
     results: list[AppendResult] = []
-    new_rows: list[_Row] = []
+    new: list[MessageRecord] = []
     touched: dict[str, tuple[int, bytes]] = {}
     for m in batch:
         head = heads.get(m.case_id)
         if head is None:
             results.append(NotFound("case not found"))
+            continue
+        refused = _refusal(head, m.epoch)
+        if refused is not None:
+            results.append(refused)
             continue
         key = _key(m)
         # `prior` also learns this batch's own new rows (below), so a key repeated
@@ -168,13 +194,13 @@ def _plan(
         seen = prior.get(key)
         if seen is not None:
             if (seen.epoch, seen.nonce, seen.ciphertext) == (m.epoch, m.nonce, m.ciphertext):
-                results.append(Appended(seen.seq, seen.chain_hash, duplicate=True))
+                results.append(AlreadyStored(_record(m, seen.seq, seen.chain_hash, seen.server_ts)))
             else:
                 results.append(Duplicate("client_msg_id already used"))
             continue
-        seq = head[0] + 1
+        seq = head.last_seq + 1
         digest = chain_hash(
-            head[1],
+            head.chain_head,
             case_id=m.case_id,
             seq=seq,
             epoch=m.epoch,
@@ -183,23 +209,27 @@ def _plan(
             nonce=m.nonce,
             ciphertext=m.ciphertext,
         )
-        heads[m.case_id] = touched[m.case_id] = (seq, digest)
-        prior[key] = _Prior(m.epoch, m.nonce, m.ciphertext, seq, digest)
-        new_rows.append(
-            (
-                m.case_id,
-                seq,
-                m.epoch,
-                m.sender_id,
-                m.client_msg_id,
-                m.nonce,
-                m.ciphertext,
-                digest,
-                now_ms,
-            )
-        )
-        results.append(Appended(seq, digest))
-    return results, new_rows, [(seq, d, c) for c, (seq, d) in sorted(touched.items())]
+        heads[m.case_id] = head._replace(last_seq=seq, chain_head=digest)
+        touched[m.case_id] = (seq, digest)
+        prior[key] = _Prior(m.epoch, m.nonce, m.ciphertext, seq, digest, now_ms)
+        record = _record(m, seq, digest, now_ms)
+        new.append(record)
+        results.append(record)
+    return results, new, [(seq, d, c) for c, (seq, d) in sorted(touched.items())]
+
+
+def _record(m: NewMessage, seq: int, digest: bytes, server_ts: int) -> MessageRecord:
+    return MessageRecord(
+        case_id=m.case_id,
+        seq=seq,
+        epoch=m.epoch,
+        sender_id=m.sender_id,
+        client_msg_id=m.client_msg_id,
+        nonce=m.nonce,
+        ciphertext=m.ciphertext,
+        chain_hash=digest,
+        server_ts=server_ts,
+    )
 
 
 class MessageRepository:
@@ -213,12 +243,15 @@ class MessageRepository:
     async def append_batch(self, batch: Sequence[NewMessage], now_ms: int) -> list[AppendResult]:
         """Append a batch of messages in ONE transaction; one result per input, in order.
 
-        Each slot is :class:`Appended` (new: the assigned seq and chain hash; or an
-        identical retry: the original ones with ``duplicate=True``),
+        Each slot is the stored :class:`~protocol.frames.MessageRecord` (with its seq,
+        chain hash and ``server_ts`` = ``now_ms``), :class:`AlreadyStored` (an identical
+        retry: the original record, nothing written), or the refusal:
+        :class:`~protocol.errors.Forbidden` (the case is closed or not yet assigned),
+        :class:`~protocol.errors.InvalidFrame` (no key for the epoch),
         :class:`~protocol.errors.Duplicate` (the idempotency key is used by different
-        content) or :class:`~protocol.errors.NotFound` (no such case). Slots with errors
+        content) or :class:`~protocol.errors.NotFound` (no such case). Refused slots
         store nothing; the others are committed together, and when this returns they
-        are durable, so the caller may ack them. ``now_ms`` becomes ``server_ts``.
+        are durable, so the caller may ack them.
 
         If the database fails, the exception propagates and nothing is stored: the
         caller must fail (or retry) every message of the batch.
@@ -230,23 +263,27 @@ class MessageRepository:
         case_ids = sorted({m.case_id for m in batch})
         async with self._tx.write() as conn:
             heads_q = (
-                select(_CASES.c.id, _CASES.c.last_seq, _CASES.c.chain_head)
+                select(
+                    _CASES.c.id,
+                    _CASES.c.last_seq,
+                    _CASES.c.chain_head,
+                    _CASES.c.state,
+                    _CASES.c.epoch,
+                )
                 .where(_CASES.c.id.in_(case_ids))
                 .order_by(_CASES.c.id)
                 .with_for_update()
             )
-            heads: dict[str, tuple[int, bytes]] = {
-                r.id: (r.last_seq, bytes(r.chain_head)) for r in await conn.execute(heads_q)
+            heads: dict[str, _Head] = {
+                r.id: _Head(r.last_seq, bytes(r.chain_head), r.state, r.epoch)
+                for r in await conn.execute(heads_q)
             }
             prior = await self._lookup(conn, {_key(m) for m in batch if m.case_id in heads})
-            results, new_rows, touched = _plan(batch, heads, prior, now_ms)
-            if new_rows:
+            results, new, touched = _plan(batch, heads, prior, now_ms)
+            if new:
                 # executemany: asyncpg pipelines the rows; one call from here, not one
                 # await per message.
-                await conn.execute(
-                    insert(_MESSAGES),
-                    [dict(zip(_INSERT_COLUMNS, r, strict=True)) for r in new_rows],
-                )
+                await conn.execute(insert(_MESSAGES), [asdict(r) for r in new])
                 await conn.execute(
                     update(_CASES)
                     .where(_CASES.c.id == bindparam("b_id"))
@@ -272,13 +309,13 @@ class MessageRepository:
 
             def rest(db: sqlite3.Connection) -> list[AppendResult]:
                 case_ids = sorted({m.case_id for m in batch})
-                heads: dict[str, tuple[int, bytes]] = {
-                    r[0]: (r[1], bytes(r[2]))
+                heads: dict[str, _Head] = {
+                    r[0]: _Head(r[1], bytes(r[2]), r[3], r[4])
                     for r in db.execute(_sqlite_heads_sql(len(case_ids)), case_ids)
                 }
-                results, new_rows, touched = _plan(batch, heads, prior, now_ms)
-                if new_rows:
-                    db.executemany(_SQLITE_INSERT, new_rows)
+                results, new, touched = _plan(batch, heads, prior, now_ms)
+                if new:
+                    db.executemany(_SQLITE_INSERT, [astuple(r) for r in new])
                     db.executemany(_SQLITE_UPDATE, touched)
                 return results
 
@@ -300,11 +337,16 @@ class MessageRepository:
             rows = await conn.execute(_lookup_statement(len(chunk)), params)
             for r in rows:
                 prior[(r.case_id, r.sender_id, r.client_msg_id)] = _Prior(
-                    r.epoch, bytes(r.nonce), bytes(r.ciphertext), r.seq, bytes(r.chain_hash)
+                    r.epoch,
+                    bytes(r.nonce),
+                    bytes(r.ciphertext),
+                    r.seq,
+                    bytes(r.chain_hash),
+                    r.server_ts,
                 )
         return prior
 
-    async def range(self, case_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
+    async def range(self, case_id: str, after_seq: int, limit: int) -> list[MessageRecord]:
         """Up to ``limit`` messages of the case with ``seq > after_seq``, ascending.
 
         An unknown case gives an empty list. To learn whether more follow, ask for
@@ -321,7 +363,7 @@ class MessageRepository:
                 .limit(limit)
             )
             return [
-                StoredMessage(
+                MessageRecord(
                     case_id=r.case_id,
                     seq=r.seq,
                     epoch=r.epoch,

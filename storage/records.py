@@ -14,21 +14,22 @@ import dataclasses
 from typing import Literal, TypeVar, get_args
 
 from protocol.chain import GENESIS
-from protocol.errors import Duplicate, NotFound
+from protocol.errors import RemoteError
+from protocol.frames import MessageRecord, case_participants
 
 __all__ = [
     "GENESIS",
     "AccountRecord",
+    "AlreadyStored",
     "AppendResult",
-    "Appended",
     "CaseRecord",
     "CaseState",
     "EpochKeyRecord",
     "InviteRecord",
+    "MessageRecord",
     "NewMessage",
     "ReceiptKind",
     "Role",
-    "StoredMessage",
     "as_case_state",
     "as_receipt_kind",
     "as_role",
@@ -142,6 +143,11 @@ class CaseRecord:
     assigned_at: int | None = None
     closed_at: int | None = None
 
+    @property
+    def participants(self) -> tuple[str, ...]:
+        """The accounts taking part: the client, and the counselor once assigned."""
+        return case_participants(self.client_id, self.counselor_id)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EpochKeyRecord:
@@ -160,7 +166,12 @@ class EpochKeyRecord:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message to append, exactly as the sender submitted it (ciphertext only)."""
+    """A message submitted for appending, exactly as its sender sent it (ciphertext only).
+
+    Not yet sequenced: it has no ``seq``, chain hash or server time, which the append
+    assigns. That is the only difference from :class:`~protocol.frames.MessageRecord`,
+    the one shape of a stored message, which the append returns.
+    """
 
     case_id: str
     epoch: int
@@ -171,30 +182,13 @@ class NewMessage:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A committed message: its per-case ``seq`` and the chain hash covering it."""
+class AlreadyStored:
+    """An identical retry of a stored message: nothing was written; ``message`` is the
+    original, with its seq, chain hash and server time."""
 
-    case_id: str
-    seq: int
-    epoch: int
-    sender_id: str
-    client_msg_id: str
-    nonce: bytes
-    ciphertext: bytes
-    chain_hash: bytes
-    server_ts: int
+    message: MessageRecord
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Appended:
-    """The outcome of one appended message: its seq and chain hash. ``duplicate`` is True
-    when an identical message was already stored (a safe retry): then seq and chain_hash
-    are the original ones and nothing new was written."""
-
-    seq: int
-    chain_hash: bytes
-    duplicate: bool = False
-
-
-#: One slot of :meth:`storage.messages.MessageRepository.append_batch`'s result.
-AppendResult = Appended | Duplicate | NotFound
+#: One slot of :meth:`storage.messages.MessageRepository.append_batch`'s result: the
+#: stored message, the original of an identical retry, or why it was refused.
+AppendResult = MessageRecord | AlreadyStored | RemoteError

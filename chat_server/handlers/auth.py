@@ -18,10 +18,10 @@ from nacl.encoding import RawEncoder
 
 from protocol import crypto
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.errors import AuthFailed, CloseCode, CryptoError, InvalidFrame
 from storage.records import AccountRecord
 
-from ..clock import now_ms
 from ..hub import Hub, case_info
 from ..logs import log_event
 from ..session import Session

@@ -6,10 +6,10 @@ import secrets
 
 from protocol import crypto
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.errors import Conflict, CryptoError, Forbidden, InvalidFrame
 from storage.records import EpochKeyRecord
 
-from ..clock import now_ms
 from ..hub import Hub, case_info
 from ..logs import log_event
 from ..session import Session

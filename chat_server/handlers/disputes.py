@@ -21,11 +21,11 @@ import secrets
 import msgspec
 
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.errors import Forbidden, InvalidFrame, NotFound
 from protocol.escrow import DisputeDocument, EscrowError, verify_dispute
 from storage.disputes import DisputeRecord
 
-from ..clock import now_ms
 from ..hub import Hub
 from ..logs import log_event
 from ..session import Session

@@ -16,12 +16,12 @@ import dataclasses
 import msgspec
 
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.errors import ConsentRequired, CryptoError, Forbidden, InvalidFrame, NotFound
 from protocol.escrow import EscrowError, check_capsule_shape, verify_consent
 from storage.consents import ConsentRecord
 from storage.escrow import CapsuleRecord, PolicyRecord
 
-from ..clock import now_ms
 from ..hub import Hub
 from ..logs import log_event
 from ..session import Session

@@ -21,9 +21,8 @@ from protocol.errors import (
     RemoteError,
 )
 from protocol.limits import MAX_SERVER_FRAME_BYTES
-from storage.records import CaseRecord, NewMessage, StoredMessage
+from storage.records import AlreadyStored, AppendResult, CaseRecord, NewMessage
 
-from ..committer import Committed
 from ..hub import Hub
 from ..logs import log_event
 from ..session import Session
@@ -61,7 +60,7 @@ def _committed(
     session: Session,
     frame: f.MsgSend,
     case: CaseRecord,
-    outcome: Committed | ProtocolError,
+    outcome: AppendResult | ProtocolError,
 ) -> None:
     # Called by the committer right after the commit holding the message, in commit order.
     try:
@@ -77,9 +76,22 @@ def _ack_and_fan_out(
     session: Session,
     frame: f.MsgSend,
     case: CaseRecord,
-    outcome: Committed | ProtocolError,
+    outcome: AppendResult | ProtocolError,
 ) -> None:
-    if not isinstance(outcome, Committed):
+    if isinstance(outcome, AlreadyStored):
+        first = outcome.message
+        session.push(
+            f.MsgAck(
+                id=frame.id,
+                case_id=case.id,
+                client_msg_id=frame.client_msg_id,
+                seq=first.seq,
+                chain_hash=first.chain_hash,
+                duplicate=True,
+            )
+        )
+        return  # already delivered (or reachable by sync) when it was first stored
+    if not isinstance(outcome, f.MessageRecord):
         if isinstance(outcome, RemoteError):
             session.push(f.ErrorFrame(code=outcome.code, message=outcome.message, id=frame.id))
         else:
@@ -94,44 +106,16 @@ def _ack_and_fan_out(
             client_msg_id=frame.client_msg_id,
             seq=outcome.seq,
             chain_hash=outcome.chain_hash,
-            duplicate=outcome.duplicate,
         )
     )
-    if outcome.duplicate:
-        return  # already delivered (or reachable by sync) when it was first stored
-    record = f.MessageRecord(
-        case_id=case.id,
-        seq=outcome.seq,
-        epoch=frame.epoch,
-        sender_id=session.account_id,
-        client_msg_id=frame.client_msg_id,
-        nonce=frame.nonce,
-        ciphertext=frame.ciphertext,
-        chain_hash=outcome.chain_hash,
-        server_ts=outcome.server_ts,
-    )
-    hub.publish([case.client_id, case.counselor_id], f.MsgNew(message=record), exclude=session)
-
-
-def _record(m: StoredMessage) -> f.MessageRecord:
-    return f.MessageRecord(
-        case_id=m.case_id,
-        seq=m.seq,
-        epoch=m.epoch,
-        sender_id=m.sender_id,
-        client_msg_id=m.client_msg_id,
-        nonce=m.nonce,
-        ciphertext=m.ciphertext,
-        chain_hash=m.chain_hash,
-        server_ts=m.server_ts,
-    )
+    hub.publish([case.client_id, case.counselor_id], f.MsgNew(message=outcome), exclude=session)
 
 
 #: Budget for one sync.result, under MAX_SERVER_FRAME_BYTES with room for the envelope.
 _SYNC_BYTES = MAX_SERVER_FRAME_BYTES - 64 * 1024
 
 
-def _encoded_size(m: StoredMessage) -> int:
+def _encoded_size(m: f.MessageRecord) -> int:
     # base64 of the binary fields plus a generous allowance for ids and JSON punctuation.
     return (len(m.ciphertext) + len(m.nonce) + len(m.chain_hash)) * 4 // 3 + 400
 
@@ -146,7 +130,7 @@ async def sync(hub: Hub, session: Session, frame: f.Sync) -> f.SyncResult:
         budget -= _encoded_size(m)
         if budget < 0 and batch:
             break
-        batch.append(_record(m))
+        batch.append(m)
     return f.SyncResult(
         id=frame.id,
         case_id=case.id,

@@ -16,7 +16,6 @@ from protocol.bundle import (
     BundleCapsule,
     BundleCase,
     BundleEpoch,
-    BundleMessage,
     BundleParticipant,
     ChainHead,
 )
@@ -165,7 +164,8 @@ def build(
             ciphertext=ct,
         )
         messages.append(
-            BundleMessage(
+            f.MessageRecord(
+                case_id=case_id,
                 seq=seq,
                 epoch=1,
                 sender_id=ids[role],

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from protocol.chain import ChainLink
-from storage import AccountRecord, Database, NewMessage, StoredMessage
+from storage import AccountRecord, Database, MessageRecord, NewMessage
 from storage.records import CaseRecord, EpochKeyRecord, Role
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "all_messages",
     "assigned_case",
     "epoch_key",
-    "links",
     "message",
 ]
 
@@ -95,21 +93,5 @@ def message(
     )
 
 
-def links(messages: list[StoredMessage]) -> list[ChainLink]:
-    return [
-        ChainLink(
-            case_id=m.case_id,
-            seq=m.seq,
-            epoch=m.epoch,
-            sender_id=m.sender_id,
-            client_msg_id=m.client_msg_id,
-            nonce=m.nonce,
-            ciphertext=m.ciphertext,
-            chain_hash=m.chain_hash,
-        )
-        for m in messages
-    ]
-
-
-async def all_messages(db: Database, case_id: str) -> list[StoredMessage]:
+async def all_messages(db: Database, case_id: str) -> list[MessageRecord]:
     return await db.messages.range(case_id, 0, 1_000_000)

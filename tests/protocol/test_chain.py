@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import nacl.hash
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import asdict, replace
 from nacl.encoding import RawEncoder
 
 from protocol import chain
-from protocol.chain import GENESIS, ChainLink
+from protocol.chain import GENESIS
 from protocol.crypto import Identity, lp, u64
 from protocol.errors import CryptoError
+from protocol.frames import MessageRecord
 
 SERVER = Identity.from_secret_bytes(bytes(range(64)))
 OTHER = Identity.from_secret_bytes(bytes(range(64, 128)))
@@ -22,7 +22,7 @@ CASE = "case-1"
 
 def make_chain(
     n: int, case_id: str = CASE, prev: bytes = GENESIS, first_seq: int = 1
-) -> list[ChainLink]:
+) -> list[MessageRecord]:
     links = []
     for seq in range(first_seq, first_seq + n):
         fields = {
@@ -35,11 +35,11 @@ def make_chain(
             "ciphertext": bytes([seq % 256]) * (17 + seq),
         }
         prev = chain.chain_hash(prev, **fields)  # type: ignore[arg-type]
-        links.append(ChainLink(chain_hash=prev, **fields))  # type: ignore[arg-type]
+        links.append(MessageRecord(chain_hash=prev, server_ts=1000 + seq, **fields))  # type: ignore[arg-type]
     return links
 
 
-def rehash(links: list[ChainLink], prev: bytes = GENESIS) -> list[ChainLink]:
+def rehash(links: list[MessageRecord], prev: bytes = GENESIS) -> list[MessageRecord]:
     """What a forger who controls the whole store would write: a self-consistent chain."""
     out = []
     for link in links:
@@ -53,7 +53,7 @@ def rehash(links: list[ChainLink], prev: bytes = GENESIS) -> list[ChainLink]:
             nonce=link.nonce,
             ciphertext=link.ciphertext,
         )
-        out.append(dataclasses.replace(link, chain_hash=prev))
+        out.append(replace(link, chain_hash=prev))
     return out
 
 
@@ -92,7 +92,7 @@ def test_chain_hash_transcript() -> None:
 )
 def test_every_field_is_covered(change: dict[str, object]) -> None:
     link = make_chain(1)[0]
-    fields = {k: v for k, v in dataclasses.asdict(link).items() if k != "chain_hash"}
+    fields = {k: v for k, v in asdict(link).items() if k not in ("chain_hash", "server_ts")}
     assert chain.chain_hash(GENESIS, **fields) == link.chain_hash
     assert chain.chain_hash(b"\x01" * 32, **fields) != link.chain_hash  # prev is covered
     fields.update(change)
@@ -114,20 +114,20 @@ def test_continuation_from_a_known_hash() -> None:
 
 def test_altered_record_keeping_its_hash() -> None:
     links = make_chain(5)
-    links[2] = dataclasses.replace(links[2], ciphertext=b"\xff" * 40)
+    links[2] = replace(links[2], ciphertext=b"\xff" * 40)
     assert chain.verify_chain(links) == [3]
 
 
 def test_altered_record_with_recomputed_hash_breaks_the_next_link() -> None:
     links = make_chain(5)
-    altered = dataclasses.replace(links[2], ciphertext=b"\xff" * 40)
+    altered = replace(links[2], ciphertext=b"\xff" * 40)
     links[2] = rehash([altered], prev=links[1].chain_hash)[0]
     assert chain.verify_chain(links) == [4]
 
 
 def test_altered_hash() -> None:
     links = make_chain(5)
-    links[1] = dataclasses.replace(links[1], chain_hash=bytes(32))
+    links[1] = replace(links[1], chain_hash=bytes(32))
     assert chain.verify_chain(links) == [2, 3]
 
 
@@ -151,7 +151,7 @@ def test_swapped_records() -> None:
 def test_inserted_record() -> None:
     links = make_chain(4)
     forged = make_chain(1, first_seq=3, prev=links[1].chain_hash)[0]
-    forged = dataclasses.replace(forged, ciphertext=b"\x42" * 30)
+    forged = replace(forged, ciphertext=b"\x42" * 30)
     forged = rehash([forged], prev=links[1].chain_hash)[0]
     tampered = [*links[:2], forged, *links[2:]]
     # The forged record links correctly to seq 2; the genuine seq 3 after it is out of
@@ -175,7 +175,7 @@ def test_truncation_and_full_rewrite_need_the_signed_head() -> None:
     with pytest.raises(CryptoError):
         chain.verify_head(SERVER.sign_pk, CASE, 3, truncated[-1].chain_hash, head_sig)
 
-    rewritten = rehash([dataclasses.replace(link, ciphertext=b"\x00" * 20) for link in links])
+    rewritten = rehash([replace(link, ciphertext=b"\x00" * 20) for link in links])
     assert chain.verify_chain(rewritten) == []
     with pytest.raises(CryptoError):
         chain.verify_head(SERVER.sign_pk, CASE, 5, rewritten[-1].chain_hash, head_sig)
@@ -191,13 +191,13 @@ def test_any_tampering_is_detected(n: int, op: str, data: st.DataObject) -> None
     links = make_chain(n)
     i = data.draw(st.integers(min_value=0, max_value=n - 2))
     if op == "alter":
-        links[i] = dataclasses.replace(links[i], ciphertext=links[i].ciphertext + b"\x00")
+        links[i] = replace(links[i], ciphertext=links[i].ciphertext + b"\x00")
     elif op == "drop":
         del links[i]
     elif op == "swap":
         links[i], links[i + 1] = links[i + 1], links[i]
     elif op == "insert":
-        extra = dataclasses.replace(links[i], client_msg_id="cmid-forged")
+        extra = replace(links[i], client_msg_id="cmid-forged")
         links.insert(i + 1, rehash([extra], prev=links[i].chain_hash)[0])
     else:
         links.insert(i + 1, links[i])

@@ -230,7 +230,7 @@ def test_chain() -> None:
         )
         assert computed == blake2b(data, b"chat-chain-hash1") == h(v["chain_hash"])
         links.append(
-            chain.ChainLink(
+            f.MessageRecord(
                 case_id=case_id,
                 seq=seq,
                 epoch=epoch,
@@ -239,6 +239,7 @@ def test_chain() -> None:
                 nonce=h(v["nonce"]),
                 ciphertext=h(v["ciphertext"]),
                 chain_hash=computed,
+                server_ts=0,
             )
         )
         prev = computed

@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import event, func, select
 
 from protocol.chain import GENESIS, verify_chain
-from protocol.errors import Duplicate, NotFound
-from storage import Appended, Database, open_database, sqlite_url
+from protocol.errors import Duplicate, Forbidden, InvalidFrame, NotFound
+from storage import AlreadyStored, Database, MessageRecord, open_database, sqlite_url
 from storage.models import Message, table
 from tests.helpers.storage_factories import (
     DATA_KEY,
     add_account,
     all_messages,
     assigned_case,
-    links,
+    epoch_key,
     message,
 )
 
@@ -34,18 +34,16 @@ async def test_seqs_start_at_one_gap_free_and_chain_verifies(db: Database) -> No
     assert await db.messages.last("k1") == (0, GENESIS)
     batch = [message("k1", "cl" if i % 2 else "co") for i in range(7)]
     results = await db.messages.append_batch(batch, now_ms=5_000)
-    assert [r.seq for r in results if isinstance(r, Appended)] == list(range(1, 8))
-    assert not any(isinstance(r, Appended) and r.duplicate for r in results)
+    assert all(isinstance(r, MessageRecord) for r in results)
+    assert [r.seq for r in results if isinstance(r, MessageRecord)] == list(range(1, 8))
 
     more = await db.messages.append_batch([message("k1", "cl")], now_ms=6_000)
-    assert isinstance(more[0], Appended) and more[0].seq == 8
+    assert isinstance(more[0], MessageRecord) and more[0].seq == 8
 
     stored = await all_messages(db, "k1")
     assert [m.seq for m in stored] == list(range(1, 9))
-    assert verify_chain(links(stored)) == []
-    assert [m.chain_hash for m in stored[:7]] == [
-        r.chain_hash for r in results if isinstance(r, Appended)
-    ]
+    assert verify_chain(stored) == []
+    assert stored == [*results, *more]  # what the append returned is what was stored
     assert stored[0].server_ts == 5_000 and stored[-1].server_ts == 6_000
     for sent, got in zip(batch, stored, strict=False):
         assert (got.client_msg_id, got.nonce, got.ciphertext, got.epoch, got.sender_id) == (
@@ -65,20 +63,20 @@ async def test_cases_have_independent_sequences(db: Database) -> None:
     await assigned_case(db, "k2", "cl-2", "co-2")
     batch = [message("k1", "cl-1"), message("k2", "cl-2"), message("k1", "co-1")]
     results = await db.messages.append_batch(batch, now_ms=1)
-    assert [(r.seq if isinstance(r, Appended) else None) for r in results] == [1, 1, 2]
+    assert [(r.seq if isinstance(r, MessageRecord) else None) for r in results] == [1, 1, 2]
     for case_id in ("k1", "k2"):
-        assert verify_chain(links(await all_messages(db, case_id))) == []
+        assert verify_chain(await all_messages(db, case_id)) == []
 
 
 async def test_identical_retry_returns_original_and_stores_nothing(db: Database) -> None:
     await assigned_case(db, "k1", "cl", "co")
     first = message("k1", "cl", "cmid-1")
     original, _ = await db.messages.append_batch([first, message("k1", "cl")], now_ms=1)
-    assert isinstance(original, Appended)
+    assert isinstance(original, MessageRecord)
     before = (await _row_count(db), await db.messages.last("k1"))
 
     [retry] = await db.messages.append_batch([first], now_ms=2)
-    assert retry == Appended(original.seq, original.chain_hash, duplicate=True)
+    assert retry == AlreadyStored(original)  # its seq, hash and server time, not now
     assert (await _row_count(db), await db.messages.last("k1")) == before
 
 
@@ -91,6 +89,7 @@ async def test_conflicting_retry_is_duplicate_and_changes_nothing(db: Database) 
     changed = dataclasses.replace(first, ciphertext=b"x" * 40)
     other_nonce = dataclasses.replace(first, nonce=b"n" * 24)
     other_epoch = dataclasses.replace(first, epoch=2)
+    await db.cases.add_epoch_key(epoch_key("k1", 2, "cl", ["cl", "co"]))
     results = await db.messages.append_batch([changed, other_nonce, other_epoch], now_ms=2)
     assert all(isinstance(r, Duplicate) for r in results)
     assert str(results[0]) == "client_msg_id already used"
@@ -103,7 +102,7 @@ async def test_same_client_msg_id_from_another_sender_is_a_new_message(db: Datab
     results = await db.messages.append_batch(
         [message("k1", "cl", "same"), message("k1", "co", "same")], now_ms=1
     )
-    assert [r.seq for r in results if isinstance(r, Appended)] == [1, 2]
+    assert [r.seq for r in results if isinstance(r, MessageRecord)] == [1, 2]
 
 
 async def test_duplicates_within_one_batch(db: Database) -> None:
@@ -112,15 +111,15 @@ async def test_duplicates_within_one_batch(db: Database) -> None:
     a_conflict = dataclasses.replace(a, ciphertext=b"other" * 8)
     b = message("k1", "cl", "b")
     results = await db.messages.append_batch([a, a, b, a_conflict, b, a], now_ms=1)
-    assert isinstance(results[0], Appended) and isinstance(results[2], Appended)
-    a_seq, b_seq = results[0].seq, results[2].seq
-    assert (a_seq, b_seq) == (1, 2)
-    assert results[1] == Appended(1, results[0].chain_hash, duplicate=True)
+    first_a, first_b = results[0], results[2]
+    assert isinstance(first_a, MessageRecord) and isinstance(first_b, MessageRecord)
+    assert (first_a.seq, first_b.seq) == (1, 2)
+    assert results[1] == AlreadyStored(first_a)
     assert isinstance(results[3], Duplicate)
-    assert results[4] == Appended(2, results[2].chain_hash, duplicate=True)
-    assert results[5] == Appended(1, results[0].chain_hash, duplicate=True)
+    assert results[4] == AlreadyStored(first_b)
+    assert results[5] == AlreadyStored(first_a)
     assert await _row_count(db) == 2
-    assert await db.messages.last("k1") == (2, results[2].chain_hash)
+    assert await db.messages.last("k1") == (2, first_b.chain_hash)
 
 
 async def test_unknown_case_gets_not_found_in_its_slot_only(db: Database) -> None:
@@ -129,9 +128,32 @@ async def test_unknown_case_gets_not_found_in_its_slot_only(db: Database) -> Non
         [message("k1", "cl"), message("ghost", "cl"), message("k1", "cl")], now_ms=1
     )
     assert isinstance(results[1], NotFound)
-    assert [r.seq for r in results if isinstance(r, Appended)] == [1, 2]
+    assert [r.seq for r in results if isinstance(r, MessageRecord)] == [1, 2]
     with pytest.raises(NotFound):
         await db.messages.last("ghost")
+
+
+async def test_case_state_and_epoch_are_checked_under_the_lock(db: Database) -> None:
+    """The append reads each case's state and epoch in its own transaction: a waiting
+    or closed case, or an epoch without a key, refuses the message in its slot only,
+    and a retry of a stored message is refused once the case is closed."""
+    await assigned_case(db, "k1", "cl", "co")
+    await add_account(db, "cl-w")
+    await db.cases.create("cl-w", "anxiety", "en", "waiting", 1)
+    stored = message("k1", "cl", "kept")
+    too_new = dataclasses.replace(message("k1", "cl"), epoch=2)
+    results = await db.messages.append_batch([stored, message("waiting", "cl-w"), too_new], 1)
+    assert isinstance(results[0], MessageRecord)
+    assert isinstance(results[1], Forbidden)
+    assert str(results[1]) == "case is not assigned to a counselor yet"
+    assert isinstance(results[2], InvalidFrame)
+    assert str(results[2]) == "no key has been deposited for this epoch"
+
+    assert await db.cases.close("k1", 2) is not None
+    after = await db.messages.append_batch([message("k1", "co"), stored], 3)
+    assert [type(r) for r in after] == [Forbidden, Forbidden]
+    assert all(str(r) == "case is closed" for r in after)
+    assert [m.seq for m in await all_messages(db, "k1")] == [1]
 
 
 async def test_empty_batch(db: Database) -> None:
@@ -141,8 +163,8 @@ async def test_empty_batch(db: Database) -> None:
 async def test_large_batch_is_one_transaction(db: Database) -> None:
     await assigned_case(db, "k1", "cl", "co")
     results = await db.messages.append_batch([message("k1", "cl") for _ in range(600)], 1)
-    assert [r.seq for r in results if isinstance(r, Appended)] == list(range(1, 601))
-    assert verify_chain(links(await all_messages(db, "k1"))) == []
+    assert [r.seq for r in results if isinstance(r, MessageRecord)] == list(range(1, 601))
+    assert verify_chain(await all_messages(db, "k1")) == []
 
 
 async def test_concurrent_batches_keep_seq_gap_free(db: Database) -> None:
@@ -155,7 +177,7 @@ async def test_concurrent_batches_keep_seq_gap_free(db: Database) -> None:
             case, who = ("k1", "cl-1") if (task + round_) % 3 else ("k2", "cl-2")
             batch = [message(case, who) for _ in range(1 + (task + round_) % 4)]
             results = await db.messages.append_batch(batch, now_ms=round_)
-            seqs.extend(r.seq for r in results if isinstance(r, Appended))
+            seqs.extend(r.seq for r in results if isinstance(r, MessageRecord))
         return seqs
 
     appended = await asyncio.gather(*(sender(t) for t in range(8)))
@@ -163,7 +185,7 @@ async def test_concurrent_batches_keep_seq_gap_free(db: Database) -> None:
     for case_id in ("k1", "k2"):
         stored = await all_messages(db, case_id)
         assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
-        assert verify_chain(links(stored)) == []
+        assert verify_chain(stored) == []
     assert await _row_count(db) == total
 
 
@@ -184,7 +206,7 @@ async def test_two_hubs_appending_concurrently_keep_seq_gap_free(db: Database, d
         await other.close()
     stored = await all_messages(db, "k1")
     assert [m.seq for m in stored] == list(range(1, 121))
-    assert verify_chain(links(stored)) == []
+    assert verify_chain(stored) == []
 
 
 async def test_concurrent_identical_retries_store_once(db: Database) -> None:
@@ -192,8 +214,8 @@ async def test_concurrent_identical_retries_store_once(db: Database) -> None:
     m = message("k1", "cl", "retry-me")
     results = await asyncio.gather(*(db.messages.append_batch([m], 1) for _ in range(5)))
     slots = [r[0] for r in results]
-    assert all(isinstance(s, Appended) and s.seq == 1 for s in slots)
-    assert sum(1 for s in slots if isinstance(s, Appended) and not s.duplicate) == 1
+    assert sum(1 for s in slots if isinstance(s, MessageRecord) and s.seq == 1) == 1
+    assert sum(1 for s in slots if isinstance(s, AlreadyStored) and s.message.seq == 1) == 4
     assert await _row_count(db) == 1
 
 
@@ -222,7 +244,8 @@ async def test_messages_need_a_known_sender(db: Database) -> None:
         await db.messages.append_batch([message("k1", "cl"), message("k1", "ghost")], 1)
     assert await db.messages.last("k1") == (0, GENESIS)
     await add_account(db, "ghost")
-    assert isinstance((await db.messages.append_batch([message("k1", "ghost")], 1))[0], Appended)
+    [slot] = await db.messages.append_batch([message("k1", "ghost")], 1)
+    assert isinstance(slot, MessageRecord)
 
 
 async def test_sqlite_idempotency_lookup_uses_the_index(tmp_path: Path) -> None:

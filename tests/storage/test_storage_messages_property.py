@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from protocol.chain import GENESIS, verify_chain
 from protocol.errors import Duplicate, NotFound
-from storage import Appended, Database, NewMessage
-from tests.helpers.storage_factories import add_account, all_messages, links
+from storage import AlreadyStored, Database, MessageRecord, NewMessage
+from tests.helpers.storage_factories import add_account, all_messages, epoch_key
 
 SENDERS = ["s0", "s1", "s2"]
 CMIDS = ["a", "b", "c", "d", "e"]
@@ -53,10 +53,12 @@ async def test_append_batch_matches_model(
     cases = [f"p{n}-{i}" for i in range(N_CASES)]
     for case_id in cases:
         await db.cases.create("s0", "topic", "en", case_id, n)
+        await db.cases.assign(case_id, "s1", n)
+        await db.cases.add_epoch_key(epoch_key(case_id, 1, "s0", ["s0", "s1"]))
     ids = [*cases, f"missing-{n}"]
 
-    # The model: per idempotency key the (nonce, ciphertext, seq, hash); per case the head.
-    stored: dict[tuple[str, str, str], tuple[bytes, bytes, int, bytes]] = {}
+    # The model: per idempotency key the record first stored; per case the head.
+    stored: dict[tuple[str, str, str], MessageRecord] = {}
     heads = {c: (0, GENESIS) for c in cases}
     for round_, batch in enumerate(batches):
         msgs = []
@@ -70,23 +72,24 @@ async def test_append_batch_matches_model(
             if m.case_id not in heads:
                 assert isinstance(r, NotFound)
             elif key in stored:
-                nonce, ct, seq, digest = stored[key]
-                if (nonce, ct) == (m.nonce, m.ciphertext):
-                    assert r == Appended(seq, digest, duplicate=True)
+                first = stored[key]
+                if (first.nonce, first.ciphertext) == (m.nonce, m.ciphertext):
+                    assert r == AlreadyStored(first)
                 else:
                     assert isinstance(r, Duplicate)
             else:
-                assert isinstance(r, Appended) and not r.duplicate
-                assert r.seq == heads[m.case_id][0] + 1
+                assert isinstance(r, MessageRecord)
+                assert r.seq == heads[m.case_id][0] + 1 and r.server_ts == round_
+                assert (r.case_id, r.sender_id, r.client_msg_id, r.epoch) == (*key, m.epoch)
+                assert (r.nonce, r.ciphertext) == (m.nonce, m.ciphertext)
                 heads[m.case_id] = (r.seq, r.chain_hash)
-                stored[key] = (m.nonce, m.ciphertext, r.seq, r.chain_hash)
+                stored[key] = r
 
     for case_id in cases:
         rows = await all_messages(db, case_id)
         assert [m.seq for m in rows] == list(range(1, heads[case_id][0] + 1))
-        assert verify_chain(links(rows)) == []
+        assert verify_chain(rows) == []
         assert await db.messages.last(case_id) == heads[case_id]
         for row in rows:
-            key = (row.case_id, row.sender_id, row.client_msg_id)
-            assert stored[key] == (row.nonce, row.ciphertext, row.seq, row.chain_hash)
+            assert stored[(row.case_id, row.sender_id, row.client_msg_id)] == row
     assert sum(1 for k in stored if k[0] in cases) == sum(h[0] for h in heads.values())
