@@ -11,13 +11,10 @@ import json
 import signal
 from pathlib import Path
 
-from nacl.public import PrivateKey
-from nacl.signing import SigningKey
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from protocol.crypto import Identity
 from storage.engine import Database, open_database
 
 from .config import Config
@@ -55,10 +52,8 @@ class HubServer:
 
     async def start(self) -> None:
         self.db = await open_database(self.config.db_url, self.config.resolved_data_key())
-        # The hub's own signing key (it signs chain heads). Its box key is never used:
-        # nothing is ever sealed to the server.
-        identity = Identity(SigningKey(self.config.server_key_seed()), PrivateKey.generate())
-        self.hub = Hub(self.config, self.db, identity)
+        # The hub's own signing-only key (it signs chain heads; nothing is sealed to it).
+        self.hub = Hub(self.config, self.db, self.config.server_key())
         self.hub.start()
         self._server = await serve(
             self._handle,
@@ -86,7 +81,7 @@ class HubServer:
     async def _handle(self, ws: ServerConnection) -> None:
         assert self.hub is not None
         session = Session(self.hub, ws)
-        self.hub.connect(session)
+        self.hub.registry.connect(session)
         await session.run()
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:

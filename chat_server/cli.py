@@ -22,7 +22,7 @@ from pathlib import Path
 from storage.engine import open_database, sqlite_url
 
 from .config import Config
-from .handlers.auth import invite_code_hash
+from .credentials import invite_code_hash
 from .logs import configure
 
 __all__ = ["main"]

@@ -1,12 +1,14 @@
 """Group commit: concurrent sends share one database transaction.
 
-Sessions submit messages with a callback; one task drains whatever is pending into a
-single ``append_batch`` (one transaction, one fsync), calls each message's callback
-right after the commit (in batch order), and starts over. While a batch commits, new
-sends queue up and form the next batch, so durability costs one round trip per batch
-instead of one per message, and an ack can never precede the commit that holds its
-message. A plain callback, not a future plus a scheduled done-callback, saves a future
-and an event-loop round trip per message.
+``msg.send`` submits its message with the sending peer and the request id; one task
+drains whatever is pending into a single ``append_batch`` (one transaction, one fsync),
+hands each message's outcome to the session registry's ``deliver`` right after the
+commit (in batch order), and starts over. While a batch commits, new sends queue up and
+form the next batch, so durability costs one round trip per batch instead of one per
+message, and an ack can never precede the commit that holds its message. Delivery is a
+plain call, not a future plus a scheduled done-callback (that saved a future and an
+event-loop round trip per message), and it goes straight to the registry: a commit
+never re-enters the use case that submitted it.
 """
 
 from __future__ import annotations
@@ -14,40 +16,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeAlias
+from collections.abc import Sequence
+from typing import Protocol
 
 from protocol.clock import now_ms
 from protocol.errors import ProtocolError
 from storage.records import AppendResult, NewMessage
 
+from .context import Peer
 from .logs import log_event
 
-__all__ = ["CommitFailed", "GroupCommitter", "OnCommitted"]
-
-#: Called once per message: with its slot of the append (the stored record, the original
-#: of an identical retry, or the refusal) after the commit holding it, or with
-#: ``CommitFailed`` when the whole transaction failed. It runs in the committer's task,
-#: so it must not block; whatever it raises is logged.
-OnCommitted: TypeAlias = Callable[[AppendResult | ProtocolError], None]
+__all__ = ["CommitFailed", "Deliverer", "GroupCommitter", "MessageStore"]
 
 
-class _MessageStore(Protocol):
+class MessageStore(Protocol):
+    """What the committer needs of ``storage.messages.MessageRepository``."""
+
     async def append_batch(
         self, batch: Sequence[NewMessage], now_ms: int
     ) -> Sequence[AppendResult]: ...
 
 
+class Deliverer(Protocol):
+    """What the committer needs of the session registry (``SessionRegistry.deliver``).
+
+    Called once per submitted message, in submission order, in the committer's task: with
+    the message's slot of the append after the commit holding it, or with
+    :class:`CommitFailed` when the whole transaction failed. It must not block; whatever
+    it raises is logged and does not keep the other messages from being delivered.
+    """
+
+    def deliver(
+        self,
+        sender: Peer,
+        request_id: str,
+        participants: tuple[str, ...],
+        outcome: AppendResult | ProtocolError,
+    ) -> None: ...
+
+
+#: One submitted message: what to store, and where its answer goes.
+_Pending = tuple[NewMessage, Peer, str, tuple[str, ...]]
+
+
 class GroupCommitter:
-    def __init__(self, store: _MessageStore, *, max_batch: int = 512) -> None:
+    def __init__(self, store: MessageStore, deliverer: Deliverer, *, max_batch: int = 512) -> None:
         self._store = store
+        self._deliver = deliverer.deliver
         self._max_batch = max_batch
-        self._pending: list[tuple[NewMessage, OnCommitted]] = []
+        self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        # Slots of the current batch whose callback has been called (for the crash path).
+        # Slots of the current batch that have been delivered (for the crash path).
         self._resolved = 0
         self.batches = 0
         self.messages = 0
@@ -55,16 +77,19 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    def submit(self, message: NewMessage, on_committed: OnCommitted) -> None:
-        """Queue ``message``; ``on_committed`` is called after its commit (or with its error)."""
-        self._pending.append((message, on_committed))
+    def submit(
+        self, message: NewMessage, sender: Peer, request_id: str, participants: tuple[str, ...]
+    ) -> None:
+        """Queue ``message``; its outcome is delivered to ``sender`` (the answer to
+        ``request_id``) and, if it is new, to ``participants``, after its commit."""
+        self._pending.append((message, sender, request_id, participants))
         if self._idle.is_set():
             self._idle.clear()
         if not self._wake.is_set():
             self._wake.set()
 
     async def drain(self) -> None:
-        """Wait until everything submitted so far is committed (or failed) and acked."""
+        """Wait until everything submitted so far is committed (or failed) and delivered."""
         await self._idle.wait()
 
     async def stop(self) -> None:
@@ -86,36 +111,36 @@ class GroupCommitter:
                     await self._commit(batch)
                 except Exception:  # a bug must not stop every later commit, nor hang drain()
                     log_event("commit.crashed", logging.CRITICAL, exc=True, size=len(batch))
-                    for _, on_committed in batch[self._resolved :]:
-                        _call(on_committed, CommitFailed())
+                    for pending in batch[self._resolved :]:
+                        self._call(pending, CommitFailed())
             self._idle.set()
 
-    async def _commit(self, batch: list[tuple[NewMessage, OnCommitted]]) -> None:
-        now = now_ms()
+    async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            results = await self._store.append_batch([m for m, _ in batch], now)
+            results = await self._store.append_batch([p[0] for p in batch], now_ms())
         except Exception:  # the whole transaction failed: nothing was stored
             log_event("commit.failed", logging.ERROR, exc=True, size=len(batch))
-            for _, on_committed in batch:
-                _call(on_committed, CommitFailed())
+            for pending in batch:
+                self._call(pending, CommitFailed())
             self._resolved = len(batch)
             return
         if len(results) != len(batch):
             raise RuntimeError(f"append_batch returned {len(results)} results for {len(batch)}")
         self.batches += 1
         self.messages += len(batch)
-        for (_, on_committed), result in zip(batch, results, strict=True):
+        call = self._call
+        for pending, result in zip(batch, results, strict=True):
             self._resolved += 1
-            _call(on_committed, result)
+            call(pending, result)
 
-
-def _call(on_committed: OnCommitted, outcome: AppendResult | ProtocolError) -> None:
-    try:
-        on_committed(outcome)
-    except Exception:
-        # Logged here, not left to asyncio's handler: that would print the callback's
-        # arguments, and one failing callback must not keep the others from running.
-        log_event("commit.callback_failed", logging.ERROR, exc=True)
+    def _call(self, pending: _Pending, outcome: AppendResult | ProtocolError) -> None:
+        _, sender, request_id, participants = pending
+        try:
+            self._deliver(sender, request_id, participants, outcome)
+        except Exception:
+            # Logged here, not left to asyncio's handler: that would print the arguments,
+            # and one failing delivery must not keep the others from running.
+            log_event("commit.callback_failed", logging.ERROR, exc=True)
 
 
 class CommitFailed(ProtocolError):

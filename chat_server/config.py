@@ -10,6 +10,7 @@ from pathlib import Path
 import nacl.pwhash
 
 from protocol import limits
+from protocol.crypto import ServerKey
 
 __all__ = ["DEFAULT_WEB_ROOT", "Config", "load_key_file"]
 
@@ -44,7 +45,8 @@ class Config:
     token_ttl_s: int = limits.TOKEN_TTL_S
     #: Largest number of messages committed in one transaction.
     commit_batch: int = 512
-    #: Allowed Origin headers for browser WebSockets; None: any (non-browser clients send none).
+    #: Browser origins allowed to open the WebSocket; None: only the hub's own (the
+    #: request's Host). Requests without an Origin (native clients) are always allowed.
     allowed_origins: tuple[str, ...] | None = None
     #: The counselor web chat locks itself after this long without input (served to the
     #: page by ``/config.json``; the passphrase unlocks it).
@@ -91,8 +93,9 @@ class Config:
             return self.data_key
         return load_key_file(self.state_dir / "data.key")
 
-    def server_key_seed(self) -> bytes:
-        return load_key_file(self.state_dir / "server.key")
+    def server_key(self) -> ServerKey:
+        """The hub's own signing key (``state_dir/server.key``, created on first use)."""
+        return ServerKey.from_seed(load_key_file(self.state_dir / "server.key"))
 
 
 def _parse_key(text: str) -> bytes:

@@ -24,47 +24,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import nacl.encoding
-import nacl.hash
-from nacl.public import PrivateKey
-from nacl.signing import SigningKey
 
-from protocol import crypto
 from protocol import frames as f
-from protocol.bundle import (
-    Bundle,
-    BundleCapsule,
-    BundleCase,
-    BundleEpoch,
-    BundleParticipant,
-    ChainHead,
-    encode_bundle,
-)
-from protocol.chain import sign_head
 from protocol.clock import now_ms
-from protocol.errors import Conflict, NotFound, ProtocolError
-from protocol.escrow import (
-    Approval,
-    DisputeDocument,
-    EscrowError,
-    RequestView,
-    policy_fingerprint,
-    verify_approval,
-    verify_policy,
-)
+from protocol.errors import ProtocolError
+from protocol.escrow import Approval, EscrowError, verify_policy
 from protocol.terms import CURRENT_TERMS_VERSION
-from storage.disputes import DisputeRecord
 from storage.engine import Database, open_database
 
 from .config import Config
+from .disputes import DisputeService
 
-__all__ = ["add_parsers", "run"]
+__all__ = ["add_parsers", "add_policy_parser", "run"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUDIT = 0, 1, 2, 3
 _encoder = msgspec.json.Encoder()
@@ -121,7 +98,7 @@ def add_policy_parser(admin_sub: Any, common: Any) -> None:
     install.add_argument("--terms-version", type=int, default=CURRENT_TERMS_VERSION)
 
 
-async def _with_db(config: Config, fn: Any) -> int:
+async def _with_db(config: Config, fn: Callable[[Database], Awaitable[int]]) -> int:
     db = await open_database(config.db_url, config.resolved_data_key())
     try:
         result: int = await fn(db)
@@ -146,17 +123,18 @@ async def _dispatch(args: argparse.Namespace, config: Config, db: Database) -> i
         return await _consents_export(args, db)
     if args.command == "audit":
         return await _audit(args, db)
+    disputes = DisputeService(db)
     command = args.disputes_command
     if command == "list":
-        return await _list(db)
+        return await _list(disputes)
     if command == "show":
-        return await _show(args, db)
+        return await _show(args, disputes)
     if command == "approve":
-        return await _approve(args, db)
+        return await _approve(args, disputes)
     if command == "export":
-        return await _export(args, config, db)
+        return await _export(args, config, disputes)
     if command == "open-legal":
-        return await _open_legal(args, db)
+        return await _open_legal(args, disputes)
     return EXIT_USAGE
 
 
@@ -177,27 +155,14 @@ async def _install_policy(args: argparse.Namespace, db: Database) -> int:
     return EXIT_OK
 
 
-async def _view(db: Database, record: DisputeRecord) -> RequestView:
-    doc = msgspec.json.decode(record.document, type=DisputeDocument)
-    policy = await db.escrow.by_fingerprint(doc.policy_fingerprint)
-    if policy is None:
-        raise NotFound("the request's escrow policy is not installed here")
-    return RequestView(
-        request=doc,
-        policy=msgspec.json.decode(policy.signed_policy, type=f.SignedEscrowPolicy),
-        state=record.state,
-        approvals=[msgspec.json.decode(a, type=Approval) for a in record.approvals],
-    )
-
-
-async def _list(db: Database) -> int:
-    for record in await db.disputes.find():
+async def _list(disputes: DisputeService) -> int:
+    for record in await disputes.all():
         print(f"{record.id}  {record.case_id}  {record.kind:6}  {record.state}")
     return EXIT_OK
 
 
-async def _show(args: argparse.Namespace, db: Database) -> int:
-    view = await _view(db, await db.disputes.get(args.request_id))
+async def _show(args: argparse.Namespace, disputes: DisputeService) -> int:
+    view = await disputes.view(await disputes.get(args.request_id))
     if args.json:
         sys.stdout.write(msgspec.json.format(_encoder.encode(view), indent=1).decode() + "\n")
         return EXIT_OK
@@ -215,166 +180,34 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
     return EXIT_OK
 
 
-async def _approve(args: argparse.Namespace, db: Database) -> int:
-    record = await db.disputes.get(args.request_id)
-    view = await _view(db, record)
+async def _approve(args: argparse.Namespace, disputes: DisputeService) -> int:
     approval = msgspec.json.decode(args.approval.read_bytes(), type=Approval)
     try:
-        verify_approval(approval, view.request, view.policy.policy)
+        approved = await disputes.approve(args.request_id, approval)
     except EscrowError as exc:
         print(f"chat-server: approval refused: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    policy = view.policy.policy
-    try:
-        updated = await db.disputes.add_approval(
-            record.id,
-            approval.officer_index,
-            _encoder.encode(approval),
-            policy.threshold,
-            now_ms(),
-        )
-    except Conflict as exc:
-        print(f"chat-server: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     print(
-        f"approval by {policy.officers[approval.officer_index].name} recorded; "
-        f"{len(updated.approvals)}/{policy.threshold}, state {updated.state}"
+        f"approval by {approved.officer_name} recorded; "
+        f"{len(approved.record.approvals)}/{approved.threshold}, state {approved.record.state}"
     )
     return EXIT_OK
 
 
-async def _open_legal(args: argparse.Namespace, db: Database) -> int:
-    case = await db.cases.get(args.case_id)
-    if case is None:
-        print("chat-server: no such case", file=sys.stderr)
-        return EXIT_ERROR
-    installed = await db.escrow.current()
-    if installed is None:
-        print("chat-server: no escrow policy is installed", file=sys.stderr)
-        return EXIT_ERROR
-    now = now_ms()
-    doc = DisputeDocument(
-        request_id="dsp_" + secrets.token_hex(10),
-        kind="legal",
-        case_id=case.id,
-        timestamp=now,
-        policy_fingerprint=installed.fingerprint,
-        reason_ct=[],
-        legal_order=args.order,
-        created_at=now,
-    )
-    await db.disputes.create(
-        dispute_id=doc.request_id,
-        case_id=case.id,
-        kind="legal",
-        requester_id=None,
-        document=_encoder.encode(doc),
-        policy_fingerprint=installed.fingerprint,
-        legal_order=args.order,
-        now_ms=now,
-    )
+async def _open_legal(args: argparse.Namespace, disputes: DisputeService) -> int:
+    doc = await disputes.open_legal(args.case_id, args.order)
     print(doc.request_id)
     return EXIT_OK
 
 
-async def _export(args: argparse.Namespace, config: Config, db: Database) -> int:
-    record = await db.disputes.get(args.request_id)
-    view = await _view(db, record)
-    policy = view.policy.policy
-    valid: dict[int, Approval] = {}
-    for approval in view.approvals:
-        try:
-            verify_approval(approval, view.request, policy)
-        except EscrowError:
-            continue
-        valid[approval.officer_index] = approval
-    if len(valid) < policy.threshold:
-        print(
-            f"chat-server: {len(valid)} valid approvals; the policy requires {policy.threshold}",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    bundle = await build_bundle(db, config, view, list(valid.values()))
-    data = encode_bundle(bundle)
-    args.out.write_bytes(data)
-    digest = nacl.hash.blake2b(data, digest_size=32, encoder=nacl.encoding.HexEncoder).decode()
-    await db.disputes.mark_exported(record.id, digest, len(bundle.messages), now_ms())
+async def _export(args: argparse.Namespace, config: Config, disputes: DisputeService) -> int:
+    exported = await disputes.export(args.request_id, config.server_key())
+    args.out.write_bytes(exported.data)
     print(
-        f"bundle written to {args.out}: {len(bundle.messages)} messages, "
-        f"{len(bundle.epochs)} epochs; BLAKE2b {digest}"
+        f"bundle written to {args.out}: {exported.messages} messages, "
+        f"{exported.epochs} epochs; BLAKE2b {exported.digest}"
     )
     return EXIT_OK
-
-
-async def build_bundle(
-    db: Database, config: Config, view: RequestView, approvals: list[Approval]
-) -> Bundle:
-    case = await db.cases.get(view.request.case_id)
-    if case is None:
-        raise NotFound("the request's case is gone")
-    ids = [a for a in (case.client_id, case.counselor_id) if a is not None]
-    accounts = {a.id: a for a in await db.accounts.by_ids(ids)}
-    messages = []
-    after = 0
-    while True:
-        batch = await db.messages.range(case.id, after, 500)
-        messages.extend(batch)
-        if len(batch) < 500:
-            break
-        after = batch[-1].seq
-    capsules: dict[int, list[BundleCapsule]] = {}
-    for c in await db.escrow.capsules_for(case.id):
-        if c.policy_fingerprint != policy_fingerprint(view.policy.policy):
-            continue
-        capsules.setdefault(c.epoch, []).append(
-            BundleCapsule(
-                depositor_id=c.depositor_id, capsule=msgspec.json.decode(c.capsule, type=f.Capsule)
-            )
-        )
-    epochs = []
-    for epoch in range(1, case.epoch + 1):
-        key = await db.cases.epoch_key(case.id, epoch)
-        if key is None:
-            continue
-        epochs.append(
-            BundleEpoch(
-                epoch=epoch,
-                creator_id=key.creator_id,
-                commitment=key.commitment,
-                commitment_sig=key.commitment_sig,
-                capsules=capsules.get(epoch, []),
-            )
-        )
-    # The hub's own signing key (config.state_dir/server.key), as chat_server/app.py uses.
-    server = crypto.Identity(SigningKey(config.server_key_seed()), PrivateKey.generate())
-    last_seq = messages[-1].seq if messages else 0
-    head = messages[-1].chain_hash if messages else bytes(32)
-    return Bundle(
-        exported_at=now_ms(),
-        case=BundleCase(
-            case_id=case.id,
-            client_id=case.client_id,
-            counselor_id=case.counselor_id,
-            state=case.state,
-            language=case.language,
-            created_at=case.created_at,
-        ),
-        participants=[
-            BundleParticipant(
-                account_id=a.id, role=a.role, handle=a.handle, sign_pk=a.sign_pk, box_pk=a.box_pk
-            )
-            for a in (accounts[i] for i in ids if i in accounts)
-        ],
-        policy=view.policy,
-        epochs=epochs,
-        messages=messages,
-        chain_head=ChainHead(
-            seq=last_seq, hash=head, sig=sign_head(server, case.id, last_seq, head)
-        ),
-        server_sign_pk=server.sign_pk,
-        request=view.request,
-        approvals=sorted(approvals, key=lambda a: a.officer_index),
-    )
 
 
 async def _consents_export(args: argparse.Namespace, db: Database) -> int:

@@ -1,8 +1,21 @@
-"""One WebSocket connection: read loop, bounded send queue, state, limits.
+"""One WebSocket connection: it moves bytes, and nothing else.
 
-The read loop only decodes, checks the state table, and calls one handler per frame
-(``router.HANDLERS``); handlers hold the rules. Everything that turns an exception into
-an error frame or a close code happens here, in one place.
+Like python-websockets' asyncio adapter around its Sans-I/O protocol, a :class:`Session`
+owns the socket-side concerns only: the read loop, the bounded send queue and its writer
+(backpressure: a reader that cannot keep up is closed with 4008, never buffered without
+bound), the auth timer and the rate limit. What a frame means is decided elsewhere:
+
+* :class:`protocol.session.SessionMachine` says whether a frame is legal now and decides
+  every transition and every protocol close (logout, too big, malformed, auth timeout);
+* the use case in ``router.GUEST_ROUTES`` / ``router.ROUTES`` handles it and returns a
+  reply, or an outcome (``Challenged``, ``SignedIn``) that the session reports to the
+  machine.
+
+Everything that turns an exception into an error frame or a close code happens here, in
+one place (:meth:`Session._read_loop`): a refused request (``RemoteError``) becomes an
+``error`` frame with its code; anything unexpected closes with 1011 and a generic
+reason, the details going to the log only. The session is the use cases'
+:class:`~chat_server.context.Peer`.
 """
 
 from __future__ import annotations
@@ -11,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import TYPE_CHECKING
 
 import msgspec
 from websockets.asyncio.server import ServerConnection
@@ -20,6 +32,7 @@ from websockets.protocol import State
 
 from protocol import codec
 from protocol.errors import (
+    RESUMABLE_CLOSE_CODES,
     CloseCode,
     ErrorCode,
     FrameTooBig,
@@ -27,29 +40,30 @@ from protocol.errors import (
     Unavailable,
 )
 from protocol.frames import ErrorFrame
-from protocol.session import SessionMachine
-from storage.records import AccountRecord
+from protocol.session import Close, SessionMachine
 
+from .context import Caller, Challenged, Guest, SignedIn
+from .hub import Hub
 from .logs import log_event
 from .ratelimit import TokenBucket
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .router import GUEST_ROUTES, ROUTES
 
 __all__ = ["Session"]
 
 
 class Session:
-    """State of one connection. ``push`` never blocks: a full queue closes the session."""
+    """One connection, and the use cases' :class:`~chat_server.context.Peer` for it.
+
+    ``push`` never blocks: a full queue closes the session (4008).
+    """
 
     def __init__(self, hub: Hub, ws: ServerConnection) -> None:
         self.hub = hub
         self.ws = ws
-        self.id = "s_" + secrets.token_hex(8)
-        self.machine = SessionMachine()
-        self.account: AccountRecord | None = None
-        self.token_hash: bytes | None = None
-        self.authenticated_at = 0.0
+        self.session_id = "s_" + secrets.token_hex(8)
+        self._machine = SessionMachine()
+        #: Who the connection speaks for, once ``auth`` succeeded.
+        self._caller: Caller | None = None
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(hub.config.send_queue_frames)
         self._bucket = TokenBucket(hub.config.rate_per_s, hub.config.rate_burst)
         self._closing = False
@@ -58,11 +72,6 @@ class Session:
         # True while a _flush of frames written by the fast path is scheduled.
         self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
-
-    @property
-    def account_id(self) -> str:
-        assert self.account is not None, "session is not authenticated"
-        return self.account.id
 
     # -- outbound --------------------------------------------------------------
 
@@ -103,7 +112,7 @@ class Session:
         except asyncio.QueueFull:
             # A reader that cannot keep up must not make us buffer without bound. Its
             # messages are safe in the database; it reconnects and syncs (4008 is resumable).
-            log_event("session.slow_consumer", logging.WARNING, session=self.id)
+            log_event("session.slow_consumer", logging.WARNING, session=self.session_id)
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and sync")
 
     def _flush(self) -> None:
@@ -133,7 +142,7 @@ class Session:
         if self._closing:
             return
         self._closing = True
-        self.machine.close()
+        self._machine.close()
         self._close_code = (code, reason)
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
@@ -156,9 +165,9 @@ class Session:
     # -- inbound ---------------------------------------------------------------
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self._writer(), name=f"writer-{self.id}")
-        self._watchdog = asyncio.create_task(self._auth_watchdog(), name=f"auth-{self.id}")
-        log_event("session.open", session=self.id)
+        writer = asyncio.create_task(self._writer(), name=f"writer-{self.session_id}")
+        self._watchdog = asyncio.create_task(self._auth_watchdog(), name=f"auth-{self.session_id}")
+        log_event("session.open", session=self.session_id)
         try:
             await self._read_loop()
         except ConnectionClosed:
@@ -166,9 +175,9 @@ class Session:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            self.hub.detach(self)
-            if not self._closing:
-                self._closing = True
+            self.hub.registry.detach(self)
+            self._closing = True
+            self._machine.close()
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)
             try:
@@ -178,19 +187,26 @@ class Session:
             except Exception:
                 writer.cancel()
             code = self.ws.close_code
-            log_event("session.closed", session=self.id, code=code)
+            log_event(
+                "session.closed",
+                session=self.session_id,
+                code=code,
+                resumable=code in RESUMABLE_CLOSE_CODES,
+            )
 
     async def _auth_watchdog(self) -> None:
         await asyncio.sleep(self.hub.config.auth_timeout_s)
-        decision = self.machine.auth_deadline()
+        decision = self._machine.auth_deadline()
         if decision is not None:
-            log_event("session.auth_timeout", session=self.id)
-            self.close(decision.code, decision.reason)
+            log_event("session.auth_timeout", session=self.session_id)
+            self._carry_out(decision)
+
+    def _carry_out(self, decision: Close) -> None:
+        self.close(decision.code, decision.reason)
 
     async def _read_loop(self) -> None:
-        from .router import HANDLERS  # handlers import Session for typing only
-
-        machine = self.machine
+        machine = self._machine
+        hub = self.hub
         while not self._closing:
             raw = await self.ws.recv(decode=False)
             if self._closing:
@@ -208,23 +224,30 @@ class Session:
                 frame = codec.decode_client(raw)
             except RemoteError as exc:
                 decision = machine.undecodable(exc)
-                if not isinstance(exc, FrameTooBig):
+                if not isinstance(exc, FrameTooBig):  # too big is answered by the close
                     self.push(
                         ErrorFrame(code=exc.code, message=exc.message, id=codec.request_id_of(raw))
                     )
                 if decision is not None:
-                    self.close(decision.code, decision.reason)
+                    self._carry_out(decision)
                     return
                 continue
-            succeeded = True
+            caller = self._caller
             try:
                 machine.check(frame)
-                if self.hub.stopping:
+                if hub.stopping:
                     raise Unavailable("server is shutting down; reconnect shortly")
-                reply = await HANDLERS[type(frame)](self.hub, self, frame)
+                if caller is not None:
+                    reply = await ROUTES[type(frame)](hub, caller, frame)
+                else:
+                    outcome = await GUEST_ROUTES[type(frame)](
+                        hub, Guest(self, machine.challenge), frame
+                    )
+                    reply = self._apply(outcome)
             except RemoteError as exc:
-                succeeded = False
-                reply = ErrorFrame(code=exc.code, message=exc.message, id=frame.id)
+                # Refused: answered with the error, and the state stays as it was.
+                self.push(ErrorFrame(code=exc.code, message=exc.message, id=frame.id))
+                continue
             except ConnectionClosed:
                 raise
             except Exception:
@@ -233,17 +256,28 @@ class Session:
                     "session.internal_error",
                     logging.ERROR,
                     exc=True,
-                    session=self.id,
+                    session=self.session_id,
                     frame=type(frame).__name__,
                 )
                 self.close(CloseCode.INTERNAL, "internal error")
                 return
             if reply is not None:
                 self.push(reply)
-            if succeeded and (decision := machine.handled(frame)) is not None:
-                self.close(decision.code, decision.reason)
+            if (decision := machine.handled(frame)) is not None:
+                self._carry_out(decision)
             if self._watchdog is not None and not machine.authenticating:
                 # Authenticated (or closing): the timer has nothing left to check, and
                 # 20 s of one pending timer per connection add up under reconnect storms.
                 self._watchdog.cancel()
                 self._watchdog = None
+
+    def _apply(self, outcome: msgspec.Struct | Challenged | SignedIn) -> msgspec.Struct | None:
+        """Report an outcome of a use case before auth to the state machine; the reply."""
+        if isinstance(outcome, Challenged):
+            self._machine.challenge_issued(outcome.reply.nonce)
+            return outcome.reply
+        if isinstance(outcome, SignedIn):
+            self._machine.authenticated()
+            self._caller = outcome.caller
+            return None  # welcome was sent by the use case, before its matching
+        return outcome

@@ -9,10 +9,11 @@ A case's topic is sensitive (it says what the person seeks help for), so it is
 stored encrypted at rest and bound to its case row; the language stays in clear
 because matching selects on it.
 
-Key deposits: epoch ``n + 1`` may only be deposited while the case is at epoch ``n``.
-The deposit advances ``cases.epoch`` with ``UPDATE ... WHERE epoch = n`` and inserts the
-key and its seals in the same transaction, so two participants racing to create the
-same epoch get exactly one winner and one :class:`~protocol.errors.Conflict`.
+Key deposits: epoch ``n + 1`` may only be deposited while the case is assigned and at
+epoch ``n``. The deposit advances ``cases.epoch`` with ``UPDATE ... WHERE epoch = n AND
+state = 'assigned'`` and inserts the key and its seals in the same transaction, so two
+participants racing to create the same epoch get exactly one winner and one
+:class:`~protocol.errors.Conflict`, and a deposit racing a close never lands after it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from protocol.chain import GENESIS
-from protocol.errors import Conflict, NotFound
+from protocol.errors import Conflict, Forbidden, NotFound
 
 from .atrest import context
 from .escrow import CapsuleRecord
@@ -192,23 +193,32 @@ class CaseRepository:
         ``capsule``, the depositor's escrow capsule of this key, is stored in the same
         transaction: under an escrow policy there is never a key without its capsule.
 
-        Only valid when ``rec.epoch == case.epoch + 1``; otherwise (typically: another
-        participant deposited this epoch first) raises Conflict("epoch already has a
-        key") and stores nothing. Raises NotFound if the case does not exist.
+        Only valid while the case is assigned and ``rec.epoch == case.epoch + 1``;
+        otherwise stores nothing and raises Forbidden (the case is waiting or closed: a
+        close committed first wins) or Conflict("epoch already has a key", typically:
+        another participant deposited this epoch first). NotFound if there is no case.
         Checking who may deposit, and that there is one seal per participant, is the
         caller's job.
         """
         async with self._tx.write() as conn:
             # The conditional UPDATE is the race arbiter: on PostgreSQL a concurrent
-            # depositor blocks on the row lock, then re-checks "epoch = n" and misses.
+            # depositor (or closer) blocks on the row lock, then re-checks "assigned at
+            # epoch n" and misses.
             res = await conn.execute(
                 update(_CASES)
-                .where(_CASES.c.id == rec.case_id, _CASES.c.epoch == rec.epoch - 1)
+                .where(
+                    _CASES.c.id == rec.case_id,
+                    _CASES.c.epoch == rec.epoch - 1,
+                    _CASES.c.state == "assigned",
+                )
                 .values(epoch=rec.epoch)
             )
             if res.rowcount != 1:
-                if await self._get(conn, rec.case_id) is None:
+                case = await self._get(conn, rec.case_id)
+                if case is None:
                     raise NotFound("case not found")
+                if case.state != "assigned":
+                    raise Forbidden(f"case is {case.state}; keys are deposited once it is assigned")
                 raise Conflict("epoch already has a key")
             await conn.execute(
                 insert(_KEYS).values(

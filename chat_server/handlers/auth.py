@@ -2,72 +2,58 @@
 
 The server never sees a passphrase: it stores an Argon2id hash of the client-derived
 ``auth_key`` and the client's identity keys wrapped under a ``wrap_key`` it never gets.
+Unknown handles are answered by the login decoys (``credentials.LoginDecoys``), so
+neither ``prelogin`` nor ``login`` tells which handles exist.
+
+``hello`` and ``auth`` do not change the connection themselves: they return
+:class:`~chat_server.context.Challenged` and :class:`~chat_server.context.SignedIn`, and
+the connection's state machine (protocol/session.py) records the nonce and the account.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 
 import nacl.exceptions
-import nacl.hash
 import nacl.pwhash
 import nacl.utils
-from nacl.encoding import RawEncoder
 
 from protocol import crypto
 from protocol import frames as f
 from protocol.clock import now_ms
-from protocol.errors import AuthFailed, CloseCode, CryptoError, InvalidFrame
+from protocol.errors import AuthFailed, CryptoError, InvalidFrame
 from storage.records import AccountRecord
 
-from ..hub import Hub, case_info
+from ..casebook import case_info
+from ..context import Caller, Challenged, Guest, SignedIn
+from ..credentials import invite_code_hash, token_hash
+from ..hub import Hub
 from ..logs import log_event
-from ..session import Session
 
-__all__ = [
-    "auth",
-    "hello",
-    "invite_code_hash",
-    "login",
-    "logout",
-    "ping",
-    "prelogin",
-    "register",
-    "token_hash",
-]
+__all__ = ["auth", "hello", "login", "logout", "ping", "prelogin", "register"]
+
+#: Bytes of the challenge nonce (docs/PROTOCOL.md 8.1).
+NONCE_BYTES = 32
 
 
-def _hash(data: bytes, person: bytes, key: bytes = b"", size: int = 32) -> bytes:
-    return nacl.hash.blake2b(data, digest_size=size, key=key, person=person, encoder=RawEncoder)
-
-
-def token_hash(token: str) -> bytes:
-    return _hash(token.encode(), b"chat-token-hash1")
-
-
-def invite_code_hash(code: str) -> bytes:
-    return _hash(code.strip().encode(), b"chat-invite-hsh1")
-
-
-async def hello(hub: Hub, session: Session, frame: f.Hello) -> f.Challenge:
-    nonce = nacl.utils.random(32)
-    session.machine.challenge_issued(nonce)
-    return f.Challenge(
-        id=frame.id,
-        nonce=nonce,
-        server_key=hub.server_identity.sign_pk,
-        min_opslimit=hub.config.min_opslimit,
-        min_memlimit=hub.config.min_memlimit,
+async def hello(hub: Hub, guest: Guest, frame: f.Hello) -> Challenged:
+    return Challenged(
+        f.Challenge(
+            id=frame.id,
+            nonce=nacl.utils.random(NONCE_BYTES),
+            server_key=hub.server_key.sign_pk,
+            min_opslimit=hub.config.min_opslimit,
+            min_memlimit=hub.config.min_memlimit,
+        )
     )
 
 
-async def ping(hub: Hub, session: Session, frame: f.Ping) -> f.Pong:
+async def ping(hub: Hub, who: Guest | Caller, frame: f.Ping) -> f.Pong:
     return f.Pong(id=frame.id)
 
 
-async def register(hub: Hub, session: Session, frame: f.Register) -> f.Registered:
+async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
     if frame.opslimit < hub.config.min_opslimit or frame.memlimit < hub.config.min_memlimit:
         raise InvalidFrame("key derivation parameters are below the server minimum")
     auth_hash = await asyncio.to_thread(
@@ -98,14 +84,13 @@ async def register(hub: Hub, session: Session, frame: f.Register) -> f.Registere
     return f.Registered(id=frame.id, account_id=created.id, role=created.role)
 
 
-async def prelogin(hub: Hub, session: Session, frame: f.Prelogin) -> f.PreloginResult:
+async def prelogin(hub: Hub, guest: Guest, frame: f.Prelogin) -> f.PreloginResult:
     account = await hub.db.accounts.by_handle(frame.handle)
     if account is None:
         # A stable fake answer, so that prelogin does not reveal which handles exist.
-        fake_salt = _hash(frame.handle.encode(), b"chat-fake-salt01", hub.fake_salt_key, 16)
         return f.PreloginResult(
             id=frame.id,
-            salt=fake_salt,
+            salt=hub.decoys.salt(frame.handle),
             opslimit=hub.config.min_opslimit,
             memlimit=hub.config.min_memlimit,
         )
@@ -121,9 +106,9 @@ def _check_auth_key(auth_hash: bytes, auth_key: bytes) -> bool:
         return False
 
 
-async def login(hub: Hub, session: Session, frame: f.Login) -> f.LoginResult:
+async def login(hub: Hub, guest: Guest, frame: f.Login) -> f.LoginResult:
     account = await hub.db.accounts.by_handle(frame.handle)
-    stored = account.auth_hash.encode() if account is not None else hub.dummy_auth_hash
+    stored = account.auth_hash.encode() if account is not None else hub.decoys.dummy_auth_hash
     # Verify even for unknown handles so both answers take the same time.
     ok = await asyncio.to_thread(_check_auth_key, stored, frame.auth_key)
     if account is None or not ok:
@@ -145,12 +130,18 @@ async def login(hub: Hub, session: Session, frame: f.Login) -> f.LoginResult:
     )
 
 
-async def auth(hub: Hub, session: Session, frame: f.AuthRequest) -> None:
-    challenge = session.machine.challenge
-    assert challenge is not None
+async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
+    """Check the token and the signed challenge; then attach the connection, send
+    ``welcome`` and assign waiting cases to a counselor, in that order (the registry
+    must know the session before anything is published to it, and ``welcome`` comes
+    before any ``case.assigned`` that matching publishes)."""
+    challenge = guest.challenge
+    if challenge is None:  # the state machine lets auth through only after hello
+        raise InvalidFrame("send hello first to get a challenge")
     account = await hub.db.accounts.by_id(frame.account_id)
+    hashed = token_hash(frame.token)
     valid = account is not None and await hub.db.accounts.token_valid(
-        token_hash(frame.token), frame.account_id, now_ms()
+        hashed, frame.account_id, now_ms()
     )
     if account is None or not valid:
         log_event("auth.failed", reason="token")
@@ -160,33 +151,34 @@ async def auth(hub: Hub, session: Session, frame: f.AuthRequest) -> None:
     except CryptoError:
         log_event("auth.failed", reason="signature", account=account.id)
         raise AuthFailed("challenge signature does not verify") from None
-    # A challenge is good for one auth only.
-    session.machine.authenticated()
-    session.account = account
-    session.token_hash = token_hash(frame.token)
-    session.authenticated_at = time.monotonic()
-    hub.attach(session)
-    cases = await hub.db.cases.for_account(account.id)
-    for case in cases:
-        hub.remember(case)
-    session.push(
+    caller = Caller(
+        peer=guest.peer,
+        session_id=guest.session_id,
+        account_id=account.id,
+        role=account.role,
+        sign_pk=account.sign_pk,
+        token_hash=hashed,
+    )
+    hub.registry.attach(guest.peer, account)
+    cases = await hub.casebook.for_account(account.id)
+    guest.peer.push(
         f.Welcome(
             id=frame.id,
             account_id=account.id,
             handle=account.handle,
             role=account.role,
-            session_id=session.id,
+            session_id=guest.session_id,
             cases=[case_info(c) for c in cases],
         )
     )
-    log_event("auth.ok", account=account.id, session=session.id)
+    log_event("auth.ok", account=account.id, session=guest.session_id)
     if account.role == "counselor":
-        await hub.match_waiting()
+        await hub.casebook.match_waiting()
+    return SignedIn(caller)
 
 
-async def logout(hub: Hub, session: Session, frame: f.Logout) -> None:
-    if session.token_hash is not None:
-        await hub.db.accounts.revoke_token(session.token_hash)
-    session.push(f.Ok(id=frame.id))
-    session.close(CloseCode.NORMAL, "logged out")
-    log_event("auth.logout", account=session.account_id)
+async def logout(hub: Hub, caller: Caller, frame: f.Logout) -> f.Ok:
+    """Revoke the session token; the state machine then closes the connection (1000)."""
+    await hub.db.accounts.revoke_token(caller.token_hash)
+    log_event("auth.logout", account=caller.account_id)
+    return f.Ok(id=frame.id)

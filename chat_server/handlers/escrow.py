@@ -11,8 +11,6 @@ against the policy but cannot open it: that takes k officers' offline keys.
 
 from __future__ import annotations
 
-import dataclasses
-
 import msgspec
 
 from protocol import frames as f
@@ -20,56 +18,31 @@ from protocol.clock import now_ms
 from protocol.errors import ConsentRequired, CryptoError, Forbidden, InvalidFrame, NotFound
 from protocol.escrow import EscrowError, check_capsule_shape, verify_consent
 from storage.consents import ConsentRecord
-from storage.escrow import CapsuleRecord, PolicyRecord
+from storage.escrow import CapsuleRecord
 
+from ..context import Caller
+from ..disputes import InstalledPolicy, installed_policy
 from ..hub import Hub
 from ..logs import log_event
-from ..session import Session
 
 __all__ = [
-    "InstalledPolicy",
     "capsule_record",
     "case_capsule",
     "consent",
     "deposit_capsule_for_key",
-    "installed_policy",
     "policy_get",
     "require_consent",
 ]
 
-_policy_decoder = msgspec.json.Decoder(f.SignedEscrowPolicy)
 _capsule_encoder = msgspec.json.Encoder()
 
 
-@dataclasses.dataclass(frozen=True)
-class InstalledPolicy:
-    record: PolicyRecord
-    signed: f.SignedEscrowPolicy
-
-    @property
-    def fingerprint(self) -> str:
-        return self.record.fingerprint
-
-    @property
-    def policy(self) -> f.EscrowPolicy:
-        return self.signed.policy
-
-
-async def installed_policy(hub: Hub) -> InstalledPolicy | None:
-    """The newest installed policy (read each time: the admin CLI installs policies
-    from another process while the hub runs)."""
-    record = await hub.db.escrow.current()
-    if record is None:
-        return None
-    return InstalledPolicy(record, _policy_decoder.decode(record.signed_policy))
-
-
-async def policy_get(hub: Hub, session: Session, frame: f.PolicyGet) -> f.PolicyResult:
-    installed = await installed_policy(hub)
+async def policy_get(hub: Hub, caller: Caller, frame: f.PolicyGet) -> f.PolicyResult:
+    installed = await installed_policy(hub.db)
     if installed is None:
         return f.PolicyResult(id=frame.id, policy=None, terms_version=0, consented=True)
     consented = await hub.db.consents.has(
-        session.account_id, installed.record.terms_version, installed.fingerprint
+        caller.account_id, installed.record.terms_version, installed.fingerprint
     )
     return f.PolicyResult(
         id=frame.id,
@@ -79,8 +52,8 @@ async def policy_get(hub: Hub, session: Session, frame: f.PolicyGet) -> f.Policy
     )
 
 
-async def consent(hub: Hub, session: Session, frame: f.ConsentAccept) -> f.Ok:
-    installed = await installed_policy(hub)
+async def consent(hub: Hub, caller: Caller, frame: f.ConsentAccept) -> f.Ok:
+    installed = await installed_policy(hub.db)
     if installed is None:
         raise NotFound("no escrow policy is installed; there is nothing to accept")
     if (
@@ -88,11 +61,10 @@ async def consent(hub: Hub, session: Session, frame: f.ConsentAccept) -> f.Ok:
         or frame.policy_fingerprint != installed.fingerprint
     ):
         raise InvalidFrame("the terms or the escrow policy changed; fetch them again")
-    assert session.account is not None
     try:
         verify_consent(
-            session.account.sign_pk,
-            session.account_id,
+            caller.sign_pk,
+            caller.account_id,
             frame.terms_version,
             frame.policy_fingerprint,
             frame.sig,
@@ -101,7 +73,7 @@ async def consent(hub: Hub, session: Session, frame: f.ConsentAccept) -> f.Ok:
         raise InvalidFrame("consent signature does not verify") from None
     stored = await hub.db.consents.record(
         ConsentRecord(
-            account_id=session.account_id,
+            account_id=caller.account_id,
             terms_version=frame.terms_version,
             policy_fingerprint=frame.policy_fingerprint,
             sig=frame.sig,
@@ -109,17 +81,17 @@ async def consent(hub: Hub, session: Session, frame: f.ConsentAccept) -> f.Ok:
         )
     )
     if stored:
-        log_event("escrow.consent", account=session.account_id, terms=frame.terms_version)
+        log_event("escrow.consent", account=caller.account_id, terms=frame.terms_version)
     return f.Ok(id=frame.id)
 
 
-async def require_consent(hub: Hub, session: Session) -> None:
+async def require_consent(hub: Hub, caller: Caller) -> None:
     """ConsentRequired unless the account accepted the current terms and policy."""
-    installed = await installed_policy(hub)
+    installed = await installed_policy(hub.db)
     if installed is None:
         return
     if not await hub.db.consents.has(
-        session.account_id, installed.record.terms_version, installed.fingerprint
+        caller.account_id, installed.record.terms_version, installed.fingerprint
     ):
         raise ConsentRequired("accept the current terms of service (consent) first")
 
@@ -144,28 +116,28 @@ def capsule_record(
 
 
 async def deposit_capsule_for_key(
-    hub: Hub, session: Session, case_id: str, epoch: int, capsules: list[f.Capsule] | None
+    hub: Hub, depositor_id: str, case_id: str, epoch: int, capsules: list[f.Capsule] | None
 ) -> CapsuleRecord | None:
     """For ``case.key``: the creator's capsule to store once the key is stored.
     Required when a policy is installed; ignored (not stored) when none is."""
-    installed = await installed_policy(hub)
+    installed = await installed_policy(hub.db)
     if installed is None:
         return None
     if not capsules:
         raise InvalidFrame("this hub escrows case keys: case.key needs an escrow capsule")
-    return capsule_record(installed, capsules[0], case_id, epoch, session.account_id)
+    return capsule_record(installed, capsules[0], case_id, epoch, depositor_id)
 
 
-async def case_capsule(hub: Hub, session: Session, frame: f.CaseCapsule) -> f.Ok:
-    case = await hub.case_for(frame.case_id, session)
-    installed = await installed_policy(hub)
+async def case_capsule(hub: Hub, caller: Caller, frame: f.CaseCapsule) -> f.Ok:
+    case = await hub.casebook.fresh(frame.case_id, caller.account_id)
+    installed = await installed_policy(hub.db)
     if installed is None:
         raise NotFound("no escrow policy is installed")
     if await hub.db.cases.epoch_key(case.id, frame.epoch) is None:
         raise InvalidFrame("the epoch has no key")
     if case.state == "waiting":
         raise Forbidden("case is waiting")
-    record = capsule_record(installed, frame.capsule, case.id, frame.epoch, session.account_id)
+    record = capsule_record(installed, frame.capsule, case.id, frame.epoch, caller.account_id)
     await hub.db.escrow.put_capsule(record)
-    log_event("escrow.capsule", case=case.id, epoch=frame.epoch, account=session.account_id)
+    log_event("escrow.capsule", case=case.id, epoch=frame.epoch, account=caller.account_id)
     return f.Ok(id=frame.id)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chat_server.config import load_key_file
-from chat_server.handlers.auth import invite_code_hash
+from chat_server.credentials import invite_code_hash
 from storage.engine import open_database, sqlite_url
 
 __all__ = [

@@ -277,7 +277,7 @@ async def test_unexpected_failure_closes_1011_without_details(
     async def broken(*_: object) -> None:
         raise RuntimeError("SECRET-DETAIL-in-exception")
 
-    monkeypatch.setitem(router.HANDLERS, f.Ping, broken)
+    monkeypatch.setitem(router.GUEST_ROUTES, f.Ping, broken)
     peer = await RawClient.connect(hub.url)
     await peer.send(f.Ping(id=rid()))
     assert await _closed_with(peer) == CloseCode.INTERNAL

@@ -24,7 +24,7 @@ from typing import Any
 
 from chat_server.app import HubServer
 from chat_server.config import Config
-from chat_server.handlers.auth import invite_code_hash
+from chat_server.credentials import invite_code_hash
 from chat_server.logs import configure
 from storage.engine import sqlite_url
 
