@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from protocol.chain import GENESIS
-from protocol.errors import Conflict, NotFound
+from protocol.errors import Conflict, Forbidden, NotFound
 from storage import Database, open_database
 from storage.escrow import CapsuleRecord
 from storage.records import CaseRecord
@@ -156,6 +156,30 @@ async def test_epoch_keys_advance_and_duplicate_epoch_conflicts(db: Database) ->
     assert stored is not None and stored.epoch == 2
     assert await db.cases.epoch_key("k1", 2) == second
     assert await db.cases.epoch_key("k1", 9) is None
+
+
+async def test_no_key_deposit_on_a_waiting_or_closed_case(db: Database) -> None:
+    """The deposit's conditional UPDATE also requires an assigned case, so a close that
+    committed first (on any hub) wins over a deposit made from an older read."""
+    await _people(db)
+    await db.cases.create("cl-1", "anxiety", "en", "w", 100)
+    with pytest.raises(Forbidden, match=r"^case is waiting; keys are deposited once"):
+        await db.cases.add_epoch_key(epoch_key("w", 1, "cl-1", ["cl-1"]))
+    await assigned_case(db, "k1", "cl-3", "co-3")
+    assert await db.cases.close("k1", 200) is not None
+    with pytest.raises(Forbidden, match=r"^case is closed; keys are deposited once"):
+        await db.cases.add_epoch_key(epoch_key("k1", 2, "co-3", ["cl-3", "co-3"]))
+    assert await db.cases.epoch_key("k1", 2) is None
+    closed = await db.cases.get("k1")
+    assert closed is not None and closed.epoch == 1
+
+
+async def test_case_participants(db: Database) -> None:
+    await _people(db)
+    waiting = await db.cases.create("cl-1", "anxiety", "en", "w", 100)
+    assert waiting.participants == ("cl-1",)
+    assigned = await db.cases.assign("w", "co-1", 101)
+    assert assigned is not None and assigned.participants == ("cl-1", "co-1")
 
 
 async def test_capsule_is_stored_with_its_key_or_not_at_all(db: Database) -> None:
