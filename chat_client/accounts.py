@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from protocol import crypto
+from protocol import crypto, opening
 from protocol import errors as pe
 from protocol import frames as f
 
@@ -134,7 +134,7 @@ async def login(url: str, handle: str, passphrase: str, *, home: Path) -> Creden
             crypto.derive_login_keys, passphrase, pre.salt, pre.opslimit, pre.memlimit
         )
         result = await login_request(link, handle, keys.auth_key)
-    identity = crypto.unwrap_identity(result.wrapped_keys, keys.wrap_key)
+    identity = opening.unwrap_identity(result.wrapped_keys, keys.wrap_key)
     if identity.sign_pk != result.sign_pk or identity.box_pk != result.box_pk:
         raise pe.CryptoError("the server's public keys do not match the wrapped identity")
     cursors: dict[str, Cursor] = {}

@@ -6,7 +6,7 @@ apart from the asyncio plumbing and are tested without a network:
 * a new epoch key is sealed to exactly the case's participants, with a signed commitment;
 * a fetched epoch key is accepted only if its creator is a participant, the commitment
   signature verifies under the creator's sign_pk, and the opened key matches the
-  commitment (crypto.open_case_key);
+  commitment (opening.open_case_key);
 * a message is verified only if it decrypts under the epoch key, its sender is a
   participant whose signature verifies, and its chain link follows from the previous one.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from protocol import crypto
+from protocol import crypto, opening
 from protocol.chain import chain_hash
 from protocol.errors import CryptoError
 from protocol.frames import CaseInfo, DirectoryEntry, EpochKey, KeySeal, MessageRecord
@@ -91,7 +91,7 @@ def open_epoch_key(
         epoch_key.commitment,
         epoch_key.commitment_sig,
     )
-    return crypto.open_case_key(
+    return opening.open_case_key(
         epoch_key.sealed, identity, case.case_id, epoch_key.epoch, epoch_key.commitment
     )
 
@@ -148,7 +148,7 @@ def open_record(
     if key is None:
         return rejected(f"no verified key for epoch {record.epoch}")
     try:
-        envelope = crypto.decrypt_message(
+        envelope = opening.decrypt_message(
             key,
             sender.sign_pk,
             case_id=record.case_id,

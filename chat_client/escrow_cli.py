@@ -35,12 +35,12 @@ from protocol.escrow import (
     EscrowError,
     RequestView,
     make_approval,
-    open_reason,
     policy_fingerprint,
     sign_policy,
     verify_dispute,
     verify_policy,
 )
+from protocol.opening import open_reason
 
 from .keyfiles import (
     DEFAULT_MEMLIMIT,

@@ -29,8 +29,9 @@ import nacl.hash
 import nacl.secret
 from nacl.encoding import RawEncoder
 
-from protocol.crypto import Identity, LoginKeys, derive_login_keys, unwrap_identity
+from protocol.crypto import Identity, LoginKeys, derive_login_keys
 from protocol.errors import CryptoError
+from protocol.opening import unwrap_identity
 
 from .cursors import Cursor
 from .errors import KeyStoreError

@@ -35,7 +35,7 @@ import nacl.encoding
 import nacl.hash
 
 from protocol import frames as f
-from protocol.bundle import (
+from protocol.bundle_format import (
     Bundle,
     BundleCapsule,
     BundleCase,

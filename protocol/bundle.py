@@ -1,11 +1,9 @@
-"""The dispute bundle: what ``chat-server disputes export`` writes and ``chat-unseal``
-verifies, offline. Pure: bytes in, a verification report out.
+"""The dispute bundle, as ``chat-unseal`` verifies it, offline. Pure: bytes in, a
+verification report out.
 
-A bundle is one JSON document (bytes as base64) holding everything needed to check a
-case's history without the server: the case metadata, both participants' public keys,
-the signed escrow policy, every epoch's key commitment (signed by its creator) and all
-escrow capsules, every stored ciphertext with its chain fields, the server-signed chain
-head and the server's public key, the dispute request and the officers' approvals.
+The format (what ``chat-server disputes export`` writes) is :mod:`protocol.bundle_format`,
+re-exported here for readers. Verifying opens escrow capsules and decrypts messages
+(:mod:`protocol.opening`), so the hub, which only writes bundles, may not import this.
 
 :func:`verify_bundle` checks all of it and sorts every finding into one of three kinds,
 which ``chat-unseal`` maps to its exit codes (docs/DISPUTES.md):
@@ -27,40 +25,34 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal
 
-import msgspec
 from nacl.public import PrivateKey
 
 from . import crypto
+from .bundle_format import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    Bundle,
+    BundleCapsule,
+    BundleCase,
+    BundleEpoch,
+    BundleParticipant,
+    ChainHead,
+    decode_bundle,
+    encode_bundle,
+)
 from .chain import verify_chain, verify_head
 from .errors import CryptoError
 from .escrow import (
-    Approval,
-    DisputeDocument,
     EscrowError,
     ForeignMaterial,
     InsufficientKeys,
-    open_capsule,
     verify_approval,
     verify_dispute,
     verify_policy,
 )
-from .frames import (
-    Capsule,
-    Epoch,
-    Handle,
-    Id,
-    Key32,
-    Language,
-    MessageRecord,
-    Millis,
-    Role,
-    Seq,
-    Sig,
-    SignedEscrowPolicy,
-    case_participants,
-)
+from .frames import case_participants
+from .opening import decrypt_message, open_capsule
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -77,82 +69,6 @@ __all__ = [
     "encode_bundle",
     "verify_bundle",
 ]
-
-BUNDLE_FORMAT = "counsel-chat/dispute-bundle"
-#: 2: messages are the protocol's MessageRecord (version 1 had them without case_id).
-BUNDLE_VERSION = 2
-
-
-class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class BundleCase(_S, frozen=True, kw_only=True):
-    case_id: Id
-    client_id: Id
-    counselor_id: Id | None
-    state: Literal["waiting", "assigned", "closed"]
-    language: Language
-    created_at: Millis
-
-
-class BundleParticipant(_S, frozen=True, kw_only=True):
-    account_id: Id
-    role: Role
-    handle: Handle
-    sign_pk: Key32
-    box_pk: Key32
-
-
-class BundleCapsule(_S, frozen=True, kw_only=True):
-    depositor_id: Id
-    capsule: Capsule
-
-
-class BundleEpoch(_S, frozen=True, kw_only=True):
-    epoch: Epoch
-    creator_id: Id
-    commitment: Key32
-    commitment_sig: Sig
-    capsules: list[BundleCapsule]
-
-
-class ChainHead(_S, frozen=True, kw_only=True):
-    seq: Seq
-    hash: Key32
-    sig: Sig
-
-
-class Bundle(_S, frozen=True, kw_only=True):
-    format: Literal["counsel-chat/dispute-bundle"] = "counsel-chat/dispute-bundle"
-    version: Literal[2] = 2
-    exported_at: Millis
-    case: BundleCase
-    participants: list[BundleParticipant]
-    policy: SignedEscrowPolicy
-    epochs: list[BundleEpoch]
-    #: Every stored message of the case, in seq order, exactly as the hub stored it.
-    messages: list[MessageRecord]
-    chain_head: ChainHead
-    server_sign_pk: Key32
-    request: DisputeDocument
-    approvals: list[Approval]
-
-
-_decoder = msgspec.json.Decoder(Bundle)
-
-
-def encode_bundle(bundle: Bundle) -> bytes:
-    """Indented JSON (a bundle is a document people may open and read)."""
-    return msgspec.json.format(msgspec.json.encode(bundle), indent=1) + b"\n"
-
-
-def decode_bundle(data: bytes) -> Bundle:
-    """ForeignMaterial if ``data`` is not a bundle of this format and version."""
-    try:
-        return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ForeignMaterial(f"not a dispute bundle: {str(exc)[:160]}") from None
 
 
 @dataclasses.dataclass
@@ -398,7 +314,7 @@ def _check_messages(
             verdict.problems.append(f"no key for epoch {message.epoch}")
         else:
             try:
-                envelope = crypto.decrypt_message(
+                envelope = decrypt_message(
                     key,
                     sender.sign_pk,
                     case_id=case_id,

@@ -16,12 +16,15 @@ Constructions (docs/PROTOCOL.md, "Cryptography", gives the exact byte layouts):
 
 Variable-length fields in every signed or hashed transcript are length-prefixed
 (4-byte big-endian), so no two different field tuples share an encoding.
+
+This module makes, seals, signs and verifies; the inverse operations that need a
+private key to read something (unwrap an identity, open a case key, decrypt a message)
+are in :mod:`protocol.opening`, which the hub and its storage may not import.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 from typing import Literal, Protocol
 
 import msgspec
@@ -46,20 +49,19 @@ __all__ = [
     "ServerKey",
     "Signer",
     "auth_transcript",
-    "decrypt_message",
     "derive_login_keys",
     "encrypt_message",
     "fingerprint",
     "key_commitment",
     "lp",
     "message_aad",
+    "message_transcript",
     "new_case_key",
     "new_salt",
-    "open_case_key",
     "seal_case_key",
     "sign_challenge",
     "sign_commitment",
-    "unwrap_identity",
+    "u64",
     "verify_challenge",
     "verify_commitment",
     "verify_signature",
@@ -181,14 +183,6 @@ def wrap_identity(identity: Identity, wrap_key: bytes, nonce: bytes | None = Non
     return bytes(box.encrypt(identity.secret_bytes(), nonce))
 
 
-def unwrap_identity(blob: bytes, wrap_key: bytes) -> Identity:
-    try:
-        secret = nacl.secret.SecretBox(wrap_key).decrypt(blob)
-    except nacl.exceptions.CryptoError:
-        raise CryptoError("wrong passphrase or corrupted key blob") from None
-    return Identity.from_secret_bytes(secret)
-
-
 def verify_signature(sign_pk: bytes, message: bytes, sig: bytes) -> None:
     try:
         VerifyKey(sign_pk).verify(message, sig)
@@ -246,19 +240,6 @@ def seal_case_key(case_key: bytes, box_pk: bytes) -> bytes:
     return bytes(SealedBox(PublicKey(box_pk)).encrypt(case_key))
 
 
-def open_case_key(
-    sealed: bytes, identity: Identity, case_id: str, epoch: int, commitment: bytes
-) -> bytes:
-    """Open a sealed case key and check it against the (already verified) commitment."""
-    try:
-        case_key = bytes(SealedBox(identity.box_key).decrypt(sealed))
-    except nacl.exceptions.CryptoError:
-        raise CryptoError("sealed case key does not open") from None
-    if not hmac.compare_digest(key_commitment(case_key, case_id, epoch), commitment):
-        raise CryptoError("case key does not match its commitment")
-    return case_key
-
-
 # -- messages ------------------------------------------------------------------
 
 
@@ -272,7 +253,6 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 _envelope_encoder = msgspec.json.Encoder()
-_envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
 def message_aad(case_id: str, epoch: int, sender_id: str, client_msg_id: str) -> bytes:
@@ -282,7 +262,7 @@ def message_aad(case_id: str, epoch: int, sender_id: str, client_msg_id: str) ->
     )
 
 
-def _message_transcript(
+def message_transcript(
     case_id: str, epoch: int, client_msg_id: str, sender_id: str, envelope_bytes: bytes
 ) -> bytes:
     digest = _blake2b(envelope_bytes, person=b"chat-msg-hash-v1")
@@ -315,7 +295,7 @@ def encrypt_message(
     if SIG_BYTES + len(envelope_bytes) + TAG_BYTES > MAX_CIPHERTEXT_BYTES:
         raise ValueError(f"encoded message exceeds {MAX_CIPHERTEXT_BYTES} bytes")
     sig = identity.sign(
-        _message_transcript(case_id, epoch, envelope.client_msg_id, sender_id, envelope_bytes)
+        message_transcript(case_id, epoch, envelope.client_msg_id, sender_id, envelope_bytes)
     )
     nonce = nacl.utils.random(NONCE_BYTES) if nonce is None else nonce
     aad = message_aad(case_id, epoch, sender_id, envelope.client_msg_id)
@@ -323,37 +303,3 @@ def encrypt_message(
         sig + envelope_bytes, aad, nonce, case_key
     )
     return nonce, ciphertext
-
-
-def decrypt_message(
-    case_key: bytes,
-    sender_sign_pk: bytes,
-    *,
-    case_id: str,
-    epoch: int,
-    sender_id: str,
-    client_msg_id: str,
-    nonce: bytes,
-    ciphertext: bytes,
-) -> Envelope:
-    """Decrypt, then verify the sender's signature; raise CryptoError on any failure."""
-    aad = message_aad(case_id, epoch, sender_id, client_msg_id)
-    try:
-        inner = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            ciphertext, aad, nonce, case_key
-        )
-    except (nacl.exceptions.CryptoError, ValueError):  # ValueError: shorter than the tag
-        raise CryptoError("message does not decrypt (wrong key or altered)") from None
-    sig, envelope_bytes = inner[:SIG_BYTES], inner[SIG_BYTES:]
-    verify_signature(
-        sender_sign_pk,
-        _message_transcript(case_id, epoch, client_msg_id, sender_id, envelope_bytes),
-        sig,
-    )
-    try:
-        envelope = _envelope_decoder.decode(envelope_bytes)
-    except msgspec.DecodeError:
-        raise CryptoError("signed envelope is malformed") from None
-    if envelope.client_msg_id != client_msg_id:
-        raise CryptoError("envelope belongs to another message")
-    return envelope

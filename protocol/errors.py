@@ -18,6 +18,10 @@ Hierarchy::
 
 Codes are part of the wire protocol (docs/PROTOCOL.md) and never change meaning.
 Close codes 4000-4999 are ours (RFC 6455 section 7.4.2 leaves them to applications).
+This module is the one home of both directions of the map: each class names its code,
+and :data:`ERROR_CLASSES` / :func:`remote_error` turn a received code back into the
+class, so every client raises the same typed errors; :data:`RESUMABLE_CLOSE_CODES` is
+the one list of close codes after which a client reconnects and syncs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "ERROR_CLASSES",
     "RESUMABLE_CLOSE_CODES",
     "AuthFailed",
     "CloseCode",
@@ -46,6 +51,7 @@ __all__ = [
     "Unavailable",
     "UnknownType",
     "UnsupportedVersion",
+    "remote_error",
 ]
 
 
@@ -84,7 +90,9 @@ class CloseCode(enum.IntEnum):
     REPLACED = 4009  # evicted by a newer session when at the per-account limit
 
 
-#: Close codes after which a client should reconnect and sync.
+#: Close codes after which a client should reconnect and sync. Not 4001 (auth timeout):
+#: a client that could not authenticate in time starts afresh instead of looping. A
+#: connection lost without any close frame (1006, never sent) is resumable too.
 RESUMABLE_CLOSE_CODES = frozenset(
     {CloseCode.GOING_AWAY, CloseCode.INTERNAL, CloseCode.TRY_AGAIN, CloseCode.SLOW_CONSUMER}
 )
@@ -171,3 +179,35 @@ class Unavailable(RemoteError):
 
 class CryptoError(ProtocolError):
     """A signature, MAC, or key commitment did not verify. Raised locally, never sent."""
+
+
+#: The class of every code a server sends in an ``error`` frame ("internal" is never
+#: sent: internal failures close with 1011).
+ERROR_CLASSES: dict[str, type[RemoteError]] = {
+    cls.code.value: cls
+    for cls in (
+        MalformedFrame,
+        UnknownType,
+        InvalidFrame,
+        UnsupportedVersion,
+        FrameTooBig,
+        NotAuthenticated,
+        AuthFailed,
+        Forbidden,
+        NotFound,
+        Conflict,
+        Duplicate,
+        RateLimited,
+        LimitExceeded,
+        ConsentRequired,
+        Unavailable,
+    )
+}
+
+
+def remote_error(code: str, message: str = "") -> RemoteError:
+    """The typed exception for an ``error`` frame's ``code`` and ``message``: its class
+    from :data:`ERROR_CLASSES`, or a plain RemoteError for a code this version does not
+    know (a newer server); an empty message becomes the code in words."""
+    cls = ERROR_CLASSES.get(code, RemoteError)
+    return cls(message or code.replace("_", " "))

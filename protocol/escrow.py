@@ -20,8 +20,9 @@ length-prefixed with :func:`protocol.crypto.lp`, integers as 8-byte big-endian:
   :func:`request_digest`); an approval is Ed25519 over lp("chat.approval.v1",
   request_id, digest, policy_fp, u64(officer_index), officer_sign_pk).
 
-Nothing here can open a capsule without officer private keys; the server handles only
-public keys, signatures and sealed bytes.
+Nothing here opens anything: opening a capsule or a sealed reason takes officer private
+keys and lives in :mod:`protocol.opening`, which the hub may not import; the server
+handles only public keys, signatures and sealed bytes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -37,7 +38,7 @@ import nacl.exceptions
 import nacl.hash
 from msgspec import Meta
 from nacl.encoding import RawEncoder
-from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.public import PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from . import crypto
@@ -73,8 +74,6 @@ __all__ = [
     "dispute_transcript",
     "make_approval",
     "make_capsule",
-    "open_capsule",
-    "open_reason",
     "policy_bytes",
     "policy_fingerprint",
     "request_digest",
@@ -219,46 +218,6 @@ def check_capsule_shape(capsule: Capsule, policy: EscrowPolicy) -> None:
             raise ForeignMaterial("capsule layer is too short")
 
 
-def open_capsule(
-    capsule: Capsule,
-    policy: EscrowPolicy,
-    officer_keys: Mapping[int, PrivateKey],
-    *,
-    case_id: str,
-    epoch: int,
-    commitment: bytes,
-) -> bytes:
-    """Remove the seal layers of a subset the given officer keys cover; check the
-    binding and the key commitment; return K.
-
-    InsufficientKeys: no subset is covered; ForeignMaterial: the capsule was made for
-    another policy, case or epoch, or does not hold the committed key.
-    """
-    if capsule.policy_fingerprint != policy_fingerprint(policy):
-        raise ForeignMaterial("capsule is for another escrow policy")
-    held = set(officer_keys)
-    layer = next((c for c in capsule.subsets if set(c.officers) <= held), None)
-    if layer is None:
-        raise InsufficientKeys(
-            f"need {policy.threshold} officer keys of this policy, have {len(held)}"
-        )
-    data = layer.sealed
-    try:
-        for index in layer.officers:
-            data = bytes(SealedBox(officer_keys[index]).decrypt(data))
-    except nacl.exceptions.CryptoError:
-        raise ForeignMaterial("capsule layer does not open with the officer key") from None
-    expected_prefix = lp(b"chat.capsule.v1", case_id.encode(), u64(epoch))
-    if not data.startswith(expected_prefix) or len(data) != len(expected_prefix) + 4 + 32:
-        raise ForeignMaterial("capsule is bound to another case or epoch")
-    case_key = data[len(expected_prefix) + 4 :]
-    if data[len(expected_prefix) : len(expected_prefix) + 4] != (32).to_bytes(4, "big"):
-        raise ForeignMaterial("capsule binding is malformed")
-    if not hmac.compare_digest(crypto.key_commitment(case_key, case_id, epoch), commitment):
-        raise ForeignMaterial("capsule key does not match the signed key commitment")
-    return case_key
-
-
 # -- consent ---------------------------------------------------------------------------
 
 
@@ -287,13 +246,6 @@ def seal_reasons(policy: EscrowPolicy, reason: str) -> list[bytes]:
     if not data or len(data) > MAX_REASON_BYTES:
         raise ValueError(f"a reason is 1 to {MAX_REASON_BYTES} bytes of UTF-8")
     return [bytes(SealedBox(PublicKey(o.box_pk)).encrypt(data)) for o in policy.officers]
-
-
-def open_reason(sealed: bytes, box_key: PrivateKey) -> str:
-    try:
-        return bytes(SealedBox(box_key).decrypt(sealed)).decode("utf-8")
-    except (nacl.exceptions.CryptoError, UnicodeDecodeError):
-        raise EscrowError("reason does not open with this officer key") from None
 
 
 def dispute_transcript(

@@ -37,7 +37,7 @@ import nacl.hash  # noqa: E402
 import nacl.pwhash  # noqa: E402
 from nacl.encoding import RawEncoder  # noqa: E402
 
-from protocol import PROTOCOL_VERSION, chain, codec, crypto  # noqa: E402
+from protocol import PROTOCOL_VERSION, chain, codec, crypto, opening  # noqa: E402
 from protocol import frames as f  # noqa: E402
 from scripts import make_web_protocol  # noqa: E402
 
@@ -130,7 +130,7 @@ def build() -> dict[str, Any]:
     )
     keys = crypto.derive_login_keys(PASSPHRASE, SALT, OPSLIMIT, MEMLIMIT)
     wrapped = crypto.wrap_identity(client, keys.wrap_key, nonce=WRAP_NONCE)
-    assert crypto.unwrap_identity(wrapped, keys.wrap_key).secret_bytes() == client.secret_bytes()
+    assert opening.unwrap_identity(wrapped, keys.wrap_key).secret_bytes() == client.secret_bytes()
 
     auth_transcript = crypto.auth_transcript(CHALLENGE_NONCE, CLIENT_ID)
     auth_sig = crypto.sign_challenge(client, CHALLENGE_NONCE, CLIENT_ID)
@@ -140,7 +140,7 @@ def build() -> dict[str, Any]:
     commitment_sig = crypto.sign_commitment(client, CASE_ID, EPOCH, commitment)
 
     sealed = sealed_box_with_ephemeral(CASE_KEY, counselor.box_pk, SEAL_EPHEMERAL_SECRET)
-    assert crypto.open_case_key(sealed, counselor, CASE_ID, EPOCH, commitment) == CASE_KEY
+    assert opening.open_case_key(sealed, counselor, CASE_ID, EPOCH, commitment) == CASE_KEY
 
     messages = []
     records = []
@@ -149,7 +149,7 @@ def build() -> dict[str, Any]:
         sender, sender_id = people[who]
         env = crypto.Envelope(body=body, ts=ts, client_msg_id=cmid)
         envelope_json = msgspec.json.encode(env)
-        transcript = crypto._message_transcript(CASE_ID, EPOCH, cmid, sender_id, envelope_json)
+        transcript = crypto.message_transcript(CASE_ID, EPOCH, cmid, sender_id, envelope_json)
         sig = sender.sign(transcript)
         aad = crypto.message_aad(CASE_ID, EPOCH, sender_id, cmid)
         _, ciphertext = crypto.encrypt_message(

@@ -29,7 +29,7 @@ from hdrh.histogram import HdrHistogram
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from protocol import chain, crypto
+from protocol import chain, opening
 from protocol import frames as f
 
 from .peers import (
@@ -400,7 +400,7 @@ class Worker:
                 ciphertext=r.ciphertext,
             )
             ok_chain = ok_chain and head == r.chain_hash
-            crypto.decrypt_message(
+            opening.decrypt_message(
                 pair.key,
                 counselor.identity.sign_pk,
                 case_id=r.case_id,

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 
-from protocol import codec, crypto
+from protocol import codec, crypto, opening
 from protocol import frames as f
 from protocol.limits import MAX_SERVER_FRAME_BYTES
 
@@ -98,7 +98,7 @@ class Peer:
         pre = await self.request(f.Prelogin(id=_rid(), handle=self.handle))
         keys = crypto.derive_login_keys("bench-passphrase", pre.salt, pre.opslimit, pre.memlimit)
         res = await self.request(f.Login(id=_rid(), handle=self.handle, auth_key=keys.auth_key))
-        self.identity = crypto.unwrap_identity(res.wrapped_keys, keys.wrap_key)
+        self.identity = opening.unwrap_identity(res.wrapped_keys, keys.wrap_key)
         self.token = res.token
 
     async def authenticate(self) -> f.Welcome:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
-from protocol import crypto
+from protocol import crypto, opening
 from protocol import frames as f
 from protocol.chain import verify_chain
 from tests.helpers.hubs import RunningHub
@@ -34,7 +34,7 @@ async def test_chat_both_ways_and_second_session_sees_everything(hub: RunningHub
         m = new.message
         assert (m.seq, m.sender_id, m.chain_hash) == (1, client.account_id, ack.chain_hash)
         assert client.identity is not None
-        env = crypto.decrypt_message(
+        env = opening.decrypt_message(
             key,
             client.identity.sign_pk,
             case_id=m.case_id,
@@ -69,7 +69,7 @@ async def test_case_keys_receipts_typing_close(hub: RunningHub) -> None:
         client.identity.sign_pk, case.case_id, 1, epoch_key.commitment, epoch_key.commitment_sig
     )
     assert (
-        crypto.open_case_key(
+        opening.open_case_key(
             epoch_key.sealed, counselor.identity, case.case_id, 1, epoch_key.commitment
         )
         == key

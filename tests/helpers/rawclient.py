@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 
-from protocol import codec, crypto
+from protocol import codec, crypto, opening
 from protocol import frames as f
 from protocol.limits import MAX_SERVER_FRAME_BYTES
 
@@ -117,7 +117,7 @@ class RawClient:
         keys = crypto.derive_login_keys(passphrase, pre.salt, pre.opslimit, pre.memlimit)
         res = await self.request(f.Login(id=rid(), handle=self.handle, auth_key=keys.auth_key))
         assert isinstance(res, f.LoginResult), res
-        self.identity = crypto.unwrap_identity(res.wrapped_keys, keys.wrap_key)
+        self.identity = opening.unwrap_identity(res.wrapped_keys, keys.wrap_key)
         self.token = res.token
 
     async def authenticate(self) -> f.Welcome:

@@ -122,6 +122,31 @@ def test_removed_message_exit_10() -> None:
     assert report.missing_seqs == [3]
 
 
+def test_message_labelled_with_another_case_exit_10() -> None:
+    # Version 2 bundles carry each MessageRecord whole, case_id included: a record
+    # relabelled to another case is named as such, and its chain link fails.
+    s = build()
+    msgs = list(s.bundle.messages)
+    msgs[0] = msgspec.structs.replace(msgs[0], case_id="case_other")
+    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1))
+    assert report.exit_code == 10
+    assert report.messages[0].problems == [
+        "belongs to another case",
+        "hash chain broken here (altered, removed or reordered)",
+    ]
+    assert report.messages[1].ok and report.messages[2].ok
+
+
+def test_a_version_1_bundle_is_foreign() -> None:
+    s = build()
+    old = msgspec.json.decode(encode_bundle(s.bundle))
+    old["version"] = 1
+    for m in old["messages"]:
+        del m["case_id"]
+    with pytest.raises(ForeignMaterial, match="not a dispute bundle"):
+        decode_bundle(msgspec.json.encode(old))
+
+
 def test_swapped_messages_exit_10() -> None:
     s = build()
     m = list(s.bundle.messages)

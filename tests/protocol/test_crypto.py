@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.encoding import RawEncoder
+from nacl.signing import SigningKey
 
-from protocol import crypto
+from protocol import crypto, opening
 from protocol.crypto import Envelope, Identity
 from protocol.errors import CryptoError
 from protocol.limits import MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS
@@ -51,7 +52,7 @@ def decrypt(nonce: bytes, ciphertext: bytes, **kw: object) -> Envelope:
         "ciphertext": ciphertext,
     }
     args.update(kw)
-    return crypto.decrypt_message(**args)  # type: ignore[arg-type]
+    return opening.decrypt_message(**args)  # type: ignore[arg-type]
 
 
 def raw_seal(inner: bytes, cmid: str = CMID, nonce: bytes = bytes(24)) -> bytes:
@@ -139,7 +140,7 @@ def test_wrap_round_trip() -> None:
     wrap_key = bytes(range(32))
     blob = crypto.wrap_identity(ALICE, wrap_key)
     assert len(blob) == 104
-    assert crypto.unwrap_identity(blob, wrap_key).secret_bytes() == ALICE.secret_bytes()
+    assert opening.unwrap_identity(blob, wrap_key).secret_bytes() == ALICE.secret_bytes()
     assert crypto.wrap_identity(ALICE, wrap_key) != blob  # random nonce
     fixed = crypto.wrap_identity(ALICE, wrap_key, nonce=bytes(24))
     assert fixed[:24] == bytes(24)
@@ -149,7 +150,7 @@ def test_wrap_round_trip() -> None:
 def test_unwrap_with_the_wrong_key() -> None:
     blob = crypto.wrap_identity(ALICE, bytes(32))
     with pytest.raises(CryptoError, match="wrong passphrase"):
-        crypto.unwrap_identity(blob, bytes(31) + b"\x01")
+        opening.unwrap_identity(blob, bytes(31) + b"\x01")
 
 
 @pytest.mark.parametrize("index", [0, 23, 24, 40, 103])
@@ -157,19 +158,19 @@ def test_unwrap_a_corrupted_blob(index: int) -> None:
     blob = bytearray(crypto.wrap_identity(ALICE, bytes(32)))
     blob[index] ^= 1
     with pytest.raises(CryptoError):
-        crypto.unwrap_identity(bytes(blob), bytes(32))
+        opening.unwrap_identity(bytes(blob), bytes(32))
 
 
 @pytest.mark.parametrize("blob", [b"", bytes(23), bytes(40)])
 def test_unwrap_a_truncated_blob(blob: bytes) -> None:
     with pytest.raises(CryptoError):
-        crypto.unwrap_identity(blob, bytes(32))
+        opening.unwrap_identity(blob, bytes(32))
 
 
 def test_unwrap_a_blob_of_the_wrong_length() -> None:
     blob = bytes(nacl.secret.SecretBox(bytes(32)).encrypt(bytes(63)))
     with pytest.raises(CryptoError, match="64 bytes"):
-        crypto.unwrap_identity(blob, bytes(32))
+        opening.unwrap_identity(blob, bytes(32))
 
 
 def test_verify_signature() -> None:
@@ -236,20 +237,20 @@ def test_case_key_seal_and_open() -> None:
     sealed = crypto.seal_case_key(k, BOB.box_pk)
     assert len(sealed) == 80
     assert crypto.seal_case_key(k, BOB.box_pk) != sealed  # ephemeral key per seal
-    assert crypto.open_case_key(sealed, BOB, CASE, EPOCH, commitment) == k
+    assert opening.open_case_key(sealed, BOB, CASE, EPOCH, commitment) == k
 
 
 def test_sealed_key_to_the_wrong_recipient() -> None:
     sealed = crypto.seal_case_key(KEY, BOB.box_pk)
     commitment = crypto.key_commitment(KEY, CASE, EPOCH)
     with pytest.raises(CryptoError, match="does not open"):
-        crypto.open_case_key(sealed, ALICE, CASE, EPOCH, commitment)
+        opening.open_case_key(sealed, ALICE, CASE, EPOCH, commitment)
 
 
 @pytest.mark.parametrize("sealed", [b"", bytes(47), bytes(80)])
 def test_garbage_sealed_key(sealed: bytes) -> None:
     with pytest.raises(CryptoError, match="does not open"):
-        crypto.open_case_key(sealed, BOB, CASE, EPOCH, bytes(32))
+        opening.open_case_key(sealed, BOB, CASE, EPOCH, bytes(32))
 
 
 @pytest.mark.parametrize(
@@ -262,7 +263,7 @@ def test_commitment_mismatch(case_id: str, epoch: int, key: bytes) -> None:
     sealed = crypto.seal_case_key(KEY, BOB.box_pk)
     commitment = crypto.key_commitment(key, case_id, epoch)
     with pytest.raises(CryptoError, match="commitment"):
-        crypto.open_case_key(sealed, BOB, CASE, EPOCH, commitment)
+        opening.open_case_key(sealed, BOB, CASE, EPOCH, commitment)
 
 
 def test_commitment_is_keyed_blake2b() -> None:
@@ -318,7 +319,7 @@ def test_message_round_trip(
     )
     assert len(nonce) == 24
     assert len(ct) == 64 + len(encoded) + 16 <= MAX_CIPHERTEXT_BYTES
-    got = crypto.decrypt_message(
+    got = opening.decrypt_message(
         KEY,
         ALICE.sign_pk,
         case_id=case_id,
@@ -483,3 +484,14 @@ def test_envelope_defaults_and_is_frozen() -> None:
     with pytest.raises(AttributeError):
         env.body = "x"  # type: ignore[misc]
     assert dataclasses.is_dataclass(crypto.LoginKeys)
+
+
+def test_the_server_key_signs_and_cannot_open() -> None:
+    key = crypto.ServerKey.from_seed(bytes(range(32)))
+    assert key.sign_pk == bytes(SigningKey(bytes(range(32))).verify_key)
+    sig = key.sign(b"transcript")
+    crypto.verify_signature(key.sign_pk, b"transcript", sig)
+    # Nothing is ever sealed to the hub: its key type has no box key to open with.
+    assert not hasattr(key, "box_key") and not hasattr(key, "box_pk")
+    with pytest.raises(CryptoError, match="32 bytes"):
+        crypto.ServerKey.from_seed(bytes(31))

@@ -86,3 +86,21 @@ def test_resumable_close_codes() -> None:
     assert "RESUMABLE_CLOSE_CODES" in e.__all__
     assert e.CloseCode.REPLACED not in e.RESUMABLE_CLOSE_CODES
     assert e.CloseCode.NORMAL not in e.RESUMABLE_CLOSE_CODES
+
+
+@pytest.mark.parametrize(("cls", "code"), EXPECTED_CODES.items(), ids=EXPECTED_CODES.values())
+def test_a_received_code_becomes_its_class(cls: type[e.RemoteError], code: str) -> None:
+    assert e.ERROR_CLASSES[code] is cls
+    err = e.remote_error(code, "case is closed")
+    assert type(err) is cls and err.message == "case is closed"
+    assert e.remote_error(code).message == code.replace("_", " ")
+
+
+def test_an_unknown_code_is_a_plain_remote_error() -> None:
+    err = e.remote_error("from_the_future", "")
+    assert type(err) is e.RemoteError and err.message == "from the future"
+    assert set(e.ERROR_CLASSES) == set(EXPECTED_CODES.values())  # "internal" is never sent
+
+
+def test_auth_timeout_is_not_resumable() -> None:
+    assert e.CloseCode.AUTH_TIMEOUT not in e.RESUMABLE_CLOSE_CODES

@@ -24,8 +24,6 @@ from protocol.escrow import (
     check_policy,
     make_approval,
     make_capsule,
-    open_capsule,
-    open_reason,
     policy_bytes,
     policy_fingerprint,
     request_digest,
@@ -40,6 +38,7 @@ from protocol.escrow import (
     verify_policy,
 )
 from protocol.limits import MAX_ESCROW_OFFICERS
+from protocol.opening import open_capsule, open_reason
 from protocol.terms import render_terms
 from tests.helpers.escrow_factory import NOW, ORG, build, make_policy, officers
 

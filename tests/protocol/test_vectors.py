@@ -22,7 +22,7 @@ import nacl.pwhash
 import pytest
 from nacl.encoding import RawEncoder
 
-from protocol import PROTOCOL_VERSION, chain, codec, crypto
+from protocol import PROTOCOL_VERSION, chain, codec, crypto, opening
 from protocol import frames as f
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_wrapped_identity() -> None:
     # SecretBox = crypto_secretbox_easy: nonce || MAC(16) || XSalsa20(secret).
     inner = nacl.bindings.crypto_secretbox_open(blob[24:], blob[:24], h(v["wrap_key"]))
     assert inner == h(v["secret"])
-    assert crypto.unwrap_identity(blob, h(v["wrap_key"])).secret_bytes() == h(v["secret"])
+    assert opening.unwrap_identity(blob, h(v["wrap_key"])).secret_bytes() == h(v["secret"])
 
 
 def test_auth_challenge() -> None:
@@ -132,7 +132,7 @@ def test_sealed_key() -> None:
     sealed = h(v["sealed"])
     assert len(sealed) == 80
     ck = V["case_key"]
-    opened = crypto.open_case_key(
+    opened = opening.open_case_key(
         sealed, recipient, ck["case_id"], ck["epoch"], h(ck["commitment"])
     )
     assert opened == h(v["opened_key"]) == h(ck["key"])
@@ -186,7 +186,7 @@ def test_message(index: int) -> None:
         h(v["inner_plaintext"]), aad, nonce, key
     )
     assert raw == ciphertext
-    got = crypto.decrypt_message(
+    got = opening.decrypt_message(
         key,
         sender.sign_pk,
         case_id=case_id,

@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 from chat_client import ChatClient, escrow_cli, unseal
-from protocol import crypto, escrow
+from protocol import crypto, escrow, opening
 from protocol import frames as f
 from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, register_in_page
 from tests.helpers.clients import next_message
@@ -304,12 +304,12 @@ async def test_page_capsules_open_with_protocol_escrow(browser: Any, tmp_path: P
     commitment = crypto.key_commitment(key, case_id, 7)
     for pair in itertools.combinations(range(3), 2):
         held = {i: people[i].box for i in pair}
-        opened = escrow.open_capsule(
+        opened = opening.open_capsule(
             capsule, signed.policy, held, case_id=case_id, epoch=7, commitment=commitment
         )
         assert opened == key
     with pytest.raises(escrow.InsufficientKeys):
-        escrow.open_capsule(
+        opening.open_capsule(
             capsule,
             signed.policy,
             {0: people[0].box},
@@ -318,7 +318,7 @@ async def test_page_capsules_open_with_protocol_escrow(browser: Any, tmp_path: P
             commitment=commitment,
         )
     with pytest.raises(escrow.ForeignMaterial):  # bound to its case and epoch
-        escrow.open_capsule(
+        opening.open_capsule(
             capsule,
             signed.policy,
             {0: people[0].box, 1: people[1].box},
