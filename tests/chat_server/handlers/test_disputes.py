@@ -1,0 +1,200 @@
+"""The dispute use cases without a socket: a client's request through the handler, the
+officers' side through the same DisputeService the CLI uses, and the watcher telling
+the requester's session about each state change."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from chat_server.disputes import NotEnoughApprovals
+from chat_server.handlers import disputes
+from protocol import crypto
+from protocol import frames as f
+from protocol.bundle import decode_bundle, verify_bundle
+from protocol.clock import now_ms
+from protocol.errors import Conflict, Forbidden, InvalidFrame, NotFound
+from protocol.escrow import (
+    DisputeDocument,
+    EscrowError,
+    make_approval,
+    policy_fingerprint,
+    seal_reasons,
+    sign_dispute,
+    sign_policy,
+)
+from storage.records import CaseRecord
+
+from .conftest import Person, World
+
+ORG = SigningKey(bytes([7]) * 32)
+OFFICERS = [(PrivateKey(bytes([i + 1]) * 32), SigningKey(bytes([i + 41]) * 32)) for i in range(3)]
+DAY = 86_400_000
+
+
+async def install_policy(world: World, k: int = 2) -> f.SignedEscrowPolicy:
+    now = now_ms()
+    policy = f.EscrowPolicy(
+        version=1,
+        officers=[
+            f.EscrowOfficer(
+                name=f"officer{i}", box_pk=bytes(box.public_key), sign_pk=bytes(sign.verify_key)
+            )
+            for i, (box, sign) in enumerate(OFFICERS)
+        ],
+        threshold=k,
+        not_before=now - DAY,
+        not_after=now + DAY,
+        org_sign_pk=bytes(ORG.verify_key),
+    )
+    signed = sign_policy(ORG, policy)
+    await world.hub.db.escrow.install(
+        policy_fingerprint(policy), msgspec.json.encode(signed), 1, now
+    )
+    return signed
+
+
+def request(
+    client: Person, case: CaseRecord, signed: f.SignedEscrowPolicy, **change: object
+) -> f.DisputeRequest:
+    fp = policy_fingerprint(signed.policy)
+    reasons = seal_reasons(signed.policy, "I was treated unfairly")
+    ts = now_ms()
+    values: dict[str, object] = {
+        "id": "d",
+        "case_id": case.id,
+        "timestamp": ts,
+        "policy_fingerprint": fp,
+        "reason_ct": reasons,
+        "sig": sign_dispute(client.identity, case.id, "all", ts, fp, reasons),
+    }
+    values.update(change)
+    return f.DisputeRequest(**values)  # type: ignore[arg-type]
+
+
+async def test_a_client_request_is_stored_and_listed(world: World) -> None:
+    hub = world.hub
+    client, counselor = await world.person(), await world.person("counselor")
+    case = await world.case(client, counselor)
+    signed = await install_policy(world)
+    created = await disputes.dispute_request(hub, client.caller, request(client, case, signed))
+    assert (created.dispute.case_id, created.dispute.state) == (case.id, "pending")
+    listed = await disputes.dispute_list(hub, client.caller, f.DisputeList(id="l"))
+    assert listed.disputes == [created.dispute]
+    assert (
+        await disputes.dispute_list(hub, counselor.caller, f.DisputeList(id="m"))
+    ).disputes == []
+    view = await hub.disputes.view(await hub.disputes.get(created.dispute.request_id))
+    doc = view.request
+    assert (doc.kind, doc.requester_id, doc.requester_sign_pk) == (
+        "client",
+        client.id,
+        client.identity.sign_pk,
+    )
+
+
+async def test_what_a_request_is_refused_for(world: World) -> None:
+    hub = world.hub
+    client, counselor, stranger = (
+        await world.person(),
+        await world.person("counselor"),
+        await world.person(),
+    )
+    case = await world.case(client, counselor)
+    with pytest.raises(NotFound, match="no escrow policy"):
+        await disputes.dispute_request(hub, client.caller, request(client, case, _unsigned()))
+    signed = await install_policy(world)
+    good = request(client, case, signed)
+    with pytest.raises(Forbidden, match="only the case's client"):
+        await disputes.dispute_request(hub, counselor.caller, request(counselor, case, signed))
+    with pytest.raises(Forbidden, match="not a participant"):
+        await disputes.dispute_request(hub, stranger.caller, request(stranger, case, signed))
+    refusals = [
+        ({"policy_fingerprint": " ".join(["abcd"] * 10)}, "another escrow policy"),
+        ({"reason_ct": good.reason_ct[:2]}, "sealed to every officer"),
+        ({"timestamp": good.timestamp - 2 * DAY}, "too far from the hub's clock"),
+        ({"sig": bytes(64)}, "signature does not verify"),
+    ]
+    for change, message in refusals:
+        with pytest.raises(InvalidFrame, match=message):
+            await disputes.dispute_request(
+                hub, client.caller, request(client, case, signed, **change)
+            )
+    assert await hub.disputes.all() == []
+
+
+async def test_approvals_export_and_the_watcher_tell_the_client(world: World) -> None:
+    hub = world.hub
+    client, counselor = await world.person(), await world.person("counselor")
+    case = await world.case(client, counselor)
+    signed = await install_policy(world, k=2)
+    created = await disputes.dispute_request(hub, client.caller, request(client, case, signed))
+    request_id = created.dispute.request_id
+    doc: DisputeDocument = (await hub.disputes.view(await hub.disputes.get(request_id))).request
+
+    with pytest.raises(NotEnoughApprovals, match="0 valid approvals; the policy requires 2"):
+        await hub.disputes.export(request_id, hub.server_key)
+    approve = [make_approval(sign, doc, signed.policy, now_ms()) for _, sign in OFFICERS]
+    first = await hub.disputes.approve(request_id, approve[0])
+    assert (first.officer_name, first.record.state, first.threshold) == ("officer0", "pending", 2)
+    with pytest.raises(Conflict):
+        await hub.disputes.approve(request_id, approve[0])
+    forged = msgspec.structs.replace(approve[1], sig=bytes(64))
+    with pytest.raises(EscrowError):
+        await hub.disputes.approve(request_id, forged)
+    second = await hub.disputes.approve(request_id, approve[2])
+    assert second.record.state == "approved"
+    # The watcher (started by the request) tells the requester's live session.
+    updated = await client.peer.next(f.DisputeUpdated)
+    assert (updated.dispute.request_id, updated.dispute.state) == (request_id, "approved")
+    assert counselor.peer.of(f.DisputeUpdated) == []
+
+    exported = await hub.disputes.export(request_id, hub.server_key)
+    bundle = decode_bundle(exported.data)
+    assert (exported.messages, exported.epochs) == (0, 1)
+    assert bundle.server_sign_pk == hub.server_key.sign_pk
+    assert bundle.request == doc and [a.officer_index for a in bundle.approvals] == [0, 2]
+    org_fp = crypto.fingerprint(bytes(ORG.verify_key))
+    report = verify_bundle(bundle, [OFFICERS[0][0], OFFICERS[2][0]], org_fingerprint=org_fp)
+    # The epoch-1 key was deposited without an escrow capsule (before the policy).
+    assert not report.foreign and not report.keys
+    assert report.tampered == ["epoch 1: no escrow capsule in the bundle"]
+
+
+async def test_a_legal_order_needs_a_case_and_a_policy(world: World) -> None:
+    hub = world.hub
+    client, counselor = await world.person(), await world.person("counselor")
+    case = await world.case(client, counselor)
+    with pytest.raises(NotFound, match="no escrow policy is installed"):
+        await hub.disputes.open_legal(case.id, "order 1")
+    await install_policy(world)
+    with pytest.raises(NotFound, match="no such case"):
+        await hub.disputes.open_legal("case_none", "order 1")
+    doc = await hub.disputes.open_legal(case.id, "order 1")
+    assert (doc.kind, doc.legal_order, doc.requester_id, doc.reason_ct) == (
+        "legal",
+        "order 1",
+        None,
+        [],
+    )
+    [record] = await hub.disputes.all()
+    assert (record.id, record.kind, record.requester_id) == (doc.request_id, "legal", None)
+
+
+def _unsigned() -> f.SignedEscrowPolicy:
+    """A well-formed policy that is not installed (for the no-policy refusal)."""
+    now = now_ms()
+    box, sign = OFFICERS[0]
+    policy = f.EscrowPolicy(
+        version=1,
+        officers=[
+            f.EscrowOfficer(name="o", box_pk=bytes(box.public_key), sign_pk=bytes(sign.verify_key))
+        ],
+        threshold=1,
+        not_before=now - DAY,
+        not_after=now + DAY,
+        org_sign_pk=bytes(ORG.verify_key),
+    )
+    return sign_policy(ORG, policy)

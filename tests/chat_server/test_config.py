@@ -1,0 +1,76 @@
+"""Hub configuration (chat_server/config.py): defaults, CHAT_* variables, overrides, and
+the key files in the state directory."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from chat_server.config import Config, load_key_file
+from protocol import limits
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "CHAT_DB_URL",
+        "CHAT_HOST",
+        "CHAT_PORT",
+        "CHAT_STATE_DIR",
+        "CHAT_DATA_KEY",
+        "CHAT_ALLOWED_ORIGINS",
+        "CHAT_LOG_FILE",
+        "CHAT_LOG_LEVEL",
+        "CHAT_ORG_FINGERPRINT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_the_protocol_limits() -> None:
+    config = Config.from_env()
+    assert (config.host, config.port) == ("127.0.0.1", 8765)
+    assert config.allowed_origins is None  # only the hub's own origin (app._origin_allowed)
+    assert config.max_frame_bytes == limits.MAX_FRAME_BYTES
+    assert config.auth_timeout_s == limits.AUTH_TIMEOUT_S
+    assert (config.rate_per_s, config.rate_burst) == (limits.RATE_PER_S, limits.RATE_BURST)
+    assert config.send_queue_frames == limits.SEND_QUEUE_FRAMES
+
+
+def test_environment_then_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CHAT_DB_URL", "postgresql://db/chat")
+    monkeypatch.setenv("CHAT_HOST", "0.0.0.0")
+    monkeypatch.setenv("CHAT_PORT", "9000")
+    monkeypatch.setenv("CHAT_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CHAT_DATA_KEY", "ab" * 32)
+    monkeypatch.setenv("CHAT_ALLOWED_ORIGINS", " https://a.example , ,https://b.example")
+    monkeypatch.setenv("CHAT_LOG_FILE", str(tmp_path / "hub.log"))
+    monkeypatch.setenv("CHAT_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("CHAT_ORG_FINGERPRINT", "abcd")
+    config = Config.from_env(port=9001, host=None)  # None: keep what the environment says
+    assert (config.db_url, config.host, config.port) == ("postgresql://db/chat", "0.0.0.0", 9001)
+    assert config.state_dir == tmp_path and config.data_key == bytes([0xAB]) * 32
+    assert config.allowed_origins == ("https://a.example", "https://b.example")
+    assert (config.log_file, config.log_level) == (tmp_path / "hub.log", "DEBUG")
+    assert config.org_fingerprint == "abcd"
+    assert config.resolved_data_key() == bytes([0xAB]) * 32
+
+
+def test_a_data_key_must_be_32_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAT_DATA_KEY", "ab" * 31)
+    with pytest.raises(ValueError, match="64 hex digits"):
+        Config.from_env()
+
+
+def test_key_files_are_made_once_private_and_read_back(tmp_path: Path) -> None:
+    config = Config(state_dir=tmp_path / "state")
+    data_key = config.resolved_data_key()
+    assert len(data_key) == 32 and config.resolved_data_key() == data_key
+    path = tmp_path / "state" / "data.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().strip() == data_key.hex()
+    server = config.server_key()
+    assert server.sign_pk == config.server_key().sign_pk  # the same key every start
+    assert (tmp_path / "state" / "server.key").exists()
+    assert load_key_file(path) == data_key
