@@ -1,5 +1,5 @@
 """Two hub processes on one PostgreSQL database: no hub acts on a case state that
-another hub changed (docs/DECISIONS.md 18, "the casebook").
+another hub changed (docs/DECISIONS.md 29, "the casebook").
 
 Two ``HubServer`` instances share the database and the state directory (one data key),
 as two processes behind a load balancer would; real clients talk to both. There is no
