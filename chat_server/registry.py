@@ -121,37 +121,29 @@ class SessionRegistry:
         sender is closed with 1011 so it resends (idempotently) after reconnecting."""
         try:
             if type(outcome) is f.MessageRecord:
-                sender.push(
-                    f.MsgAck(
-                        id=request_id,
-                        case_id=outcome.case_id,
-                        client_msg_id=outcome.client_msg_id,
-                        seq=outcome.seq,
-                        chain_hash=outcome.chain_hash,
-                    )
-                )
-                self.publish(participants, f.MsgNew(message=outcome), exclude=sender)
+                record, new = outcome, True
             elif isinstance(outcome, AlreadyStored):
                 # An identical retry: delivered (or reachable by sync) when first stored.
-                first = outcome.message
-                sender.push(
-                    f.MsgAck(
-                        id=request_id,
-                        case_id=first.case_id,
-                        client_msg_id=first.client_msg_id,
-                        seq=first.seq,
-                        chain_hash=first.chain_hash,
-                        duplicate=True,
-                    )
+                record, new = outcome.message, False
+            else:
+                if isinstance(outcome, RemoteError):
+                    code, message = outcome.code.value, outcome.message
+                else:  # the transaction failed: nothing was stored
+                    code, message = ErrorCode.UNAVAILABLE.value, "not stored; retry"
+                sender.push(f.ErrorFrame(code=code, message=message, id=request_id))
+                return
+            sender.push(
+                f.MsgAck(
+                    id=request_id,
+                    case_id=record.case_id,
+                    client_msg_id=record.client_msg_id,
+                    seq=record.seq,
+                    chain_hash=record.chain_hash,
+                    duplicate=not new,
                 )
-            elif isinstance(outcome, RemoteError):
-                sender.push(f.ErrorFrame(code=outcome.code, message=outcome.message, id=request_id))
-            else:  # the transaction failed: nothing was stored
-                sender.push(
-                    f.ErrorFrame(
-                        code=ErrorCode.UNAVAILABLE, message="not stored; retry", id=request_id
-                    )
-                )
+            )
+            if new:
+                self.publish(participants, f.MsgNew(message=record), exclude=sender)
         except Exception:
             log_event("msg.fan_out_failed", logging.ERROR, exc=True, session=sender.session_id)
             sender.close(CloseCode.INTERNAL, "internal error")

@@ -15,32 +15,17 @@ from chat_server.committer import GroupCommitter
 from chat_server.registry import SessionRegistry
 from protocol import frames as f
 from storage import Database, NewMessage, open_database, sqlite_url
-from storage.records import AccountRecord, AppendResult, EpochKeyRecord
-from tests.chat_server.peers import RecordingPeer
+from storage.records import AppendResult, EpochKeyRecord
+from tests.chat_server.builders import RecordingPeer, account
 
 KEY = bytes(range(32))
-
-
-def _account(account_id: str, role: str = "client") -> AccountRecord:
-    return AccountRecord(
-        id=account_id,
-        handle=f"h-{account_id}",
-        role=role,  # type: ignore[arg-type]
-        salt=bytes(16),
-        opslimit=1,
-        memlimit=8192,
-        auth_hash="x",
-        sign_pk=bytes(32),
-        box_pk=bytes(32),
-        wrapped_keys=bytes(104),
-    )
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await open_database(sqlite_url(tmp_path / "chat.db"), KEY)
-    for account in (_account("cl"), _account("co", "counselor")):
-        await database.accounts.create(account)
+    for record in (account("cl"), account("co", "counselor")):
+        await database.accounts.create(record)
     await database.cases.create("cl", "anxiety", "en", "k1", 1)
     await database.cases.assign("k1", "co", 2)
     await database.cases.add_epoch_key(
@@ -61,7 +46,7 @@ def message(sender: str = "cl", cmid: str | None = None) -> NewMessage:
 async def test_outcomes_are_delivered_in_submission_order_after_the_commit(db: Database) -> None:
     registry = SessionRegistry(8)
     sender, reader = RecordingPeer("s1"), RecordingPeer("s2")
-    registry.attach(reader, _account("co", "counselor"))
+    registry.attach(reader, account("co", "counselor"))
     committer = GroupCommitter(db.messages, registry, max_batch=4)
     committer.start()
     try:

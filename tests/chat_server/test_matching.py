@@ -4,29 +4,17 @@ then the fewest open cases, then the lowest account id."""
 from __future__ import annotations
 
 from chat_server.matching import choose_counselor
-from storage.records import AccountRecord
+from storage.records import AccountRecord, Role
+from tests.chat_server.builders import account
 
 
 def counselor(
     account_id: str,
     languages: tuple[str, ...],
     specialties: tuple[str, ...] = (),
-    role: str = "counselor",
+    role: Role = "counselor",
 ) -> AccountRecord:
-    return AccountRecord(
-        id=account_id,
-        handle=f"h-{account_id}",
-        role=role,  # type: ignore[arg-type]
-        salt=bytes(16),
-        opslimit=1,
-        memlimit=8192,
-        auth_hash="x",
-        sign_pk=bytes(32),
-        box_pk=bytes(32),
-        wrapped_keys=bytes(104),
-        languages=languages,
-        specialties=specialties,
-    )
+    return account(account_id, role, languages, specialties)
 
 
 def choose(

@@ -6,24 +6,8 @@ from __future__ import annotations
 from chat_server.registry import SessionRegistry
 from protocol import frames as f
 from protocol.errors import CloseCode, Forbidden
-from storage.records import AccountRecord, AlreadyStored
-from tests.chat_server.peers import RecordingPeer
-
-
-def _account(account_id: str, role: str = "client") -> AccountRecord:
-    return AccountRecord(
-        id=account_id,
-        handle=f"h-{account_id}",
-        role=role,  # type: ignore[arg-type]
-        salt=bytes(16),
-        opslimit=1,
-        memlimit=8192,
-        auth_hash="x",
-        sign_pk=bytes(32),
-        box_pk=bytes(32),
-        wrapped_keys=bytes(104),
-    )
-
+from storage.records import AlreadyStored
+from tests.chat_server.builders import RecordingPeer, account
 
 RECORD = f.MessageRecord(
     case_id="k1",
@@ -42,9 +26,9 @@ def test_attach_detach_and_who_is_online() -> None:
     registry = SessionRegistry(8)
     co1, co2, cl = RecordingPeer("a"), RecordingPeer("b"), RecordingPeer("c")
     registry.connect(co1)
-    registry.attach(co1, _account("co", "counselor"))
-    registry.attach(co2, _account("co", "counselor"))
-    registry.attach(cl, _account("cl"))
+    registry.attach(co1, account("co", "counselor"))
+    registry.attach(co2, account("co", "counselor"))
+    registry.attach(cl, account("cl"))
     assert [a.id for a in registry.online_counselors()] == ["co"]
     registry.detach(co1)
     assert [a.id for a in registry.online_counselors()] == ["co"]
@@ -58,7 +42,7 @@ def test_past_the_limit_the_oldest_session_is_replaced() -> None:
     registry = SessionRegistry(2)
     peers = [RecordingPeer(f"s{i}") for i in range(3)]
     for peer in peers:
-        registry.attach(peer, _account("cl"))
+        registry.attach(peer, account("cl"))
     assert peers[0].closed == (CloseCode.REPLACED, "replaced by a newer session")
     assert peers[1].closed is None and peers[2].closed is None
     registry.detach(peers[0])  # its session ends later: nothing else changes
@@ -69,9 +53,9 @@ def test_past_the_limit_the_oldest_session_is_replaced() -> None:
 def test_publish_reaches_every_session_but_the_excluded_one() -> None:
     registry = SessionRegistry(8)
     a, b, c = RecordingPeer("a"), RecordingPeer("b"), RecordingPeer("c")
-    registry.attach(a, _account("cl"))
-    registry.attach(b, _account("cl"))
-    registry.attach(c, _account("co", "counselor"))
+    registry.attach(a, account("cl"))
+    registry.attach(b, account("cl"))
+    registry.attach(c, account("co", "counselor"))
     registry.publish(["cl", "co", None, "offline", "cl"], f.CaseClosed(case_id="k1"), exclude=a)
     assert a.frames == [] and b.frames == c.frames == [f.CaseClosed(case_id="k1")]
 
@@ -79,9 +63,9 @@ def test_publish_reaches_every_session_but_the_excluded_one() -> None:
 def test_deliver_answers_the_sender_and_fans_out_only_what_is_new() -> None:
     registry = SessionRegistry(8)
     sender, other, counselor = RecordingPeer("a"), RecordingPeer("b"), RecordingPeer("c")
-    registry.attach(sender, _account("cl"))
-    registry.attach(other, _account("cl"))
-    registry.attach(counselor, _account("co", "counselor"))
+    registry.attach(sender, account("cl"))
+    registry.attach(other, account("cl"))
+    registry.attach(counselor, account("co", "counselor"))
     registry.deliver(sender, "r1", ("cl", "co"), RECORD)
     registry.deliver(sender, "r2", ("cl", "co"), AlreadyStored(RECORD))
     registry.deliver(sender, "r3", ("cl", "co"), Forbidden("case is closed"))
@@ -105,6 +89,6 @@ def test_close_all_closes_attached_and_unattached_connections() -> None:
     attached, bare = RecordingPeer("a"), RecordingPeer("b")
     registry.connect(attached)
     registry.connect(bare)
-    registry.attach(attached, _account("cl"))
+    registry.attach(attached, account("cl"))
     registry.close_all(CloseCode.GOING_AWAY, "bye")
     assert attached.closed == bare.closed == (CloseCode.GOING_AWAY, "bye")

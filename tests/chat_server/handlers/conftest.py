@@ -9,6 +9,7 @@ have made, and what it pushes to a peer is read back from the recording.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from protocol import crypto
 from protocol.clock import now_ms
 from storage.engine import open_database, sqlite_url
 from storage.records import AccountRecord, CaseRecord, EpochKeyRecord, Role
-from tests.chat_server.peers import RecordingPeer
+from tests.chat_server import builders
+from tests.chat_server.builders import RecordingPeer
 from tests.hubtools import test_config
 
 
@@ -55,20 +57,16 @@ class World:
         specialties: tuple[str, ...] = ("anxiety",),
     ) -> Person:
         identity = crypto.Identity.generate()
-        account_id = "acc_" + secrets.token_hex(6)
-        record = AccountRecord(
-            id=account_id,
-            handle=f"h{secrets.token_hex(4)}",
-            role=role,
-            salt=bytes(16),
-            opslimit=1,
-            memlimit=8192,
-            auth_hash="$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
+        counselor = role == "counselor"
+        record = dataclasses.replace(
+            builders.account(
+                "acc_" + secrets.token_hex(6),
+                role,
+                languages if counselor else (),
+                specialties if counselor else (),
+            ),
             sign_pk=identity.sign_pk,
             box_pk=identity.box_pk,
-            wrapped_keys=bytes(104),
-            languages=languages if role == "counselor" else (),
-            specialties=specialties if role == "counselor" else (),
             created_at=now_ms(),
         )
         account = await self.hub.db.accounts.create(record)

@@ -1,4 +1,5 @@
-"""A recording stand-in for a connection, for tests of the hub without sockets."""
+"""Stand-ins for tests of the hub's parts without sockets: a recording peer where a
+connection would be, and account records that need no keys."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import msgspec
 
 from protocol import codec
 from protocol import frames as f
+from storage.records import AccountRecord, Role
 
-__all__ = ["RecordingPeer"]
+__all__ = ["RecordingPeer", "account"]
 
 _T = TypeVar("_T", bound=msgspec.Struct)
 
@@ -46,3 +48,26 @@ class RecordingPeer:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.of(kind)[0]
+
+
+def account(
+    account_id: str,
+    role: Role = "client",
+    languages: tuple[str, ...] = (),
+    specialties: tuple[str, ...] = (),
+) -> AccountRecord:
+    """An account record with placeholder keys (for code that never checks a signature)."""
+    return AccountRecord(
+        id=account_id,
+        handle=f"h-{account_id}",
+        role=role,
+        salt=bytes(16),
+        opslimit=1,
+        memlimit=8192,
+        auth_hash="x",
+        sign_pk=bytes(32),
+        box_pk=bytes(32),
+        wrapped_keys=bytes(104),
+        languages=languages,
+        specialties=specialties,
+    )
