@@ -12,7 +12,7 @@ import pytest
 
 from chat_client import ClientClosed, Sent
 from chat_client.outbox import Outbox, Outgoing
-from protocol import crypto
+from protocol import crypto, opening
 from protocol import errors as pe
 from protocol import frames as f
 from tests.helpers.clients import Pair, take
@@ -45,7 +45,7 @@ async def test_sealed_entry_is_signed_encrypted_text_with_a_fresh_id() -> None:
     a = outbox.seal(CASE, 1, key, "hello \U0001f642")
     b = outbox.seal(CASE, 1, key, "hello \U0001f642")
     assert a.client_msg_id != b.client_msg_id and a.nonce != b.nonce
-    envelope = crypto.decrypt_message(
+    envelope = opening.decrypt_message(
         key,
         me.sign_pk,
         case_id=CASE,

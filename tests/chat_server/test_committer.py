@@ -16,7 +16,7 @@ from chat_server.registry import SessionRegistry
 from protocol import frames as f
 from storage import Database, NewMessage, open_database, sqlite_url
 from storage.records import AppendResult, EpochKeyRecord
-from tests.chat_server.builders import RecordingPeer, account
+from tests.helpers.usecases import RecordingPeer, account
 
 KEY = bytes(range(32))
 

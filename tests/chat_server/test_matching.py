@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from chat_server.matching import choose_counselor
 from storage.records import AccountRecord, Role
-from tests.chat_server.builders import account
+from tests.helpers.usecases import account
 
 
 def counselor(

@@ -7,7 +7,7 @@ from chat_server.registry import SessionRegistry
 from protocol import frames as f
 from protocol.errors import CloseCode, Forbidden
 from storage.records import AlreadyStored
-from tests.chat_server.builders import RecordingPeer, account
+from tests.helpers.usecases import RecordingPeer, account
 
 RECORD = f.MessageRecord(
     case_id="k1",

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from protocol import frames as f
-from tests.hubtools import RunningHub, start_hub
-from tests.rawclient import pair, rid
+from tests.helpers.hubs import RunningHub, start_hub
+from tests.helpers.rawclient import pair, rid
 
 
 @pytest.fixture

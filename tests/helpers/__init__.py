@@ -15,4 +15,5 @@ build on these helpers.
 ``redis_server``       a private ``redis-server`` to stop, kill, pause and restart
 ``haproxy``            HAProxy with TLS in front of real hubs (deploy/haproxy.cfg)
 ``waiting``            bounded waits that fail with what was awaited
+``usecases``           the hub's services without sockets: a recording peer, people, cases
 """

@@ -11,8 +11,7 @@ from nacl.public import PublicKey, SealedBox
 from protocol import crypto, escrow, opening
 from protocol.crypto import lp, u64
 from protocol.escrow import ForeignMaterial, make_capsule
-
-from .escrow_factory import make_policy, officers
+from tests.helpers.escrow_factory import make_policy, officers
 
 CASE = "case_abc"
 KEY = bytes(range(32))

@@ -10,8 +10,7 @@ from protocol import crypto
 from protocol import frames as f
 from protocol.errors import Conflict, Forbidden, InvalidFrame
 from storage.records import CaseRecord
-
-from .conftest import Person, World
+from tests.helpers.usecases import Person, World
 
 
 def deposit(

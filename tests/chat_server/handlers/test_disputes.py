@@ -26,8 +26,7 @@ from protocol.escrow import (
     sign_policy,
 )
 from storage.records import CaseRecord
-
-from .conftest import Person, World
+from tests.helpers.usecases import Person, World
 
 ORG = SigningKey(bytes([7]) * 32)
 OFFICERS = [(PrivateKey(bytes([i + 1]) * 32), SigningKey(bytes([i + 41]) * 32)) for i in range(3)]

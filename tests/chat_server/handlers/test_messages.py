@@ -10,8 +10,7 @@ import pytest
 from chat_server.handlers import messages
 from protocol import frames as f
 from protocol.errors import Forbidden
-
-from .conftest import Person, World
+from tests.helpers.usecases import Person, World
 
 
 def send(case_id: str, sender: Person, *, epoch: int = 1, cmid: str | None = None) -> f.MsgSend:

@@ -49,6 +49,7 @@ export const MAX_CIPHERTEXT_BYTES = 40960;
 export const MAX_ESCROW_OFFICERS = 8;
 export const MAX_FRAME_BYTES = 65536;
 export const MAX_ID_CHARS = 64;
+export const MAX_MALFORMED_IN_A_ROW = 3;
 export const MAX_MESSAGE_CHARS = 8000;
 export const MAX_SERVER_FRAME_BYTES = 1048576;
 export const MAX_SESSIONS_PER_ACCOUNT = 8;
