@@ -143,6 +143,10 @@ class World:
             self.hub.registry.attach(peer, created)
         return person
 
+    async def client_counselor_stranger(self) -> tuple[Person, Person, Person]:
+        """Two people who will share a case, and a client who takes no part in it."""
+        return await self.person(), await self.person("counselor"), await self.person()
+
     def second_session(self, person: Person) -> RecordingPeer:
         peer = RecordingPeer("s_" + secrets.token_hex(4))
         self.hub.registry.attach(peer, person.account)

@@ -122,11 +122,7 @@ async def test_close_is_announced_once(world: World) -> None:
 
 async def test_the_directory_shows_case_participants_only(world: World) -> None:
     hub = world.hub
-    client, counselor, stranger = (
-        await world.person(),
-        await world.person("counselor"),
-        await world.person(),
-    )
+    client, counselor, stranger = await world.client_counselor_stranger()
     await world.case(client, counselor)
     result = await cases.directory_get(
         hub, client.caller, f.DirectoryGet(id="d", account_ids=[counselor.id, client.id])

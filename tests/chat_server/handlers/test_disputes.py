@@ -96,11 +96,7 @@ async def test_a_client_request_is_stored_and_listed(world: World) -> None:
 
 async def test_what_a_request_is_refused_for(world: World) -> None:
     hub = world.hub
-    client, counselor, stranger = (
-        await world.person(),
-        await world.person("counselor"),
-        await world.person(),
-    )
+    client, counselor, stranger = await world.client_counselor_stranger()
     case = await world.case(client, counselor)
     with pytest.raises(NotFound, match="no escrow policy"):
         await disputes.dispute_request(hub, client.caller, request(client, case, _unsigned()))

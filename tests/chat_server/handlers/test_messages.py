@@ -121,11 +121,7 @@ async def test_the_append_decides_case_state_and_epoch(world: World) -> None:
 
 async def test_a_stranger_is_refused_before_anything_is_queued(world: World) -> None:
     hub = world.hub
-    client, counselor, stranger = (
-        await world.person(),
-        await world.person("counselor"),
-        await world.person(),
-    )
+    client, counselor, stranger = await world.client_counselor_stranger()
     case = await world.case(client, counselor)
     for use_case, frame in [
         (messages.msg_send, send(case.id, stranger)),
