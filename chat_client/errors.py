@@ -83,30 +83,8 @@ _CLOSE_MEANINGS: dict[int, str] = {
     pe.CloseCode.REPLACED: "this session was replaced by a newer one (too many devices)",
 }
 
-_BY_CODE: dict[str, type[pe.RemoteError]] = {
-    cls.code.value: cls
-    for cls in (
-        pe.MalformedFrame,
-        pe.UnknownType,
-        pe.InvalidFrame,
-        pe.UnsupportedVersion,
-        pe.FrameTooBig,
-        pe.NotAuthenticated,
-        pe.AuthFailed,
-        pe.Forbidden,
-        pe.NotFound,
-        pe.Conflict,
-        pe.Duplicate,
-        pe.RateLimited,
-        pe.LimitExceeded,
-        pe.ConsentRequired,
-        pe.Unavailable,
-    )
-}
-
 
 def remote_error(frame: ErrorFrame) -> pe.RemoteError:
-    """The typed exception for a server ``error`` frame (generic RemoteError if unknown)."""
-    cls = _BY_CODE.get(frame.code, pe.RemoteError)
-    message = frame.message or frame.code.replace("_", " ")
-    return cls(message)
+    """The typed exception for a server ``error`` frame (generic RemoteError if unknown);
+    the code -> class map is the protocol's own (:data:`protocol.errors.ERROR_CLASSES`)."""
+    return pe.remote_error(frame.code, frame.message)

@@ -32,6 +32,7 @@ import logging
 from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.escrow import (
     PolicyError,
     make_capsule,
@@ -45,7 +46,6 @@ from protocol.terms import render_terms
 
 from .connection import LinkClosed, expect
 from .errors import RequestInterrupted
-from .models import now_ms
 from .supervisor import Supervisor
 
 __all__ = ["Escrow", "PolicyView"]

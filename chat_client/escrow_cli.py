@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from nacl.signing import SigningKey
 
 from protocol import crypto
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.escrow import (
     EscrowError,
     RequestView,
@@ -136,7 +136,7 @@ def _keygen(args: argparse.Namespace) -> int:
 def _policy(args: argparse.Namespace) -> int:
     org = load_key(args.org_key, read_passphrase(args.passphrase_file, "Org passphrase: "), "org")
     officers = [load_public(p) for p in args.officer]
-    now = int(time.time() * 1000)
+    now = now_ms()
     policy = f.EscrowPolicy(
         version=args.version,
         officers=officers,
@@ -185,7 +185,7 @@ def _approve(args: argparse.Namespace) -> int:
         except EscrowError as exc:
             print(f"chat-escrow: the reason does not open: {exc}", file=sys.stderr)
             return EXIT_FOREIGN
-    approval = make_approval(key.sign_key, request, policy, int(time.time() * 1000))
+    approval = make_approval(key.sign_key, request, policy, now_ms())
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(approval), indent=1) + b"\n")
     print(f"approval by officer #{index} ({policy.officers[index].name}) written to {args.out}")
     return EXIT_OK

@@ -2,13 +2,13 @@
 
 All are frozen dataclasses. ``Message.body`` is ``None`` whenever ``verified`` is False:
 an application never gets unverified text to display. Timestamps are integer
-milliseconds since the Unix epoch, as the protocol states them (:func:`now_ms`).
+milliseconds since the Unix epoch, as the protocol states them
+(:func:`protocol.clock.now_ms`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Literal
 
 from protocol.frames import CaseInfo, DirectoryEntry
@@ -27,13 +27,7 @@ __all__ = [
     "ReceiptEvent",
     "Sent",
     "TypingEvent",
-    "now_ms",
 ]
-
-
-def now_ms() -> int:
-    """The wall clock in protocol milliseconds (message and request timestamps)."""
-    return int(time.time() * 1000)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

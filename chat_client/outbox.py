@@ -34,11 +34,12 @@ from collections.abc import Callable
 from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.limits import MAX_MESSAGE_CHARS
 
 from .connection import Link, LinkClosed, expect
 from .keymanager import KeyManager
-from .models import Sent, now_ms
+from .models import Sent
 from .supervisor import Supervisor
 
 __all__ = ["Outbox", "Outgoing"]

@@ -10,9 +10,9 @@ import pytest
 from nacl.signing import SigningKey
 
 from chat_client import ChatClient, ConnectionEvent
-from chat_client.models import now_ms
 from protocol import crypto
 from protocol import frames as f
+from protocol.clock import now_ms
 from protocol.escrow import policy_fingerprint, sign_policy
 from tests.helpers.clients import register_client, register_counselor, take, take_until
 from tests.helpers.escrow_factory import officers
