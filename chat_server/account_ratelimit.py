@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from protocol.errors import RateLimited
+
 from .logs import log_event
 from .redis_client import RedisSettings, make_client
 
@@ -45,6 +47,7 @@ __all__ = [
     "RateLimiterStats",
     "RedisAccountRateLimiter",
     "gcra",
+    "require",
 ]
 
 
@@ -231,3 +234,12 @@ class RedisAccountRateLimiter:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+async def require(limiter: AccountRateLimiter, account_id: str, what: str) -> None:
+    """Take one token of ``account_id``'s budget, or raise ``RateLimited`` saying when
+    ``what`` may be asked again."""
+    decision = await limiter.take(account_id)
+    if not decision.allowed:
+        seconds = max(1, -(-decision.retry_after_ms // 1000))
+        raise RateLimited(f"too many {what}; try again in {seconds} s")

@@ -1,14 +1,26 @@
 """Wiring: database, hub, and the websockets server with its small HTTP surface.
 
-``HubServer`` is what the CLI runs and what tests start on an ephemeral port.
+``HubServer`` is what the CLI runs and what tests start on an ephemeral port. Its HTTP
+surface besides the WebSocket (``/ws``) and the web chat's files:
+
+* ``GET /healthz``: 200 while this node can serve, 503 while it drains (after SIGTERM)
+  or cannot reach its database, so a load balancer sends new connections elsewhere.
+  The body says ``db ok|down``, ``redis ok|down|off``. A Redis outage alone keeps 200:
+  the node still stores, acks and delivers locally, and catches its sessions up when
+  Redis is back, while every node answering 503 at once (Redis is shared) would turn
+  a degradation into an outage (docs/DECISIONS.md 34).
+* ``GET /metrics``: this node's Prometheus metrics (docs/METRICS.md). Scraped from each
+  node directly; the HAProxy template refuses it from outside.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import json
 import signal
+import time
 from pathlib import Path
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -25,6 +37,10 @@ from .session import Session
 __all__ = ["HubServer", "run_forever"]
 
 WS_PATH = "/ws"
+#: A health check answers within HAProxy's check interval (1 s): the database probe
+#: gets this long, and its answer is reused for this long by checks close together.
+_DB_PROBE_TIMEOUT_S = 0.8
+_DB_PROBE_TTL_S = 0.5
 
 
 class HubServer:
@@ -35,6 +51,9 @@ class HubServer:
         self.db: Database | None = None
         self.hub: Hub | None = None
         self._server: Server | None = None
+        #: Set when a graceful stop begins: /healthz answers 503 from then on.
+        self.draining = False
+        self._db_probe: tuple[float, bool] = (0.0, False)
 
     @property
     def port(self) -> int:
@@ -54,7 +73,7 @@ class HubServer:
         self.db = await open_database(self.config.db_url, self.config.resolved_data_key())
         # The hub's own signing-only key (it signs chain heads; nothing is sealed to it).
         self.hub = Hub(self.config, self.db, self.config.server_key())
-        self.hub.start()
+        await self.hub.start()
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -72,6 +91,7 @@ class HubServer:
         """Graceful: stop accepting, finish commits (acks go out), close sessions with 1001."""
         if self._server is None or self.hub is None or self.db is None:
             return
+        self.draining = True
         self._server.close(close_connections=False)
         await self.hub.shutdown()
         await self._server.wait_closed()
@@ -80,14 +100,26 @@ class HubServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert self.hub is not None
-        session = Session(self.hub, ws)
-        self.hub.registry.connect(session)
-        await session.run()
+        metrics = self.hub.metrics
+        metrics.connections.inc()
+        metrics.connections_open.inc()
+        try:
+            session = Session(self.hub, ws)
+            self.hub.registry.connect(session)
+            await session.run()
+        finally:
+            metrics.connections_open.dec()
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "ok\n")
+            return await self._health(connection)
+        if path == "/metrics":
+            assert self.hub is not None
+            body, content_type = self.hub.metrics.render(request.headers.get("Accept"))
+            headers = Headers({"Content-Type": content_type, "Cache-Control": "no-store"})
+            headers["Content-Length"] = str(len(body))
+            return Response(http.HTTPStatus.OK, "OK", headers, body)
         if path == "/config.json":
             return _web_config(self.config)
         if path == WS_PATH:
@@ -96,6 +128,30 @@ class HubServer:
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
             return None
         return _static(connection, path, self.config.web_root)
+
+    async def _health(self, connection: ServerConnection) -> Response:
+        """200 while this node serves, 503 while it drains or its database is away."""
+        db_ok = await self._database_reachable()
+        redis = "off"
+        if self.hub is not None and self.config.redis_url:
+            redis = "ok" if self.hub.bus.connected else "down"
+        body = f"db {'ok' if db_ok else 'down'}\nredis {redis}\n"
+        if self.draining:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n" + body)
+        status = http.HTTPStatus.OK if db_ok else http.HTTPStatus.SERVICE_UNAVAILABLE
+        return connection.respond(status, ("ok\n" if db_ok else "unavailable\n") + body)
+
+    async def _database_reachable(self) -> bool:
+        checked_at, ok = self._db_probe
+        now = time.monotonic()
+        if now - checked_at < _DB_PROBE_TTL_S or self.db is None:
+            return ok
+        ok = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.db.ping(), _DB_PROBE_TIMEOUT_S)
+            ok = True
+        self._db_probe = (time.monotonic(), ok)
+        return ok
 
 
 def _origin_allowed(headers: Headers, allowed: tuple[str, ...] | None) -> bool:

@@ -16,7 +16,9 @@ Contract (what the session registry may rely on):
   those nodes only (their own channel) instead of to everyone.
 * The bus is a **wake-up path, not storage**: events queued or in flight when Redis goes
   away are lost. The database stays the source of truth; after every reconnection the
-  bus calls ``on_reconnect`` so the owner can tell its sessions to sync.
+  bus calls ``on_reconnect(since_ms)``, with the wall-clock time at which it last had
+  proof that the link was alive, so the owner can catch its sessions up from the
+  database from then on (``chat_server/catchup.py``).
 * Memory is bounded: at most ``max_queue`` events and ``max_queue_bytes`` bytes wait to
   be written, and one envelope is at most ``MAX_ENVELOPE_BYTES``.
 * ``close()`` stops everything; after it ``publish`` returns False.
@@ -34,6 +36,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeAlias
 
@@ -60,11 +63,12 @@ __all__ = [
     "OnReconnect",
     "PresenceChanged",
     "RedisBus",
+    "Resync",
     "decode_envelope",
     "encode_envelope",
 ]
 
-BUS_VERSION = 1
+BUS_VERSION = 2
 #: Largest envelope published or accepted: a frame is at most 64 KiB
 #: (protocol/limits.py), so this leaves room for a few frames and their recipients.
 MAX_ENVELOPE_BYTES = 512 * 1024
@@ -101,7 +105,14 @@ class Evict(msgspec.Struct, tag="evict", frozen=True):
     session_ids: tuple[str, ...]
 
 
-BusEvent: TypeAlias = Deliver | CaseChanged | PresenceChanged | Evict
+class Resync(msgspec.Struct, tag="resync", frozen=True):
+    """Events the sender published since ``since_ms`` (wall clock, milliseconds) may
+    not have reached anyone: catch your sessions up from the database from then on."""
+
+    since_ms: int
+
+
+BusEvent: TypeAlias = Deliver | CaseChanged | PresenceChanged | Evict | Resync
 
 
 class Envelope(msgspec.Struct, frozen=True):
@@ -137,9 +148,10 @@ def decode_envelope(raw: bytes) -> Envelope:
 #: Called with every envelope from another node. Runs in the bus's receiving task: it
 #: must not block; whatever it raises is logged and counted, and the bus goes on.
 OnEvent: TypeAlias = Callable[[Envelope], None]
-#: Called after the bus (re)connected following a period without Redis: events may
-#: have been missed, so the owner should tell its sessions to sync.
-OnReconnect: TypeAlias = Callable[[], None]
+#: Called after the bus (re)connected following a period without Redis, with the wall
+#: clock (ms) at which the link was last known to work: events from then on may have
+#: been missed (by this node, and its own publications by the others).
+OnReconnect: TypeAlias = Callable[[int], None]
 
 
 @dataclasses.dataclass
@@ -181,6 +193,11 @@ class EventBus(Protocol):
     def publish(self, event: BusEvent, *, nodes: Iterable[str] | None = None) -> bool: ...
 
     async def wait_connected(self) -> None: ...
+
+    async def flush(self) -> None:
+        """Return once everything queued so far was written or dropped (bound it with
+        ``asyncio.timeout``): a draining node's last events leave before it closes."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -276,6 +293,9 @@ class LocalBus:
     async def wait_connected(self) -> None:
         await self._started_event.wait()
 
+    async def flush(self) -> None:
+        return None
+
     async def close(self) -> None:
         self._started = False
         self._started_event.clear()
@@ -327,11 +347,16 @@ class RedisBus:
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
         self._connected = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_event: OnEvent | None = None
         self._on_reconnect: OnReconnect | None = None
+        #: Wall clock (ms) of the last sign of life from Redis (a message, a pong, a
+        #: confirmed subscription): where a gap starts if the link dies now.
+        self._heard_ms = _wall_ms()
 
     @property
     def node_id(self) -> str:
@@ -355,6 +380,7 @@ class RedisBus:
         if self._task is not None:
             raise RuntimeError("bus already started")
         self._on_event, self._on_reconnect = on_event, on_reconnect
+        self._heard_ms = _wall_ms()
         first_attempt = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._supervise(first_attempt), name="bus")
         await asyncio.shield(first_attempt)
@@ -382,8 +408,12 @@ class RedisBus:
         for channel in channels:
             self._queue.append((channel, raw))
         self._queued_bytes += need
+        self._empty.clear()
         self._wake.set()
         return True
+
+    async def flush(self) -> None:
+        await self._empty.wait()
 
     async def close(self) -> None:
         """Stop the supervisor and close the connections; idempotent."""
@@ -401,6 +431,7 @@ class RedisBus:
     async def _supervise(self, first_attempt: asyncio.Future[None]) -> None:
         attempt = 0
         ever_started = False
+        gap_since = self._heard_ms
         while not self._closing.is_set():
             client = make_client(self._settings)
             pubsub = client.pubsub()
@@ -415,13 +446,16 @@ class RedisBus:
                 log_event("bus.connected", node=self._node_id)
                 if ever_started:
                     self._stats.reconnects += 1
-                    self._call_reconnect()
+                    self._call_reconnect(gap_since)
                 if not first_attempt.done():
                     first_attempt.set_result(None)
                 await self._serve(client, pubsub)
             finally:
                 # Whatever happened, from here on events may be missed until the next
-                # successful connection, which therefore calls on_reconnect.
+                # successful connection, which therefore calls on_reconnect. The gap
+                # began when Redis last answered (a failed attempt moves nothing).
+                if not ever_started or self._connected.is_set():
+                    gap_since = self._heard_ms
                 ever_started = True
                 self._connected.clear()
                 self._drop_queue(count=True)
@@ -452,6 +486,7 @@ class RedisBus:
             if message is not None and message["type"] == "subscribe":
                 confirmed += 1
         await client.ping()
+        self._heard_ms = _wall_ms()
 
     async def _serve(self, client: Redis, pubsub: PubSub) -> None:
         """Run the reader and the writer until one of them fails (or we close)."""
@@ -484,6 +519,7 @@ class RedisBus:
                 await pubsub.ping()
                 continue
             last_heard = now
+            self._heard_ms = _wall_ms()
             if message["type"] == "message":
                 self._receive(message["data"])
 
@@ -517,21 +553,27 @@ class RedisBus:
                     self._stats.dropped_error += len(batch)
                     raise
                 self._stats.published += len(batch)
+            self._empty.set()
 
     def _drop_queue(self, *, count: bool) -> None:
         if count:
             self._stats.dropped_error += len(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
+        self._empty.set()
 
-    def _call_reconnect(self) -> None:
+    def _call_reconnect(self, since_ms: int) -> None:
         if self._on_reconnect is None:
             return
         try:
-            self._on_reconnect()
+            self._on_reconnect(since_ms)
         except Exception:
             self._stats.handler_errors += 1
             log_event("bus.reconnect_handler_failed", logging.ERROR, exc=True)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 async def _close_quietly(client: Redis, pubsub: PubSub) -> None:

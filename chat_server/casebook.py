@@ -15,6 +15,14 @@ UPDATE on state and epoch, ``case.close`` and assignment by conditional UPDATEs.
 closed through another hub is refused here on the very next request, and no verb acts on
 a stale :class:`~storage.records.CaseRecord`.
 
+Matching takes the counselors online on *any* node from presence (with expiry, so a
+killed node's counselors stop being chosen) and their records from the database; the
+conditional UPDATE of ``assign`` decides between nodes, so no case is assigned twice.
+A case cannot be left waiting by a race between a case opened on one node and a
+counselor arriving on another: the opener commits the case before it reads presence,
+and the arriving counselor's node writes presence before it reads the waiting cases
+(``auth``), so at least one of the two sees the other (docs/DECISIONS.md 32).
+
 Unknown and foreign cases get the same answer (``Forbidden``), so case ids cannot be
 probed (docs/DECISIONS.md 5).
 """
@@ -33,6 +41,7 @@ from storage.records import AccountRecord, CaseRecord
 
 from .logs import log_event
 from .matching import choose_counselor
+from .presence import Presence
 from .registry import SessionRegistry
 
 __all__ = ["Casebook", "case_info"]
@@ -58,11 +67,12 @@ def case_info(case: CaseRecord) -> f.CaseInfo:
 class Casebook:
     """Cases as the hub's use cases need them. See the module docstring."""
 
-    __slots__ = ("_closed", "_db", "_match_lock", "_participants", "_registry")
+    __slots__ = ("_closed", "_db", "_match_lock", "_participants", "_presence", "_registry")
 
-    def __init__(self, db: Database, registry: SessionRegistry) -> None:
+    def __init__(self, db: Database, registry: SessionRegistry, presence: Presence) -> None:
         self._db = db
         self._registry = registry
+        self._presence = presence
         #: case id -> (client, counselor): filled once a counselor is assigned.
         self._participants: dict[str, tuple[str, ...]] = {}
         self._closed: set[str] = set()
@@ -122,14 +132,16 @@ class Casebook:
         )
         log_event("case.opened", case=case.id, account=client_id)
         async with self._match_lock:
-            counselors = self._registry.online_counselors()
+            counselors = await self.online_counselors()
+            if not counselors:
+                return case
             counts = await self._db.cases.open_counts([c.id for c in counselors])
             return await self._assign(case, counselors, counts)
 
     async def match_waiting(self) -> None:
         """Assign every waiting case that an online counselor can take (oldest first)."""
         async with self._match_lock:
-            counselors = self._registry.online_counselors()
+            counselors = await self.online_counselors()
             if not counselors:
                 return
             waiting = await self._db.cases.waiting()
@@ -138,6 +150,13 @@ class Casebook:
             counts = await self._db.cases.open_counts([c.id for c in counselors])
             for case in waiting:
                 await self._assign(case, counselors, counts)
+
+    async def online_counselors(self) -> list[AccountRecord]:
+        """Counselors with a live session on any node (presence), as stored."""
+        ids = await self._presence.online_counselors()
+        if not ids:
+            return []
+        return [a for a in await self._db.accounts.by_ids(sorted(ids)) if a.role == "counselor"]
 
     async def close(self, case_id: str) -> CaseRecord | None:
         """Close the case; the closed record, or None if it was already closed (by

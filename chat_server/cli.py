@@ -1,6 +1,6 @@
 """``chat-server``: run the hub and administer it.
 
-chat-server serve [--host H] [--port P] [--db URL]
+chat-server serve [--host H] [--port P] [--db URL] [--redis URL --node-id NAME]
 chat-server migrate [--db URL]
 chat-server admin invite-counselor --name N --languages en,ur --specialties anxiety,grief
 chat-server admin escrow-policy install policy.json --org-fingerprint FP
@@ -106,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory of the built counselor web chat (env CHAT_WEB_ROOT; "
         "default: web_client/ next to the installed package)",
     )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="Redis shared by several nodes: redis://, rediss:// (TLS) or unix:// "
+        "(env CHAT_REDIS_URL; default: none, a single node)",
+    )
+    serve.add_argument(
+        "--node-id",
+        metavar="NAME",
+        help="this node's unique, stable name (env CHAT_NODE_ID; default HOSTNAME-PID)",
+    )
+    serve.add_argument(
+        "--redis-prefix",
+        metavar="PREFIX",
+        help="prefix of every Redis key and channel (env CHAT_REDIS_PREFIX; default chat:)",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop (pip install uvloop)")
     serve.add_argument(
         "--rate-per-s",
@@ -199,12 +215,20 @@ def main(argv: list[str] | None = None) -> int:
             "rate_burst": args.rate_burst,
             "org_fingerprint": args.org_fingerprint,
             "web_root": args.web_root,
+            "redis_url": args.redis,
+            "node_id": args.node_id,
+            "redis_prefix": args.redis_prefix,
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)
         if args.min_kdf == "test":
             extra.update(min_opslimit=1, min_memlimit=8192, hash_opslimit=1, hash_memlimit=8192)
         config = _config(args, **extra)
+        try:
+            config.resolved_node_id()
+        except ValueError as exc:
+            print(f"chat-server: {exc}", file=sys.stderr)
+            return 2
         configure(config.log_level, config.log_file)
         if args.uvloop:
             import uvloop  # type: ignore[import-not-found,unused-ignore]

@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from protocol.clock import now_ms
 from protocol.errors import ProtocolError
+from protocol.frames import MessageRecord
 from storage.records import AppendResult, NewMessage
 
 from .context import Peer
 from .logs import log_event
+from .metrics import HubMetrics
 
 __all__ = ["CommitFailed", "Deliverer", "GroupCommitter", "MessageStore"]
 
@@ -60,8 +63,16 @@ _Pending = tuple[NewMessage, Peer, str, tuple[str, ...]]
 
 
 class GroupCommitter:
-    def __init__(self, store: MessageStore, deliverer: Deliverer, *, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        deliverer: Deliverer,
+        *,
+        max_batch: int = 512,
+        metrics: HubMetrics | None = None,
+    ) -> None:
         self._store = store
+        self._metrics = metrics
         self._deliver = deliverer.deliver
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
@@ -116,9 +127,12 @@ class GroupCommitter:
             self._idle.set()
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             results = await self._store.append_batch([p[0] for p in batch], now_ms())
         except Exception:  # the whole transaction failed: nothing was stored
+            if self._metrics is not None:
+                self._metrics.observe_commit(messages=len(batch), stored=0, seconds=0, ok=False)
             log_event("commit.failed", logging.ERROR, exc=True, size=len(batch))
             for pending in batch:
                 self._call(pending, CommitFailed())
@@ -128,6 +142,13 @@ class GroupCommitter:
             raise RuntimeError(f"append_batch returned {len(results)} results for {len(batch)}")
         self.batches += 1
         self.messages += len(batch)
+        if self._metrics is not None:
+            self._metrics.observe_commit(
+                messages=len(batch),
+                stored=sum(1 for r in results if type(r) is MessageRecord),
+                seconds=time.perf_counter() - started,
+                ok=True,
+            )
         call = self._call
         for pending, result in zip(batch, results, strict=True):
             self._resolved += 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
+import socket
 from pathlib import Path
 
 import nacl.pwhash
@@ -19,6 +21,8 @@ __all__ = ["DEFAULT_WEB_ROOT", "Config", "load_key_file"]
 #: deploy ships the built page separately and sets --web-root / CHAT_WEB_ROOT
 #: (docs/DECISIONS.md).
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web_client"
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +64,23 @@ class Config:
     web_root: Path = DEFAULT_WEB_ROOT
     log_file: Path | None = None
     log_level: str = "INFO"
+    #: Redis for several nodes (event bus, presence, shared rate limits); None: one node,
+    #: everything in this process (docs/DEPLOYMENT.md).
+    redis_url: str | None = None
+    #: Put in front of every Redis key and channel (several deployments or test runs
+    #: may share one Redis).
+    redis_prefix: str = "chat:"
+    #: This process's name among the nodes: unique, stable across restarts, no ":" or
+    #: "|". None: the host name and process id.
+    node_id: str | None = None
+    #: Presence entries live this long unless the node's heartbeat renews them, so a
+    #: killed node's counselors stop being matched within it.
+    presence_ttl_s: float = 15.0
+    presence_heartbeat_s: float = 5.0
+    #: Per-account budgets shared by every node (``account_ratelimit``): cases opened,
+    #: dispute requests filed, as (tokens per second, burst).
+    case_open_rate: tuple[float, int] = (1 / 60, 10)
+    dispute_request_rate: tuple[float, int] = (1 / 60, 10)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
@@ -85,6 +106,12 @@ class Config:
             env["org_fingerprint"] = org_fp
         if web_root := os.environ.get("CHAT_WEB_ROOT"):
             env["web_root"] = Path(web_root)
+        if redis_url := os.environ.get("CHAT_REDIS_URL"):
+            env["redis_url"] = redis_url
+        if redis_prefix := os.environ.get("CHAT_REDIS_PREFIX"):
+            env["redis_prefix"] = redis_prefix
+        if node_id := os.environ.get("CHAT_NODE_ID"):
+            env["node_id"] = node_id
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**env)  # type: ignore[arg-type]
 
@@ -92,6 +119,16 @@ class Config:
         if self.data_key is not None:
             return self.data_key
         return load_key_file(self.state_dir / "data.key")
+
+    def resolved_node_id(self) -> str:
+        """``node_id``, or one made of the host name and process id (unique per process
+        on a host; set a stable one in production so logs and metrics line up)."""
+        if self.node_id is not None:
+            if not _NODE_ID.fullmatch(self.node_id):
+                raise ValueError("node id: 1-64 of A-Z a-z 0-9 . _ - (no ':' or '|')")
+            return self.node_id
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40] or "node"
+        return f"{host}-{os.getpid()}"
 
     def server_key(self) -> ServerKey:
         """The hub's own signing key (``state_dir/server.key``, created on first use)."""

@@ -123,6 +123,11 @@ class HubMetrics:
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
+        self.catchups = Counter(
+            "chat_catchups",
+            "Passes that caught live sessions up from the database after a bus gap",
+            registry=r,
+        )
         self._stats = _StatsCollector()
         r.register(self._stats)
         if process:

@@ -89,6 +89,11 @@ class Presence(Protocol):
 
     async def close(self) -> None: ...
 
+    async def heartbeat(self) -> bool:
+        """Write everything this node holds now (it also runs by itself); True if the
+        shared store took it."""
+        ...
+
     async def counselor_online(self, account_id: str) -> None: ...
 
     async def counselor_offline(self, account_id: str) -> None: ...
@@ -152,6 +157,9 @@ class LocalPresence:
 
     async def close(self) -> None:
         self._view = _LocalView()
+
+    async def heartbeat(self) -> bool:
+        return True
 
     async def counselor_online(self, account_id: str) -> None:
         self._view.counselors.add(account_id)

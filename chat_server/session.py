@@ -76,6 +76,12 @@ class Session:
     # -- outbound --------------------------------------------------------------
 
     def push(self, frame: msgspec.Struct) -> None:
+        if self._closing:
+            return
+        metrics = self.hub.metrics
+        metrics.frame_out(str(frame.__struct_config__.tag))
+        if type(frame) is ErrorFrame:
+            metrics.error(frame.code)
         self.push_raw(codec.encode(frame))
 
     def push_raw(self, data: bytes) -> None:
@@ -142,6 +148,7 @@ class Session:
         if self._closing:
             return
         self._closing = True
+        self.hub.metrics.closed(code)
         self._machine.close()
         self._close_code = (code, reason)
         with contextlib.suppress(asyncio.QueueFull):
@@ -175,7 +182,7 @@ class Session:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            self.hub.registry.detach(self)
+            await self.hub.registry.detach(self)
             self._closing = True
             self._machine.close()
             with contextlib.suppress(asyncio.QueueFull):
@@ -223,6 +230,7 @@ class Session:
             try:
                 frame = codec.decode_client(raw)
             except RemoteError as exc:
+                hub.metrics.frame_in("unknown")
                 decision = machine.undecodable(exc)
                 if not isinstance(exc, FrameTooBig):  # too big is answered by the close
                     self.push(
@@ -232,6 +240,7 @@ class Session:
                     self._carry_out(decision)
                     return
                 continue
+            hub.metrics.frame_in(str(frame.__struct_config__.tag))
             caller = self._caller
             try:
                 machine.check(frame)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,8 +30,8 @@ from protocol.errors import Conflict, Forbidden, NotFound
 
 from .atrest import context
 from .escrow import CapsuleRecord
-from .models import Case, CaseKey, CaseKeySeal, EscrowCapsule, table
-from .records import CaseRecord, EpochKeyRecord, as_case_state
+from .models import Case, CaseKey, CaseKeySeal, EscrowCapsule, Message, table
+from .records import CaseActivity, CaseRecord, EpochKeyRecord, MessageRecord, as_case_state
 from .transactions import AnyRow, Transactions
 
 __all__ = ["CaseRepository"]
@@ -40,6 +40,10 @@ _CASES = table(Case)
 _KEYS = table(CaseKey)
 _SEALS = table(CaseKeySeal)
 _CAPSULES = table(EscrowCapsule)
+_MESSAGES = table(Message)
+
+#: Accounts per statement of :meth:`CaseRepository.activity_since` (two IN lists each).
+_ACTIVITY_CHUNK = 500
 
 
 def _topic_ctx(case_id: str) -> bytes:
@@ -182,6 +186,70 @@ class CaseRepository:
         for counselor_id, n in rows:
             counts[counselor_id] = int(n)
         return counts
+
+    async def activity_since(self, account_ids: Iterable[str], since_ms: int) -> list[CaseActivity]:
+        """Cases of ``account_ids`` that changed at or after ``since_ms``: assigned,
+        closed, given a new epoch key, or given a message (only the newest message of
+        each is returned: it is enough for a client to notice a gap and sync).
+
+        For catching live sessions up after a missed wake-up (chat_server/catchup.py):
+        one statement per 500 accounts, each an index lookup per case (the newest
+        message is found by primary key at ``cases.last_seq``).
+        """
+        ids = sorted(set(account_ids))
+        found: dict[str, CaseActivity] = {}
+        m, k = _MESSAGES.alias("m"), _KEYS.alias("k")
+        message_columns = [col.label(f"m_{col.name}") for col in m.c]
+        for start in range(0, len(ids), _ACTIVITY_CHUNK):
+            chunk = ids[start : start + _ACTIVITY_CHUNK]
+            query = (
+                select(_CASES, *message_columns, k.c.created_at.label("k_created_at"))
+                .outerjoin(
+                    m,
+                    and_(
+                        m.c.case_id == _CASES.c.id,
+                        m.c.seq == _CASES.c.last_seq,
+                        m.c.server_ts >= since_ms,
+                    ),
+                )
+                .outerjoin(
+                    k,
+                    and_(
+                        k.c.case_id == _CASES.c.id,
+                        k.c.epoch == _CASES.c.epoch,
+                        k.c.created_at >= since_ms,
+                    ),
+                )
+                .where(
+                    or_(_CASES.c.client_id.in_(chunk), _CASES.c.counselor_id.in_(chunk)),
+                    or_(
+                        _CASES.c.assigned_at >= since_ms,
+                        _CASES.c.closed_at >= since_ms,
+                        m.c.seq.is_not(None),
+                        k.c.created_at.is_not(None),
+                    ),
+                )
+            )
+            async with self._tx.read() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                last = None
+                if row.m_seq is not None:
+                    last = MessageRecord(
+                        case_id=row.m_case_id,
+                        seq=row.m_seq,
+                        epoch=row.m_epoch,
+                        sender_id=row.m_sender_id,
+                        client_msg_id=row.m_client_msg_id,
+                        nonce=bytes(row.m_nonce),
+                        ciphertext=bytes(row.m_ciphertext),
+                        chain_hash=bytes(row.m_chain_hash),
+                        server_ts=row.m_server_ts,
+                    )
+                found[row.id] = CaseActivity(
+                    self._case(row), last, new_epoch=row.k_created_at is not None
+                )
+        return sorted(found.values(), key=lambda a: (a.case.created_at, a.case.id))
 
     # -- epoch keys -----------------------------------------------------------
 

@@ -170,6 +170,11 @@ class Database:
                 )
             await conn.run_sync(run_migrations)
 
+    async def ping(self) -> None:
+        """One round trip to the database (health checks); raises if it is unreachable."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
     async def close(self) -> None:
         """Close every pooled connection. The Database is unusable afterwards."""
         await self.engine.dispose()

@@ -22,6 +22,7 @@ __all__ = [
     "AccountRecord",
     "AlreadyStored",
     "AppendResult",
+    "CaseActivity",
     "CaseRecord",
     "CaseState",
     "EpochKeyRecord",
@@ -147,6 +148,18 @@ class CaseRecord:
     def participants(self) -> tuple[str, ...]:
         """The accounts taking part: the client, and the counselor once assigned."""
         return case_participants(self.client_id, self.counselor_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaseActivity:
+    """What happened to a case since some moment (``CaseRepository.activity_since``):
+    the case as it is now, its newest message if that was stored since then, and
+    whether the newest epoch's key was deposited since then. Timestamps are the
+    writing hub's clock."""
+
+    case: CaseRecord
+    last_message: MessageRecord | None
+    new_epoch: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -159,7 +159,7 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
         sign_pk=account.sign_pk,
         token_hash=hashed,
     )
-    hub.registry.attach(guest.peer, account)
+    await hub.registry.attach(guest.peer, account)
     cases = await hub.casebook.for_account(account.id)
     guest.peer.push(
         f.Welcome(

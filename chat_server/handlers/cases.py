@@ -13,6 +13,7 @@ from protocol.clock import now_ms
 from protocol.errors import Conflict, CryptoError, Forbidden, InvalidFrame
 from storage.records import EpochKeyRecord
 
+from ..account_ratelimit import require
 from ..casebook import case_info
 from ..context import Caller
 from ..hub import Hub
@@ -26,6 +27,7 @@ async def case_open(hub: Hub, caller: Caller, frame: f.CaseOpen) -> f.CaseOpened
     if caller.role != "client":
         raise Forbidden("only clients open cases")
     await escrow.require_consent(hub, caller)
+    await require(hub.case_open_limit, caller.account_id, "cases opened")
     case = await hub.casebook.open(caller.account_id, frame.topic, frame.language)
     return f.CaseOpened(id=frame.id, case=case_info(case))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from protocol import frames as f
 from protocol.errors import Forbidden
 
+from ..account_ratelimit import require
 from ..context import Caller
 from ..disputes import dispute_info
 from ..hub import Hub
@@ -25,6 +26,7 @@ async def dispute_request(hub: Hub, caller: Caller, frame: f.DisputeRequest) -> 
     participants = await hub.casebook.participants(frame.case_id, caller.account_id)
     if participants[0] != caller.account_id:
         raise Forbidden("only the case's client files a dispute request")
+    await require(hub.dispute_limit, caller.account_id, "dispute requests")
     record = await hub.disputes.file(caller.account_id, caller.sign_pk, frame)
     hub.dispute_watcher.ensure_running()
     return f.DisputeCreated(id=frame.id, dispute=dispute_info(record))

@@ -40,11 +40,13 @@ class Inbox:
         self.events: asyncio.Queue[Envelope] = asyncio.Queue()
         self.reconnects = 0
         self.reconnected = asyncio.Event()
+        self.gaps_since: list[int] = []
 
     def on_event(self, envelope: Envelope) -> None:
         self.events.put_nowait(envelope)
 
-    def on_reconnect(self) -> None:
+    def on_reconnect(self, since_ms: int) -> None:
+        self.gaps_since.append(since_ms)
         self.reconnects += 1
         self.reconnected.set()
 

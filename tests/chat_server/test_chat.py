@@ -18,7 +18,10 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 async def test_healthz(hub: RunningHub) -> None:
-    assert await asyncio.to_thread(_get, hub.http_url + "healthz") == (200, b"ok\n")
+    assert await asyncio.to_thread(_get, hub.http_url + "healthz") == (
+        200,
+        b"ok\ndb ok\nredis off\n",
+    )
 
 
 async def test_chat_both_ways_and_second_session_sees_everything(hub: RunningHub) -> None:

@@ -46,7 +46,7 @@ def message(sender: str = "cl", cmid: str | None = None) -> NewMessage:
 async def test_outcomes_are_delivered_in_submission_order_after_the_commit(db: Database) -> None:
     registry = SessionRegistry(8)
     sender, reader = RecordingPeer("s1"), RecordingPeer("s2")
-    registry.attach(reader, account("co", "counselor"))
+    await registry.attach(reader, account("co", "counselor"))
     committer = GroupCommitter(db.messages, registry, max_batch=4)
     committer.start()
     try:

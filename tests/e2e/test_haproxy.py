@@ -55,7 +55,7 @@ async def test_clients_connect_with_wss_and_health_checks_pass_through(
     tmp_path: Path, haproxy: StartProxy
 ) -> None:
     async with _cluster(tmp_path, haproxy) as (_, proxy):
-        assert await proxy.get("/healthz") == (200, b"ok\n")
+        assert await proxy.get("/healthz") == (200, b"ok\ndb ok\nredis off\n")
         status, _ = await proxy.get("/metrics")  # per-node metrics are never public
         assert status == 404
 
@@ -89,6 +89,6 @@ async def test_a_stopped_node_gets_no_new_connections(tmp_path: Path, haproxy: S
         await hubs[1].stop()
         sessions += [await _same_account(proxy, client) for _ in range(3)]
         await proxy.wait_status("n1", "DOWN")
-        assert await proxy.get("/healthz") == (200, b"ok\n")
+        assert await proxy.get("/healthz") == (200, b"ok\ndb ok\nredis off\n")
         for session in sessions:
             await session.close()

@@ -140,16 +140,16 @@ class World:
         )
         person = Person(created, identity, peer, caller)
         if online:
-            self.hub.registry.attach(peer, created)
+            await self.hub.registry.attach(peer, created)
         return person
 
     async def client_counselor_stranger(self) -> tuple[Person, Person, Person]:
         """Two people who will share a case, and a client who takes no part in it."""
         return await self.person(), await self.person("counselor"), await self.person()
 
-    def second_session(self, person: Person) -> RecordingPeer:
+    async def second_session(self, person: Person) -> RecordingPeer:
         peer = RecordingPeer("s_" + secrets.token_hex(4))
-        self.hub.registry.attach(peer, person.account)
+        await self.hub.registry.attach(peer, person.account)
         person.others.append(peer)
         return peer
 

@@ -19,7 +19,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     config = test_config(tmp_path)
     db = await open_database(sqlite_url(tmp_path / "chat.db"), config.resolved_data_key())
     hub = Hub(config, db, config.server_key())
-    hub.start()
+    await hub.start()
     try:
         yield World(hub)
     finally:

@@ -30,7 +30,7 @@ async def test_a_send_is_acked_after_its_commit_and_reaches_every_other_session(
     hub = world.hub
     client, counselor = await world.person(), await world.person("counselor")
     case = await world.case(client, counselor)
-    second = world.second_session(client)
+    second = await world.second_session(client)
     frame = send(case.id, client)
 
     assert await messages.msg_send(hub, client.caller, frame) is None
