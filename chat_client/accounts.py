@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,9 +40,9 @@ class Credentials:
 
 
 @contextlib.asynccontextmanager
-async def preauth_link(url: str) -> AsyncIterator[Link]:
+async def preauth_link(url: str, tls: ssl.SSLContext | None = None) -> AsyncIterator[Link]:
     """A short-lived link for register / prelogin / login (no events expected)."""
-    link = await Link.open(url, on_event=lambda frame: None, on_close=lambda info: None)
+    link = await Link.open(url, on_event=lambda frame: None, on_close=lambda info: None, tls=tls)
     reader = asyncio.create_task(link.run())
     try:
         yield link
@@ -70,11 +71,12 @@ async def register(
     invite: str | None,
     opslimit: int,
     memlimit: int,
+    tls: ssl.SSLContext | None = None,
 ) -> Credentials:
     """Make keys locally, register, log in for a token, write the key store."""
     if KeyStore.exists(home):
         raise KeyStoreError(f"{home} already holds an account; use another home directory")
-    async with preauth_link(url) as link:
+    async with preauth_link(url, tls) as link:
         challenge = expect(await link.request(f.Hello, client=CLIENT_NAME), f.Challenge)
         # Checked before the (slow) derivation, with the limits the server advertises.
         if opslimit < challenge.min_opslimit or memlimit < challenge.min_memlimit:
@@ -125,10 +127,12 @@ async def register(
     return Credentials(store, identity, keys, token)
 
 
-async def login(url: str, handle: str, passphrase: str, *, home: Path) -> Credentials:
+async def login(
+    url: str, handle: str, passphrase: str, *, home: Path, tls: ssl.SSLContext | None = None
+) -> Credentials:
     """prelogin -> derive -> login -> unwrap, then write (or refresh) the key store.
     An existing store in ``home`` must belong to the same account; its cursors are kept."""
-    async with preauth_link(url) as link:
+    async with preauth_link(url, tls) as link:
         pre = expect(await link.request(f.Prelogin, handle=handle), f.PreloginResult)
         keys = await asyncio.to_thread(
             crypto.derive_login_keys, passphrase, pre.salt, pre.opslimit, pre.memlimit

@@ -15,6 +15,7 @@ import asyncio
 import getpass
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from protocol import crypto
 from protocol import errors as pe
 
+from .connection import tls_context
 from .errors import (
     CaseNotReady,
     ClientClosed,
@@ -110,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CHAT_ORG_FINGERPRINT"),
         help="pinned organisation key that must sign the hub's escrow policy "
         "(env CHAT_ORG_FINGERPRINT; docs/DISPUTES.md)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=os.environ.get("CHAT_CA_FILE"),
+        help="trust only the CA certificate(s) in this PEM file for a wss:// server "
+        "(env CHAT_CA_FILE; default: the system's trusted CAs)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connection events")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -213,8 +222,16 @@ def _home(args: argparse.Namespace) -> Path:
 async def _open(args: argparse.Namespace) -> ChatClient:
     # An explicit --server / CHAT_SERVER wins; otherwise the server the account lives on.
     return await ChatClient.open(
-        args.server, _home(args), read_passphrase(args), org_fingerprint=args.org_fingerprint
+        args.server,
+        _home(args),
+        read_passphrase(args),
+        org_fingerprint=args.org_fingerprint,
+        tls=_tls(args),
     )
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    return tls_context(Path(args.ca_file).expanduser() if args.ca_file else None)
 
 
 def _account_summary(client: ChatClient) -> dict[str, Any]:
@@ -244,6 +261,7 @@ async def cmd_register(args: argparse.Namespace, out: Printer) -> int:
         invite=args.invite,
         opslimit=args.kdf_ops,
         memlimit=args.kdf_mem,
+        tls=_tls(args),
     )
     async with client:
         _print_account(out, _account_summary(client))
@@ -252,7 +270,11 @@ async def cmd_register(args: argparse.Namespace, out: Printer) -> int:
 
 async def cmd_login(args: argparse.Namespace, out: Printer) -> int:
     client = await ChatClient.login(
-        args.server or DEFAULT_SERVER, args.handle, read_passphrase(args), home=_home(args)
+        args.server or DEFAULT_SERVER,
+        args.handle,
+        read_passphrase(args),
+        home=_home(args),
+        tls=_tls(args),
     )
     async with client:
         _print_account(out, _account_summary(client))

@@ -22,7 +22,9 @@ import dataclasses
 import itertools
 import logging
 import random
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -44,6 +46,7 @@ __all__ = [
     "LinkClosed",
     "expect",
     "is_resumable",
+    "tls_context",
 ]
 
 log = logging.getLogger("chat_client.connection")
@@ -106,6 +109,18 @@ class Backoff:
         return base * random.uniform(0.5, 1.0)
 
 
+def tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    """The TLS context for ``wss://`` that trusts only the CA certificates in
+    ``ca_file`` (a private CA, e.g. a test or in-house deployment); None (the system's
+    trusted CAs) without one. Certificates and host names are always verified."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectFailed(f"cannot use CA file {ca_file}: {exc}") from None
+
+
 class Link:
     """A connected WebSocket speaking the chat protocol. See the module docstring."""
 
@@ -135,11 +150,18 @@ class Link:
         on_event: Callable[[f.ServerFrame], None],
         on_close: Callable[[CloseInfo], None],
         id_prefix: str = "r",
+        tls: ssl.SSLContext | None = None,
     ) -> Link:
-        """Connect; raise ConnectFailed if the server cannot be reached."""
+        """Connect; raise ConnectFailed if the server cannot be reached. ``tls`` is the
+        context for a ``wss://`` URL (default: the system's trusted CAs; see
+        :func:`tls_context`) and is ignored for ``ws://``."""
+        # websockets refuses ssl= for ws:// and ssl=None for wss:// (its default there
+        # is the system's trust store), so pass it only when there is one to pass.
+        options: dict[str, Any] = {"ssl": tls} if tls is not None and url.startswith("wss:") else {}
         try:
             ws = await connect(
                 url,
+                **options,
                 compression=None,  # the hub runs without permessage-deflate
                 max_size=MAX_SERVER_FRAME_BYTES,
                 open_timeout=OPEN_TIMEOUT_S,

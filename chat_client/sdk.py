@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -65,9 +66,17 @@ class ChatClient:
     """
 
     def __init__(
-        self, url: str, credentials: accounts.Credentials, *, org_fingerprint: str | None = None
+        self,
+        url: str,
+        credentials: accounts.Credentials,
+        *,
+        org_fingerprint: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """Not connected yet: use :meth:`register`, :meth:`login` or :meth:`open`.
+
+        ``tls`` verifies a ``wss://`` server (default: the system's trusted CAs;
+        ``connection.tls_context(ca_file)`` trusts a private CA instead).
 
         ``org_fingerprint`` pins the organisation key that must have signed the hub's
         escrow policy (default: $CHAT_ORG_FINGERPRINT). Without a pin, or under a policy
@@ -86,6 +95,7 @@ class ChatClient:
             on_session=self._on_session,
             on_connection=lambda event: self._processor.emit(event),
             on_stop=self._on_stop,
+            tls=tls,
         )
         request = self._session.request
         self._cases = CaseMap(request, on_remember=self._on_case)
@@ -131,6 +141,7 @@ class ChatClient:
         opslimit: int = DEFAULT_OPSLIMIT,
         memlimit: int = DEFAULT_MEMLIMIT,
         org_fingerprint: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> ChatClient:
         """Create an account (role "counselor" with a valid ``invite``), store its keys in
         ``home`` and return a connected client. Raises KdfTooWeak if the Argon2id limits
@@ -144,8 +155,9 @@ class ChatClient:
             invite=invite,
             opslimit=opslimit,
             memlimit=memlimit,
+            tls=tls,
         )
-        return await cls(url, creds, org_fingerprint=org_fingerprint)._start()
+        return await cls(url, creds, org_fingerprint=org_fingerprint, tls=tls)._start()
 
     @classmethod
     async def login(
@@ -156,22 +168,29 @@ class ChatClient:
         *,
         home: Path,
         org_fingerprint: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> ChatClient:
         """Log in from any device: prelogin, derive, login, unwrap; store keys in ``home``.
         A wrong handle or passphrase raises ``AuthFailed``."""
-        creds = await accounts.login(url, handle, passphrase, home=Path(home))
-        return await cls(url, creds, org_fingerprint=org_fingerprint)._start()
+        creds = await accounts.login(url, handle, passphrase, home=Path(home), tls=tls)
+        return await cls(url, creds, org_fingerprint=org_fingerprint, tls=tls)._start()
 
     @classmethod
     async def open(
-        cls, url: str | None, home: Path, passphrase: str, *, org_fingerprint: str | None = None
+        cls,
+        url: str | None,
+        home: Path,
+        passphrase: str,
+        *,
+        org_fingerprint: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> ChatClient:
         """Unlock the key store in ``home`` and connect (to ``url``, or the stored server
         if None). Uses the stored token; logs in again only if it expired or is refused.
         A wrong passphrase raises ``CryptoError("wrong passphrase")`` before any I/O."""
         creds = await accounts.unlock(Path(home), passphrase)
         return await cls(
-            url or creds.store.record.server, creds, org_fingerprint=org_fingerprint
+            url or creds.store.record.server, creds, org_fingerprint=org_fingerprint, tls=tls
         )._start()
 
     async def _start(self) -> ChatClient:

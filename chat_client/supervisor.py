@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -69,9 +70,11 @@ class Supervisor:
         on_session: SessionHook,
         on_connection: Callable[[ConnectionEvent], None],
         on_stop: Callable[[BaseException], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         record = credentials.store.record
         self.url = url
+        self._tls = tls
         self._store = credentials.store
         self._identity = credentials.identity
         self._login_keys = credentials.login_keys  # auth_key renews an expired token
@@ -191,7 +194,10 @@ class Supervisor:
         while self.stop_error is None:
             try:
                 link = await Link.open(
-                    self.url, on_event=self._on_frame, on_close=self._on_link_closed
+                    self.url,
+                    on_event=self._on_frame,
+                    on_close=self._on_link_closed,
+                    tls=self._tls,
                 )
             except ConnectFailed as exc:
                 if not self._first.done():

@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="prefix of every Redis key and channel (env CHAT_REDIS_PREFIX; default chat:)",
     )
+    serve.add_argument(
+        "--presence-ttl",
+        type=float,
+        metavar="S",
+        help="seconds a killed node's counselors stay matchable; the heartbeat comes "
+        "every third of it (default 15)",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop (pip install uvloop)")
     serve.add_argument(
         "--rate-per-s",
@@ -221,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)
+        if args.presence_ttl is not None:
+            if args.presence_ttl <= 0:
+                print("chat-server: --presence-ttl must be positive", file=sys.stderr)
+                return 2
+            extra.update(
+                presence_ttl_s=args.presence_ttl, presence_heartbeat_s=args.presence_ttl / 3
+            )
         if args.min_kdf == "test":
             extra.update(min_opslimit=1, min_memlimit=8192, hash_opslimit=1, hash_memlimit=8192)
         config = _config(args, **extra)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.cluster import fresh_database
 from tests.helpers.haproxy import Backend, RunningProxy, StartProxy, run_haproxy
 
 
@@ -27,3 +28,11 @@ async def haproxy(tmp_path: Path) -> AsyncIterator[StartProxy]:
             )
 
         yield start
+
+
+@pytest.fixture
+async def cluster_db(pg_admin_url: str) -> AsyncIterator[str]:
+    """A PostgreSQL database of this test's own (the cluster tests kill nodes, whose
+    connections and rows must not reach other tests); dropped afterwards."""
+    async with fresh_database(pg_admin_url) as url:
+        yield url

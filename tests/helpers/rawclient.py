@@ -73,6 +73,41 @@ class RawClient:
         await self.send(frame)
         return await self.reply(frame.id, timeout)  # type: ignore[attr-defined]
 
+    async def pipeline(
+        self, frames: list[f.MsgSend], timeout: float = 20.0
+    ) -> dict[str, f.ServerFrame]:
+        """Send every frame at once, then read until each has its answer (by request
+        id); events seen meanwhile are kept in ``events``."""
+        for frame in frames:
+            await self.send(frame)
+        return await self.answers([frame.id for frame in frames], timeout)
+
+    async def answers(self, ids: list[str], timeout: float = 20.0) -> dict[str, f.ServerFrame]:
+        """Read until each request in ``ids`` has its answer; events are kept."""
+        waiting = set(ids)
+        answers: dict[str, f.ServerFrame] = {}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            frame = await self.recv(max(0.01, deadline - time.monotonic()))
+            request_id = getattr(frame, "id", None)
+            if request_id in waiting:
+                waiting.discard(request_id)
+                answers[request_id] = frame
+            else:
+                self.events.append(frame)
+        return answers
+
+    async def sync_all(self, case_id: str) -> list[f.MessageRecord]:
+        """Every stored message of the case, paging through ``sync``."""
+        records: list[f.MessageRecord] = []
+        while True:
+            after = records[-1].seq if records else 0
+            result = await self.request(f.Sync(id=rid(), case_id=case_id, after_seq=after))
+            assert isinstance(result, f.SyncResult), result
+            records += result.messages
+            if not result.has_more:
+                return records
+
     async def event(self, kind: type[msgspec.Struct], timeout: float = 5.0) -> Any:
         for i, e in enumerate(self.events):
             if isinstance(e, kind):
@@ -198,13 +233,15 @@ class RawClient:
 
 
 async def pair(
-    url: str, invite: str, tag: str = ""
+    url: str, invite: str, tag: str = "", *, counselor_url: str | None = None, **connect: Any
 ) -> tuple[RawClient, RawClient, f.CaseInfo, bytes]:
-    """A counselor and a client, online, with an assigned case and its epoch-1 key."""
-    counselor = await RawClient.connect(url)
+    """A counselor and a client, online, with an assigned case and its epoch-1 key.
+    The counselor connects to ``counselor_url`` if given (another hub node); ``connect``
+    goes to both connections (``ssl=`` for a ``wss://`` url)."""
+    counselor = await RawClient.connect(counselor_url or url, **connect)
     await counselor.register(f"counselor{tag}{secrets.token_hex(3)}", invite=invite)
     await counselor.authenticate()
-    client = await RawClient.connect(url)
+    client = await RawClient.connect(url, **connect)
     await client.register(f"client{tag}{secrets.token_hex(3)}")
     await client.authenticate()
     opened = await client.request(f.CaseOpen(id=rid(), topic="anxiety", language="en"))
