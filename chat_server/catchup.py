@@ -115,8 +115,9 @@ class CatchUp:
         self._task: asyncio.Task[None] | None = None
         self._announcer: asyncio.Task[None] | None = None
         self._stopped = False
-        #: Completed passes and the frames they pushed (read by metrics and tests).
+        #: Completed and failed passes, and the frames pushed (read by tests and logs).
         self.passes = 0
+        self.failures = 0
         self.frames = 0
         #: Set after every completed pass (tests await it).
         self.caught_up = asyncio.Event()
@@ -184,6 +185,7 @@ class CatchUp:
             try:
                 pushed = await self._catch_up(since)
             except Exception as exc:
+                self.failures += 1
                 log_event("catchup.failed", logging.WARNING, error=type(exc).__name__)
                 self._since = since if self._since is None else min(self._since, since)
                 self._rematch = self._rematch or rematch

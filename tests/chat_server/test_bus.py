@@ -24,6 +24,7 @@ from chat_server.bus import (
     LocalNetwork,
     PresenceChanged,
     RedisBus,
+    Resync,
     decode_envelope,
     encode_envelope,
 )
@@ -89,6 +90,7 @@ def test_every_event_kind_round_trips() -> None:
         CaseChanged(case_id="case-1"),
         PresenceChanged(account_id="acc-9", online=True),
         Evict(account_id="acc-9", session_ids=("s1", "s2")),
+        Resync(since_ms=1_700_000_000_000),
     ]
     for event in events:
         envelope = decode_envelope(encode_envelope("node-a", event))
@@ -169,6 +171,9 @@ async def test_events_reach_the_other_node_in_order_and_never_their_publisher(
     a, inbox_a, b, inbox_b = bus_pair
     for n in range(50):
         assert a.publish(deliver(n))
+    # flush (what a draining node awaits) returns once everything queued was written.
+    await asyncio.wait_for(a.flush(), 5)
+    assert (a.queued, a.stats.published) == (0, 50)
     assert b.publish(PresenceChanged(account_id="acc-c", online=True))
     received = [await inbox_b.next() for _ in range(50)]
     assert [e.event for e in received] == [deliver(n) for n in range(50)]
@@ -305,8 +310,10 @@ async def test_nodes_reconnect_and_resubscribe_after_redis_restarts(
             assert a.publish(deliver(1))
             assert (await inbox_b.next()).event == deliver(1)
 
+            before_loss = time.time_ns() // 1_000_000
             server.stop() if how == "stop" else server.kill()
             await wait_until(lambda: not a.connected and not b.connected, "both to notice")
+            noticed = time.time_ns() // 1_000_000
             # Disconnected: publish refuses at once, counted, never raises.
             assert not a.publish(deliver(2))
             assert a.stats.dropped_disconnected == 1
@@ -317,6 +324,11 @@ async def test_nodes_reconnect_and_resubscribe_after_redis_restarts(
             assert a.connected and b.connected
             assert inbox_a.reconnects == inbox_b.reconnects == 1
             assert a.stats.reconnects == b.stats.reconnects == 1
+            # Each says from when events may be missing: its last sign of life from
+            # Redis (a pong or a message: at most a ping interval before the loss).
+            for inbox in (inbox_a, inbox_b):
+                (since,) = inbox.gaps_since
+                assert before_loss - 1_500 <= since <= noticed
 
             # Both resubscribed: events flow both ways again, and the lost one stays lost.
             assert a.publish(deliver(3)) and b.publish(CaseChanged(case_id="c"))

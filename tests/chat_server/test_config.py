@@ -3,11 +3,13 @@ the key files in the state directory."""
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from chat_server import cli
 from chat_server.config import Config, load_key_file
 from protocol import limits
 
@@ -24,6 +26,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CHAT_LOG_FILE",
         "CHAT_LOG_LEVEL",
         "CHAT_ORG_FINGERPRINT",
+        "CHAT_REDIS_URL",
+        "CHAT_REDIS_PREFIX",
+        "CHAT_NODE_ID",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -74,3 +79,28 @@ def test_key_files_are_made_once_private_and_read_back(tmp_path: Path) -> None:
     assert server.sign_pk == config.server_key().sign_pk  # the same key every start
     assert (tmp_path / "state" / "server.key").exists()
     assert load_key_file(path) == data_key
+
+
+def test_cluster_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Config.from_env().redis_url is None  # one node, everything in process
+    monkeypatch.setenv("CHAT_REDIS_URL", "rediss://redis.internal:6380/0")
+    monkeypatch.setenv("CHAT_REDIS_PREFIX", "prod:")
+    monkeypatch.setenv("CHAT_NODE_ID", "hub-7")
+    config = Config.from_env(node_id="hub-8")
+    assert (config.redis_url, config.redis_prefix) == ("rediss://redis.internal:6380/0", "prod:")
+    assert config.resolved_node_id() == "hub-8"
+
+
+def test_node_ids_are_plain_names_and_default_to_host_and_pid() -> None:
+    default = Config().resolved_node_id()
+    assert default.endswith(f"-{os.getpid()}") and ":" not in default and "|" not in default
+    for bad in ("", "a:b", "a|b", "x" * 65, "sp ace"):
+        with pytest.raises(ValueError, match="node id"):
+            Config(node_id=bad).resolved_node_id()
+
+
+def test_serve_refuses_a_bad_node_id_or_presence_ttl(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--node-id", "a:b"]) == 2
+    assert "node id" in capsys.readouterr().err
+    assert cli.main(["serve", "--presence-ttl", "0"]) == 2
+    assert "--presence-ttl" in capsys.readouterr().err

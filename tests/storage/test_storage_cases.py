@@ -11,7 +11,7 @@ from protocol.errors import Conflict, Forbidden, NotFound
 from storage import Database, open_database
 from storage.escrow import CapsuleRecord
 from storage.records import CaseRecord
-from tests.helpers.storage_factories import DATA_KEY, add_account, assigned_case, epoch_key
+from tests.helpers.storage_factories import DATA_KEY, add_account, assigned_case, epoch_key, message
 
 
 async def _people(db: Database) -> None:
@@ -236,3 +236,32 @@ async def test_seals_are_visible_only_to_their_account(db: Database) -> None:
     ]
     assert await db.cases.keys_for("k1", "stranger") == []
     assert await db.cases.keys_for("nope", "cl-1") == []
+
+
+async def test_activity_since_finds_what_changed_in_the_cases_of_some_accounts(
+    db: Database,
+) -> None:
+    case = await assigned_case(db, "k1")  # assigned at 2001, epoch-1 key at 3001
+    await add_account(db, "cl-2")
+    await db.cases.create("cl-2", "grief", "en", "k2", 2_500)  # waiting, untouched
+    results = await db.messages.append_batch([message("k1", "cl-1") for _ in range(2)], 5_000)
+    newest = results[-1]
+
+    everything = await db.cases.activity_since(["cl-1"], 0)
+    assert [(a.case.id, a.new_epoch, a.last_message) for a in everything] == [("k1", True, newest)]
+    assert everything[0].case.last_seq == 2
+    # Only the newest message counts, and only what happened at or after the moment.
+    later = await db.cases.activity_since(["co-1", "cl-2"], 4_000)
+    assert [(a.case.id, a.new_epoch, a.last_message) for a in later] == [("k1", False, newest)]
+    assert await db.cases.activity_since(["cl-1"], 5_001) == []
+    await db.cases.close("k1", 6_000)
+    closed = await db.cases.activity_since(["cl-1"], 5_500)
+    assert [(a.case.state, a.case.closed_at, a.last_message) for a in closed] == [
+        ("closed", 6_000, None)
+    ]
+    # A waiting case where nothing happened has nothing to tell (its opener got the
+    # answer to case.open), and unknown accounts have no cases.
+    assert await db.cases.activity_since(["cl-2", "nobody"], 0) == []
+    # Accounts come in statements of 500: the one that matters may be in any of them.
+    crowd = [f"acc-{i:04d}" for i in range(1200)] + ["co-1"]
+    assert [a.case.id for a in await db.cases.activity_since(crowd, 5_500)] == [case.id]
