@@ -70,11 +70,6 @@ def _chat_server() -> list[str]:
     return [sys.executable, "-m", "chat_server.cli"]
 
 
-def _help(command: list[str]) -> subprocess.Popen[str]:
-    """Start ``command`` (a ``--help``); read its output with ``communicate()``."""
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-
 async def _ensure_database(url: str) -> None:
     """Create the database named in ``url`` if it does not exist (local trust auth)."""
     import asyncpg
@@ -143,29 +138,12 @@ def run(args: argparse.Namespace) -> int:
     pki = _pki(work, args.new_cert)
     asyncio.run(_check_services(args.db, args.redis))
     common = ["--db", args.db, "--state-dir", str(work / "state")]
-    # Migrate once, before any node starts (not N nodes racing to do it), and meanwhile
-    # ask both commands which flags they have: three Python start-ups side by side.
-    migrate = subprocess.Popen(
-        [*_chat_server(), "migrate", *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    # Migrate once, before any node starts, not N nodes racing to do it.
+    migrate = subprocess.run(
+        [*_chat_server(), "migrate", *common], capture_output=True, check=False
     )
-    serve_help = _help([*_chat_server(), "serve", "--help"])
-    client_help = _help([str(Path(sys.executable).parent / "chat-client"), "--help"])
-    _, migrate_err = migrate.communicate()
     if migrate.returncode != 0:
-        raise RuntimeError(f"chat-server migrate failed: {migrate_err.decode()[-1500:]}")
-
-    # TODO(issue 12 wiring): `chat-server serve` gains --redis and --node-id when the
-    # bus, presence and shared limits are wired in; until then each node runs alone
-    # (cross-node delivery falls back to clients' sync) and these flags are left out.
-    flags = serve_help.communicate()[0]
-    cluster_flags = "--redis" in flags and "--node-id" in flags
-    if not cluster_flags:
-        print(
-            "note: this chat-server has no --redis/--node-id yet: nodes share the "
-            "database but not live events (clients catch up by sync)",
-            flush=True,
-        )
-    ca_flag = "--ca-file" in client_help.communicate()[0]
+        raise RuntimeError(f"chat-server migrate failed: {migrate.stderr.decode()[-1500:]}")
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -178,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         for i in range(1, args.nodes + 1):
             node_port = args.first_node_port + i - 1 if args.first_node_port else _free_port()
             log = work / f"node{i}.log"
-            extra = ["--redis", args.redis, "--node-id", f"node{i}"] if cluster_flags else []
+            extra = ["--redis", args.redis, "--node-id", f"node{i}"]
             command = [
                 *_chat_server(), "serve", *common, "--port", str(node_port),
                 "--log-file", str(log), *extra, *args.serve_args,
@@ -198,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         proxy = HAProxy(config, work / "haproxy")
         proxy.start()
         asyncio.run(asyncio.wait_for(proxy.wait_listening("127.0.0.1", port), 10))
-        _announce(args, port, stats_port, pki, nodes, ca_flag=ca_flag)
+        _announce(args, port, stats_port, pki, nodes)
 
         while not stop.wait(0.5):
             dead = [b.name for b, p, _ in nodes if p.poll() is not None]
@@ -226,23 +204,23 @@ def _announce(
     stats_port: int,
     pki: LocalPKI,
     nodes: list[tuple[Backend, subprocess.Popen[bytes], Path]],
-    *,
-    ca_flag: bool,
 ) -> None:
     wss = f"wss://localhost:{port}/ws"
     ca = _shown(pki.ca_file)
-    # Until chat-client has --ca-file, OpenSSL's SSL_CERT_FILE makes it trust our CA.
-    trust = f"--ca-file {ca}" if ca_flag else ""
-    env = "" if trust else f"SSL_CERT_FILE={ca} "
     print(f"counsel-chat cluster: {len(nodes)} nodes behind HAProxy", flush=True)
     for backend, _, log in nodes:
-        print(f"  {backend.name}: http://127.0.0.1:{backend.port}/  log {_shown(log)}")
+        print(
+            f"  {backend.name}: http://127.0.0.1:{backend.port}/  (/metrics, /healthz)  "
+            f"log {_shown(log)}"
+        )
     print(f"  database: {args.db}\n  redis:    {args.redis}")
     print(f"  clients:  {wss}   (TLS, CA file {ca})")
     print(f"  web chat: https://localhost:{port}/   (trust {ca} in the browser, or accept it)")
     print(f"  HAProxy:  http://127.0.0.1:{stats_port}/stats  and /metrics")
     print("Connect a client through the load balancer:")
-    print(f"  {env}chat-client --server {wss} {trust} --home ~/.chat-client register --handle NAME")
+    print(
+        f"  chat-client --server {wss} --ca-file {ca} --home ~/.chat-client register --handle NAME"
+    )
     print("Invite a counselor:")
     print(f"  chat-server admin invite-counselor --db {args.db} --state-dir "
           f"{_shown(args.dir / 'state')} --name NAME --languages en")  # fmt: skip

@@ -38,7 +38,7 @@ def _listening(port: int) -> bool:
 
 
 def test_cluster_serves_wss_through_haproxy_and_stops_on_ctrl_c(
-    tmp_path: Path, pg_url: str, redis_url: str
+    tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
 ) -> None:
     if haproxy_binary() is None:
         require_service("HAProxy", "no haproxy binary (scripts/setup-services installs it)")
@@ -46,7 +46,7 @@ def test_cluster_serves_wss_through_haproxy_and_stops_on_ctrl_c(
     command = [
         "bash", str(REPO / "scripts" / "cluster"), "--nodes", "2", "--db", pg_url,
         "--redis", redis_url, "--port", "0", "--first-node-port", "0", "--stats-port", "0",
-        "--dir", str(work), "--", "--min-kdf", "test",
+        "--dir", str(work), "--", "--min-kdf", "test", "--redis-prefix", f"{redis_prefix}cl:",
     ]  # fmt: skip
     proc = subprocess.Popen(
         command,
@@ -70,9 +70,12 @@ def test_cluster_serves_wss_through_haproxy_and_stops_on_ctrl_c(
         assert len(node_ports) == 2
         assert (work / "tls" / "ca.pem").exists()
 
-        # The real client, through HAProxy, trusting only the cluster's CA.
+        # The real client, through HAProxy, trusting only the cluster's CA, the way the
+        # announcement says.
+        assert re.search(r"chat-client --server wss://\S+ --ca-file \S+ca\.pem", text), text
         register = [
             str(Path(sys.executable).parent / "chat-client"), "--server", wss.group(1),
+            "--ca-file", str(work / "tls" / "ca.pem"),
             "--home", str(tmp_path / "home"), "register", "--handle", "through-haproxy",
             "--kdf-ops", "1", "--kdf-mem", "8192",
         ]  # fmt: skip
@@ -81,11 +84,7 @@ def test_cluster_serves_wss_through_haproxy_and_stops_on_ctrl_c(
             capture_output=True,
             text=True,
             timeout=60,
-            env={
-                **os.environ,
-                "CHAT_PASSPHRASE": "pw",
-                "SSL_CERT_FILE": str(work / "tls" / "ca.pem"),
-            },
+            env={**os.environ, "CHAT_PASSPHRASE": "pw"},
         )
         assert client.returncode == 0, client.stdout + client.stderr
         assert "through-haproxy" in client.stdout
