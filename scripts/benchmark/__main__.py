@@ -1,10 +1,14 @@
 """``scripts/bench [--quick] [--uvloop] [--out DIR] [--update-docs]``: run the benchmark.
+``scripts/bench --db postgresql://... [--nodes N]``: the cluster comparison instead.
 
 Starts the hub and the baseline relay as child processes on 127.0.0.1, drives them with
 load-generator processes, checks that every message was delivered exactly once, and
 writes JSON and PNG plots to ``--out`` (default ``bench-results/``, ignored by git).
+With ``--db`` (a PostgreSQL admin URL: the run creates and drops its own database) it
+compares one node on SQLite, one on PostgreSQL and N on PostgreSQL and Redis behind
+HAProxy instead (``benchmark/cluster.py``).
 Only a full run with ``--update-docs`` writes the committed results: docs/bench/ and the
-generated part of docs/PERFORMANCE.md. Exit status 1 when any message was lost,
+generated parts of docs/PERFORMANCE.md. Exit status 1 when any message was lost,
 duplicated or refused, or the run did not finish in time; 2 for bad arguments.
 """
 
@@ -17,8 +21,10 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .report import plot, update_performance_md, write_json
+from .cluster import CLUSTER_FULL, CLUSTER_QUICK, run_cluster_comparison
+from .report import plot, plot_cluster, update_cluster_md, update_performance_md, write_json
 from .run import REPO, Plan, run_all, say
 from .servers import kill_children, raise_nofile
 
@@ -78,13 +85,36 @@ def _machine() -> str:
     )
 
 
-def _versions(uvloop: bool) -> str:
+def _versions(uvloop: bool, cluster: bool = False) -> str:
     names = ["websockets", "msgspec", "SQLAlchemy", "aiosqlite", "PyNaCl"]
+    if cluster:
+        names += ["asyncpg", "redis"]
     if uvloop:
         names.append("uvloop")
     parts = [f"Python {platform.python_version()}", f"SQLite {sqlite3.sqlite_version}"]
     parts += [f"{n} {metadata.version(n)}" for n in names]
+    if cluster:
+        parts += [_tool_version(*c) for c in _SERVERS]
     return ", ".join(parts)
+
+
+#: The servers of the cluster comparison, and how to ask each for its version.
+_SERVERS = (("postgres", "--version"), ("redis-server", "--version"), ("haproxy", "-v"))
+
+
+def _tool_version(binary: str, flag: str) -> str:
+    """``NAME VERSION`` as the program prints it (first line), or ``NAME ?``."""
+    path = shutil.which(binary) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{binary}"))), None
+    )
+    if path is None:
+        return f"{binary} ?"
+    out = subprocess.run([path, flag], capture_output=True, text=True, timeout=10, check=False)
+    words = out.stdout.split()
+    version = next(
+        (w.removeprefix("v=") for w in words if w[:1].isdigit() or w.startswith("v=")), "?"
+    )
+    return f"{binary} {version}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,11 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--rates", help="comma-separated paced offered rates, msgs/s (default 1000,...)"
     )
     parser.add_argument("--time-limit", type=float, help="abort after this many seconds")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="PostgreSQL admin URL (postgresql://user@host/db): run the cluster comparison "
+        "(1 node SQLite, 1 node PostgreSQL, --nodes nodes behind HAProxy) instead",
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=2, help="nodes of the cluster setup (with --db; default 2)"
+    )
     return parser
 
 
 def plan_of(args: argparse.Namespace) -> Plan:
-    plan = QUICK if args.quick else FULL
+    if args.db:
+        plan = CLUSTER_QUICK if args.quick else CLUSTER_FULL
+    else:
+        plan = QUICK if args.quick else FULL
     changes: dict[str, Any] = {"uvloop": args.uvloop}
     if args.pairs:
         changes["pairs"] = args.pairs
@@ -119,8 +161,12 @@ def plan_of(args: argparse.Namespace) -> Plan:
 
 
 async def _main(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
-    limit = args.time_limit or (120.0 if args.quick else 600.0)
-    return await asyncio.wait_for(run_all(workdir, plan), limit)
+    limit = args.time_limit or (180.0 if args.quick else 900.0)
+    if args.db:
+        run = run_cluster_comparison(workdir, plan, args.db, args.nodes)
+    else:
+        run = run_all(workdir, plan)
+    return await asyncio.wait_for(run, limit)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -135,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick and args.update_docs:
         parser.error("--update-docs needs a full run: quick figures are not for docs/")
+    if args.db and not args.db.startswith(("postgresql", "postgres:")):
+        parser.error("--db must be a PostgreSQL URL (postgresql://user@host/db)")
+    if args.nodes < 2:
+        parser.error("--nodes must be at least 2 (the comparison has 1-node setups already)")
     plan = plan_of(args)
     raise_nofile()
     atexit.register(kill_children)
@@ -161,21 +211,24 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
         "machine": _machine(),
-        "versions": _versions(plan.uvloop),
+        "versions": _versions(plan.uvloop, cluster=bool(args.db)),
         "plan": plan.__dict__,
-        "note": "hub, relay and load generators share the machine's cores",
+        "note": "every process of the run (hub nodes, databases, HAProxy, load generators) "
+        "shares the machine's cores",
     }
     suffix = loop + ("-quick" if args.quick else "")
-    write_json(results, args.out / f"results-{suffix}.json")
-    pictures = plot(results, args.out, suffix)
+    kind, draw = ("cluster", plot_cluster) if args.db else ("results", plot)
+    write_json(results, args.out / f"{kind}-{suffix}.json")
+    pictures = draw(results, args.out, suffix)
     if args.update_docs:
         docs = REPO / "docs"
-        write_json(results, docs / "bench" / f"results-{suffix}.json")
-        plot(results, docs / "bench", suffix)
-        update_performance_md(docs / "PERFORMANCE.md", docs / "bench")
+        write_json(results, docs / "bench" / f"{kind}-{suffix}.json")
+        draw(results, docs / "bench", suffix)
+        update = update_cluster_md if args.db else update_performance_md
+        update(docs / "PERFORMANCE.md", docs / "bench")
     summary = results["summary"]
     say(json.dumps(summary, indent=2))
-    say(f"results: {args.out / f'results-{suffix}.json'}, plots: {', '.join(map(str, pictures))}")
+    say(f"results: {args.out / f'{kind}-{suffix}.json'}, plots: {', '.join(map(str, pictures))}")
     if not results["complete"]:
         say(f"FAILED: incomplete delivery in {', '.join(results['failures'])}")
         return 1

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import json
 import random
+import ssl
 import sys
 import time
 from collections import deque
@@ -105,13 +106,26 @@ class Worker:
         target, url, tag = cmd["target"], cmd["url"], cmd["tag"]
         levels: list[int] = cmd["levels"]  # messages per connection, per level
         body_chars: int = cmd["body_chars"]
+        # A cluster: each pair's client and counselor on the nodes named here (URLs
+        # through the load balancer), trusting the benchmark's own CA.
+        placed: dict[int, tuple[str, str]] = {i: (c, k) for i, c, k in cmd.get("placement", [])}
+        tls = ssl.create_default_context(cafile=cmd["ca_file"]) if cmd.get("ca_file") else None
         started = time.monotonic()
         gate = asyncio.Semaphore(16)
 
         async def one(index: int, invite: str, language: str) -> list[Conn]:
             async with gate:
                 if target == "hub":
-                    pair = await setup_pair(url, tag, index, invite, language)
+                    client_url, counselor_url = placed.get(index, (url, url))
+                    pair = await setup_pair(
+                        client_url,
+                        tag,
+                        index,
+                        invite,
+                        language,
+                        counselor_url=counselor_url,
+                        tls=tls,
+                    )
                     sides = [("c", pair.client), ("k", pair.counselor)]
                     case_id, key = pair.case_id, pair.key
                     made = [(s, p.ws, p.identity, p.account_id) for s, p in sides]

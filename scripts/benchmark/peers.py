@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,10 +40,12 @@ def _rid() -> str:
     return f"s{next(_ids)}"
 
 
-async def open_ws(url: str) -> ClientConnection:
+async def open_ws(url: str, tls: ssl.SSLContext | None = None) -> ClientConnection:
     # The client side of the benchmark answers the hub's pings but sends none of its own.
+    options: dict[str, Any] = {"ssl": tls} if tls is not None else {}
     return await connect(
         url,
+        **options,
         compression=None,
         max_size=MAX_SERVER_FRAME_BYTES,
         ping_interval=None,
@@ -126,11 +129,22 @@ class Pair:
     key: bytes
 
 
-async def setup_pair(url: str, tag: str, index: int, invite: str, language: str) -> Pair:
-    counselor = Peer(await open_ws(url))
+async def setup_pair(
+    url: str,
+    tag: str,
+    index: int,
+    invite: str,
+    language: str,
+    *,
+    counselor_url: str | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Pair:
+    """Pair ``index``: its counselor connects to ``counselor_url`` (default ``url``: in
+    a cluster, another node than its client's), both with ``tls`` for ``wss://``."""
+    counselor = Peer(await open_ws(counselor_url or url, tls))
     await counselor.register(f"k{tag}{index}", invite=invite)
     await counselor.authenticate()
-    client = Peer(await open_ws(url))
+    client = Peer(await open_ws(url, tls))
     await client.register(f"c{tag}{index}")
     await client.authenticate()
     opened = await client.request(f.CaseOpen(id=_rid(), topic="anxiety", language=language))

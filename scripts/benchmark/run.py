@@ -20,15 +20,27 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hdrh.histogram import HdrHistogram
 
 from .servers import CHILDREN, ServerProcess, create_invites, pair_language
 
-__all__ = ["Plan", "Workers", "run_all"]
+__all__ = [
+    "Plan",
+    "Workers",
+    "describe",
+    "drive_level",
+    "level_sizes",
+    "paced_levels",
+    "run_all",
+    "split_evenly",
+]
+
+_M = TypeVar("_M")
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent
 REPO = SCRIPTS_DIR.parent
@@ -114,26 +126,26 @@ class Workers:
         self.procs = []
 
 
-def _merge(encoded: list[str]) -> HdrHistogram:
+def merge_histograms(encoded: list[str]) -> HdrHistogram:
     total = HdrHistogram(1, 120_000_000, 3)
     for e in encoded:
         total.add(HdrHistogram.decode(base64.b64decode(e)))
     return total
 
 
-def _percentiles_ms(h: HdrHistogram) -> dict[str, float]:
+def percentiles_ms(h: HdrHistogram) -> dict[str, float]:
     return {
         f"p{p:g}": round(h.get_value_at_percentile(p) / 1000, 3) for p in (50.0, 99.0, 99.9)
     } | {"max": round(h.get_max_value() / 1000, 3)}
 
 
-def _split(items: list[Any], parts: int) -> list[list[Any]]:
+def split_evenly(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i::parts] for i in range(parts)]
 
 
-async def _level(
-    server: ServerProcess,
+async def drive_level(
     workers: Workers,
+    measure: Callable[[], _M],
     *,
     kind: str,
     index: int,
@@ -142,10 +154,12 @@ async def _level(
     connections: int,
     msgs_per_conn: int,
     window: int,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], _M, _M]:
+    """Run level ``index`` on every load generator: its outcome (counts, faults,
+    exactly-once verdict, throughput, latencies), and ``measure()`` before and after."""
     rate_per_conn = offered / connections if offered else 0.0
     expected_s = msgs_per_conn / rate_per_conn if rate_per_conn else 30.0
-    before = server.stats()
+    before = measure()
     start_at = time.monotonic() + 0.3
     cmd = {
         "cmd": "run_level",
@@ -157,7 +171,7 @@ async def _level(
         "timeout_s": expected_s + 60,
     }
     parts = await workers.each([cmd] * workers.count)
-    after = server.stats()
+    after = measure()
     total = {k: sum(p[k] for p in parts) for k in ("expected", "sent", "acked", "delivered")}
     faults = {
         k: sum(p[k] for p in parts)
@@ -173,9 +187,9 @@ async def _level(
         and not any(faults.values())
         and not closed
     )
-    ack = _merge([p["ack_hist"] for p in parts])
-    e2e = _merge([p["e2e_hist"] for p in parts])
-    result = {
+    ack = merge_histograms([p["ack_hist"] for p in parts])
+    e2e = merge_histograms([p["e2e_hist"] for p in parts])
+    outcome = {
         "name": name,
         "offered_msgs_per_s": offered or None,
         "messages": total["expected"],
@@ -185,22 +199,62 @@ async def _level(
         "complete": complete,
         "elapsed_s": round(elapsed, 3),
         "delivered_msgs_per_s": round(total["delivered"] / elapsed, 1),
-        "ack_latency_ms": _percentiles_ms(ack),
-        "e2e_latency_ms": _percentiles_ms(e2e),
-        "server_cpu_us_per_msg": round(
-            (after.cpu_s - before.cpu_s) * 1e6 / max(1, total["sent"]), 1
-        ),
-        "server_cpu_util": round((after.cpu_s - before.cpu_s) / elapsed, 3),
-        "server_rss_mib": round(after.rss_bytes / 2**20, 1),
+        "ack_latency_ms": percentiles_ms(ack),
+        "e2e_latency_ms": percentiles_ms(e2e),
     }
-    say(
-        f"  {kind:5} {name:>9}: {result['delivered_msgs_per_s']:>9.0f} msgs/s delivered, "
-        f"ack p50/p99/p99.9 {result['ack_latency_ms']['p50']}/{result['ack_latency_ms']['p99']}/"
-        f"{result['ack_latency_ms']['p99.9']} ms, e2e p99 {result['e2e_latency_ms']['p99']} ms, "
-        f"{result['server_cpu_us_per_msg']} CPU µs/msg, "
-        f"{'complete' if complete else 'INCOMPLETE ' + json.dumps(faults | total)}"
+    return outcome, before, after
+
+
+def describe(kind: str, result: dict[str, Any], cpu_us_per_msg: float) -> str:
+    """One progress line for a level's result."""
+    ack, e2e = result["ack_latency_ms"], result["e2e_latency_ms"]
+    faults = {k: result[k] for k in ("sent", "acked", "delivered", "duplicates", "errors")}
+    return (
+        f"  {kind:5} {result['name']:>9}: {result['delivered_msgs_per_s']:>9.0f} msgs/s "
+        f"delivered, ack p50/p99/p99.9 {ack['p50']}/{ack['p99']}/{ack['p99.9']} ms, "
+        f"e2e p99 {e2e['p99']} ms, {cpu_us_per_msg} CPU µs/msg, "
+        f"{'complete' if result['complete'] else 'INCOMPLETE ' + json.dumps(faults)}"
     )
+
+
+async def _level(
+    server: ServerProcess,
+    workers: Workers,
+    *,
+    kind: str,
+    index: int,
+    name: str,
+    offered: int,
+    connections: int,
+    msgs_per_conn: int,
+    window: int,
+) -> dict[str, Any]:
+    result, before, after = await drive_level(
+        workers,
+        server.stats,
+        kind=kind,
+        index=index,
+        name=name,
+        offered=offered,
+        connections=connections,
+        msgs_per_conn=msgs_per_conn,
+        window=window,
+    )
+    cpu_s = after.cpu_s - before.cpu_s
+    result["server_cpu_us_per_msg"] = round(cpu_s * 1e6 / max(1, result["sent"]), 1)
+    result["server_cpu_util"] = round(cpu_s / result["elapsed_s"], 3)
+    result["server_rss_mib"] = round(after.rss_bytes / 2**20, 1)
+    say(describe(kind, result, result["server_cpu_us_per_msg"]))
     return result
+
+
+def level_sizes(levels: list[tuple[str, int, float]], connections: int) -> list[int]:
+    """Messages per connection of each level: (name, offered msgs/s or 0 for max rate,
+    seconds, or messages per connection at max rate)."""
+    return [
+        math.ceil(offered * span / connections) if offered else int(span)
+        for _name, offered, span in levels
+    ]
 
 
 async def traffic(
@@ -208,9 +262,7 @@ async def traffic(
 ) -> dict[str, Any]:
     """``levels``: (name, offered msgs/s or 0 for max rate, seconds or msgs/conn at max)."""
     connections = 2 * pairs
-    sizes = []
-    for _name, offered, span in levels:
-        sizes.append(math.ceil(offered * span / connections) if offered else int(span))
+    sizes = level_sizes(levels, connections)
     server = ServerProcess(kind, workdir / f"{kind}-{tag}", uvloop=plan.uvloop)
     invites: list[str] = [""] * pairs
     if kind == "hub":
@@ -238,7 +290,7 @@ async def traffic(
                     "levels": sizes,
                     "body_chars": plan.body_chars,
                 }
-                for part in _split(indices, workers.count)
+                for part in split_evenly(indices, workers.count)
             ]
         )
         say(f"{kind}: set up in {max(s['setup_s'] for s in setups):.1f} s")
@@ -285,7 +337,7 @@ async def idle_and_sync(workdir: Path, plan: Plan) -> tuple[dict[str, Any], dict
         await workers.each(
             [
                 {"cmd": "idle_accounts", "url": server.url, "tag": "i", "accounts": part}
-                for part in _split(list(range(accounts)), workers.count)
+                for part in split_evenly(list(range(accounts)), workers.count)
             ]
         )
         await asyncio.sleep(plan.settle_s / 3)
@@ -348,7 +400,7 @@ async def idle_and_sync(workdir: Path, plan: Plan) -> tuple[dict[str, Any], dict
         await server.stop()
 
 
-def _paced_levels(plan: Plan) -> list[tuple[str, int, float]]:
+def paced_levels(plan: Plan) -> list[tuple[str, int, float]]:
     levels: list[tuple[str, int, float]] = [(f"{r}/s", r, plan.level_s) for r in plan.rates]
     levels.append(("max", 0, plan.max_msgs_per_conn))
     return levels
@@ -356,7 +408,7 @@ def _paced_levels(plan: Plan) -> list[tuple[str, int, float]]:
 
 async def run_all(workdir: Path, plan: Plan) -> dict[str, Any]:
     started = time.monotonic()
-    levels = _paced_levels(plan)
+    levels = paced_levels(plan)
     hub = await traffic("hub", "a", workdir, plan, plan.pairs, levels)
     relay = await traffic("relay", "b", workdir, plan, plan.pairs, levels)
     say(f"target: hub with {2 * plan.target_pairs} connections at {plan.target_rate} msgs/s")

@@ -84,13 +84,15 @@ def proc_stats(pid: int) -> ProcStats:
     return ProcStats((utime + stime) / _TICKS, rss_pages * _PAGE, hwm)
 
 
-async def create_invites(db_path: Path, state_dir: Path, tag: str, count: int) -> list[str]:
+async def create_invites(db_path: Path | str, state_dir: Path, tag: str, count: int) -> list[str]:
     """Single-use counselor invites, one per pair, each for the pair's own language.
 
-    Written straight into the hub's database before the hub starts (the same thing
-    ``chat-server admin invite-counselor`` does, without 200 process start-ups).
+    Written straight into the hub's database (a SQLite file, or a database URL) before
+    the hub starts (the same thing ``chat-server admin invite-counselor`` does, without
+    200 process start-ups); this also creates the schema.
     """
-    db = await open_database(sqlite_url(db_path), load_key_file(state_dir / "data.key"))
+    url = db_path if isinstance(db_path, str) else sqlite_url(db_path)
+    db = await open_database(url, load_key_file(state_dir / "data.key"))
     codes = []
     try:
         for i in range(count):
@@ -107,10 +109,24 @@ async def create_invites(db_path: Path, state_dir: Path, tag: str, count: int) -
 class ServerProcess:
     """A hub or relay child process on 127.0.0.1:``port``."""
 
-    def __init__(self, kind: str, workdir: Path, *, uvloop: bool) -> None:
+    def __init__(
+        self,
+        kind: str,
+        workdir: Path,
+        *,
+        uvloop: bool,
+        db_url: str | None = None,
+        state_dir: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        """A hub on ``db_url`` (default: a SQLite file in ``workdir``) with the key files
+        in ``state_dir`` (default ``workdir``), ``extra`` added to ``chat-server serve``."""
         self.kind = kind
         self.workdir = workdir
         self.uvloop = uvloop
+        self.db_url = db_url
+        self.state_dir = state_dir or workdir
+        self.extra = extra
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"{kind}.log"
@@ -140,9 +156,9 @@ class ServerProcess:
                 "--port",
                 str(self.port),
                 "--db",
-                str(self.db_path),
+                self.db_url or str(self.db_path),
                 "--state-dir",
-                str(self.workdir),
+                str(self.state_dir),
                 "--min-kdf",
                 "test",
                 "--log-level",
@@ -153,6 +169,7 @@ class ServerProcess:
                 "1000000",
                 "--rate-burst",
                 "1000000",
+                *self.extra,
             ]
         if self.uvloop:
             cmd.append("--uvloop")

@@ -8,11 +8,15 @@ drives them with real authenticated, encrypted sessions. Only completeness is as
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.services import require_service
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = ["bash", str(REPO / "scripts" / "bench")]
@@ -93,3 +97,39 @@ def test_quick_figures_never_go_to_docs() -> None:
     )
     assert proc.returncode == 2
     assert "--update-docs needs a full run" in proc.stderr
+
+
+@pytest.mark.bench
+def test_quick_cluster_comparison_is_complete(tmp_path: Path, pg_admin_url: str) -> None:
+    """``--db URL --nodes 2``: one node on SQLite, one on PostgreSQL, two behind HAProxy
+    with Redis (and an observer node), each complete, every process's CPU accounted."""
+    for binary in ("haproxy", "redis-server", "openssl"):
+        if shutil.which(binary) is None:
+            require_service(binary, f"no {binary} binary (scripts/setup-services)")
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [*BENCH, "--quick", "--db", pg_admin_url, "--nodes", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**ENV, "PATH": os.environ.get("PATH", ENV["PATH"])},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "cluster-asyncio-quick.json").read_text())
+    assert results["complete"] is True and results["failures"] == []
+    names = [sc["name"] for sc in results["setups"]]
+    assert names == ["sqlite-1", "postgresql-1", "postgresql-2"]
+    for sc in results["setups"]:
+        for level in sc["levels"]:
+            assert level["complete"], (sc["name"], level)
+            assert level["sent"] == level["acked"] == level["delivered"] == level["messages"]
+            assert level["cpu_us_per_msg"]["nodes"] >= 0
+            assert level["commits_per_s"] > 0
+    # Every process group is accounted (a quick run is too short for each to show CPU).
+    groups = {"nodes", "observer", "postgres", "postgres_aux", "redis", "haproxy", "loadgen"}
+    for level in results["setups"][-1]["levels"]:
+        assert set(level["cpu_share"]) == groups
+        assert all(v >= 0 for v in level["cpu_share"].values())
+    model = results["summary"]["model"]
+    assert [row["nodes"] for row in model["projection"]] == [1, 2, 4, 8, 16, 32]
+    assert (out / "cluster-cpu-asyncio-quick.png").stat().st_size > 0
