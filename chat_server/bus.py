@@ -25,7 +25,10 @@ Contract (what the session registry may rely on):
 
 Envelopes are msgpack (msgspec) with a version ``v``: a node drops (and counts) an
 envelope of another version or that does not decode. Adding an optional field keeps
-``v``; adding an event kind or changing a meaning bumps it.
+``v``; adding an event kind or changing a meaning bumps it. One Redis message carries
+one envelope or, when several wait for the same channel, a msgpack array of them (a
+*bundle*, at most ``MAX_ENVELOPE_BYTES``): a commit's fan-out then costs each node a
+few Redis messages to parse instead of one per message (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ __all__ = [
     "PresenceChanged",
     "RedisBus",
     "Resync",
+    "bundle",
     "decode_envelope",
+    "decode_payload",
     "encode_envelope",
 ]
 
@@ -125,6 +130,7 @@ class Envelope(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
+_payload_decoder = msgspec.msgpack.Decoder(Envelope | list[Envelope])
 
 
 def encode_envelope(node: str, event: BusEvent) -> bytes:
@@ -143,6 +149,47 @@ def decode_envelope(raw: bytes) -> Envelope:
     if envelope.v != BUS_VERSION:
         raise ValueError("unsupported bus version")
     return envelope
+
+
+def decode_payload(raw: bytes) -> list[Envelope]:
+    """The envelopes of one Redis message (one, or a bundle); ``ValueError`` as for
+    :func:`decode_envelope` (a bundle with one unusable envelope is refused whole)."""
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise ValueError("envelope too big")
+    try:
+        decoded = _payload_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ValueError("undecodable envelope") from exc
+    envelopes = decoded if isinstance(decoded, list) else [decoded]
+    if any(e.v != BUS_VERSION for e in envelopes):
+        raise ValueError("unsupported bus version")
+    return envelopes
+
+
+def bundle(envelopes: list[bytes]) -> list[bytes]:
+    """Redis messages for encoded ``envelopes`` in order: each alone, or as many as fit
+    in ``MAX_ENVELOPE_BYTES`` joined into a msgpack array (its header, then the
+    elements as they are: no re-encoding)."""
+    payloads: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for raw in envelopes:
+        if chunk and size + len(raw) + 5 > MAX_ENVELOPE_BYTES:
+            payloads.append(_joined(chunk))
+            chunk, size = [], 0
+        chunk.append(raw)
+        size += len(raw)
+    if chunk:
+        payloads.append(_joined(chunk))
+    return payloads
+
+
+def _joined(chunk: list[bytes]) -> bytes:
+    if len(chunk) == 1:
+        return chunk[0]
+    n = len(chunk)
+    header = bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+    return header + b"".join(chunk)
 
 
 #: Called with every envelope from another node. Runs in the bus's receiving task: it
@@ -271,6 +318,11 @@ class LocalBus:
             self._network.members[self._node_id] = self
 
     def publish(self, event: BusEvent, *, nodes: Iterable[str] | None = None) -> bool:
+        if self._network is None and self._started:
+            # A single node: nobody to tell, so nothing to encode (the hot path of
+            # every delivery on a node without Redis).
+            self._stats.published += 1
+            return True
         raw = _encode_for_publish(self._started, self._node_id, event, self._stats)
         if raw is None:
             return False
@@ -525,15 +577,16 @@ class RedisBus:
 
     def _receive(self, raw: Any) -> None:
         try:
-            envelope = decode_envelope(raw if isinstance(raw, bytes) else bytes(raw))
+            envelopes = decode_payload(raw if isinstance(raw, bytes) else bytes(raw))
         except (ValueError, TypeError):
             self._stats.invalid += 1
             return
-        if envelope.node == self._node_id:
-            return  # our own broadcast coming back
-        self._stats.received += 1
-        if self._on_event is not None:
-            _dispatch(self._on_event, envelope, self._stats)
+        for envelope in envelopes:
+            if envelope.node == self._node_id:
+                continue  # our own broadcast coming back
+            self._stats.received += 1
+            if self._on_event is not None:
+                _dispatch(self._on_event, envelope, self._stats)
 
     async def _write(self, client: Redis) -> None:
         while True:
@@ -544,9 +597,14 @@ class RedisBus:
                     self._queue.popleft() for _ in range(min(self._write_batch, len(self._queue)))
                 ]
                 self._queued_bytes -= sum(len(raw) for _, raw in batch)
-                pipe = client.pipeline(transaction=False)
+                # Envelopes waiting for the same channel leave as one bundle (in order).
+                by_channel: dict[str, list[bytes]] = {}
                 for channel, raw in batch:
-                    pipe.publish(channel, raw)
+                    by_channel.setdefault(channel, []).append(raw)
+                pipe = client.pipeline(transaction=False)
+                for channel, raws in by_channel.items():
+                    for payload in bundle(raws):
+                        pipe.publish(channel, payload)
                 try:
                     await pipe.execute()
                 except BaseException:

@@ -54,7 +54,14 @@ from .run import (
 )
 from .servers import CHILDREN, ServerProcess, create_invites, free_port, pair_language, proc_stats
 
-__all__ = ["CLUSTER_FULL", "CLUSTER_QUICK", "project", "run_cluster_comparison"]
+__all__ = [
+    "CLUSTER_FULL",
+    "CLUSTER_QUICK",
+    "Snapshot",
+    "postgres_delta",
+    "project",
+    "run_cluster_comparison",
+]
 
 CLUSTER_FULL = Plan(
     pairs=200,
@@ -120,12 +127,12 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
-def _postgres_cpu(database: str) -> tuple[float, float]:
-    """CPU seconds so far of (the backends serving ``database``, PostgreSQL's auxiliary
-    processes: WAL writer, checkpointer, background writer, ...). Backends of other
-    databases (other users of the same server) are left out; the auxiliary processes
-    are shared with them."""
-    backends = aux = 0.0
+def _postgres_cpu(database: str) -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of each PostgreSQL process, by pid, as ``postgres`` (a backend
+    serving ``database``) or ``postgres_aux`` (the postmaster, WAL writer, checkpointer,
+    background writer, ...: shared with every other user of the server). Backends of
+    other databases (other users of the same server) are left out."""
+    found: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -134,11 +141,12 @@ def _postgres_cpu(database: str) -> tuple[float, float]:
         except OSError:
             continue
         words = cmdline.split()
+        pid = int(entry.name)
         if not words:
             continue
         if words[0] != "postgres:":
             if words[0].endswith("/bin/postgres"):  # the postmaster
-                aux += _cpu_s(int(entry.name))
+                found[pid] = ("postgres_aux", _cpu_s(pid))
             continue
         words = words[1:]
         if words and words[0].endswith(":"):  # "15/main:", the cluster's name
@@ -146,10 +154,23 @@ def _postgres_cpu(database: str) -> tuple[float, float]:
         # A backend: "USER DATABASE HOST(PORT) STATE"; else an auxiliary process.
         if len(words) >= 3 and ("(" in words[2] or words[2] == "[local]"):
             if words[1] == database:
-                backends += _cpu_s(int(entry.name))
+                found[pid] = ("postgres", _cpu_s(pid))
         else:
-            aux += _cpu_s(int(entry.name))
-    return backends, aux
+            found[pid] = ("postgres_aux", _cpu_s(pid))
+    return found
+
+
+def postgres_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds each PostgreSQL group spent between two readings: processes seen at
+    the end count from the first reading (or from their start); a backend that ended
+    meanwhile is not counted (its time is lost with it), so a delta is never negative."""
+    spent = {"postgres": 0.0, "postgres_aux": 0.0}
+    for pid, (group, cpu) in after.items():
+        start = before.get(pid, (group, 0.0))[1]
+        spent[group] += max(0.0, cpu - start)
+    return spent
 
 
 def _machine_busy_s() -> tuple[float, float]:
@@ -158,6 +179,19 @@ def _machine_busy_s() -> tuple[float, float]:
     total = sum(fields[:8])
     idle = fields[3] + fields[4]
     return (total - idle) / _TICKS, total / _TICKS
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Cumulative figures at one moment: per group, and PostgreSQL's per process."""
+
+    totals: dict[str, float]
+    postgres: dict[int, tuple[str, float]]
+
+    def since(self, before: Snapshot) -> dict[str, float]:
+        delta = {k: v - before.totals[k] for k, v in self.totals.items()}
+        delta.update(postgres_delta(before.postgres, self.postgres))
+        return delta
 
 
 @dataclass
@@ -175,7 +209,7 @@ class Stack:
     ca_file: str | None
     invites: list[str]
 
-    def snapshot(self, loadgen_pids: list[int]) -> dict[str, float]:
+    def snapshot(self, loadgen_pids: list[int]) -> Snapshot:
         """Cumulative CPU seconds of every process group, and the nodes' commits."""
         proxy = self.haproxy.proc if self.haproxy is not None else None
         cpu = {
@@ -184,18 +218,15 @@ class Stack:
             "redis": _cpu_s(self.redis_pid) if self.redis_pid else 0.0,
             "haproxy": _cpu_s(proxy.pid) if proxy is not None else 0.0,
             "loadgen": sum(_cpu_s(pid) for pid in loadgen_pids),
-            "postgres": 0.0,
-            "postgres_aux": 0.0,
         }
-        if self.database is not None:
-            cpu["postgres"], cpu["postgres_aux"] = _postgres_cpu(self.database)
         cpu["machine_busy"], cpu["machine_total"] = _machine_busy_s()
         cpu["commits"] = cpu["committed"] = 0.0
         for node in self.nodes:
             values = _node_metrics(node.port)
             cpu["commits"] += values.get("chat_commits_total", 0.0)
             cpu["committed"] += values.get("chat_messages_committed_total", 0.0)
-        return cpu
+        postgres = _postgres_cpu(self.database) if self.database is not None else {}
+        return Snapshot(cpu, postgres)
 
     def placement(self, pairs: list[int]) -> list[tuple[int, str, str]]:
         urls = self.client_urls
@@ -418,11 +449,9 @@ async def _run_setup(setup: Setup, workdir: Path, plan: Plan, admin_url: str) ->
     }
 
 
-def _account(
-    result: dict[str, Any], before: dict[str, float], after: dict[str, float], nodes: int
-) -> None:
+def _account(result: dict[str, Any], before: Snapshot, after: Snapshot, nodes: int) -> None:
     """Add the level's CPU per message and shares, and its commits, to ``result``."""
-    delta = {k: after[k] - before[k] for k in after}
+    delta = after.since(before)
     messages = max(1, result["sent"])
     elapsed = result["elapsed_s"]
     total = max(1e-9, delta["machine_total"])

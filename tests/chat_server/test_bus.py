@@ -25,7 +25,9 @@ from chat_server.bus import (
     PresenceChanged,
     RedisBus,
     Resync,
+    bundle,
     decode_envelope,
+    decode_payload,
     encode_envelope,
 )
 from chat_server.redis_client import RedisSettings, backoff_delay
@@ -95,6 +97,26 @@ def test_every_event_kind_round_trips() -> None:
     for event in events:
         envelope = decode_envelope(encode_envelope("node-a", event))
         assert envelope == Envelope(BUS_VERSION, "node-a", event)
+
+
+def test_envelopes_for_one_channel_travel_in_bundles_that_keep_their_order() -> None:
+    raws = [encode_envelope("node-a", deliver(n)) for n in range(40)]
+    (payload,) = bundle(raws)
+    assert [e.event for e in decode_payload(payload)] == [deliver(n) for n in range(40)]
+    assert bundle(raws[:1]) == raws[:1]  # one envelope travels alone
+    assert decode_payload(raws[0]) == [decode_envelope(raws[0])]
+    big = [
+        encode_envelope("node-a", Deliver(accounts=("a",), frames=(bytes(100_000),)))
+        for _ in range(12)
+    ]
+    payloads = bundle(big)
+    assert len(payloads) == 3 and all(len(p) <= MAX_ENVELOPE_BYTES for p in payloads)
+    assert sum(len(decode_payload(p)) for p in payloads) == 12
+    stale = msgspec.msgpack.encode(
+        {"v": BUS_VERSION - 1, "node": "n", "event": {"type": "case", "case_id": "c"}}
+    )
+    with pytest.raises(ValueError, match="version"):
+        decode_payload(bundle([raws[0], stale])[0])
 
 
 def test_envelopes_this_node_cannot_act_on_are_refused() -> None:

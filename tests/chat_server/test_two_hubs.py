@@ -2,8 +2,10 @@
 another hub changed (docs/DECISIONS.md 29, "the casebook").
 
 Two ``HubServer`` instances share the database and the state directory (one data key),
-as two processes behind a load balancer would; real clients talk to both. There is no
-cross-hub fan-out yet, so only what each hub reads from the database is tested here.
+as two processes behind a load balancer would; real clients talk to both. They run
+without Redis (no bus between them), so what is tested here is only what each hub
+reads from the database; events across nodes are tested with real processes and Redis
+in tests/e2e/test_cluster.py.
 """
 
 from __future__ import annotations
