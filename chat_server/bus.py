@@ -139,31 +139,28 @@ def encode_envelope(node: str, event: BusEvent) -> bytes:
 
 def decode_envelope(raw: bytes) -> Envelope:
     """The envelope in ``raw``; ``ValueError`` for anything this node cannot act on
-    (too big, not msgpack, unknown kind, another version)."""
-    if len(raw) > MAX_ENVELOPE_BYTES:
-        raise ValueError("envelope too big")
-    try:
-        envelope = _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ValueError("undecodable envelope") from exc
-    if envelope.v != BUS_VERSION:
-        raise ValueError("unsupported bus version")
+    (too big, not msgpack, unknown kind, another version, a bundle)."""
+    (envelope,) = _decode(_decoder, raw)
     return envelope
 
 
-def decode_payload(raw: bytes) -> list[Envelope]:
-    """The envelopes of one Redis message (one, or a bundle); ``ValueError`` as for
-    :func:`decode_envelope` (a bundle with one unusable envelope is refused whole)."""
+def _decode(decoder: msgspec.msgpack.Decoder[Any], raw: bytes) -> list[Envelope]:
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise ValueError("envelope too big")
     try:
-        decoded = _payload_decoder.decode(raw)
+        decoded = decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise ValueError("undecodable envelope") from exc
     envelopes = decoded if isinstance(decoded, list) else [decoded]
     if any(e.v != BUS_VERSION for e in envelopes):
         raise ValueError("unsupported bus version")
     return envelopes
+
+
+def decode_payload(raw: bytes) -> list[Envelope]:
+    """The envelopes of one Redis message (one, or a bundle); ``ValueError`` as for
+    :func:`decode_envelope` (a bundle with one unusable envelope is refused whole)."""
+    return _decode(_payload_decoder, raw)
 
 
 def bundle(envelopes: list[bytes]) -> list[bytes]:

@@ -30,8 +30,9 @@ from protocol.errors import Conflict, Forbidden, NotFound
 
 from .atrest import context
 from .escrow import CapsuleRecord
+from .messages import message_from_row
 from .models import Case, CaseKey, CaseKeySeal, EscrowCapsule, Message, table
-from .records import CaseActivity, CaseRecord, EpochKeyRecord, MessageRecord, as_case_state
+from .records import CaseActivity, CaseRecord, EpochKeyRecord, as_case_state
 from .transactions import AnyRow, Transactions
 
 __all__ = ["CaseRepository"]
@@ -233,19 +234,7 @@ class CaseRepository:
             async with self._tx.read() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
-                last = None
-                if row.m_seq is not None:
-                    last = MessageRecord(
-                        case_id=row.m_case_id,
-                        seq=row.m_seq,
-                        epoch=row.m_epoch,
-                        sender_id=row.m_sender_id,
-                        client_msg_id=row.m_client_msg_id,
-                        nonce=bytes(row.m_nonce),
-                        ciphertext=bytes(row.m_ciphertext),
-                        chain_hash=bytes(row.m_chain_hash),
-                        server_ts=row.m_server_ts,
-                    )
+                last = message_from_row(row, "m_") if row.m_seq is not None else None
                 found[row.id] = CaseActivity(
                     self._case(row), last, new_epoch=row.k_created_at is not None
                 )

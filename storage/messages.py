@@ -55,7 +55,7 @@ from .models import Case, Message, table
 from .records import AlreadyStored, AppendResult, NewMessage
 from .transactions import Transactions
 
-__all__ = ["MessageRepository"]
+__all__ = ["MessageRepository", "message_from_row"]
 
 _CASES = table(Case)
 _MESSAGES = table(Message)
@@ -232,6 +232,22 @@ def _record(m: NewMessage, seq: int, digest: bytes, server_ts: int) -> MessageRe
     )
 
 
+def message_from_row(row: Any, prefix: str = "") -> MessageRecord:
+    """The record in a row of ``messages`` whose columns are named ``PREFIX + column``
+    (a prefix tells them apart from another table's in a join)."""
+    return MessageRecord(
+        case_id=getattr(row, prefix + "case_id"),
+        seq=getattr(row, prefix + "seq"),
+        epoch=getattr(row, prefix + "epoch"),
+        sender_id=getattr(row, prefix + "sender_id"),
+        client_msg_id=getattr(row, prefix + "client_msg_id"),
+        nonce=bytes(getattr(row, prefix + "nonce")),
+        ciphertext=bytes(getattr(row, prefix + "ciphertext")),
+        chain_hash=bytes(getattr(row, prefix + "chain_hash")),
+        server_ts=getattr(row, prefix + "server_ts"),
+    )
+
+
 class MessageRepository:
     """Append and read the messages of cases."""
 
@@ -362,20 +378,7 @@ class MessageRepository:
                 .order_by(_MESSAGES.c.seq)
                 .limit(limit)
             )
-            return [
-                MessageRecord(
-                    case_id=r.case_id,
-                    seq=r.seq,
-                    epoch=r.epoch,
-                    sender_id=r.sender_id,
-                    client_msg_id=r.client_msg_id,
-                    nonce=bytes(r.nonce),
-                    ciphertext=bytes(r.ciphertext),
-                    chain_hash=bytes(r.chain_hash),
-                    server_ts=r.server_ts,
-                )
-                for r in rows
-            ]
+            return [message_from_row(r) for r in rows]
 
     async def last(self, case_id: str) -> tuple[int, bytes]:
         """``(last_seq, chain_head)`` of the case: ``(0, GENESIS)`` before its first message.

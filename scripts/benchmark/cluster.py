@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import math
 import os
-import secrets
 import shutil
 import subprocess
 import time
@@ -38,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from localcluster.haproxy import Backend, HAProxy, render_config
+from localcluster.postgres import scratch_database
 from localcluster.tls import make_local_pki
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import make_url
 
 from .run import (
     Plan,
@@ -248,29 +247,6 @@ def _node_metrics(port: int) -> dict[str, float]:
 
 
 @contextlib.asynccontextmanager
-async def _database(admin_url: str) -> AsyncIterator[tuple[str, str]]:
-    import asyncpg
-
-    admin = make_url(admin_url).set(drivername="postgresql")
-    name = f"chat_bench_{secrets.token_hex(4)}"
-    dsn = admin.render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = admin.set(drivername="postgresql+asyncpg", database=name)
-    try:
-        yield url.render_as_string(hide_password=False), name
-    finally:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
-@contextlib.asynccontextmanager
 async def _redis(workdir: Path) -> AsyncIterator[tuple[str, int]]:
     """The benchmark's own redis-server (persistence off, as docs/DEPLOYMENT.md says)."""
     binary = shutil.which("redis-server")
@@ -316,7 +292,9 @@ async def _stack(setup: Setup, workdir: Path, plan: Plan, admin_url: str) -> Asy
         db_url: str | None = None
         database: str | None = None
         if setup.postgresql:
-            db_url, database = await stack.enter_async_context(_database(admin_url))
+            db_url, database = await stack.enter_async_context(
+                scratch_database(admin_url, "chat_bench")
+            )
         redis_pid: int | None = None
         common: tuple[str, ...] = ()
         if setup.cluster:

@@ -37,6 +37,26 @@ def write_json(results: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
 
 
+_STYLES = {"p50": ":", "p99": "-", "p99.9": "--"}
+
+
+def _latency_lines(
+    axes: Any, paced: list[dict[str, Any]], color: str, name: str, percentiles: tuple[str, ...]
+) -> None:
+    """Ack latency on the first axes, delivery latency on the second, per offered rate."""
+    rates = [lv["offered_msgs_per_s"] for lv in paced]
+    for ax, metric in zip(axes, ("ack_latency_ms", "e2e_latency_ms"), strict=True):
+        for pct in percentiles:
+            ax.plot(
+                rates,
+                [max(lv[metric][pct], 0.001) for lv in paced],
+                _STYLES[pct],
+                marker="o",
+                color=color,
+                label=f"{name} {pct}",
+            )
+
+
 def plot(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     """Latency against offered rate (hub and baseline), and max-rate throughput bars."""
     out.mkdir(parents=True, exist_ok=True)
@@ -45,17 +65,8 @@ def plot(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind, color in (("hub", "tab:blue"), ("relay", "tab:gray")):
         paced = [lv for lv in results["scenarios"][kind]["levels"] if lv["offered_msgs_per_s"]]
-        rates = [lv["offered_msgs_per_s"] for lv in paced]
-        for ax, metric in zip(axes, ("ack_latency_ms", "e2e_latency_ms"), strict=True):
-            for pct, style in (("p50", ":"), ("p99", "-"), ("p99.9", "--")):
-                ax.plot(
-                    rates,
-                    [max(lv[metric][pct], 0.001) for lv in paced],
-                    style,
-                    marker="o",
-                    color=color,
-                    label=f"{'baseline relay' if kind == 'relay' else 'hub'} {pct}",
-                )
+        name = "baseline relay" if kind == "relay" else "hub"
+        _latency_lines(axes, paced, color, name, ("p50", "p99", "p99.9"))
     for ax, title in zip(axes, ("ack latency", "end-to-end delivery latency"), strict=True):
         ax.set_xlabel("offered rate (msgs/s)")
         ax.set_ylabel("latency (ms, log)")
@@ -94,21 +105,29 @@ def _row(cells: list[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def section(results: dict[str, Any]) -> str:
-    meta, s = results["meta"], results["summary"]
-    met = s["targets_met"]
+def _heading(results: dict[str, Any], title: str) -> list[str]:
+    """A section's title, command, verdict, machine and versions."""
+    meta = results["meta"]
     verdict = (
         "complete: every message delivered exactly once"
         if results["complete"]
         else "FAILED: " + ", ".join(results["failures"])
     )
-    lines = [
-        f"### {meta['loop']} event loop ({meta['date']})",
+    return [
+        f"### {title} ({meta['date']})",
         "",
         f"Command: `{meta['command']}` — {results['duration_s']} s, {verdict}.",
         "",
         f"Machine: {meta['machine']}. Versions: {meta['versions']}.",
         "",
+    ]
+
+
+def section(results: dict[str, Any]) -> str:
+    meta, s = results["meta"], results["summary"]
+    met = s["targets_met"]
+    lines = [
+        *_heading(results, f"{meta['loop']} event loop"),
         _row(["target", "goal", "measured", "met"]),
         _row(["---"] * 4),
         _row(
@@ -235,17 +254,7 @@ def plot_cluster(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for sc, color in zip(setups, _COLORS[1:], strict=False):
         paced = [lv for lv in sc["levels"] if lv["offered_msgs_per_s"]]
-        rates = [lv["offered_msgs_per_s"] for lv in paced]
-        for ax, metric in zip(axes, ("ack_latency_ms", "e2e_latency_ms"), strict=True):
-            for pct, style in (("p50", ":"), ("p99", "-")):
-                ax.plot(
-                    rates,
-                    [max(lv[metric][pct], 0.001) for lv in paced],
-                    style,
-                    marker="o",
-                    color=color,
-                    label=f"{sc['name']} {pct}",
-                )
+        _latency_lines(axes, paced, color, sc["name"], ("p50", "p99"))
     titles = ("ack latency", "delivery latency (cross-node in the cluster)")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_xlabel("offered rate (msgs/s)")
@@ -285,18 +294,8 @@ def plot_cluster(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
 
 def cluster_section(results: dict[str, Any]) -> str:
     meta, summary = results["meta"], results["summary"]
-    verdict = (
-        "complete: every message delivered exactly once"
-        if results["complete"]
-        else "FAILED: " + ", ".join(results["failures"])
-    )
     lines = [
-        f"### Cluster comparison, {meta['loop']} event loop ({meta['date']})",
-        "",
-        f"Command: `{meta['command']}` — {results['duration_s']} s, {verdict}.",
-        "",
-        f"Machine: {meta['machine']}. Versions: {meta['versions']}.",
-        "",
+        *_heading(results, f"Cluster comparison, {meta['loop']} event loop"),
         _row(
             [
                 "setup",

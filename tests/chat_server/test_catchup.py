@@ -50,6 +50,17 @@ async def net_world(tmp_path: Path) -> AsyncIterator[tuple[World, _Listener]]:
         await db.close()
 
 
+def _count_rematches(hub: Hub) -> list[bool]:
+    """The hub's matching after a reconnection, recorded instead of run."""
+    rematched: list[bool] = []
+
+    async def rematch() -> None:
+        rematched.append(True)
+
+    hub.catchup.after_reconnect = rematch
+    return rematched
+
+
 def test_the_frames_follow_the_order_of_what_happened() -> None:
     record = f.MessageRecord(
         case_id="k1",
@@ -102,12 +113,7 @@ async def test_a_reconnection_catches_local_sessions_up_and_tells_the_others(
         [NewMessage(case.id, 1, counselor.id, f"m{i}", bytes(24), bytes(40)) for i in range(3)],
         now_ms(),
     )
-    rematched: list[bool] = []
-
-    async def rematch() -> None:
-        rematched.append(True)
-
-    hub.catchup.after_reconnect = rematch
+    rematched = _count_rematches(hub)
     hub.catchup.on_reconnect(since + 10_000)  # the margin (10 s) reaches back to `since`
     await within(hub.catchup.caught_up.wait(), 5, "a catch-up pass")
     newest = f.MsgNew(message=stored[-1])  # type: ignore[arg-type]
@@ -128,12 +134,7 @@ async def test_a_resync_from_another_node_catches_up_without_rematching(
     client, counselor, _ = await world.client_counselor_stranger()
     since = now_ms()
     case = await world.case(client, counselor)  # assigned (and keyed) after `since`
-    rematched: list[bool] = []
-
-    async def rematch() -> None:
-        rematched.append(True)
-
-    hub.catchup.after_reconnect = rematch
+    rematched = _count_rematches(hub)
     listener.bus.publish(Resync(since_ms=since))
     await within(hub.catchup.caught_up.wait(), 5, "a catch-up pass")
     assert [type(x).__name__ for x in client.peer.frames] == ["CaseAssigned", "CaseKeyNew"]

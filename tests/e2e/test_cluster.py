@@ -24,7 +24,7 @@ from protocol import frames as f
 from protocol.chain import verify_chain
 from protocol.errors import CloseCode
 from tests.helpers.clients import PASS_CLIENT, PASS_COUNSELOR, next_message, take_event
-from tests.helpers.cluster import Cluster, Node, run_cluster
+from tests.helpers.cluster import Cluster, Node, people, run_cluster
 from tests.helpers.haproxy import StartProxy
 from tests.helpers.hubs import TEST_KDF
 from tests.helpers.rawclient import RawClient, pair, rid
@@ -99,35 +99,24 @@ async def test_a_client_and_a_counselor_on_two_nodes_chat_through_haproxy_with_w
             await counselor.close()
 
         # The terminal client through the same load balancer, trusting only our CA.
-        command = [
-            sys.executable, "-m", "chat_client", "--server", proxy.wss_url,
-            "--home", str(homes["client"]), "--json",
-        ]  # fmt: skip
         env = {**os.environ, "CHAT_PASSPHRASE": PASS_CLIENT}
         env.pop("SSL_CERT_FILE", None)
-        trusted = [*command[:5], "--ca-file", str(proxy.pki.ca_file), *command[5:]]
-        history = await asyncio.to_thread(
-            subprocess.run,
-            [*trusted, "history", case.case_id],
-            capture_output=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+
+        async def chat_client(*args: str) -> subprocess.CompletedProcess[bytes]:
+            command = [sys.executable, "-m", "chat_client", "--server", proxy.wss_url]
+            command += ["--home", str(homes["client"]), "--json", *args]
+            return await asyncio.to_thread(
+                subprocess.run, command, capture_output=True, env=env, timeout=60, check=False
+            )
+
+        history = await chat_client("--ca-file", str(proxy.pki.ca_file), "history", case.case_id)
         assert history.returncode == 0, history.stderr.decode()
         messages = json.loads(history.stdout)["messages"]
         assert [(m["body"], m["verified"]) for m in messages] == [
             ("hello from one node", True),
             ("hello from the other", True),
         ]
-        untrusted = await asyncio.to_thread(
-            subprocess.run,
-            [*command, "history", case.case_id],
-            capture_output=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        untrusted = await chat_client("history", case.case_id)
         assert untrusted.returncode == 4, untrusted.stderr.decode()  # certificate refused
         assert b"CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
 
@@ -373,20 +362,7 @@ async def test_sigterm_drains_a_node_and_its_sessions_move_through_haproxy(
         a, b = cluster.nodes
         proxy = await haproxy([a.backend, b.backend])
         await proxy.wait_status("a", "UP")
-        tls = proxy.client_ssl()
-        counselor = await ChatClient.register(
-            proxy.wss_url,
-            "dr-drain",
-            PASS_COUNSELOR,
-            home=tmp_path / "k",
-            invite=await cluster.invite_counselor(),
-            tls=tls,
-            **TEST_KDF,
-        )
-        client = await ChatClient.register(
-            proxy.wss_url, "drained", PASS_CLIENT, home=tmp_path / "c", tls=tls, **TEST_KDF
-        )
-        try:
+        async with people(cluster, proxy, tmp_path) as (counselor, client):
             case = await client.open_case("anxiety", "en")
             await take_event(counselor, CaseAssignedEvent)
             before = [await client.send(case.case_id, f"before {i}") for i in range(20)]
@@ -413,9 +389,6 @@ async def test_sigterm_drains_a_node_and_its_sessions_move_through_haproxy(
             await wait_until(
                 lambda: _online(cluster, counselor.account_id), "the counselor online on B"
             )
-        finally:
-            await client.close()
-            await counselor.close()
 
 
 async def _online(cluster: Cluster, account_id: str) -> bool:

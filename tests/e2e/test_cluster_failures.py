@@ -10,8 +10,6 @@ nothing may be acknowledged that was not stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -21,43 +19,15 @@ from chat_client import CaseAssignedEvent, ChatClient, ConnectionEvent, Event, M
 from chat_client.models import Message
 from protocol import frames as f
 from protocol.chain import verify_chain
-from tests.helpers.clients import PASS_CLIENT, PASS_COUNSELOR, take_event, take_until
-from tests.helpers.cluster import Cluster, Node, run_cluster
-from tests.helpers.haproxy import RunningProxy, StartProxy
-from tests.helpers.hubs import TEST_KDF
+from tests.helpers.clients import take_event, take_until
+from tests.helpers.cluster import Cluster, Node, people, run_cluster
+from tests.helpers.haproxy import StartProxy
 from tests.helpers.rawclient import RawClient, pair, rid
 from tests.helpers.redis_server import own_redis
 from tests.helpers.waiting import wait_until, within
 
 #: Load tests send faster than the production per-session flood limit allows.
 FAST = ("--rate-per-s", "2000", "--rate-burst", "2000")
-
-
-@contextlib.asynccontextmanager
-async def _people(
-    cluster: Cluster, proxy: RunningProxy, tmp_path: Path
-) -> AsyncIterator[tuple[ChatClient, ChatClient]]:
-    """A counselor and a client (the SDK, through HAProxy with wss://)."""
-    tls = proxy.client_ssl()
-    counselor = await ChatClient.register(
-        proxy.wss_url,
-        "dr-failure",
-        PASS_COUNSELOR,
-        home=tmp_path / "counselor",
-        invite=await cluster.invite_counselor(),
-        tls=tls,
-        **TEST_KDF,
-    )
-    try:
-        client = await ChatClient.register(
-            proxy.wss_url, "calm-lake", PASS_CLIENT, home=tmp_path / "client", tls=tls, **TEST_KDF
-        )
-        try:
-            yield counselor, client
-        finally:
-            await client.close()
-    finally:
-        await counselor.close()
 
 
 async def _messages(
@@ -90,7 +60,7 @@ async def test_redis_stopped_mid_conversation_and_restarted(
         proxy = await haproxy([a.backend, b.backend])
         await proxy.wait_status("a", "UP")
         await proxy.wait_status("b", "UP")
-        async with _people(cluster, proxy, tmp_path) as (counselor, client):
+        async with people(cluster, proxy, tmp_path) as (counselor, client):
             case = await client.open_case("anxiety", "en")
             await take_event(counselor, CaseAssignedEvent)
             placed = [await a.metric("chat_sessions_open"), await b.metric("chat_sessions_open")]
@@ -154,7 +124,7 @@ async def test_a_node_killed_under_load(
         a, b = cluster.nodes
         proxy = await haproxy([a.backend, b.backend])
         await proxy.wait_status("a", "UP")
-        async with _people(cluster, proxy, tmp_path) as (counselor, client):
+        async with people(cluster, proxy, tmp_path) as (counselor, client):
             case = await client.open_case("anxiety", "en")
             await take_event(counselor, CaseAssignedEvent)
             # A French-speaking counselor on node A who will not come back.

@@ -30,41 +30,25 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
+from chat_client import ChatClient
 from chat_server.config import load_key_file
 from chat_server.credentials import invite_code_hash
 from scripts.localcluster.haproxy import Backend
+from scripts.localcluster.postgres import scratch_database
 from storage.engine import Database, open_database
-from tests.helpers.hubs import free_port
+from tests.helpers.clients import PASS_CLIENT, PASS_COUNSELOR
+from tests.helpers.haproxy import RunningProxy
+from tests.helpers.hubs import TEST_KDF, free_port
 
-__all__ = ["Cluster", "Node", "fresh_database", "run_cluster"]
+__all__ = ["Cluster", "Node", "fresh_database", "people", "run_cluster"]
 
 
 @contextlib.asynccontextmanager
 async def fresh_database(admin_url: str) -> AsyncIterator[str]:
     """A PostgreSQL database of the test's own (``postgresql+asyncpg://`` URL), dropped
     afterwards with whatever connections killed nodes left behind."""
-    import asyncpg
-
-    admin = make_url(admin_url).set(drivername="postgresql")
-    dsn = admin.render_as_string(hide_password=False)
-    name = f"chat_cluster_{secrets.token_hex(5)}"
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(
-            hide_password=False
-        )
-    finally:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+    async with scratch_database(admin_url, "chat_cluster") as (url, _):
+        yield url
 
 
 def _parse_metrics(text: str) -> dict[str, float]:
@@ -237,3 +221,36 @@ async def run_cluster(
     finally:
         for node in cluster.nodes:
             node.kill()
+
+
+@contextlib.asynccontextmanager
+async def people(
+    cluster: Cluster, proxy: RunningProxy, tmp_path: Path, tag: str = ""
+) -> AsyncIterator[tuple[ChatClient, ChatClient]]:
+    """A counselor, then a client, registered and online with the SDK through HAProxy
+    (``wss://``, trusting the proxy's CA); closed at the end."""
+    tls = proxy.client_ssl()
+    counselor = await ChatClient.register(
+        proxy.wss_url,
+        f"dr-{tag or 'cluster'}",
+        PASS_COUNSELOR,
+        home=tmp_path / f"counselor{tag}",
+        invite=await cluster.invite_counselor(),
+        tls=tls,
+        **TEST_KDF,
+    )
+    try:
+        client = await ChatClient.register(
+            proxy.wss_url,
+            f"calm-{tag or 'cluster'}",
+            PASS_CLIENT,
+            home=tmp_path / f"client{tag}",
+            tls=tls,
+            **TEST_KDF,
+        )
+        try:
+            yield counselor, client
+        finally:
+            await client.close()
+    finally:
+        await counselor.close()
