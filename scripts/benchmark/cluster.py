@@ -64,7 +64,7 @@ __all__ = [
 
 CLUSTER_FULL = Plan(
     pairs=200,
-    rates=(1000, 2000, 3000),
+    rates=(500, 1000, 2000),
     level_s=5.0,
     max_msgs_per_conn=100,
     window=32,
