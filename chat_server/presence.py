@@ -287,6 +287,11 @@ class RedisPresence:
         self._stats = PresenceStats()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Every write of this node's counselors rewrites its whole share from the view
+        # as it is when sent. Two such writes in flight at once could reach Redis in
+        # either order, and an older view landing last would drop a counselor until the
+        # next heartbeat; so they go one at a time, each carrying the newest view.
+        self._counselors_lock = asyncio.Lock()
 
     @property
     def stats(self) -> PresenceStats:
@@ -313,7 +318,7 @@ class RedisPresence:
                 await self._task
         view, self._view = self._view, _LocalView()
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._counselors_lock, self._redis.pipeline(transaction=False) as pipe:
                 await self._sync_counselors(
                     keys=[self._counselors_key], args=[self._ttl_ms, self._node_id], client=pipe
                 )
@@ -334,7 +339,7 @@ class RedisPresence:
         Runs every ``heartbeat_s`` by itself; True when Redis took it."""
         try:
             # One round trip; the pipeline loads the scripts first if Redis lost them.
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._counselors_lock, self._redis.pipeline(transaction=False) as pipe:
                 await self._sync_counselors(
                     keys=[self._counselors_key],
                     args=[self._ttl_ms, self._node_id, *sorted(self._view.counselors)],
@@ -371,13 +376,14 @@ class RedisPresence:
             await self._publish_counselors()
 
     async def _publish_counselors(self) -> None:
-        try:
-            await self._sync_counselors(
-                keys=[self._counselors_key],
-                args=[self._ttl_ms, self._node_id, *sorted(self._view.counselors)],
-            )
-        except Exception as exc:
-            self._degraded("counselors", exc)
+        async with self._counselors_lock:
+            try:
+                await self._sync_counselors(
+                    keys=[self._counselors_key],
+                    args=[self._ttl_ms, self._node_id, *sorted(self._view.counselors)],
+                )
+            except Exception as exc:
+                self._degraded("counselors", exc)
 
     async def online_counselors(self) -> frozenset[str]:
         try:

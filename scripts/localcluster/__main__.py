@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from .haproxy import Backend, HAProxy, render_config
+from .postgres import ensure_database
 from .tls import LocalPKI, make_local_pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,24 +71,6 @@ def _chat_server() -> list[str]:
     return [sys.executable, "-m", "chat_server.cli"]
 
 
-async def _ensure_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist (local trust auth)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("postgresql"):
-        return
-    admin = parsed.set(drivername="postgresql", database="postgres")
-    conn = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=5)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", parsed.database):
-            await conn.execute(f'CREATE DATABASE "{parsed.database}"')
-            print(f"created database {parsed.database}", flush=True)
-    finally:
-        await conn.close()
-
-
 async def _check_redis(url: str) -> None:
     from redis.asyncio import Redis
 
@@ -125,7 +108,7 @@ def _pki(directory: Path, fresh: bool) -> LocalPKI:
 
 
 async def _check_services(db_url: str, redis_url: str) -> None:
-    await _ensure_database(db_url)
+    await ensure_database(db_url)
     try:
         await _check_redis(redis_url)
     except Exception as exc:

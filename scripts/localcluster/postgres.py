@@ -1,10 +1,12 @@
-"""A PostgreSQL database of one's own, for a test or a benchmark run, dropped afterwards.
+"""Databases on the local PostgreSQL for scripts/cluster, the benchmark and the tests.
 
+    await ensure_database("postgresql+asyncpg://postgres@127.0.0.1/chat_cluster")
     async with scratch_database("postgresql://postgres@127.0.0.1/postgres", "bench") as (url, name):
-        ...   # url: postgresql+asyncpg://.../bench_<hex>
+        ...   # url: postgresql+asyncpg://.../bench_<hex>, dropped afterwards
 
-Created with ``CREATE DATABASE`` through the admin URL, and dropped ``WITH (FORCE)``, so
-connections left behind by killed hub processes do not keep it alive.
+Both connect through the server's ``postgres`` database with the URL's credentials
+(local trust authentication in development). A scratch database is dropped
+``WITH (FORCE)``, so connections left behind by killed hub processes do not keep it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["scratch_database"]
+__all__ = ["ensure_database", "scratch_database"]
 
 
 @contextlib.asynccontextmanager
@@ -40,3 +42,20 @@ async def scratch_database(admin_url: str, prefix: str) -> AsyncIterator[tuple[s
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist (local trust auth)."""
+    import asyncpg
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgresql"):
+        return
+    admin = parsed.set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=5)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", parsed.database):
+            await conn.execute(f'CREATE DATABASE "{parsed.database}"')
+            print(f"created database {parsed.database}", flush=True)
+    finally:
+        await conn.close()

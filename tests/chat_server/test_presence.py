@@ -62,6 +62,22 @@ async def test_counselors_come_and_go_with_set_semantics(presence: Presence) -> 
     assert presence.stats.degraded == 0
 
 
+async def test_counselors_arriving_at_once_are_all_seen_by_the_other_nodes(
+    settings: RedisSettings,
+) -> None:
+    here, there = RedisPresence(settings, "n1"), RedisPresence(settings, "n2")
+    await here.start()
+    try:
+        # Each arrival rewrites n1's whole share: none may be overtaken by an older view.
+        await asyncio.gather(*(here.counselor_online(f"c{i}") for i in range(40)))
+        assert await there.online_counselors() == {f"c{i}" for i in range(40)}
+        await asyncio.gather(*(here.counselor_offline(f"c{i}") for i in range(0, 40, 2)))
+        assert await there.online_counselors() == {f"c{i}" for i in range(1, 40, 2)}
+    finally:
+        await here.close()
+        await there.close()
+
+
 async def test_the_session_cap_evicts_the_oldest_never_the_newest(presence: Presence) -> None:
     assert await presence.session_opened("acc", "s1", cap=2) == SessionPlace(1, ())
     assert await presence.session_opened("acc", "s2", cap=2) == SessionPlace(2, ())
