@@ -344,6 +344,11 @@ def cluster_section(results: dict[str, Any]) -> str:
             top = sc["levels"][-1]
             cells.append(f"{top['cpu_us_per_msg'][group]} ({top['cpu_share'][group] * 100:.0f} %)")
         lines.append(_row([label, *cells]))
+    others = []
+    for sc in results["setups"]:
+        top = sc["levels"][-1]
+        others.append(f"({(top['machine_busy'] - sum(top['cpu_share'].values())) * 100:.0f} %)")
+    lines.append(_row(["other work on the machine (not this benchmark)", *others]))
     model = summary["model"]
     lines += [
         "",
