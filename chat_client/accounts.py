@@ -23,6 +23,7 @@ from .connection import Link, LinkClosed, expect
 from .cursors import Cursor
 from .errors import ConnectFailed, KdfTooWeak, KeyStoreError
 from .keystore import AccountRecord, KeyStore, StoredToken
+from .policy import check_kdf_floor, check_passphrase, check_remembered, kdf_floor
 
 __all__ = ["CLIENT_NAME", "Credentials", "login", "login_request", "register", "unlock"]
 
@@ -73,9 +74,20 @@ async def register(
     memlimit: int,
     tls: ssl.SSLContext | None = None,
 ) -> Credentials:
-    """Make keys locally, register, log in for a token, write the key store."""
+    """Make keys locally, register, log in for a token, write the key store.
+
+    The passphrase must pass the rule of :func:`policy.check_passphrase` (WeakPassphrase)
+    and the limits must reach the client's KDF floor (KdfTooWeak) before anything is
+    sent."""
     if KeyStore.exists(home):
         raise KeyStoreError(f"{home} already holds an account; use another home directory")
+    check_passphrase(passphrase)
+    min_ops, min_mem = kdf_floor()
+    if opslimit < min_ops or memlimit < min_mem:
+        raise KdfTooWeak(
+            f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are below this "
+            f"client's floor (opslimit>={min_ops}, memlimit>={min_mem})"
+        )
     async with preauth_link(url, tls) as link:
         challenge = expect(await link.request(f.Hello, client=CLIENT_NAME), f.Challenge)
         # Checked before the (slow) derivation, with the limits the server advertises.
@@ -131,9 +143,25 @@ async def login(
     url: str, handle: str, passphrase: str, *, home: Path, tls: ssl.SSLContext | None = None
 ) -> Credentials:
     """prelogin -> derive -> login -> unwrap, then write (or refresh) the key store.
-    An existing store in ``home`` must belong to the same account; its cursors are kept."""
+    An existing store in ``home`` must belong to the same account; its cursors are kept.
+
+    Before deriving (so before any auth_key leaves this process) the prelogin answer must
+    reach the KDF floor and, if ``home`` already knows ``handle``, repeat the remembered
+    salt and limits exactly; otherwise KdfDowngrade."""
+    old: AccountRecord | None = None
+    if KeyStore.exists(home):
+        old = KeyStore.load(home).record
+        if old.handle != handle:
+            raise KeyStoreError(f"{home} holds another account ({old.handle})")
     async with preauth_link(url, tls) as link:
         pre = expect(await link.request(f.Prelogin, handle=handle), f.PreloginResult)
+        check_kdf_floor(pre.opslimit, pre.memlimit, source="the hub's prelogin answer")
+        if old is not None:
+            check_remembered(
+                handle,
+                (old.salt, old.opslimit, old.memlimit),
+                (pre.salt, pre.opslimit, pre.memlimit),
+            )
         keys = await asyncio.to_thread(
             crypto.derive_login_keys, passphrase, pre.salt, pre.opslimit, pre.memlimit
         )
@@ -142,8 +170,7 @@ async def login(
     if identity.sign_pk != result.sign_pk or identity.box_pk != result.box_pk:
         raise pe.CryptoError("the server's public keys do not match the wrapped identity")
     cursors: dict[str, Cursor] = {}
-    if KeyStore.exists(home):
-        old = KeyStore.load(home).record
+    if old is not None:
         if old.account_id != result.account_id:
             raise KeyStoreError(f"{home} holds another account ({old.handle})")
         cursors = old.cursors

@@ -4,7 +4,8 @@
 
 The passphrase comes from --passphrase-file, else $CHAT_PASSPHRASE, else a prompt
 (asked twice on register). Exit codes: 0 ok, 1 error, 2 usage, 3 authentication failed
-or wrong passphrase, 4 connection failed. Errors go to stderr as one line; with --json
+or wrong passphrase, 4 connection failed, 5 security refusal (KDF downgrade, changed or
+unsigned keys, uncertified counselor). Errors go to stderr as one line; with --json
 also as ``{"error": code, "message": ...}`` on stdout.
 """
 
@@ -33,7 +34,9 @@ from .errors import (
     KdfTooWeak,
     KeyStoreError,
     RequestInterrupted,
+    SecurityRefusal,
     SessionEnded,
+    WeakPassphrase,
 )
 from .keystore import KeyStore
 from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
@@ -44,6 +47,7 @@ __all__ = [
     "EXIT_CONNECT",
     "EXIT_ERROR",
     "EXIT_OK",
+    "EXIT_SECURITY",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -54,6 +58,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_CONNECT = 4
+#: A security refusal: KDF downgrade, changed or unsigned contact keys, uncertified
+#: counselor (errors.SecurityRefusal). Nothing depending on the refused value was sent.
+EXIT_SECURITY = 5
 
 DEFAULT_SERVER = "ws://127.0.0.1:8765/ws"
 DEFAULT_HOME = "~/.chat-client"
@@ -87,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="End-to-end-encrypted counseling chat: terminal client. "
         "Keys stay in --home; the server only ever sees ciphertext.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 auth failed / wrong passphrase, "
-        "4 connection failed.",
+        "4 connection failed, 5 security refusal.",
     )
     parser.add_argument(
         "--server",
@@ -481,8 +488,12 @@ def describe_error(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, SessionEnded):
         auth = exc.code == pe.CloseCode.AUTH_TIMEOUT
         return (EXIT_AUTH if auth else EXIT_CONNECT), "session_ended", str(exc)
+    if isinstance(exc, SecurityRefusal):
+        return EXIT_SECURITY, type(exc).__name__, f"security: {exc}"
     if isinstance(exc, KdfTooWeak):
         return EXIT_USAGE, "kdf_too_weak", str(exc)
+    if isinstance(exc, WeakPassphrase):
+        return EXIT_USAGE, "weak_passphrase", str(exc)
     if isinstance(exc, KeyStoreError | CaseNotReady | RequestInterrupted | ClientClosed):
         return EXIT_ERROR, type(exc).__name__, str(exc)
     if isinstance(exc, ClientError | ValueError):

@@ -18,7 +18,7 @@ KDF = ["--kdf-ops", "1", "--kdf-mem", "8192"]
 async def cli(
     home: Path,
     *args: str,
-    passphrase: str = "pw-secret",
+    passphrase: str = "pw-secret cli 7",
     stdin: bytes | None = None,
     url: str | None = None,
     timeout: float = 30,

@@ -223,7 +223,7 @@ async def test_register_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-
         await ChatClient.register(
             hub.url,
             "carol",
-            "pw",
+            "carol passphrase",
             home=tmp_path / "c",
             invite="inv-not-a-real-code",
             **TEST_KDF,
@@ -233,7 +233,9 @@ async def test_register_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-
 async def test_kdf_below_server_minimum(tmp_path: Path) -> None:
     async with start_hub(tmp_path / "hub", min_opslimit=2) as hub:
         with pytest.raises(KdfTooWeak, match="below the server minimum"):
-            await ChatClient.register(hub.url, "dave", "pw", home=tmp_path / "d", **TEST_KDF)
+            await ChatClient.register(
+                hub.url, "dave", "dave passphrase", home=tmp_path / "d", **TEST_KDF
+            )
         assert not (tmp_path / "d" / "account.json").exists()
 
 

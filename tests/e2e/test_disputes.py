@@ -34,14 +34,14 @@ async def install_and_register(
     counselor = await ChatClient.register(
         hub.url,
         "dr-who",
-        "pc",
+        "dr who pass 7",
         home=tmp_path / "co",
         invite=code,
         org_fingerprint=org_fp,
         **TEST_KDF,
     )
     client = await ChatClient.register(
-        hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+        hub.url, "alice", "alice pass 7", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
     )
     return counselor, client
 
@@ -208,7 +208,7 @@ async def test_legal_order_and_new_policy_needs_new_consent(tmp_path: Path) -> N
     async with start_hub(tmp_path / "hub") as hub:
         counselor, client = await install_and_register(hub, tmp_path, policy1, org_fp)
         unpinned = await ChatClient.register(
-            hub.url, "bob", "pb", home=tmp_path / "bob", **TEST_KDF
+            hub.url, "bob", "bob pass 7 x", home=tmp_path / "bob", **TEST_KDF
         )
         try:
             await client.consent()
@@ -254,7 +254,7 @@ async def test_legal_order_and_new_policy_needs_new_consent(tmp_path: Path) -> N
         # The terminal client: file a dispute and list it (its own process-style loop).
         from chat_client import cli as client_cli
 
-        os.environ["CHAT_PASSPHRASE"] = "pa"
+        os.environ["CHAT_PASSPHRASE"] = "alice pass 7"
         try:
             base = ["--home", str(tmp_path / "cl"), "--org-fingerprint", org_fp, "--json"]
             run = client_cli.main
