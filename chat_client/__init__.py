@@ -38,6 +38,7 @@ from .models import (
     ReceiptEvent,
     Sent,
     TypingEvent,
+    WarningEvent,
 )
 from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
 
@@ -70,5 +71,6 @@ __all__ = [
     "SessionEnded",
     "TypingEvent",
     "UncertifiedCounselor",
+    "WarningEvent",
     "WeakPassphrase",
 ]

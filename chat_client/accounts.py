@@ -38,6 +38,9 @@ class Credentials:
     identity: crypto.Identity
     login_keys: crypto.LoginKeys  # auth_key kept so an expired token can be renewed
     token: StoredToken | None
+    #: A version-1 account whose box key the hub holds no signature for: the SDK sends
+    #: ``account.attest`` as soon as the session is up.
+    needs_attest: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -113,6 +116,7 @@ async def register(
                 auth_key=keys.auth_key,
                 sign_pk=identity.sign_pk,
                 box_pk=identity.box_pk,
+                box_sig=crypto.sign_box_key(identity),
                 wrapped_keys=wrapped,
                 invite=invite,
             ),
@@ -169,6 +173,8 @@ async def login(
     identity = opening.unwrap_identity(result.wrapped_keys, keys.wrap_key)
     if identity.sign_pk != result.sign_pk or identity.box_pk != result.box_pk:
         raise pe.CryptoError("the server's public keys do not match the wrapped identity")
+    if result.box_sig is not None:
+        crypto.verify_box_key(result.sign_pk, result.box_pk, result.box_sig)
     cursors: dict[str, Cursor] = {}
     if old is not None:
         if old.account_id != result.account_id:
@@ -190,7 +196,7 @@ async def login(
     store = KeyStore.create(home, record, overwrite=True)
     token = StoredToken(result.token, result.token_expires)
     store.store_token(token.token, token.expires_ms, keys.wrap_key)
-    return Credentials(store, identity, keys, token)
+    return Credentials(store, identity, keys, token, needs_attest=result.box_sig is None)
 
 
 async def unlock(home: Path, passphrase: str) -> Credentials:

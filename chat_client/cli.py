@@ -149,7 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login", help="log in on this device (fetches the wrapped keys)")
     p.add_argument("--handle", required=True, help="your handle")
 
-    sub.add_parser("whoami", help="show the account in --home (no network)")
+    sub.add_parser("whoami", help="show the account in --home and its fingerprint (no network)")
+
+    p = sub.add_parser(
+        "safety", help="show your and a contact's fingerprints and your shared safety number"
+    )
+    p.add_argument("handle", help="the contact's handle (someone you share a case with)")
+
+    p = sub.add_parser("trust", help="re-pin a contact whose keys changed (after checking)")
+    p.add_argument("handle", help="the contact's handle")
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        required=True,
+        help="forget the pinned keys and pin the ones the hub presents now; do this only "
+        "after comparing the safety number with the person out of band",
+    )
 
     p = sub.add_parser("open-case", help="ask for counseling on a topic")
     p.add_argument("--topic", required=True, help="topic, e.g. anxiety")
@@ -294,10 +309,45 @@ async def cmd_whoami(args: argparse.Namespace, out: Printer) -> int:
         "account_id": record.account_id,
         "handle": record.handle,
         "role": record.role,
-        "fingerprint": crypto.fingerprint(record.sign_pk),
+        "fingerprint": crypto.fingerprint_v2(record.sign_pk, record.box_pk),
         "server": record.server,
     }
     _print_account(out, summary)
+    return EXIT_OK
+
+
+def _print_safety(out: Printer, client: ChatClient, entry: Any, number: str) -> None:
+    theirs = crypto.fingerprint_v2(entry.sign_pk, entry.box_pk)
+    out.emit(
+        f"you      {client.handle:<20} {client.fingerprint}\n"
+        f"contact  {entry.handle:<20} {theirs}\n"
+        f"safety number  {number}\n"
+        "Compare the safety number with the other person in person or by phone; it is the "
+        "same on both sides only if nobody substituted a key.",
+        {
+            "handle": client.handle,
+            "fingerprint": client.fingerprint,
+            "contact": entry.handle,
+            "contact_account_id": entry.account_id,
+            "contact_fingerprint": theirs,
+            "safety_number": number,
+        },
+    )
+
+
+async def cmd_safety(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        entry, number = await client.safety(args.handle)
+        _print_safety(out, client, entry, number)
+    return EXIT_OK
+
+
+async def cmd_trust(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        entry, number = await client.trust_reset(args.handle)
+        if not out.as_json:
+            out.line(f"pinned the keys {args.handle} presents now:")
+        _print_safety(out, client, entry, number)
     return EXIT_OK
 
 
@@ -453,6 +503,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], Coroutine[Any, Any, 
     "register": cmd_register,
     "login": cmd_login,
     "whoami": cmd_whoami,
+    "safety": cmd_safety,
+    "trust": cmd_trust,
     "open-case": cmd_open_case,
     "cases": cmd_cases,
     "send": cmd_send,

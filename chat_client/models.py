@@ -27,6 +27,8 @@ __all__ = [
     "ReceiptEvent",
     "Sent",
     "TypingEvent",
+    "WarningEvent",
+    "WarningKind",
 ]
 
 
@@ -111,6 +113,23 @@ class DisputeEvent:
     state: Literal["pending", "approved", "exported"]
 
 
+WarningKind = Literal["no_org", "dropped", "reordered", "replayed", "rewritten"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WarningEvent:
+    """Something the user must be told plainly: no organisation key pinned (the hub
+    alone vouches for the counselor), or the case history contradicts what the
+    participants signed or what this client saw before (``seq`` names the record;
+    kinds as protocol/transcript.py's OrderProblem, plus "rewritten" for a chain hash
+    that changed at a seq seen before)."""
+
+    case_id: str
+    kind: WarningKind
+    text: str
+    seq: int | None = None
+
+
 Event = (
     MessageEvent
     | CaseAssignedEvent
@@ -119,4 +138,5 @@ Event = (
     | CaseClosedEvent
     | ConnectionEvent
     | DisputeEvent
+    | WarningEvent
 )

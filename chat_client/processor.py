@@ -18,6 +18,8 @@ Contract:
   ``verified=False`` and no body, never text.
 * **Cases**: :class:`CaseMap` keeps what the hub said about each case (state, epoch,
   participants), updated from ``welcome``, events and case requests, never lowered.
+* **Refusals end the stream**: a SecurityRefusal (KeyChanged, KeyNotSigned,
+  UncertifiedCounselor) met while handling an event ends :meth:`events` with it.
 * **Cursors persist**: consuming a MessageEvent from :meth:`events` advances the stored
   cursor (written at most once a second and on close), so a later session resumes
   after the last message the application saw.
@@ -45,7 +47,7 @@ from protocol.limits import MAX_SYNC_BATCH
 from .casekeys import link_matches, open_record
 from .connection import expect
 from .cursors import Cursor, CursorTracker, Verdict
-from .errors import ClientClosed
+from .errors import ClientClosed, SecurityRefusal
 from .keymanager import KeyManager, Request
 from .models import (
     CaseAssignedEvent,
@@ -271,6 +273,9 @@ class Processor:
             except BaseException as exc:
                 if isinstance(item, _Resync) and not item.done.done():
                     item.done.set_result(None)
+                if isinstance(exc, SecurityRefusal):
+                    # A swapped or unsigned key is a hard failure: events() raises it.
+                    self.end(exc)
                 if self._ended is not None:
                     return
                 log.exception("failed to handle %s: %s", type(item).__name__, type(exc).__name__)

@@ -40,8 +40,9 @@ from .connection import Link, LinkClosed, expect
 from .cursors import Cursor
 from .errors import RequestInterrupted
 from .escrow import Escrow, PolicyView
+from .contacts import Contacts
 from .keymanager import KeyManager
-from .models import Event, Message, Sent
+from .models import Event, Message, Sent, WarningEvent
 from .outbox import Outbox
 from .processor import CaseMap, Processor
 from .supervisor import Supervisor
@@ -99,15 +100,19 @@ class ChatClient:
         )
         request = self._session.request
         self._cases = CaseMap(request, on_remember=self._on_case)
+        org_fingerprint = org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT") or None
+        self._contacts = Contacts.load(self._store.home)
         self._keys = KeyManager(
-            self._identity, self._account_id, request, self._cases.by_id, self._cases.lookup
-        )
-        self._escrow = Escrow(
-            self._session,
             self._identity,
             self._account_id,
-            org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT"),
+            request,
+            self._cases.by_id,
+            self._cases.lookup,
+            contacts=self._contacts,
+            org_fingerprint=org_fingerprint,
+            warn=lambda case_id, text: self._processor.emit(WarningEvent(case_id, "no_org", text)),
         )
+        self._escrow = Escrow(self._session, self._identity, self._account_id, org_fingerprint)
         self._keys.make_capsule = self._escrow.capsule
         self._keys.on_foreign_key = self._escrow.on_foreign_key
         self._keys.capsule_refused = self._escrow.forget_policy
@@ -173,7 +178,20 @@ class ChatClient:
         """Log in from any device: prelogin, derive, login, unwrap; store keys in ``home``.
         A wrong handle or passphrase raises ``AuthFailed``."""
         creds = await accounts.login(url, handle, passphrase, home=Path(home), tls=tls)
-        return await cls(url, creds, org_fingerprint=org_fingerprint, tls=tls)._start()
+        client = await cls(url, creds, org_fingerprint=org_fingerprint, tls=tls)._start()
+        if creds.needs_attest:
+            # A version-1 account: sign our box key now so peers can trust it.
+            try:
+                expect(
+                    await client._request(
+                        f.AccountAttest, box_sig=crypto.sign_box_key(creds.identity)
+                    ),
+                    f.Ok,
+                )
+            except BaseException:
+                await client.close()
+                raise
+        return client
 
     @classmethod
     async def open(
@@ -229,8 +247,42 @@ class ChatClient:
 
     @property
     def fingerprint(self) -> str:
-        """Fingerprint of this account's signing key, for comparison out of band."""
-        return crypto.fingerprint(self._identity.sign_pk)
+        """Fingerprint of this account over both its keys (crypto.fingerprint_v2), for
+        comparison out of band."""
+        return crypto.fingerprint_v2(self._identity.sign_pk, self._identity.box_pk)
+
+    async def safety(self, handle: str) -> tuple[f.DirectoryEntry, str]:
+        """(the contact's verified, pinned entry, the safety number shared with them)
+        for a contact we share a case with. Raises KeyChanged / KeyNotSigned like every
+        directory use, NotFound if no case of ours involves ``handle``."""
+        entry = await self._contact(handle)
+        number = crypto.safety_number(
+            (self._identity.sign_pk, self._identity.box_pk), (entry.sign_pk, entry.box_pk)
+        )
+        return entry, number
+
+    async def trust_reset(self, handle: str) -> tuple[f.DirectoryEntry, str]:
+        """Forget the pin of ``handle`` and pin the keys the hub presents now (after the
+        user compared the safety number out of band). Returns what :meth:`safety` does
+        for the new keys; the box key signature must still verify."""
+        self._contacts.forget(handle)
+        self._keys.forget_entries()
+        return await self.safety(handle)
+
+    async def _contact(self, handle: str) -> f.DirectoryEntry:
+        cases = await self.cases()
+        others = {
+            a
+            for c in cases
+            for a in (c.client_id, c.counselor_id)
+            if a is not None and a != self._account_id
+        }
+        for pin in self._contacts.by_handle(handle):
+            others.add(pin.account_id)
+        entries = await self._keys.lookup_handles(sorted(others), handle)
+        if not entries:
+            raise pe.NotFound(f"no case of yours involves {handle}")
+        return entries[0]
 
     @property
     def connected(self) -> bool:
