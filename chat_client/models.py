@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from protocol.crypto import Envelope
 from protocol.frames import CaseInfo, DirectoryEntry
 
 __all__ = [
@@ -52,6 +53,9 @@ class Message:
     verified: bool
     error: str | None = None
     chain_hash: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+    #: The verified envelope (None unless verified): its prev_seq, prev_hash and n are
+    #: the order the sender signed (chat_client/ordering.py checks them).
+    envelope: Envelope | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -34,13 +34,14 @@ import msgspec
 from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
+from protocol.transcript import OrderProblem
 
 from . import accounts
 from .connection import Link, LinkClosed, expect
+from .contacts import Contacts
 from .cursors import Cursor
 from .errors import RequestInterrupted
 from .escrow import Escrow, PolicyView
-from .contacts import Contacts
 from .keymanager import KeyManager
 from .models import Event, Message, Sent, WarningEvent
 from .outbox import Outbox
@@ -130,6 +131,7 @@ class ChatClient:
             self._identity,
             self._account_id,
             on_stored=self._processor.own_ack,
+            next_order=self._next_order,
         )
 
     # -- construction -----------------------------------------------------------------
@@ -314,14 +316,34 @@ class ChatClient:
     async def history(self, case_id: str) -> list[Message]:
         """The whole case, synced from seq 0, decrypted and verified (chain included).
         Independent of ``events()``: it moves no cursor."""
+        return (await self._processor.history(case_id))[0]
+
+    async def history_report(self, case_id: str) -> tuple[list[Message], list[OrderProblem]]:
+        """:meth:`history` and every contradiction between the history the hub presents
+        and the order the participants signed or this client saw (dropped, reordered,
+        replayed, rewritten; each names its seq). Problems are also WarningEvents."""
         return await self._processor.history(case_id)
 
     async def receipt(
         self, case_id: str, kind: Literal["delivered", "read"], up_to_seq: int
     ) -> None:
-        """Tell the other participant what was delivered / read (stored as a maximum)."""
+        """Tell the other participant what was delivered / read (stored as a maximum).
+        The receipt is signed over the chain hash this client saw at ``up_to_seq``, so it
+        pins the history up to there; ValueError if this client has not seen that seq."""
+        await self._processor.prepare(case_id)
+        chain_hash = self._processor.ordering.chain_hash_at(case_id, up_to_seq)
+        if chain_hash is None:
+            raise ValueError(f"seq {up_to_seq} of the case has not been received here yet")
+        sig = crypto.sign_receipt(self._identity, case_id, kind, up_to_seq, chain_hash)
         expect(
-            await self._request(f.Receipt, case_id=case_id, kind=kind, up_to_seq=up_to_seq),
+            await self._request(
+                f.Receipt,
+                case_id=case_id,
+                kind=kind,
+                up_to_seq=up_to_seq,
+                chain_hash=chain_hash,
+                sig=sig,
+            ),
             f.Ok,
         )
 
@@ -412,6 +434,10 @@ class ChatClient:
             self._cases.remember(case)
         await self._processor.resync(welcome)
         self._outbox.resend(link, generation)
+
+    async def _next_order(self, case_id: str) -> tuple[int, bytes, int]:
+        await self._processor.prepare(case_id)
+        return self._processor.ordering.next_order(case_id)
 
     def _on_stop(self, exc: BaseException) -> None:
         self._outbox.fail_all(exc)

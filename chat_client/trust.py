@@ -72,7 +72,8 @@ def check_counselor(entry: f.DirectoryEntry, org_fingerprint: str | None) -> str
             "this counselor with chat-escrow certify)"
         )
     if not hmac.compare_digest(
-        normal_fingerprint(crypto.fingerprint(cert.org_sign_pk)), normal_fingerprint(org_fingerprint)
+        normal_fingerprint(crypto.fingerprint(cert.org_sign_pk)),
+        normal_fingerprint(org_fingerprint),
     ):
         raise UncertifiedCounselor(
             f"{who}'s counselor certificate is signed by another organisation key "
