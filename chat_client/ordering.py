@@ -117,6 +117,13 @@ class Ordering:
 
     # -- checking --------------------------------------------------------------------
 
+    def has_receipts(self, case_id: str) -> bool:
+        """Are there signed receipts within what was seen (whose check needs keys)?"""
+        window = self._cases.get(case_id)
+        return window is not None and any(
+            r.up_to_seq <= window.last_seq for r in window.receipts.values()
+        )
+
     def check(self, case_id: str, sign_pks: Mapping[str, bytes]) -> list[WarningEvent]:
         """New findings of check_order / check_receipts over the case's window."""
         window = self._cases.get(case_id)

@@ -442,7 +442,7 @@ class Processor:
     async def _check_order(self, case_id: str) -> None:
         case = self._cases.get(case_id)
         sign_pks: dict[str, bytes] = {}
-        if case is not None:
+        if case is not None and self.ordering.has_receipts(case_id):
             ids = [a for a in (case.client_id, case.counselor_id) if a is not None]
             entries = await self._keys.entries(ids)
             sign_pks = {a: e.sign_pk for a, e in entries.items()}
