@@ -398,17 +398,28 @@ async def cmd_send(args: argparse.Namespace, out: Printer) -> int:
 
 async def cmd_history(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
-        messages = await client.history(args.case)
+        messages, problems = await client.history_report(args.case)
         names = Names(client)
         await names.resolve(m.sender_id for m in messages)
         if out.as_json:
-            out.json({"case_id": args.case, "messages": [message_json(m, names) for m in messages]})
+            out.json(
+                {
+                    "case_id": args.case,
+                    "messages": [message_json(m, names) for m in messages],
+                    "order_problems": [
+                        {"seq": p.seq, "kind": p.kind, "sender_id": p.sender_id, "detail": p.detail}
+                        for p in problems
+                    ],
+                }
+            )
         else:
             for m in messages:
                 out.line(format_message(m, names, me=client.account_id))
             bad = sum(1 for m in messages if not m.verified)
             if bad:
                 out.line(f"! {bad} of {len(messages)} messages did NOT verify")
+            for p in problems:
+                out.line(f"! WARNING history does not match what was signed: {p}")
     return EXIT_OK
 
 
