@@ -39,6 +39,7 @@ from .errors import (
     WeakPassphrase,
 )
 from .keystore import KeyStore
+from .models import Safety
 from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
 from .terminal import Names, Printer, case_json, format_message, message_json, run_chat, run_watch
 
@@ -316,38 +317,52 @@ async def cmd_whoami(args: argparse.Namespace, out: Printer) -> int:
     return EXIT_OK
 
 
-def _print_safety(out: Printer, client: ChatClient, entry: Any, number: str) -> None:
+def _print_safety(out: Printer, client: ChatClient, view: Safety) -> None:
+    entry = view.entry
     theirs = crypto.fingerprint_v2(entry.sign_pk, entry.box_pk)
-    out.emit(
-        f"you      {client.handle:<20} {client.fingerprint}\n"
-        f"contact  {entry.handle:<20} {theirs}\n"
-        f"safety number  {number}\n"
+    lines = [
+        f"you      {client.handle:<20} {client.fingerprint}",
+        f"contact  {entry.handle:<20} {theirs}",
+        f"safety number  {view.safety_number}",
+    ]
+    if view.changed:
+        lines.append(
+            f"! KEYS CHANGED: pinned was {view.pinned_fingerprint}. Nothing is sealed to the "
+            f"new keys. If the safety number matches what {entry.handle} reads to you, "
+            f"run: chat-client trust {entry.handle} --reset"
+        )
+    lines.append(
         "Compare the safety number with the other person in person or by phone; it is the "
-        "same on both sides only if nobody substituted a key.",
+        "same on both sides only if nobody substituted a key."
+    )
+    out.emit(
+        "\n".join(lines),
         {
             "handle": client.handle,
             "fingerprint": client.fingerprint,
             "contact": entry.handle,
             "contact_account_id": entry.account_id,
             "contact_fingerprint": theirs,
-            "safety_number": number,
+            "safety_number": view.safety_number,
+            "changed": view.changed,
+            "pinned_fingerprint": view.pinned_fingerprint,
         },
     )
 
 
 async def cmd_safety(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
-        entry, number = await client.safety(args.handle)
-        _print_safety(out, client, entry, number)
-    return EXIT_OK
+        view = await client.safety(args.handle)
+        _print_safety(out, client, view)
+    return EXIT_SECURITY if view.changed else EXIT_OK
 
 
 async def cmd_trust(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
-        entry, number = await client.trust_reset(args.handle)
+        view = await client.trust_reset(args.handle)
         if not out.as_json:
             out.line(f"pinned the keys {args.handle} presents now:")
-        _print_safety(out, client, entry, number)
+        _print_safety(out, client, view)
     return EXIT_OK
 
 

@@ -126,10 +126,14 @@ class KeyManager:
             found.extend(result.entries)
         return found
 
-    async def lookup_handles(self, account_ids: list[str], handle: str) -> list[f.DirectoryEntry]:
-        """The checked entries, among ``account_ids``, whose handle is ``handle``."""
-        ids = [e.account_id for e in await self._fetch(account_ids) if e.handle == handle]
-        return list((await self.entries(ids)).values()) if ids else []
+    async def lookup_handle(self, account_ids: list[str], handle: str) -> f.DirectoryEntry | None:
+        """The entry, among ``account_ids``, whose handle is ``handle``, with its box key
+        signature checked but not its pin (to show what changed); None if absent."""
+        for entry in await self._fetch(account_ids):
+            if entry.handle == handle:
+                check_entry(entry, Contacts(None))  # box_sig only: a throwaway pin set
+                return entry
+        return None
 
     def forget_entries(self) -> None:
         """Drop the cached entries (after a pin was reset): the next use refetches."""

@@ -26,6 +26,7 @@ __all__ = [
     "Message",
     "MessageEvent",
     "ReceiptEvent",
+    "Safety",
     "Sent",
     "TypingEvent",
     "WarningEvent",
@@ -115,6 +116,20 @@ class DisputeEvent:
     request_id: str
     case_id: str
     state: Literal["pending", "approved", "exported"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Safety:
+    """What ``chat-client safety`` shows: the contact's current (signed) keys, the
+    safety number both sides compute, and the pinned fingerprint when the keys changed."""
+
+    entry: DirectoryEntry
+    safety_number: str
+    pinned_fingerprint: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.pinned_fingerprint is not None
 
 
 WarningKind = Literal["no_org", "dropped", "reordered", "replayed", "rewritten"]

@@ -43,7 +43,7 @@ from .cursors import Cursor
 from .errors import RequestInterrupted
 from .escrow import Escrow, PolicyView
 from .keymanager import KeyManager
-from .models import Event, Message, Sent, WarningEvent
+from .models import Event, Message, Safety, Sent, WarningEvent
 from .outbox import Outbox
 from .processor import CaseMap, Processor
 from .supervisor import Supervisor
@@ -253,22 +253,29 @@ class ChatClient:
         comparison out of band."""
         return crypto.fingerprint_v2(self._identity.sign_pk, self._identity.box_pk)
 
-    async def safety(self, handle: str) -> tuple[f.DirectoryEntry, str]:
-        """(the contact's verified, pinned entry, the safety number shared with them)
-        for a contact we share a case with. Raises KeyChanged / KeyNotSigned like every
-        directory use, NotFound if no case of ours involves ``handle``."""
+    async def safety(self, handle: str) -> Safety:
+        """The contact's current keys (box key signature checked), the safety number we
+        share with them, and the pinned fingerprint if the keys changed since pinning
+        (then nothing is sealed to them until :meth:`trust_reset`). An unpinned contact
+        is pinned now. NotFound if no case of ours involves ``handle``."""
         entry = await self._contact(handle)
+        pin = self._contacts.get(entry.account_id)
+        if pin is None:
+            self._contacts.check(entry.account_id, entry.handle, entry.sign_pk, entry.box_pk)
+        changed = pin is not None and (pin.sign_pk, pin.box_pk) != (entry.sign_pk, entry.box_pk)
         number = crypto.safety_number(
             (self._identity.sign_pk, self._identity.box_pk), (entry.sign_pk, entry.box_pk)
         )
-        return entry, number
+        return Safety(entry, number, pin.fingerprint if changed and pin is not None else None)
 
-    async def trust_reset(self, handle: str) -> tuple[f.DirectoryEntry, str]:
+    async def trust_reset(self, handle: str) -> Safety:
         """Forget the pin of ``handle`` and pin the keys the hub presents now (after the
-        user compared the safety number out of band). Returns what :meth:`safety` does
-        for the new keys; the box key signature must still verify."""
+        user compared the safety number out of band); their box key signature must
+        still verify. Returns :meth:`safety` of the new keys."""
+        entry = await self._contact(handle)
         self._contacts.forget(handle)
         self._keys.forget_entries()
+        self._contacts.check(entry.account_id, entry.handle, entry.sign_pk, entry.box_pk)
         return await self.safety(handle)
 
     async def _contact(self, handle: str) -> f.DirectoryEntry:
@@ -279,12 +286,11 @@ class ChatClient:
             for a in (c.client_id, c.counselor_id)
             if a is not None and a != self._account_id
         }
-        for pin in self._contacts.by_handle(handle):
-            others.add(pin.account_id)
-        entries = await self._keys.lookup_handles(sorted(others), handle)
-        if not entries:
+        others.update(pin.account_id for pin in self._contacts.by_handle(handle))
+        entry = await self._keys.lookup_handle(sorted(others), handle)
+        if entry is None:
             raise pe.NotFound(f"no case of yours involves {handle}")
-        return entries[0]
+        return entry
 
     @property
     def connected(self) -> bool:
