@@ -99,6 +99,17 @@ class Ordering:
         if chain_hash is not None and seq > 0:
             self._prior[(case_id, seq)] = chain_hash
 
+    def vanished(self, case_id: str, seq: int) -> list[WarningEvent]:
+        """The hub no longer presents ``seq``, which this client received before."""
+        problem = OrderProblem(
+            seq,
+            "dropped",
+            "hub",
+            f"seq {seq}, which this client received before, is no longer in the history",
+        )
+        warning = self._report(case_id, problem)
+        return [warning] if warning is not None else []
+
     def add_receipts(self, case_id: str, receipts: Iterable[f.SignedReceipt]) -> None:
         window = self._cases.setdefault(case_id, _Window())
         for r in receipts:

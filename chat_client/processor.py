@@ -380,6 +380,7 @@ class Processor:
 
     async def _sync_case(self, case_id: str) -> None:
         """Deliver everything after the cursor, looping while the server has more."""
+        await self._ensure_window(case_id)
         while True:
             result = expect(
                 await self._request(
@@ -431,13 +432,17 @@ class Processor:
         self.ordering.start(case_id)
         if upto == 0:
             return
-        records, _ = await self._fetch_all(case_id, upto=upto)
+        records, receipts = await self._fetch_all(case_id, upto=upto)
         case = await self._cases.lookup(case_id)
         prev = GENESIS
         for record in records:
             message = await self._open(record, case, prev)
             self._emit_all(self.ordering.add(record, message))
             prev = record.chain_hash
+        if not records or records[-1].seq < upto:
+            self._emit_all(self.ordering.vanished(case_id, upto))
+        self.ordering.add_receipts(case_id, receipts)
+        await self._check_order(case_id)
 
     async def _check_order(self, case_id: str) -> None:
         case = self._cases.get(case_id)

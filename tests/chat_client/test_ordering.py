@@ -114,3 +114,10 @@ def test_receipt_over_another_chain_hash_is_rewritten() -> None:
     assert o.has_receipts(CASE)
     warnings = o.check(CASE, {PEER: peer.sign_pk})
     assert [(w.kind, w.seq) for w in warnings] == [("rewritten", 1)]
+
+
+def test_a_seq_that_vanished_is_reported_once() -> None:
+    o = Ordering(ME)
+    (warning,) = o.vanished(CASE, 6)
+    assert (warning.kind, warning.seq) == ("dropped", 6) and "no longer" in warning.text
+    assert o.vanished(CASE, 6) == []
