@@ -304,7 +304,9 @@ class Processor:
                     item.done.set_exception(exc)
                 if isinstance(exc, SecurityRefusal):
                     # A swapped or unsigned key is a hard failure: events() raises it.
+                    # Requests (prepare, resync) are still answered: each meets it again.
                     self.end(exc)
+                    continue
                 if self._ended is not None:
                     return
                 log.exception("failed to handle %s: %s", type(item).__name__, type(exc).__name__)
@@ -429,11 +431,12 @@ class Processor:
         if self.ordering.loaded(case_id):
             return
         upto = self._cursors.get(case_id).seq
-        self.ordering.start(case_id)
         if upto == 0:
+            self.ordering.start(case_id)
             return
         records, receipts = await self._fetch_all(case_id, upto=upto)
         case = await self._cases.lookup(case_id)
+        self.ordering.start(case_id)  # only once loaded: a failed fetch is tried again
         prev = GENESIS
         for record in records:
             message = await self._open(record, case, prev)
