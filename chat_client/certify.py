@@ -6,12 +6,11 @@ The ceremony (docs/DISPUTES.md, "Counselor certificates"; V2 protocol section 2)
     chat-escrow certify --org-key org.key pending.json -o certs.json   (offline)
     chat-server admin counselors install-certs certs.json           (on the hub)
 
-``pending.json`` is a JSON list (or ``{"counselors": [...]}``) of
-:class:`PendingCounselor`; ``certs.json`` is a JSON list of ``CounselorCert`` (bytes
-base64). Every entry's ``box_sig`` must verify under its own identity key before the
-organisation vouches for it, and each counselor is shown (handle, account, fingerprint
-over both keys) and confirmed one by one unless ``--yes``: the fingerprint is what the
-operator compares with the counselor in person.
+``pending.json`` and ``certs.json`` are protocol/ceremony.py's documents. Every
+entry's ``box_sig`` must verify under its own identity key before the organisation
+vouches for any, and each counselor is shown (handle, account, fingerprint over both
+keys, computed here) and confirmed one by one unless ``--yes``: the fingerprint is what
+the operator compares with the counselor in person.
 """
 
 from __future__ import annotations
@@ -19,44 +18,31 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-import msgspec
-
 from protocol import crypto
 from protocol import frames as f
-from protocol.errors import CryptoError
+from protocol.ceremony import CounselorCerts, PendingCounselor, decode_pending, encode_document
+from protocol.errors import CryptoError, InvalidFrame
 
 from .keyfiles import KeyFile
 
-__all__ = ["CertifyError", "PendingCounselor", "certify", "parse_pending"]
+__all__ = ["CertifyError", "certify", "certs_document", "parse_pending"]
 
 
 class CertifyError(Exception):
     """pending.json is unreadable, or an entry's keys do not verify (nothing written)."""
 
 
-class PendingCounselor(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One line of ``chat-server admin counselors pending --json``."""
-
-    account_id: f.Id
-    handle: f.Handle
-    sign_pk: f.Key32
-    box_pk: f.Key32
-    box_sig: f.Sig
-    fingerprint: str
-
-
-class _Wrapped(msgspec.Struct, frozen=True, kw_only=True):
-    counselors: list[PendingCounselor]
-
-
 def parse_pending(data: bytes) -> list[PendingCounselor]:
-    """Decode pending.json (a list, or an object with ``counselors``)."""
+    """The counselors of a pending-counselors document (CertifyError if it is not one)."""
     try:
-        if data.lstrip()[:1] == b"{":
-            return msgspec.json.decode(data, type=_Wrapped).counselors
-        return msgspec.json.decode(data, type=list[PendingCounselor])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CertifyError(f"not a pending-counselors file: {exc}") from None
+        return decode_pending(data).counselors
+    except InvalidFrame as exc:
+        raise CertifyError(str(exc)) from None
+
+
+def certs_document(certs: list[f.CounselorCert]) -> bytes:
+    """certs.json for ``chat-server admin counselors install-certs``."""
+    return encode_document(CounselorCerts(certs=certs))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from nacl.signing import SigningKey
 
 from protocol import crypto
 from protocol import frames as f
+from protocol.ceremony import PendingCounselor
 from protocol.clock import now_ms
 from protocol.escrow import (
     EscrowError,
@@ -43,7 +44,7 @@ from protocol.escrow import (
 )
 from protocol.opening import open_reason
 
-from .certify import CertifyError, PendingCounselor, certify, parse_pending
+from .certify import CertifyError, certify, certs_document, parse_pending
 from .keyfiles import (
     DEFAULT_MEMLIMIT,
     DEFAULT_OPSLIMIT,
@@ -235,8 +236,7 @@ def _certify(args: argparse.Namespace) -> int:
     except CertifyError as exc:
         print(f"chat-escrow: refusing to certify: {exc}", file=sys.stderr)
         return EXIT_FOREIGN
-    encoded = msgspec.json.encode(certs)
-    args.out.write_bytes(msgspec.json.format(encoded, indent=1) + b"\n")
+    args.out.write_bytes(certs_document(certs))
     print(f"{len(certs)} of {len(pending)} counselor(s) certified: {args.out}")
     print(f"organisation fingerprint (pin in clients): {org.fingerprint}")
     return EXIT_OK

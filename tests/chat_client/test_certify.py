@@ -7,18 +7,24 @@ import io
 import json
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from chat_client import escrow_cli
 from chat_client.keyfiles import load_key
 from protocol import crypto
-from protocol import frames as f
+from protocol.ceremony import decode_certs
 from tests.helpers.disputes import ESCROW_PASS, KDF
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def document(entries: list[dict[str, str]]) -> str:
+    """A pending-counselors file as ``chat-server admin counselors pending --json`` writes."""
+    return json.dumps(
+        {"format": "counsel-chat/pending-counselors", "version": 1, "counselors": entries}
+    )
 
 
 def pending_entry(
@@ -48,12 +54,12 @@ def test_certify_yes_writes_certs_that_verify(
 ) -> None:
     ids = [crypto.Identity.generate() for _ in range(2)]
     pending = tmp_path / "pending.json"
-    pending.write_text(json.dumps([pending_entry(i, ident) for i, ident in enumerate(ids)]))
+    pending.write_text(document([pending_entry(i, ident) for i, ident in enumerate(ids)]))
     out = tmp_path / "certs.json"
     argv = ["certify", "--org-key", str(org), str(pending), "-o", str(out), "--yes"]
     assert escrow_cli.main(argv) == 0
     printed = capsys.readouterr().out
-    certs = msgspec.json.decode(out.read_bytes(), type=list[f.CounselorCert])
+    certs = decode_certs(out.read_bytes()).certs
     org_pk = load_key(org, ESCROW_PASS, "org").sign_pk
     assert [c.handle for c in certs] == ["dr-0", "dr-1"]
     for cert, ident in zip(certs, ids, strict=True):
@@ -67,13 +73,11 @@ def test_certify_asks_per_counselor(
 ) -> None:
     ids = [crypto.Identity.generate() for _ in range(2)]
     pending = tmp_path / "pending.json"
-    # The wrapped form {"counselors": [...]} is accepted too.
-    entries = [pending_entry(i, ident) for i, ident in enumerate(ids)]
-    pending.write_text(json.dumps({"counselors": entries}))
+    pending.write_text(document([pending_entry(i, ident) for i, ident in enumerate(ids)]))
     monkeypatch.setattr("sys.stdin", io.StringIO("y\nn\n"))
     out = tmp_path / "certs.json"
     assert escrow_cli.main(["certify", "--org-key", str(org), str(pending), "-o", str(out)]) == 0
-    certs = msgspec.json.decode(out.read_bytes(), type=list[f.CounselorCert])
+    certs = decode_certs(out.read_bytes()).certs
     assert [c.handle for c in certs] == ["dr-0"]
 
 
@@ -84,7 +88,7 @@ def test_certify_refuses_a_forged_box_key(
     forged = pending_entry(1, good)
     forged["box_pk"] = b64(evil.box_pk)  # the hub swapped the box key in the list
     pending = tmp_path / "pending.json"
-    pending.write_text(json.dumps([pending_entry(0, good), forged]))
+    pending.write_text(document([pending_entry(0, good), forged]))
     out = tmp_path / "certs.json"
     argv = ["certify", "--org-key", str(org), str(pending), "-o", str(out), "--yes"]
     assert escrow_cli.main(argv) == escrow_cli.EXIT_FOREIGN
