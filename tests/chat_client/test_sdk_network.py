@@ -140,7 +140,9 @@ async def test_tampered_messages_are_flagged_never_shown(pair: Pair) -> None:
         case_id=case.case_id,
         epoch=1,
         sender_id=counselor.account_id,
-        envelope=crypto.Envelope(body="forged words", ts=1, client_msg_id=cmid),
+        envelope=crypto.Envelope(
+            body="forged words", ts=1, client_msg_id=cmid, prev_seq=0, prev_hash=bytes(32), n=1
+        ),
     )
     await counselor._request(
         f.MsgSend,
