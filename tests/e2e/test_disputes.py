@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from chat_client import ChatClient, DisputeEvent, escrow_cli, unseal
+from chat_client.keyfiles import load_key
 from protocol import crypto
 from protocol import errors as pe
+from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import take, take_event
 from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
 from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
@@ -40,6 +42,9 @@ async def install_and_register(
         org_fingerprint=org_fp,
         **TEST_KDF,
     )
+    # The organisation certifies the counselor (clients pinning it require that).
+    org_key = load_key(policy.parent / "org.key", ESCROW_PASS, "org").sign_key
+    assert await certify_counselors(hub, org_key) == ["dr-who"]
     client = await ChatClient.register(
         hub.url, "alice", "alice pass 7", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
     )
