@@ -26,6 +26,7 @@ from chat_client import (
     UncertifiedCounselor,
     WarningEvent,
 )
+from chat_client.keystore import KeyStore
 from protocol import crypto
 from tests.helpers import dbwriter
 from tests.helpers.clients import (
@@ -180,3 +181,45 @@ async def test_no_org_pinned_is_said_plainly_once_per_case(tmp_path: Path) -> No
             assert [m.body for m in history] == ["hello", "again"]
         finally:
             await asyncio.gather(client.close(), counselor.close())
+
+
+async def test_unsigned_box_key_refused_until_the_v1_account_logs_in_and_attests(
+    tmp_path: Path,
+) -> None:
+    hub_dir = tmp_path / "hub"
+    async with start_hub(hub_dir) as hub:
+        await (await register_counselor(hub, tmp_path / "co")).close()
+        await (await register_client(hub, tmp_path / "cl")).close()
+    # As a version-1 account (or a hub that strips the signature) looks: no box_sig.
+    conn = sqlite3.connect(db_of(hub))
+    with conn:
+        conn.execute("UPDATE accounts SET box_sig = NULL WHERE handle = 'dr-who'")
+    conn.close()
+
+    async with start_hub(hub_dir) as hub:
+        counselor = await ChatClient.open(hub.url, tmp_path / "co", PASS_COUNSELOR)
+        client = await ChatClient.open(hub.url, tmp_path / "cl", PASS_CLIENT)
+        try:
+            case = await client.open_case("anxiety", "en")
+            with pytest.raises(KeyNotSigned, match="no signature over the box key"):
+                await client.send(case.case_id, SECRET)
+            assert case_keys_of(db_of(hub), case.case_id) == 0
+            # The counselor logs in with a version-2 client: it signs its box key at once.
+            await counselor.close()
+            counselor = await ChatClient.login(
+                hub.url, "dr-who", PASS_COUNSELOR, home=tmp_path / "co"
+            )
+            conn = sqlite3.connect(db_of(hub))
+            (sig,) = conn.execute("SELECT box_sig FROM accounts WHERE handle = 'dr-who'").fetchone()
+            conn.close()
+            crypto.verify_box_key(*counselor_keys(tmp_path / "co"), sig)
+            await client.send(case.case_id, "now it is signed")
+            got = await next_message(counselor)
+            assert got.verified and got.body == "now it is signed"
+        finally:
+            await asyncio.gather(client.close(), counselor.close())
+
+
+def counselor_keys(home: Path) -> tuple[bytes, bytes]:
+    record = KeyStore.load(home).record
+    return record.sign_pk, record.box_pk
