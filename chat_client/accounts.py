@@ -73,26 +73,37 @@ async def register(
     *,
     home: Path,
     invite: str | None,
-    opslimit: int,
-    memlimit: int,
+    opslimit: int | None = None,
+    memlimit: int | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> Credentials:
     """Make keys locally, register, log in for a token, write the key store.
 
     The passphrase must pass the rule of :func:`policy.check_passphrase` (WeakPassphrase)
-    and the limits must reach the client's KDF floor (KdfTooWeak) before anything is
-    sent."""
+    before anything is sent. ``opslimit``/``memlimit`` None take the cost the hub
+    announces in ``challenge``, which must reach the client's KDF floor (KdfDowngrade);
+    given ones below the floor or the hub's minimum are KdfTooWeak. All is checked
+    before deriving."""
     if KeyStore.exists(home):
         raise KeyStoreError(f"{home} already holds an account; use another home directory")
     check_passphrase(passphrase)
     min_ops, min_mem = kdf_floor()
-    if opslimit < min_ops or memlimit < min_mem:
+    if (opslimit is not None and opslimit < min_ops) or (
+        memlimit is not None and memlimit < min_mem
+    ):
         raise KdfTooWeak(
             f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are below this "
             f"client's floor (opslimit>={min_ops}, memlimit>={min_mem})"
         )
     async with preauth_link(url, tls) as link:
         challenge = expect(await link.request(f.Hello, client=CLIENT_NAME), f.Challenge)
+        if opslimit is None or memlimit is None:
+            # The page and the SDK never take a cost below the floor from the hub.
+            check_kdf_floor(
+                challenge.min_opslimit, challenge.min_memlimit, source="the hub's challenge"
+            )
+            opslimit = challenge.min_opslimit if opslimit is None else opslimit
+            memlimit = challenge.min_memlimit if memlimit is None else memlimit
         # Checked before the (slow) derivation, with the limits the server advertises.
         if opslimit < challenge.min_opslimit or memlimit < challenge.min_memlimit:
             raise KdfTooWeak(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_client import ChatClient, KdfDowngrade
+from chat_client import ChatClient, KdfDowngrade, accounts
 from chat_client import cli as client_cli
 from chat_client.keystore import KeyStore
 from chat_client.policy import MIN_MEMLIMIT, MIN_OPSLIMIT, WEAK_KDF_ENV
@@ -88,3 +88,15 @@ async def test_hostile_hub_kdf_cli_exit_5(
     err = capsys.readouterr().err
     assert "security:" in err and "floor" in err and "nothing was sent" in err
     assert not fake.saw("login")
+
+
+async def test_hostile_hub_announced_registration_cost_below_floor_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Registration takes the hub's announced cost only if it reaches the floor.
+    monkeypatch.delenv(WEAK_KDF_ENV, raising=False)
+    async with fake_hub(prelogin=lambda handle: (bytes(16), 1, 8192)) as fake:
+        with pytest.raises(KdfDowngrade, match="the hub's challenge asks for Argon2id"):
+            await accounts.register(fake.url, "alice", PASS, home=tmp_path / "home", invite=None)
+    assert fake.saw("hello") and not fake.saw("register")
+    assert not KeyStore.exists(tmp_path / "home")
