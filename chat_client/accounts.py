@@ -86,7 +86,7 @@ async def register(
     before deriving."""
     if KeyStore.exists(home):
         raise KeyStoreError(f"{home} already holds an account; use another home directory")
-    check_passphrase(passphrase)
+    check_passphrase(passphrase, [handle])
     min_ops, min_mem = kdf_floor()
     if (opslimit is not None and opslimit < min_ops) or (
         memlimit is not None and memlimit < min_mem

@@ -9,13 +9,15 @@ Web counterpart: web_client/src/account.js (same numbers, same rule).
   variable ``CHAT_TEST_WEAK_KDF=1`` (never set it outside tests).
 * **Remembered parameters**: at login, a key store that already holds the handle must
   see the same salt and limits in ``prelogin``; any difference is a downgrade attempt.
-* **Passphrase rule**: at least 10 characters and a zxcvbn score of at least 3
-  (``zxcvbn`` is the maintained port of Dropbox's estimator, also used by the page).
+* **Passphrase rule**: at least 10 characters and a zxcvbn score of at least 3, the
+  handle counting as a known word (``zxcvbn`` is the maintained Python port of
+  Dropbox's estimator; the page uses ``@zxcvbn-ts``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import zxcvbn
 
@@ -90,15 +92,16 @@ def check_remembered(
     )
 
 
-def check_passphrase(passphrase: str) -> None:
+def check_passphrase(passphrase: str, user_inputs: Sequence[str] = ()) -> None:
     """Raise WeakPassphrase unless ``passphrase`` has >= 10 characters and zxcvbn
-    rates it >= 3 (of 4). The message says why and how to do better."""
+    rates it >= 3 (of 4), with ``user_inputs`` (the handle) as known words, as the page
+    does (web_client/src/passphrase.js). The message says why and how to do better."""
     if len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise WeakPassphrase(
             f"passphrase too short: use at least {MIN_PASSPHRASE_CHARS} characters "
             "(several unrelated words work well)"
         )
-    result = zxcvbn.zxcvbn(passphrase[:_ZXCVBN_MAX_CHARS])
+    result = zxcvbn.zxcvbn(passphrase[:_ZXCVBN_MAX_CHARS], user_inputs=list(user_inputs))
     score = int(result["score"])
     if score < MIN_PASSPHRASE_SCORE:
         feedback = result["feedback"]

@@ -70,6 +70,12 @@ def test_good_passphrases_pass(passphrase: str) -> None:
     check_passphrase(passphrase)
 
 
+def test_the_handle_counts_as_a_known_word() -> None:
+    check_passphrase("zebracrossing91")
+    with pytest.raises(WeakPassphrase, match="too easy"):
+        check_passphrase("zebracrossing91", ["zebracrossing91"])
+
+
 def test_very_long_passphrase_is_checked_quickly() -> None:
     check_passphrase("long and unusual words " * 2000)
 
