@@ -395,16 +395,15 @@ class Processor:
             )
             for record in result.messages:
                 if self._cursors.classify(case_id, record.seq) is not Verdict.DUPLICATE:
-                    await self._deliver_record(record)
+                    await self._deliver_record(record, check=False)
                 else:
                     self._emit_all(self.ordering.compare(record))
-            if result.receipts:
-                self.ordering.add_receipts(case_id, result.receipts)
-                await self._check_order(case_id)
+            self.ordering.add_receipts(case_id, result.receipts)
+            await self._check_order(case_id)  # once per batch: the check is O(window)
             if not result.has_more or not result.messages:
                 return
 
-    async def _deliver_record(self, record: f.MessageRecord) -> None:
+    async def _deliver_record(self, record: f.MessageRecord, *, check: bool = True) -> None:
         cursor = self._cursors.get(record.case_id)
         # The chain can only be checked against the record right before this one.
         prev = cursor.chain_hash if cursor.seq == record.seq - 1 else None
@@ -416,7 +415,8 @@ class Processor:
         self._cursors.raise_to(record.case_id, record.seq, record.chain_hash)
         self._emit_all(self.ordering.add(record, message))
         self.emit(MessageEvent(message))
-        await self._check_order(record.case_id)
+        if check:
+            await self._check_order(record.case_id)
 
     # -- order (ordering.py) -----------------------------------------------------------------
 
