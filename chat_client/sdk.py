@@ -6,7 +6,16 @@ sdk.py ~ workspace.js (this facade), supervisor.py ~ supervisor.js (link lifecyc
 reconnect, session set-up), connection.py ~ connection.js (one WebSocket), outbox.py ~
 outbox.js (unacked sends), processor.py ~ processor.js (cases, cursors, decryption,
 events), keymanager.py ~ keys.js (directory and case keys), escrow.py ~ escrow.js
-(escrow policy, capsules, consent, disputes).
+(escrow policy, capsules, consent, disputes). Protocol version 2 adds policy.py (KDF
+floor, passphrase rule), contacts.py and trust.py (pins, box key signatures, counselor
+certificates) and ordering.py (the order messages and receipts sign).
+
+Nothing the hub says is trusted where it matters (docs/PROTOCOL.md section 16): a KDF
+below the floor or unlike the remembered one, an unsigned or changed contact key and an
+uncertified counselor (with an organisation key pinned) raise a
+:class:`~chat_client.errors.SecurityRefusal` before anything depends on them; a history
+that contradicts what participants signed or what this client saw comes out as
+:class:`~chat_client.models.WarningEvent` naming the seq.
 
 Runtime layout (all on one event loop): the **supervisor** task connects and sets each
 session up; the link's **reader** answers request futures and queues events, in wire
