@@ -185,6 +185,15 @@ def own_message(out: Outgoing, ack: f.MsgAck, account_id: str, prev: bytes | Non
     )
 
 
+def _release(item: _Work) -> None:
+    """Answer a waiter whose work item will never be handled (the processor stopped)."""
+    if isinstance(item, _Resync) and not item.done.done():
+        item.done.set_result(None)
+    elif isinstance(item, _Prepare) and not item.done.done():
+        item.done.set_exception(ClientClosed("the client was closed"))
+        item.done.exception()  # retrieved: the waiter may be gone too
+
+
 class Processor:
     """See the module docstring. ``save_cursors`` writes the consumed cursors (the key
     store); it is called from :meth:`persist`."""
@@ -212,6 +221,7 @@ class Processor:
         self._ended: BaseException | None = None
         self._persist_handle: asyncio.TimerHandle | None = None
         self.ordering = Ordering(account_id)
+        self._running = False  # is run() consuming the inbox (prepare waits on it)?
         for case_id, cursor in cursors.items():
             self.ordering.seen_before(case_id, cursor.seq, cursor.chain_hash)
 
@@ -228,6 +238,8 @@ class Processor:
     async def prepare(self, case_id: str) -> None:
         """Return once the case's order window is loaded (before composing a message or
         signing a receipt in it): done by the processor task, so it never races it."""
+        if not self._running:
+            raise ClientClosed("the client is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Prepare(case_id, done))
         await done
@@ -291,11 +303,22 @@ class Processor:
 
     async def run(self) -> None:
         """Handle queued work until cancelled or the stream ends."""
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+            # Nobody will answer what is still queued: fail the waiters.
+            while not self._inbox.empty():
+                _release(self._inbox.get_nowait())
+
+    async def _run(self) -> None:
         while True:
             item = await self._inbox.get()
             try:
                 await self.handle(item)
             except asyncio.CancelledError:
+                _release(item)
                 raise
             except BaseException as exc:
                 if isinstance(item, _Resync) and not item.done.done():

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from chat_client import ClientClosed
+from chat_client.keymanager import KeyManager
 from chat_client.models import Message, WarningEvent
 from chat_client.ordering import Ordering
+from chat_client.processor import CaseMap, Processor
 from protocol import crypto
 from protocol.frames import MessageRecord, SignedReceipt
 
@@ -121,3 +126,14 @@ def test_a_seq_that_vanished_is_reported_once() -> None:
     (warning,) = o.vanished(CASE, 6)
     assert (warning.kind, warning.seq) == ("dropped", 6) and "no longer" in warning.text
     assert o.vanished(CASE, 6) == []
+
+
+async def test_prepare_on_a_stopped_processor_fails_instead_of_hanging() -> None:
+    async def no_network(*args: object, **kwargs: object) -> object:
+        raise AssertionError("no network here")
+
+    cases = CaseMap(no_network)
+    keys = KeyManager(crypto.Identity.generate(), ME, no_network, cases.by_id, cases.lookup)
+    processor = Processor(ME, no_network, keys, cases, cursors={}, save_cursors=lambda c: None)
+    with pytest.raises(ClientClosed):
+        await processor.prepare(CASE)
