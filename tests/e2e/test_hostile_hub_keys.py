@@ -162,6 +162,11 @@ async def test_hostile_hub_uncertified_counselor_refused_when_org_pinned(tmp_pat
             with pytest.raises(UncertifiedCounselor, match="no counselor certificate"):
                 await client.send(case.case_id, SECRET)
             assert case_keys_of(db_of(hub), case.case_id) == 0
+            rc, _, err = await chat_client_cli(
+                tmp_path / "cl", hub.url, "--org-fingerprint", org_fp, "send", case.case_id, SECRET
+            )
+            assert rc == 5 and "no counselor certificate" in err, err
+            assert case_keys_of(db_of(hub), case.case_id) == 0
         finally:
             await asyncio.gather(client.close(), counselor.close())
 
