@@ -17,7 +17,6 @@ from protocol.chain import GENESIS, chain_hash
 
 __all__ = [
     "delete_message",
-    "rechain",
     "replay_message",
     "set_account_keys",
     "swap_messages",
@@ -41,13 +40,13 @@ def set_account_keys(
     box_pk: bytes,
     sign_pk: bytes | None = None,
     box_sig: bytes | None = None,
-    keep_sig: bool = True,
 ) -> None:
-    """Substitute an account's public keys in the directory (``accounts`` row)."""
+    """Substitute an account's public keys in the directory (``accounts`` row); the
+    stored box_sig stays unless a new one is given."""
     with _db(path) as conn:
         row = conn.execute("SELECT sign_pk, box_sig FROM accounts WHERE handle = ?", (handle,))
         old_sign, old_sig = row.fetchone()
-        sig = box_sig if box_sig is not None else (old_sig if keep_sig else None)
+        sig = box_sig if box_sig is not None else old_sig
         conn.execute(
             "UPDATE accounts SET sign_pk = ?, box_pk = ?, box_sig = ? WHERE handle = ?",
             (sign_pk or old_sign, box_pk, sig, handle),
@@ -87,12 +86,6 @@ def _rows(conn: sqlite3.Connection, case_id: str) -> list[tuple[object, ...]]:
             (case_id,),
         )
     )
-
-
-def rechain(path: Path, case_id: str) -> None:
-    """Renumber and re-chain the case as it is stored (after other edits)."""
-    with _db(path) as conn:
-        _renumber(conn, case_id, _rows(conn, case_id))
 
 
 def delete_message(path: Path, case_id: str, seq: int) -> None:
