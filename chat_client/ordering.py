@@ -74,6 +74,15 @@ class Ordering:
         seen = window.hashes.get(seq) if window else None
         return seen if seen is not None else self._prior.get((case_id, seq))
 
+    def seen_hashes(self, case_id: str, seq: int) -> set[bytes]:
+        """Every chain hash this client saw at ``seq`` (this process and the cursor an
+        earlier one stored): more than one, or one unlike the hub's, is a rewrite."""
+        window = self._cases.get(case_id)
+        seen = {h for h in (self._prior.get((case_id, seq)),) if h is not None}
+        if window is not None and seq in window.hashes:
+            seen.add(window.hashes[seq])
+        return seen
+
     # -- recording -------------------------------------------------------------------
 
     def add(self, record: f.MessageRecord, message: Message) -> list[WarningEvent]:

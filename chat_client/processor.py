@@ -540,8 +540,7 @@ class Processor:
         for record in records:
             for warning in self.ordering.compare(record):
                 self._emit_all([warning])
-            seen = self.ordering.chain_hash_at(case_id, record.seq)
-            if seen is not None and seen != record.chain_hash:
+            if self.ordering.seen_hashes(case_id, record.seq) - {record.chain_hash}:
                 changed.append(
                     OrderProblem(
                         record.seq,

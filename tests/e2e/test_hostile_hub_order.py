@@ -102,6 +102,12 @@ async def test_hostile_hub_rewritten_history_is_reported(
             assert warning.seq == seq and f"seq {seq}" in warning.text
             _, problems = await client.history_report(case_id)
             assert any((p.kind, p.seq) == (kind, seq) for p in problems), problems
+            if attack == "swap":
+                # Seq 6, the client's stored cursor, now has another chain hash.
+                assert any(
+                    (p.kind, p.seq) == ("rewritten", 6) and "seen chain hash changed" in p.detail
+                    for p in problems
+                ), problems
         finally:
             await client.close()
         rc, out, err = await cli_history(tmp_path / "cl", hub.url, case_id)
