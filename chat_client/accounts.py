@@ -23,6 +23,7 @@ from .connection import Link, LinkClosed, expect
 from .cursors import Cursor
 from .errors import ConnectFailed, KdfTooWeak, KeyStoreError
 from .keystore import AccountRecord, KeyStore, StoredToken
+from .policy import check_kdf_floor, check_passphrase, check_remembered, kdf_floor
 
 __all__ = ["CLIENT_NAME", "Credentials", "login", "login_request", "register", "unlock"]
 
@@ -37,6 +38,9 @@ class Credentials:
     identity: crypto.Identity
     login_keys: crypto.LoginKeys  # auth_key kept so an expired token can be renewed
     token: StoredToken | None
+    #: A version-1 account whose box key the hub holds no signature for: the SDK sends
+    #: ``account.attest`` as soon as the session is up.
+    needs_attest: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -69,15 +73,37 @@ async def register(
     *,
     home: Path,
     invite: str | None,
-    opslimit: int,
-    memlimit: int,
+    opslimit: int | None = None,
+    memlimit: int | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> Credentials:
-    """Make keys locally, register, log in for a token, write the key store."""
+    """Make keys locally, register, log in for a token, write the key store.
+
+    The passphrase must pass the rule of :func:`policy.check_passphrase` (WeakPassphrase)
+    before anything is sent. ``opslimit``/``memlimit`` None take the cost the hub
+    announces in ``challenge``, which must reach the client's KDF floor (KdfDowngrade);
+    given ones below the floor or the hub's minimum are KdfTooWeak. All is checked
+    before deriving."""
     if KeyStore.exists(home):
         raise KeyStoreError(f"{home} already holds an account; use another home directory")
+    check_passphrase(passphrase, [handle])
+    min_ops, min_mem = kdf_floor()
+    if (opslimit is not None and opslimit < min_ops) or (
+        memlimit is not None and memlimit < min_mem
+    ):
+        raise KdfTooWeak(
+            f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are below this "
+            f"client's floor (opslimit>={min_ops}, memlimit>={min_mem})"
+        )
     async with preauth_link(url, tls) as link:
         challenge = expect(await link.request(f.Hello, client=CLIENT_NAME), f.Challenge)
+        if opslimit is None or memlimit is None:
+            # The page and the SDK never take a cost below the floor from the hub.
+            check_kdf_floor(
+                challenge.min_opslimit, challenge.min_memlimit, source="the hub's challenge"
+            )
+            opslimit = challenge.min_opslimit if opslimit is None else opslimit
+            memlimit = challenge.min_memlimit if memlimit is None else memlimit
         # Checked before the (slow) derivation, with the limits the server advertises.
         if opslimit < challenge.min_opslimit or memlimit < challenge.min_memlimit:
             raise KdfTooWeak(
@@ -101,6 +127,7 @@ async def register(
                 auth_key=keys.auth_key,
                 sign_pk=identity.sign_pk,
                 box_pk=identity.box_pk,
+                box_sig=crypto.sign_box_key(identity),
                 wrapped_keys=wrapped,
                 invite=invite,
             ),
@@ -131,9 +158,25 @@ async def login(
     url: str, handle: str, passphrase: str, *, home: Path, tls: ssl.SSLContext | None = None
 ) -> Credentials:
     """prelogin -> derive -> login -> unwrap, then write (or refresh) the key store.
-    An existing store in ``home`` must belong to the same account; its cursors are kept."""
+    An existing store in ``home`` must belong to the same account; its cursors are kept.
+
+    Before deriving (so before any auth_key leaves this process) the prelogin answer must
+    reach the KDF floor and, if ``home`` already knows ``handle``, repeat the remembered
+    salt and limits exactly; otherwise KdfDowngrade."""
+    old: AccountRecord | None = None
+    if KeyStore.exists(home):
+        old = KeyStore.load(home).record
+        if old.handle != handle:
+            raise KeyStoreError(f"{home} holds another account ({old.handle})")
     async with preauth_link(url, tls) as link:
         pre = expect(await link.request(f.Prelogin, handle=handle), f.PreloginResult)
+        check_kdf_floor(pre.opslimit, pre.memlimit, source="the hub's prelogin answer")
+        if old is not None:
+            check_remembered(
+                handle,
+                (old.salt, old.opslimit, old.memlimit),
+                (pre.salt, pre.opslimit, pre.memlimit),
+            )
         keys = await asyncio.to_thread(
             crypto.derive_login_keys, passphrase, pre.salt, pre.opslimit, pre.memlimit
         )
@@ -141,9 +184,10 @@ async def login(
     identity = opening.unwrap_identity(result.wrapped_keys, keys.wrap_key)
     if identity.sign_pk != result.sign_pk or identity.box_pk != result.box_pk:
         raise pe.CryptoError("the server's public keys do not match the wrapped identity")
+    if result.box_sig is not None:
+        crypto.verify_box_key(result.sign_pk, result.box_pk, result.box_sig)
     cursors: dict[str, Cursor] = {}
-    if KeyStore.exists(home):
-        old = KeyStore.load(home).record
+    if old is not None:
         if old.account_id != result.account_id:
             raise KeyStoreError(f"{home} holds another account ({old.handle})")
         cursors = old.cursors
@@ -163,7 +207,7 @@ async def login(
     store = KeyStore.create(home, record, overwrite=True)
     token = StoredToken(result.token, result.token_expires)
     store.store_token(token.token, token.expires_ms, keys.wrap_key)
-    return Credentials(store, identity, keys, token)
+    return Credentials(store, identity, keys, token, needs_attest=result.box_sig is None)
 
 
 async def unlock(home: Path, passphrase: str) -> Credentials:

@@ -8,7 +8,9 @@ apart from the asyncio plumbing and are tested without a network:
   signature verifies under the creator's sign_pk, and the opened key matches the
   commitment (opening.open_case_key);
 * a message is verified only if it decrypts under the epoch key, its sender is a
-  participant whose signature verifies, and its chain link follows from the previous one.
+  participant whose signature verifies, its envelope is in the one canonical encoding
+  (re-encoded after decoding: "noncanonical" otherwise), and its chain link follows
+  from the previous one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 
 from protocol import crypto, opening
 from protocol.chain import chain_hash
-from protocol.errors import CryptoError
+from protocol.errors import CryptoError, Noncanonical
 from protocol.frames import CaseInfo, DirectoryEntry, EpochKey, KeySeal, MessageRecord
 
 from .models import Message
@@ -158,6 +160,9 @@ def open_record(
             nonce=record.nonce,
             ciphertext=record.ciphertext,
         )
+    except Noncanonical as exc:
+        # Both clients re-encode after verifying (V2 section 5): other bytes, other reader.
+        return rejected(f"noncanonical: {exc}")
     except CryptoError as exc:
         return rejected(str(exc))
     if prev_hash is not None and not link_matches(prev_hash, record):
@@ -173,6 +178,7 @@ def open_record(
         ts=envelope.ts,
         verified=True,
         chain_hash=record.chain_hash,
+        envelope=envelope,
     )
 
 

@@ -4,7 +4,8 @@
 
 The passphrase comes from --passphrase-file, else $CHAT_PASSPHRASE, else a prompt
 (asked twice on register). Exit codes: 0 ok, 1 error, 2 usage, 3 authentication failed
-or wrong passphrase, 4 connection failed. Errors go to stderr as one line; with --json
+or wrong passphrase, 4 connection failed, 5 security refusal (KDF downgrade, changed or
+unsigned keys, uncertified counselor). Errors go to stderr as one line; with --json
 also as ``{"error": code, "message": ...}`` on stdout.
 """
 
@@ -33,9 +34,12 @@ from .errors import (
     KdfTooWeak,
     KeyStoreError,
     RequestInterrupted,
+    SecurityRefusal,
     SessionEnded,
+    WeakPassphrase,
 )
 from .keystore import KeyStore
+from .models import Safety
 from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
 from .terminal import Names, Printer, case_json, format_message, message_json, run_chat, run_watch
 
@@ -44,6 +48,7 @@ __all__ = [
     "EXIT_CONNECT",
     "EXIT_ERROR",
     "EXIT_OK",
+    "EXIT_SECURITY",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -54,6 +59,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_CONNECT = 4
+#: A security refusal: KDF downgrade, changed or unsigned contact keys, uncertified
+#: counselor (errors.SecurityRefusal). Nothing depending on the refused value was sent.
+EXIT_SECURITY = 5
 
 DEFAULT_SERVER = "ws://127.0.0.1:8765/ws"
 DEFAULT_HOME = "~/.chat-client"
@@ -87,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="End-to-end-encrypted counseling chat: terminal client. "
         "Keys stay in --home; the server only ever sees ciphertext.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 auth failed / wrong passphrase, "
-        "4 connection failed.",
+        "4 connection failed, 5 security refusal.",
     )
     parser.add_argument(
         "--server",
@@ -142,7 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login", help="log in on this device (fetches the wrapped keys)")
     p.add_argument("--handle", required=True, help="your handle")
 
-    sub.add_parser("whoami", help="show the account in --home (no network)")
+    sub.add_parser("whoami", help="show the account in --home and its fingerprint (no network)")
+
+    p = sub.add_parser(
+        "safety", help="show your and a contact's fingerprints and your shared safety number"
+    )
+    p.add_argument("handle", help="the contact's handle (someone you share a case with)")
+
+    p = sub.add_parser("trust", help="re-pin a contact whose keys changed (after checking)")
+    p.add_argument("handle", help="the contact's handle")
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        required=True,
+        help="forget the pinned keys and pin the ones the hub presents now; do this only "
+        "after comparing the safety number with the person out of band",
+    )
 
     p = sub.add_parser("open-case", help="ask for counseling on a topic")
     p.add_argument("--topic", required=True, help="topic, e.g. anxiety")
@@ -287,10 +310,59 @@ async def cmd_whoami(args: argparse.Namespace, out: Printer) -> int:
         "account_id": record.account_id,
         "handle": record.handle,
         "role": record.role,
-        "fingerprint": crypto.fingerprint(record.sign_pk),
+        "fingerprint": crypto.fingerprint_v2(record.sign_pk, record.box_pk),
         "server": record.server,
     }
     _print_account(out, summary)
+    return EXIT_OK
+
+
+def _print_safety(out: Printer, client: ChatClient, view: Safety) -> None:
+    entry = view.entry
+    theirs = crypto.fingerprint_v2(entry.sign_pk, entry.box_pk)
+    lines = [
+        f"you      {client.handle:<20} {client.fingerprint}",
+        f"contact  {entry.handle:<20} {theirs}",
+        f"safety number  {view.safety_number}",
+    ]
+    if view.changed:
+        lines.append(
+            f"! KEYS CHANGED: pinned was {view.pinned_fingerprint}. Nothing is sealed to the "
+            f"new keys. If the safety number matches what {entry.handle} reads to you, "
+            f"run: chat-client trust {entry.handle} --reset"
+        )
+    lines.append(
+        "Compare the safety number with the other person in person or by phone; it is the "
+        "same on both sides only if nobody substituted a key."
+    )
+    out.emit(
+        "\n".join(lines),
+        {
+            "handle": client.handle,
+            "fingerprint": client.fingerprint,
+            "contact": entry.handle,
+            "contact_account_id": entry.account_id,
+            "contact_fingerprint": theirs,
+            "safety_number": view.safety_number,
+            "changed": view.changed,
+            "pinned_fingerprint": view.pinned_fingerprint,
+        },
+    )
+
+
+async def cmd_safety(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        view = await client.safety(args.handle)
+        _print_safety(out, client, view)
+    return EXIT_SECURITY if view.changed else EXIT_OK
+
+
+async def cmd_trust(args: argparse.Namespace, out: Printer) -> int:
+    async with await _open(args) as client:
+        view = await client.trust_reset(args.handle)
+        if not out.as_json:
+            out.line(f"pinned the keys {args.handle} presents now:")
+        _print_safety(out, client, view)
     return EXIT_OK
 
 
@@ -341,17 +413,28 @@ async def cmd_send(args: argparse.Namespace, out: Printer) -> int:
 
 async def cmd_history(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
-        messages = await client.history(args.case)
+        messages, problems = await client.history_report(args.case)
         names = Names(client)
         await names.resolve(m.sender_id for m in messages)
         if out.as_json:
-            out.json({"case_id": args.case, "messages": [message_json(m, names) for m in messages]})
+            out.json(
+                {
+                    "case_id": args.case,
+                    "messages": [message_json(m, names) for m in messages],
+                    "order_problems": [
+                        {"seq": p.seq, "kind": p.kind, "sender_id": p.sender_id, "detail": p.detail}
+                        for p in problems
+                    ],
+                }
+            )
         else:
             for m in messages:
                 out.line(format_message(m, names, me=client.account_id))
             bad = sum(1 for m in messages if not m.verified)
             if bad:
                 out.line(f"! {bad} of {len(messages)} messages did NOT verify")
+            for p in problems:
+                out.line(f"! WARNING history does not match what was signed: {p}")
     return EXIT_OK
 
 
@@ -446,6 +529,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], Coroutine[Any, Any, 
     "register": cmd_register,
     "login": cmd_login,
     "whoami": cmd_whoami,
+    "safety": cmd_safety,
+    "trust": cmd_trust,
     "open-case": cmd_open_case,
     "cases": cmd_cases,
     "send": cmd_send,
@@ -481,8 +566,12 @@ def describe_error(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, SessionEnded):
         auth = exc.code == pe.CloseCode.AUTH_TIMEOUT
         return (EXIT_AUTH if auth else EXIT_CONNECT), "session_ended", str(exc)
+    if isinstance(exc, SecurityRefusal):
+        return EXIT_SECURITY, type(exc).__name__, f"security: {exc}"
     if isinstance(exc, KdfTooWeak):
         return EXIT_USAGE, "kdf_too_weak", str(exc)
+    if isinstance(exc, WeakPassphrase):
+        return EXIT_USAGE, "weak_passphrase", str(exc)
     if isinstance(exc, KeyStoreError | CaseNotReady | RequestInterrupted | ClientClosed):
         return EXIT_ERROR, type(exc).__name__, str(exc)
     if isinstance(exc, ClientError | ValueError):

@@ -9,7 +9,13 @@ Hierarchy::
     ├── RequestInterrupted       the link dropped before a non-idempotent request was answered
     ├── KeyStoreError            the local key store is missing, corrupt or already taken
     ├── KdfTooWeak               the caller's Argon2id limits are below the server's minimum
-    └── CaseNotReady             the case has no counselor yet (or is unknown)
+    ├── WeakPassphrase           the passphrase fails the length / zxcvbn rule (policy.py)
+    ├── CaseNotReady             the case has no counselor yet (or is unknown)
+    └── SecurityRefusal          the hub presented something we must not trust (CLI exit 5)
+        ├── KdfDowngrade         prelogin/challenge KDF below the floor or not as remembered
+        ├── KeyChanged           a contact's pinned keys changed (contacts.py)
+        ├── KeyNotSigned         a directory entry's box key is unsigned or badly signed
+        └── UncertifiedCounselor the org key is pinned and the counselor has no valid cert
 
 Errors reported by the server arrive as the typed classes of :mod:`protocol.errors`
 (``AuthFailed``, ``Forbidden``, ...), built by :func:`remote_error`. A failed signature,
@@ -26,10 +32,16 @@ __all__ = [
     "ClientClosed",
     "ClientError",
     "ConnectFailed",
+    "KdfDowngrade",
     "KdfTooWeak",
+    "KeyChanged",
+    "KeyNotSigned",
     "KeyStoreError",
     "RequestInterrupted",
+    "SecurityRefusal",
     "SessionEnded",
+    "UncertifiedCounselor",
+    "WeakPassphrase",
     "remote_error",
 ]
 
@@ -71,6 +83,34 @@ class KdfTooWeak(ClientError):
 
 class CaseNotReady(ClientError):
     """The case cannot carry messages yet (no counselor assigned) or is unknown."""
+
+
+class WeakPassphrase(ClientError):
+    """A new passphrase is shorter than 10 characters or zxcvbn rates it below 3."""
+
+
+class SecurityRefusal(ClientError):
+    """The hub (or the network) presented something that would weaken the end-to-end
+    protection; the client refused and sent nothing that depends on it. The message
+    names what was detected and what to do."""
+
+
+class KdfDowngrade(SecurityRefusal):
+    """Argon2id parameters below the client floor, or different from the salt and limits
+    the key store remembers for this handle."""
+
+
+class KeyChanged(SecurityRefusal):
+    """A contact's keys differ from the ones pinned on first use."""
+
+
+class KeyNotSigned(SecurityRefusal):
+    """A directory entry's box key carries no valid signature by its identity key."""
+
+
+class UncertifiedCounselor(SecurityRefusal):
+    """An organisation key is pinned and the counselor has no certificate valid under
+    it, so the case key is not sealed to them."""
 
 
 _CLOSE_MEANINGS: dict[int, str] = {

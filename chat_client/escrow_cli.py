@@ -6,6 +6,7 @@
     chat-escrow approve REQUEST.json --key officerN.key --out approvalN.json
                         [--org-fingerprint FP]
     chat-escrow fingerprint FILE
+    chat-escrow certify --org-key org.key PENDING.json -o certs.json [--yes]
 
 Runs without a network or a database; private keys never leave the officer's machine
 (the hub only ever receives the signed approval file). Passphrases come from
@@ -30,6 +31,7 @@ from nacl.signing import SigningKey
 
 from protocol import crypto
 from protocol import frames as f
+from protocol.ceremony import PendingCounselor
 from protocol.clock import now_ms
 from protocol.escrow import (
     EscrowError,
@@ -42,6 +44,7 @@ from protocol.escrow import (
 )
 from protocol.opening import open_reason
 
+from .certify import CertifyError, certify, certs_document, parse_pending
 from .keyfiles import (
     DEFAULT_MEMLIMIT,
     DEFAULT_OPSLIMIT,
@@ -110,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fingerprint", help="print the fingerprint of a key, .pub or policy")
     p.add_argument("file", type=Path)
+
+    p = sub.add_parser("certify", help="certify counselors with the org key (certify.py)")
+    p.add_argument("pending", type=Path, help="chat-server admin counselors pending --json")
+    p.add_argument("--org-key", type=Path, required=True)
+    p.add_argument("-o", "--out", type=Path, required=True, help="certs.json to write")
+    p.add_argument("--yes", action="store_true", help="certify all without asking")
     return parser
 
 
@@ -205,6 +214,34 @@ def _fingerprint(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def _certify(args: argparse.Namespace) -> int:
+    try:
+        pending = parse_pending(args.pending.read_bytes())
+    except CertifyError as exc:
+        print(f"chat-escrow: {args.pending}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    org = load_key(args.org_key, read_passphrase(args.passphrase_file, "Org passphrase: "), "org")
+
+    def confirm(p: PendingCounselor, fp: str) -> bool:
+        if args.yes:
+            return True
+        try:
+            answer = input(f"certify {p.handle} as a counselor? [y/N] ")
+        except EOFError:  # no terminal: nobody said yes
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    try:
+        certs = certify(org, pending, now=now_ms(), confirm=confirm, say=print)
+    except CertifyError as exc:
+        print(f"chat-escrow: refusing to certify: {exc}", file=sys.stderr)
+        return EXIT_FOREIGN
+    args.out.write_bytes(certs_document(certs))
+    print(f"{len(certs)} of {len(pending)} counselor(s) certified: {args.out}")
+    print(f"organisation fingerprint (pin in clients): {org.fingerprint}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "name", "") is None:
@@ -214,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "policy": _policy,
         "approve": _approve,
         "fingerprint": _fingerprint,
+        "certify": _certify,
     }
     try:
         return commands[args.command](args)

@@ -11,6 +11,11 @@ the winner's key. A new key goes out with our escrow capsule of it (``make_capsu
 escrow.py); if the hub refuses the capsule, ``capsule_refused`` drops the cached policy
 and the deposit is made once more. All network access goes through the ``request``
 callable it is given, so it owns no connection.
+
+Every directory entry passes trust.check_entry (signed box key, pinned keys) before it
+is cached, and a client shares or uses a case key with a counselor only after
+trust.check_counselor (certificate under the pinned organisation key); those refusals
+(errors.SecurityRefusal) always propagate, they are never turned into "unverified".
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from protocol import frames as f
 
 from .casekeys import Keyring, NewEpochKey, make_epoch_key, open_epoch_key
 from .connection import expect
+from .contacts import Contacts
 from .errors import CaseNotReady
+from .trust import check_counselor, check_entry
 
 __all__ = ["KeyManager", "Request"]
 
@@ -45,6 +52,8 @@ ForeignKeyHook = Callable[[f.CaseInfo, int, bytes], None]
 #: Called when the hub refuses a deposit that carried a capsule (``invalid``): the
 #: escrow policy the capsule was made under may have been replaced.
 CapsuleRefusedHook = Callable[[], None]
+#: Shows a plain warning to the user (the SDK emits a WarningEvent and logs it).
+Warn = Callable[[str, str], None]
 
 _DIRECTORY_BATCH = 50  # DirectoryGet accepts at most 50 ids
 
@@ -60,7 +69,15 @@ class KeyManager:
         request: Request,
         cases: dict[str, f.CaseInfo],
         case_info: CaseLookup,
+        *,
+        contacts: Contacts | None = None,
+        org_fingerprint: str | None = None,
+        warn: Warn | None = None,
     ) -> None:
+        self._contacts = contacts if contacts is not None else Contacts(None)
+        self._org_fingerprint = org_fingerprint
+        self._warn = warn
+        self._counselor_ok: set[str] = set()  # cases whose counselor passed (or was warned)
         self._identity = identity
         self._account_id = account_id
         self._request = request
@@ -79,28 +96,53 @@ class KeyManager:
         """Directory entries for ``account_ids`` (fetched once, then cached).
 
         Our own entry must carry our own keys: a server that substitutes them would
-        otherwise get case keys sealed to a key it holds."""
+        otherwise get case keys sealed to a key it holds. Any other entry must have a
+        valid box_sig and match its pin (KeyNotSigned / KeyChanged otherwise)."""
         missing = [a for a in dict.fromkeys(account_ids) if a not in self._directory]
-        for start in range(0, len(missing), _DIRECTORY_BATCH):
-            result = expect(
-                await self._request(
-                    f.DirectoryGet, account_ids=missing[start : start + _DIRECTORY_BATCH]
-                ),
-                f.DirectoryResult,
-            )
-            for entry in result.entries:
+        if missing:
+            for entry in await self._fetch(missing):
                 if entry.account_id == self._account_id and (
                     entry.sign_pk != self._identity.sign_pk or entry.box_pk != self._identity.box_pk
                 ):
                     raise pe.CryptoError("the directory lists other keys for our own account")
+                if entry.account_id != self._account_id:
+                    check_entry(entry, self._contacts)
                 self._directory[entry.account_id] = entry
         absent = [a for a in account_ids if a not in self._directory]
         if absent:
             raise pe.NotFound(f"directory has no entry for {len(absent)} account(s)")
         return {a: self._directory[a] for a in account_ids}
 
+    async def _fetch(self, account_ids: list[str]) -> list[f.DirectoryEntry]:
+        """Unchecked ``directory.get`` in batches (callers check what they use)."""
+        found: list[f.DirectoryEntry] = []
+        for start in range(0, len(account_ids), _DIRECTORY_BATCH):
+            result = expect(
+                await self._request(
+                    f.DirectoryGet, account_ids=account_ids[start : start + _DIRECTORY_BATCH]
+                ),
+                f.DirectoryResult,
+            )
+            found.extend(result.entries)
+        return found
+
+    async def lookup_handle(self, account_ids: list[str], handle: str) -> f.DirectoryEntry | None:
+        """The entry, among ``account_ids``, whose handle is ``handle``, with its box key
+        signature checked but not its pin (to show what changed); None if absent."""
+        for entry in await self._fetch(account_ids):
+            if entry.handle == handle:
+                check_entry(entry, Contacts(None))  # box_sig only: a throwaway pin set
+                return entry
+        return None
+
+    def forget_entries(self) -> None:
+        """Drop the cached entries (after a pin was reset): the next use refetches."""
+        self._directory.clear()
+        self._counselor_ok.clear()
+
     async def entry(self, account_id: str) -> f.DirectoryEntry | None:
-        """One entry, or None if the directory refuses or lacks it."""
+        """One entry, or None if the directory refuses or lacks it (a SecurityRefusal,
+        such as KeyChanged, still raises)."""
         with contextlib.suppress(pe.RemoteError, pe.CryptoError):
             return (await self.entries([account_id]))[account_id]
         return None
@@ -163,6 +205,7 @@ class KeyManager:
                 raise CaseNotReady(f"case {case_id} is waiting for a counselor")
             if case.state == "closed":
                 raise pe.Forbidden("case is closed")
+            await self.check_counselor(case)
             epoch = max(case.epoch, self.keyring.latest(case_id))
             if epoch == 0:
                 return await self._create(case, 1)
@@ -174,6 +217,24 @@ class KeyManager:
             if key is None:
                 raise pe.CryptoError(f"no verified key for epoch {epoch} of case {case_id}")
             return epoch, key
+
+    async def check_counselor(self, case: f.CaseInfo) -> None:
+        """As the case's client: its counselor must be certified by the pinned
+        organisation key before we share or use a case key with them (UncertifiedCounselor
+        otherwise); with no organisation pinned, warn once per case instead."""
+        if (
+            case.case_id in self._counselor_ok
+            or case.counselor_id is None
+            or case.client_id != self._account_id
+        ):
+            return
+        entry = (await self.entries([case.counselor_id]))[case.counselor_id]
+        warning = check_counselor(entry, self._org_fingerprint)
+        if warning is not None:
+            log.warning("case %s: %s", case.case_id, warning)
+            if self._warn is not None:
+                self._warn(case.case_id, warning)
+        self._counselor_ok.add(case.case_id)
 
     async def _create(self, case: f.CaseInfo, epoch: int) -> tuple[int, bytes]:
         entries = await self.entries([a for a in (case.client_id, case.counselor_id) if a])

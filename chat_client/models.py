@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from protocol.crypto import Envelope
 from protocol.frames import CaseInfo, DirectoryEntry
 
 __all__ = [
@@ -25,8 +26,11 @@ __all__ = [
     "Message",
     "MessageEvent",
     "ReceiptEvent",
+    "Safety",
     "Sent",
     "TypingEvent",
+    "WarningEvent",
+    "WarningKind",
 ]
 
 
@@ -50,6 +54,9 @@ class Message:
     verified: bool
     error: str | None = None
     chain_hash: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+    #: The verified envelope (None unless verified): its prev_seq, prev_hash and n are
+    #: the order the sender signed (chat_client/ordering.py checks them).
+    envelope: Envelope | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +118,37 @@ class DisputeEvent:
     state: Literal["pending", "approved", "exported"]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Safety:
+    """What ``chat-client safety`` shows: the contact's current (signed) keys, the
+    safety number both sides compute, and the pinned fingerprint when the keys changed."""
+
+    entry: DirectoryEntry
+    safety_number: str
+    pinned_fingerprint: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.pinned_fingerprint is not None
+
+
+WarningKind = Literal["no_org", "dropped", "reordered", "replayed", "rewritten"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WarningEvent:
+    """Something the user must be told plainly: no organisation key pinned (the hub
+    alone vouches for the counselor), or the case history contradicts what the
+    participants signed or what this client saw before (``seq`` names the record;
+    kinds as protocol/transcript.py's OrderProblem, plus "rewritten" for a chain hash
+    that changed at a seq seen before)."""
+
+    case_id: str
+    kind: WarningKind
+    text: str
+    seq: int | None = None
+
+
 Event = (
     MessageEvent
     | CaseAssignedEvent
@@ -119,4 +157,5 @@ Event = (
     | CaseClosedEvent
     | ConnectionEvent
     | DisputeEvent
+    | WarningEvent
 )

@@ -16,6 +16,9 @@ Contract:
 * Rate limiting and a hub going away (``rate_limited``, ``unavailable``) retry the same
   frame; any other error from the hub fails only that send. :meth:`fail_all` fails
   every pending send when the client stops.
+* Each message signs the order it was composed in (V2 section 4): ``next_order(case)``
+  gives (prev_seq, prev_hash, n) from what the processor has seen (ordering.py), and
+  ``n`` is sealed into the bytes once, so every resend keeps it.
 * A settled send is handed to ``on_stored`` (the processor turns it into the sender's
   own MessageEvent, in seq order).
 
@@ -29,7 +32,7 @@ import asyncio
 import dataclasses
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from protocol import crypto
 from protocol import errors as pe
@@ -42,7 +45,12 @@ from .keymanager import KeyManager
 from .models import Sent
 from .supervisor import Supervisor
 
-__all__ = ["Outbox", "Outgoing"]
+__all__ = ["NextOrder", "Order", "Outbox", "Outgoing"]
+
+#: (prev_seq, prev_hash, n) a new message signs.
+Order = tuple[int, bytes, int]
+#: ``await next_order(case_id)``: the order of the next message composed in the case.
+NextOrder = Callable[[str], Awaitable[Order]]
 
 
 @dataclasses.dataclass(eq=False)
@@ -56,6 +64,7 @@ class Outgoing:
     ciphertext: bytes
     body: str
     ts: int
+    envelope: crypto.Envelope  # what was signed, with the order fields (prev_seq, n)
     future: asyncio.Future[Sent]
     generation: int = 0  # the link generation it was last transmitted on (0: never)
 
@@ -82,7 +91,9 @@ class Outbox:
         account_id: str,
         *,
         on_stored: Callable[[Outgoing, f.MsgAck], None],
+        next_order: NextOrder | None = None,
     ) -> None:
+        self._next_order = next_order
         self._session = session
         self._keys = keys
         self._identity = identity
@@ -110,7 +121,8 @@ class Outbox:
         if len(text) > MAX_MESSAGE_CHARS:
             raise ValueError(f"message longer than {MAX_MESSAGE_CHARS} characters")
         epoch, key = await keys.send_epoch(case_id)
-        out = self.seal(case_id, epoch, key, text)
+        assert self._next_order is not None
+        out = self.seal(case_id, epoch, key, text, order=await self._next_order(case_id))
         session.check_running()
         self.add(out)
         if session.ready.is_set() and session.link is not None:
@@ -118,11 +130,23 @@ class Outbox:
         # Shielded: a caller that gives up waiting does not unsend the message.
         return await asyncio.shield(out.future)
 
-    def seal(self, case_id: str, epoch: int, key: bytes, text: str) -> Outgoing:
-        """A new entry: ``text`` signed and encrypted under the epoch key, fresh id."""
+    def seal(
+        self,
+        case_id: str,
+        epoch: int,
+        key: bytes,
+        text: str,
+        *,
+        order: Order = (0, bytes(32), 1),
+    ) -> Outgoing:
+        """A new entry: ``text`` signed and encrypted under the epoch key, fresh id.
+        ``order``: (prev_seq, prev_hash, n); the default is a case's first message."""
         cmid = secrets.token_urlsafe(16)
         ts = now_ms()
-        envelope = crypto.Envelope(body=text, ts=ts, client_msg_id=cmid)
+        prev_seq, prev_hash, n = order
+        envelope = crypto.Envelope(
+            body=text, ts=ts, client_msg_id=cmid, prev_seq=prev_seq, prev_hash=prev_hash, n=n
+        )
         nonce, ciphertext = crypto.encrypt_message(
             key,
             self._identity,
@@ -139,6 +163,7 @@ class Outbox:
             ciphertext=ciphertext,
             body=text,
             ts=ts,
+            envelope=envelope,
             future=asyncio.get_running_loop().create_future(),
         )
 

@@ -18,6 +18,8 @@ Contract:
   ``verified=False`` and no body, never text.
 * **Cases**: :class:`CaseMap` keeps what the hub said about each case (state, epoch,
   participants), updated from ``welcome``, events and case requests, never lowered.
+* **Refusals end the stream**: a SecurityRefusal (KeyChanged, KeyNotSigned,
+  UncertifiedCounselor) met while handling an event ends :meth:`events` with it.
 * **Cursors persist**: consuming a MessageEvent from :meth:`events` advances the stored
   cursor (written at most once a second and on close), so a later session resumes
   after the last message the application saw.
@@ -41,11 +43,12 @@ from protocol import errors as pe
 from protocol import frames as f
 from protocol.chain import GENESIS
 from protocol.limits import MAX_SYNC_BATCH
+from protocol.transcript import OrderProblem, check_order, check_receipts
 
 from .casekeys import link_matches, open_record
 from .connection import expect
 from .cursors import Cursor, CursorTracker, Verdict
-from .errors import ClientClosed
+from .errors import ClientClosed, SecurityRefusal
 from .keymanager import KeyManager, Request
 from .models import (
     CaseAssignedEvent,
@@ -56,10 +59,12 @@ from .models import (
     MessageEvent,
     ReceiptEvent,
     TypingEvent,
+    WarningEvent,
 )
+from .ordering import Ordering
 from .outbox import Outgoing
 
-__all__ = ["PERSIST_DELAY_S", "CaseMap", "Processor", "own_message"]
+__all__ = ["PERSIST_DELAY_S", "CaseMap", "Processor", "own_message", "own_record"]
 
 log = logging.getLogger("chat_client")
 
@@ -127,20 +132,26 @@ class _Resync:
 
 
 @dataclasses.dataclass(eq=False)
+class _Prepare:
+    """Load the case's order window (ordering.py) in the processor task, then answer."""
+
+    case_id: str
+    done: asyncio.Future[None]
+
+
+@dataclasses.dataclass(eq=False)
 class _OwnAck:
     out: Outgoing
     ack: f.MsgAck
 
 
-_Work = f.ServerFrame | _Resync | _OwnAck
+_Work = f.ServerFrame | _Resync | _OwnAck | _Prepare
 _END = object()  # sentinel closing the events() stream
 
 
-def own_message(out: Outgoing, ack: f.MsgAck, account_id: str, prev: bytes | None) -> Message:
-    """The sender's own message, from the entry it sent and the hub's ack. ``prev`` is
-    the chain hash of the record before it (None: unknown); the acked hash must follow
-    from it, else the message is flagged (the hub altered the stored record)."""
-    record = f.MessageRecord(
+def own_record(out: Outgoing, ack: f.MsgAck, account_id: str) -> f.MessageRecord:
+    """The record the hub says it stored for our ``out`` (server_ts unknown: 0)."""
+    return f.MessageRecord(
         case_id=out.case_id,
         seq=ack.seq,
         epoch=out.epoch,
@@ -151,8 +162,16 @@ def own_message(out: Outgoing, ack: f.MsgAck, account_id: str, prev: bytes | Non
         chain_hash=ack.chain_hash,
         server_ts=0,
     )
+
+
+def own_message(out: Outgoing, ack: f.MsgAck, account_id: str, prev: bytes | None) -> Message:
+    """The sender's own message, from the entry it sent and the hub's ack. ``prev`` is
+    the chain hash of the record before it (None: unknown); the acked hash must follow
+    from it, else the message is flagged (the hub altered the stored record)."""
+    record = own_record(out, ack, account_id)
     intact = prev is None or link_matches(prev, record)
     return Message(
+        envelope=out.envelope if intact else None,
         case_id=out.case_id,
         seq=ack.seq,
         epoch=out.epoch,
@@ -164,6 +183,15 @@ def own_message(out: Outgoing, ack: f.MsgAck, account_id: str, prev: bytes | Non
         error=None if intact else "hash chain mismatch (a stored message was altered)",
         chain_hash=ack.chain_hash,
     )
+
+
+def _release(item: _Work) -> None:
+    """Answer a waiter whose work item will never be handled (the processor stopped)."""
+    if isinstance(item, _Resync) and not item.done.done():
+        item.done.set_result(None)
+    elif isinstance(item, _Prepare) and not item.done.done():
+        item.done.set_exception(ClientClosed("the client was closed"))
+        item.done.exception()  # retrieved: the waiter may be gone too
 
 
 class Processor:
@@ -192,6 +220,10 @@ class Processor:
         self._events: asyncio.Queue[Event | object] = asyncio.Queue()
         self._ended: BaseException | None = None
         self._persist_handle: asyncio.TimerHandle | None = None
+        self.ordering = Ordering(account_id)
+        self._running = False  # is run() consuming the inbox (prepare waits on it)?
+        for case_id, cursor in cursors.items():
+            self.ordering.seen_before(case_id, cursor.seq, cursor.chain_hash)
 
     # -- input -------------------------------------------------------------------------
 
@@ -202,6 +234,15 @@ class Processor:
     def own_ack(self, out: Outgoing, ack: f.MsgAck) -> None:
         """Queue an acknowledged send of ours (the outbox's ``on_stored``)."""
         self._inbox.put_nowait(_OwnAck(out, ack))
+
+    async def prepare(self, case_id: str) -> None:
+        """Return once the case's order window is loaded (before composing a message or
+        signing a receipt in it): done by the processor task, so it never races it."""
+        if not self._running:
+            raise ClientClosed("the client is not running")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Prepare(case_id, done))
+        await done
 
     async def resync(self, welcome: f.Welcome) -> None:
         """After ``welcome``: sync every case that may have moved; return when done."""
@@ -262,15 +303,33 @@ class Processor:
 
     async def run(self) -> None:
         """Handle queued work until cancelled or the stream ends."""
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+            # Nobody will answer what is still queued: fail the waiters.
+            while not self._inbox.empty():
+                _release(self._inbox.get_nowait())
+
+    async def _run(self) -> None:
         while True:
             item = await self._inbox.get()
             try:
                 await self.handle(item)
             except asyncio.CancelledError:
+                _release(item)
                 raise
             except BaseException as exc:
                 if isinstance(item, _Resync) and not item.done.done():
                     item.done.set_result(None)
+                if isinstance(item, _Prepare) and not item.done.done():
+                    item.done.set_exception(exc)
+                if isinstance(exc, SecurityRefusal):
+                    # A swapped or unsigned key is a hard failure: events() raises it.
+                    # Requests (prepare, resync) are still answered: each meets it again.
+                    self.end(exc)
+                    continue
                 if self._ended is not None:
                     return
                 log.exception("failed to handle %s: %s", type(item).__name__, type(exc).__name__)
@@ -281,6 +340,10 @@ class Processor:
             await self._on_record(item.message)
         elif isinstance(item, _OwnAck):
             await self._on_own_ack(item.out, item.ack)
+        elif isinstance(item, _Prepare):
+            await self._ensure_window(item.case_id)
+            if not item.done.done():
+                item.done.set_result(None)
         elif isinstance(item, _Resync):
             try:
                 for case_id in item.cases:
@@ -302,6 +365,15 @@ class Processor:
         elif isinstance(item, f.TypingNew):
             self.emit(TypingEvent(item.case_id, item.account_id, item.active))
         elif isinstance(item, f.ReceiptNew):
+            receipt = f.SignedReceipt(
+                account_id=item.account_id,
+                kind=item.kind,
+                up_to_seq=item.up_to_seq,
+                chain_hash=item.chain_hash,
+                sig=item.sig,
+            )
+            self.ordering.add_receipts(item.case_id, [receipt])
+            await self._check_order(item.case_id)
             self.emit(ReceiptEvent(item.case_id, item.account_id, item.kind, item.up_to_seq))
         elif isinstance(item, f.DisputeUpdated):
             d = item.dispute
@@ -323,13 +395,17 @@ class Processor:
             return
         if verdict is Verdict.DUPLICATE:
             return
+        await self._ensure_window(ack.case_id)
         prev = self._cursors.get(ack.case_id).chain_hash
         message = own_message(out, ack, self._account_id, prev)
         self._cursors.advance(ack.case_id, ack.seq, ack.chain_hash)
+        self._emit_all(self.ordering.add(own_record(out, ack, self._account_id), message))
         self.emit(MessageEvent(message))
+        await self._check_order(ack.case_id)
 
     async def _sync_case(self, case_id: str) -> None:
         """Deliver everything after the cursor, looping while the server has more."""
+        await self._ensure_window(case_id)
         while True:
             result = expect(
                 await self._request(
@@ -342,20 +418,85 @@ class Processor:
             )
             for record in result.messages:
                 if self._cursors.classify(case_id, record.seq) is not Verdict.DUPLICATE:
-                    await self._deliver_record(record)
+                    await self._deliver_record(record, check=False)
+                else:
+                    self._emit_all(self.ordering.compare(record))
+            self.ordering.add_receipts(case_id, result.receipts)
+            await self._check_order(case_id)  # once per batch: the check is O(window)
             if not result.has_more or not result.messages:
                 return
 
-    async def _deliver_record(self, record: f.MessageRecord) -> None:
+    async def _deliver_record(self, record: f.MessageRecord, *, check: bool = True) -> None:
         cursor = self._cursors.get(record.case_id)
         # The chain can only be checked against the record right before this one.
         prev = cursor.chain_hash if cursor.seq == record.seq - 1 else None
         if prev is None and cursor.seq != record.seq - 1:
             log.warning("server skipped seqs %d..%d", cursor.seq + 1, record.seq - 1)
+        await self._ensure_window(record.case_id)
         case = await self._cases.lookup(record.case_id)
         message = await self._open(record, case, prev)
         self._cursors.raise_to(record.case_id, record.seq, record.chain_hash)
+        self._emit_all(self.ordering.add(record, message))
         self.emit(MessageEvent(message))
+        if check:
+            await self._check_order(record.case_id)
+
+    # -- order (ordering.py) -----------------------------------------------------------------
+
+    def _emit_all(self, events: list[WarningEvent]) -> None:
+        for event in events:
+            log.warning("case %s: %s", event.case_id, event.text)
+            self.emit(event)
+
+    async def _ensure_window(self, case_id: str) -> None:
+        """Load what this account saw of the case before this process (seq 1 up to the
+        cursor) into the order window, once: signed order is checked from seq 1."""
+        if self.ordering.loaded(case_id):
+            return
+        upto = self._cursors.get(case_id).seq
+        if upto == 0:
+            self.ordering.start(case_id)
+            return
+        records, receipts = await self._fetch_all(case_id, upto=upto)
+        case = await self._cases.lookup(case_id)
+        self.ordering.start(case_id)  # only once loaded: a failed fetch is tried again
+        prev = GENESIS
+        for record in records:
+            message = await self._open(record, case, prev)
+            self._emit_all(self.ordering.add(record, message))
+            prev = record.chain_hash
+        if not records or records[-1].seq < upto:
+            self._emit_all(self.ordering.vanished(case_id, upto))
+        self.ordering.add_receipts(case_id, receipts)
+        await self._check_order(case_id)
+
+    async def _check_order(self, case_id: str) -> None:
+        case = self._cases.get(case_id)
+        sign_pks: dict[str, bytes] = {}
+        if case is not None and self.ordering.has_receipts(case_id):
+            ids = [a for a in (case.client_id, case.counselor_id) if a is not None]
+            entries = await self._keys.entries(ids)
+            sign_pks = {a: e.sign_pk for a, e in entries.items()}
+        self._emit_all(self.ordering.check(case_id, sign_pks))
+
+    async def _fetch_all(
+        self, case_id: str, *, upto: int | None = None
+    ) -> tuple[list[f.MessageRecord], list[f.SignedReceipt]]:
+        """Every record of the case from seq 1 (up to ``upto``), and the receipts."""
+        records: list[f.MessageRecord] = []
+        receipts: list[f.SignedReceipt] = []
+        after = 0
+        while upto is None or after < upto:
+            result = expect(
+                await self._request(f.Sync, case_id=case_id, after_seq=after, limit=MAX_SYNC_BATCH),
+                f.SyncResult,
+            )
+            records.extend(r for r in result.messages if upto is None or r.seq <= upto)
+            receipts = list(result.receipts) or receipts
+            if not result.has_more or not result.messages:
+                break
+            after = result.messages[-1].seq
+        return records, receipts
 
     async def _open(
         self, record: f.MessageRecord, case: f.CaseInfo | None, prev: bytes | None
@@ -368,20 +509,12 @@ class Processor:
 
     # -- history -----------------------------------------------------------------------------
 
-    async def history(self, case_id: str) -> list[Message]:
-        """The whole case, synced from seq 0, decrypted and verified (chain included).
+    async def history(self, case_id: str) -> tuple[list[Message], list[OrderProblem]]:
+        """The whole case, synced from seq 0, decrypted and verified (chain included),
+        and every order problem in it (check_order, check_receipts, and seqs whose chain
+        hash changed since this client saw them, also emitted as WarningEvents).
         Independent of :meth:`events`: it moves no cursor."""
-        records: list[f.MessageRecord] = []
-        after = 0
-        while True:
-            result = expect(
-                await self._request(f.Sync, case_id=case_id, after_seq=after, limit=MAX_SYNC_BATCH),
-                f.SyncResult,
-            )
-            records.extend(result.messages)
-            if not result.has_more or not result.messages:
-                break
-            after = result.messages[-1].seq
+        records, receipts = await self._fetch_all(case_id)
         case = await self._cases.lookup(case_id)
         messages: list[Message] = []
         prev = GENESIS
@@ -393,4 +526,34 @@ class Processor:
                 )
             messages.append(message)
             prev = record.chain_hash
-        return messages
+        return messages, await self._history_problems(case_id, case, records, messages, receipts)
+
+    async def _history_problems(
+        self,
+        case_id: str,
+        case: f.CaseInfo | None,
+        records: list[f.MessageRecord],
+        messages: list[Message],
+        receipts: list[f.SignedReceipt],
+    ) -> list[OrderProblem]:
+        changed: list[OrderProblem] = []
+        for record in records:
+            for warning in self.ordering.compare(record):
+                self._emit_all([warning])
+            if self.ordering.seen_hashes(case_id, record.seq) - {record.chain_hash}:
+                changed.append(
+                    OrderProblem(
+                        record.seq,
+                        "rewritten",
+                        record.sender_id,
+                        "seen chain hash changed: not the record this client saw before",
+                    )
+                )
+        opened = {m.seq: m.envelope for m in messages if m.envelope is not None}
+        problems = check_order(records, opened)
+        if case is not None:
+            ids = [a for a in (case.client_id, case.counselor_id) if a is not None]
+            entries = await self._keys.entries(ids)
+            sign_pks = {a: e.sign_pk for a, e in entries.items()}
+            problems += check_receipts(case_id, records, receipts, sign_pks)
+        return sorted(changed + problems, key=lambda p: p.seq)

@@ -6,7 +6,16 @@ sdk.py ~ workspace.js (this facade), supervisor.py ~ supervisor.js (link lifecyc
 reconnect, session set-up), connection.py ~ connection.js (one WebSocket), outbox.py ~
 outbox.js (unacked sends), processor.py ~ processor.js (cases, cursors, decryption,
 events), keymanager.py ~ keys.js (directory and case keys), escrow.py ~ escrow.js
-(escrow policy, capsules, consent, disputes).
+(escrow policy, capsules, consent, disputes). Protocol version 2 adds policy.py (KDF
+floor, passphrase rule), contacts.py and trust.py (pins, box key signatures, counselor
+certificates) and ordering.py (the order messages and receipts sign).
+
+Nothing the hub says is trusted where it matters (docs/PROTOCOL.md section 16): a KDF
+below the floor or unlike the remembered one, an unsigned or changed contact key and an
+uncertified counselor (with an organisation key pinned) raise a
+:class:`~chat_client.errors.SecurityRefusal` before anything depends on them; a history
+that contradicts what participants signed or what this client saw comes out as
+:class:`~chat_client.models.WarningEvent` naming the seq.
 
 Runtime layout (all on one event loop): the **supervisor** task connects and sets each
 session up; the link's **reader** answers request futures and queues events, in wire
@@ -34,14 +43,16 @@ import msgspec
 from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
+from protocol.transcript import OrderProblem
 
 from . import accounts
 from .connection import Link, LinkClosed, expect
+from .contacts import Contacts
 from .cursors import Cursor
 from .errors import RequestInterrupted
 from .escrow import Escrow, PolicyView
 from .keymanager import KeyManager
-from .models import Event, Message, Sent
+from .models import Event, Message, Safety, Sent, WarningEvent
 from .outbox import Outbox
 from .processor import CaseMap, Processor
 from .supervisor import Supervisor
@@ -99,15 +110,19 @@ class ChatClient:
         )
         request = self._session.request
         self._cases = CaseMap(request, on_remember=self._on_case)
+        org_fingerprint = org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT") or None
+        self._contacts = Contacts.load(self._store.home)
         self._keys = KeyManager(
-            self._identity, self._account_id, request, self._cases.by_id, self._cases.lookup
-        )
-        self._escrow = Escrow(
-            self._session,
             self._identity,
             self._account_id,
-            org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT"),
+            request,
+            self._cases.by_id,
+            self._cases.lookup,
+            contacts=self._contacts,
+            org_fingerprint=org_fingerprint,
+            warn=lambda case_id, text: self._processor.emit(WarningEvent(case_id, "no_org", text)),
         )
+        self._escrow = Escrow(self._session, self._identity, self._account_id, org_fingerprint)
         self._keys.make_capsule = self._escrow.capsule
         self._keys.on_foreign_key = self._escrow.on_foreign_key
         self._keys.capsule_refused = self._escrow.forget_policy
@@ -125,6 +140,7 @@ class ChatClient:
             self._identity,
             self._account_id,
             on_stored=self._processor.own_ack,
+            next_order=self._next_order,
         )
 
     # -- construction -----------------------------------------------------------------
@@ -173,7 +189,20 @@ class ChatClient:
         """Log in from any device: prelogin, derive, login, unwrap; store keys in ``home``.
         A wrong handle or passphrase raises ``AuthFailed``."""
         creds = await accounts.login(url, handle, passphrase, home=Path(home), tls=tls)
-        return await cls(url, creds, org_fingerprint=org_fingerprint, tls=tls)._start()
+        client = await cls(url, creds, org_fingerprint=org_fingerprint, tls=tls)._start()
+        if creds.needs_attest:
+            # A version-1 account: sign our box key now so peers can trust it.
+            try:
+                expect(
+                    await client._request(
+                        f.AccountAttest, box_sig=crypto.sign_box_key(creds.identity)
+                    ),
+                    f.Ok,
+                )
+            except BaseException:
+                await client.close()
+                raise
+        return client
 
     @classmethod
     async def open(
@@ -229,8 +258,48 @@ class ChatClient:
 
     @property
     def fingerprint(self) -> str:
-        """Fingerprint of this account's signing key, for comparison out of band."""
-        return crypto.fingerprint(self._identity.sign_pk)
+        """Fingerprint of this account over both its keys (crypto.fingerprint_v2), for
+        comparison out of band."""
+        return crypto.fingerprint_v2(self._identity.sign_pk, self._identity.box_pk)
+
+    async def safety(self, handle: str) -> Safety:
+        """The contact's current keys (box key signature checked), the safety number we
+        share with them, and the pinned fingerprint if the keys changed since pinning
+        (then nothing is sealed to them until :meth:`trust_reset`). An unpinned contact
+        is pinned now. NotFound if no case of ours involves ``handle``."""
+        entry = await self._contact(handle)
+        pin = self._contacts.get(entry.account_id)
+        if pin is None:
+            self._contacts.check(entry.account_id, entry.handle, entry.sign_pk, entry.box_pk)
+        changed = pin is not None and (pin.sign_pk, pin.box_pk) != (entry.sign_pk, entry.box_pk)
+        number = crypto.safety_number(
+            (self._identity.sign_pk, self._identity.box_pk), (entry.sign_pk, entry.box_pk)
+        )
+        return Safety(entry, number, pin.fingerprint if changed and pin is not None else None)
+
+    async def trust_reset(self, handle: str) -> Safety:
+        """Forget the pin of ``handle`` and pin the keys the hub presents now (after the
+        user compared the safety number out of band); their box key signature must
+        still verify. Returns :meth:`safety` of the new keys."""
+        entry = await self._contact(handle)
+        self._contacts.forget(handle)
+        self._keys.forget_entries()
+        self._contacts.check(entry.account_id, entry.handle, entry.sign_pk, entry.box_pk)
+        return await self.safety(handle)
+
+    async def _contact(self, handle: str) -> f.DirectoryEntry:
+        cases = await self.cases()
+        others = {
+            a
+            for c in cases
+            for a in (c.client_id, c.counselor_id)
+            if a is not None and a != self._account_id
+        }
+        others.update(pin.account_id for pin in self._contacts.by_handle(handle))
+        entry = await self._keys.lookup_handle(sorted(others), handle)
+        if entry is None:
+            raise pe.NotFound(f"no case of yours involves {handle}")
+        return entry
 
     @property
     def connected(self) -> bool:
@@ -262,14 +331,34 @@ class ChatClient:
     async def history(self, case_id: str) -> list[Message]:
         """The whole case, synced from seq 0, decrypted and verified (chain included).
         Independent of ``events()``: it moves no cursor."""
+        return (await self._processor.history(case_id))[0]
+
+    async def history_report(self, case_id: str) -> tuple[list[Message], list[OrderProblem]]:
+        """:meth:`history` and every contradiction between the history the hub presents
+        and the order the participants signed or this client saw (dropped, reordered,
+        replayed, rewritten; each names its seq). Problems are also WarningEvents."""
         return await self._processor.history(case_id)
 
     async def receipt(
         self, case_id: str, kind: Literal["delivered", "read"], up_to_seq: int
     ) -> None:
-        """Tell the other participant what was delivered / read (stored as a maximum)."""
+        """Tell the other participant what was delivered / read (stored as a maximum).
+        The receipt is signed over the chain hash this client saw at ``up_to_seq``, so it
+        pins the history up to there; ValueError if this client has not seen that seq."""
+        await self._processor.prepare(case_id)
+        chain_hash = self._processor.ordering.chain_hash_at(case_id, up_to_seq)
+        if chain_hash is None:
+            raise ValueError(f"seq {up_to_seq} of the case has not been received here yet")
+        sig = crypto.sign_receipt(self._identity, case_id, kind, up_to_seq, chain_hash)
         expect(
-            await self._request(f.Receipt, case_id=case_id, kind=kind, up_to_seq=up_to_seq),
+            await self._request(
+                f.Receipt,
+                case_id=case_id,
+                kind=kind,
+                up_to_seq=up_to_seq,
+                chain_hash=chain_hash,
+                sig=sig,
+            ),
             f.Ok,
         )
 
@@ -360,6 +449,10 @@ class ChatClient:
             self._cases.remember(case)
         await self._processor.resync(welcome)
         self._outbox.resend(link, generation)
+
+    async def _next_order(self, case_id: str) -> tuple[int, bytes, int]:
+        await self._processor.prepare(case_id)
+        return self._processor.ordering.next_order(case_id)
 
     def _on_stop(self, exc: BaseException) -> None:
         self._outbox.fail_all(exc)

@@ -27,6 +27,7 @@ from .models import (
     MessageEvent,
     ReceiptEvent,
     TypingEvent,
+    WarningEvent,
 )
 from .sdk import ChatClient
 
@@ -162,6 +163,8 @@ async def run_watch(
                     return
             elif isinstance(event, ConnectionEvent) and not printer.as_json:
                 print(f"* {event.state}: {event.detail}", file=sys.stderr, flush=True)
+            elif isinstance(event, WarningEvent):
+                print(f"! WARNING {event.text}", file=sys.stderr, flush=True)
 
     try:
         await asyncio.wait_for(consume(), seconds)
@@ -225,6 +228,8 @@ async def run_chat(client: ChatClient, case: CaseInfo, printer: Printer) -> int:
                     printer.json({"event": "receipt", "kind": event.kind, "seq": event.up_to_seq})
             elif isinstance(event, ConnectionEvent):
                 _notice(printer, f"{event.state}: {event.detail}", event)
+            elif isinstance(event, WarningEvent) and event.case_id == case.case_id:
+                print(f"! WARNING {event.text}", file=sys.stderr, flush=True)
             elif isinstance(event, CaseAssignedEvent) and event.case.case_id == case.case_id:
                 await names.resolve([a for a in (event.case.counselor_id,) if a])
                 who = names[event.case.counselor_id] if event.case.counselor_id else "?"

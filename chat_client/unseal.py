@@ -129,6 +129,10 @@ def transcript_json(bundle: Bundle, report: Report) -> dict[str, Any]:
             for p in bundle.participants
         ],
         "missing_seqs": report.missing_seqs,
+        "order_problems": [
+            {"seq": p.seq, "kind": p.kind, "sender_id": p.sender_id, "detail": p.detail}
+            for p in report.order_problems
+        ],
         "problems": {"foreign": report.foreign, "keys": report.keys, "tampered": report.tampered},
         "messages": [
             {

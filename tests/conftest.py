@@ -14,6 +14,9 @@ Environment:
 ``CHAT_TEST_REDIS_URL``  default ``redis://127.0.0.1:6379/0``; keys are namespaced by a
                          per-run prefix (``redis_prefix``) and deleted at the end.
 ``CHAT_REQUIRE_SERVICES`` ``1``: unreachable services fail instead of skip.
+``CHAT_TEST_WEAK_KDF``   set to ``1`` here for the whole run (and the CLIs it starts): the
+                         hubs run Argon2id at libsodium's minimum, below the clients' floor
+                         (chat_client/policy.py). Tests of the floor itself unset it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.helpers.services import require_service
+
+# Before any test imports the client: the test hubs' KDF is below the real floor.
+os.environ["CHAT_TEST_WEAK_KDF"] = "1"
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -70,7 +70,14 @@ def deposit_as_epoch_key(new, creator: Party, reader: Party) -> EpochKey:  # typ
 
 
 def record_for(key: bytes, sender: Party, seq: int, prev: bytes, body: str = "hi") -> MessageRecord:
-    envelope = crypto.Envelope(body=body, ts=1000 + seq, client_msg_id=f"cmid-{seq:04d}")
+    envelope = crypto.Envelope(
+        body=body,
+        ts=1000 + seq,
+        client_msg_id=f"cmid-{seq:04d}",
+        prev_seq=seq - 1,
+        prev_hash=prev,
+        n=seq,
+    )
     nonce, ct = crypto.encrypt_message(
         key, sender.identity, case_id=CASE, epoch=1, sender_id=sender.account_id, envelope=envelope
     )

@@ -18,7 +18,7 @@ KDF = ["--kdf-ops", "1", "--kdf-mem", "8192"]
 async def cli(
     home: Path,
     *args: str,
-    passphrase: str = "pw-secret",
+    passphrase: str = "pw-secret cli 7",
     stdin: bytes | None = None,
     url: str | None = None,
     timeout: float = 30,
@@ -53,7 +53,7 @@ async def test_cli_end_to_end(hub, tmp_path: Path) -> None:  # type: ignore[no-u
     )
     assert rc == 0, err
     counselor = one_json(out)
-    assert counselor["role"] == "counselor" and len(counselor["fingerprint"].split()) == 10
+    assert counselor["role"] == "counselor" and len(counselor["fingerprint"].split()) == 8
     rc, out, err = await cli(c_home, "register", "--handle", "fran", *KDF, url=hub.url)
     assert rc == 0, err
     assert "role     client" in out and "identity" in out

@@ -97,7 +97,7 @@ def test_whoami_reads_store_without_network(
     assert cli.main(["--home", str(tmp_path / "home"), "--json", "whoami"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["handle"] == "alice" and out["account_id"] == "acc_1"
-    assert out["fingerprint"] == cli.crypto.fingerprint(identity.sign_pk)
+    assert out["fingerprint"] == cli.crypto.fingerprint_v2(identity.sign_pk, identity.box_pk)
 
 
 def test_wrong_passphrase_exit_3_before_any_network(

@@ -14,6 +14,7 @@ from protocol import crypto
 from protocol import frames as f
 from protocol.clock import now_ms
 from protocol.escrow import policy_fingerprint, sign_policy
+from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import register_client, register_counselor, take, take_until
 from tests.helpers.escrow_factory import officers
 from tests.helpers.hubs import RunningHub
@@ -72,6 +73,7 @@ async def open_and_greet(client: ChatClient, counselor: ChatClient, text: str) -
 async def test_policy_is_fetched_once_per_session(hub: RunningHub, tmp_path: Path) -> None:
     fp = await install(hub, 1, seed=0)
     counselor = await register_counselor(hub, tmp_path / "counselor")
+    assert await certify_counselors(hub, ORG) == ["dr-who"]  # the client pins ORG
     client = await register_client(hub, tmp_path / "client")
     try:
         assert await client.consent()
@@ -105,6 +107,7 @@ async def test_capsule_under_a_replaced_policy_is_made_again(
 ) -> None:
     await install(hub, 1, seed=0)
     counselor = await register_counselor(hub, tmp_path / "counselor")
+    assert await certify_counselors(hub, ORG) == ["dr-who"]  # the client pins ORG
     client = await register_client(hub, tmp_path / "client")
     try:
         assert await client.consent()

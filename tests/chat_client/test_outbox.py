@@ -38,6 +38,27 @@ def _ack(out: Outgoing, seq: int, *, duplicate: bool = False, cmid: str | None =
     )
 
 
+async def test_sealed_entry_signs_the_order_it_was_composed_in() -> None:
+    me = crypto.Identity.generate()
+    outbox, _ = _outbox(me)
+    key = crypto.new_case_key()
+    out = outbox.seal(CASE, 1, key, "after seq 5", order=(5, bytes([5]) * 32, 3))
+    envelope = opening.decrypt_message(
+        key,
+        me.sign_pk,
+        case_id=CASE,
+        epoch=1,
+        sender_id=ME,
+        client_msg_id=out.client_msg_id,
+        nonce=out.nonce,
+        ciphertext=out.ciphertext,
+    )
+    assert (envelope.prev_seq, envelope.prev_hash, envelope.n) == (5, bytes([5]) * 32, 3)
+    assert out.envelope == envelope  # kept with the entry: every resend carries this n
+    # A padded size bucket: the ciphertext length does not give the text length away.
+    assert len(out.ciphertext) == len(outbox.seal(CASE, 1, key, "x" * 25).ciphertext)
+
+
 async def test_sealed_entry_is_signed_encrypted_text_with_a_fresh_id() -> None:
     me = crypto.Identity.generate()
     outbox, _ = _outbox(me)

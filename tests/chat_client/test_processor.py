@@ -144,7 +144,14 @@ async def test_events_without_ciphertext_update_cases_and_reach_the_stream() -> 
     await processor.handle(f.CaseKeyNew(case_id=CASE.case_id, epoch=2))  # never lowered
     await processor.handle(f.TypingNew(case_id=CASE.case_id, account_id=COUNSELOR, active=True))
     await processor.handle(
-        f.ReceiptNew(case_id=CASE.case_id, account_id=COUNSELOR, kind="read", up_to_seq=4)
+        f.ReceiptNew(
+            case_id=CASE.case_id,
+            account_id=COUNSELOR,
+            kind="read",
+            up_to_seq=4,
+            chain_hash=bytes(32),
+            sig=bytes(64),
+        )
     )
     await processor.handle(f.CaseClosed(case_id=CASE.case_id))
     dispute = f.DisputeInfo(

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from chat_client import ChatClient, ConnectionEvent, Event, MessageEvent
-from tests.helpers.clients import PASS_CLIENT, Pair, take, take_until
+from tests.helpers.clients import PASS_CLIENT, PASS_COUNSELOR, Pair, take, take_until
 from tests.helpers.hubs import TEST_KDF, hub_process
 from tests.helpers.waiting import within
 
@@ -140,7 +140,7 @@ async def test_process_kill_and_restart(tmp_path: Path) -> None:
     async with hub_process(tmp_path / "hub") as hub:
         code = await hub.invite_counselor("Dr K", "en", "anxiety")
         counselor = await ChatClient.register(
-            hub.url, "dr-k", "pw-k", home=tmp_path / "k", invite=code, **TEST_KDF
+            hub.url, "dr-k", PASS_COUNSELOR, home=tmp_path / "k", invite=code, **TEST_KDF
         )
         client = await ChatClient.register(
             hub.url, "erin", PASS_CLIENT, home=tmp_path / "e", **TEST_KDF

@@ -140,7 +140,9 @@ async def test_tampered_messages_are_flagged_never_shown(pair: Pair) -> None:
         case_id=case.case_id,
         epoch=1,
         sender_id=counselor.account_id,
-        envelope=crypto.Envelope(body="forged words", ts=1, client_msg_id=cmid),
+        envelope=crypto.Envelope(
+            body="forged words", ts=1, client_msg_id=cmid, prev_seq=0, prev_hash=bytes(32), n=1
+        ),
     )
     await counselor._request(
         f.MsgSend,
@@ -223,7 +225,7 @@ async def test_register_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-
         await ChatClient.register(
             hub.url,
             "carol",
-            "pw",
+            "carol passphrase",
             home=tmp_path / "c",
             invite="inv-not-a-real-code",
             **TEST_KDF,
@@ -233,7 +235,9 @@ async def test_register_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-
 async def test_kdf_below_server_minimum(tmp_path: Path) -> None:
     async with start_hub(tmp_path / "hub", min_opslimit=2) as hub:
         with pytest.raises(KdfTooWeak, match="below the server minimum"):
-            await ChatClient.register(hub.url, "dave", "pw", home=tmp_path / "d", **TEST_KDF)
+            await ChatClient.register(
+                hub.url, "dave", "dave passphrase", home=tmp_path / "d", **TEST_KDF
+            )
         assert not (tmp_path / "d" / "account.json").exists()
 
 

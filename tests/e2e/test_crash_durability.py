@@ -13,10 +13,15 @@ async def test_every_acked_message_survives_sigkill(tmp_path: Path) -> None:
     async with hub_process(tmp_path / "hub") as hub:
         code = await hub.invite_counselor("Dr Crash", "en", "anxiety")
         counselor = await ChatClient.register(
-            hub.url, "crash-counselor", "pw-1", home=tmp_path / "c", invite=code, **TEST_KDF
+            hub.url,
+            "crash-counselor",
+            "crash pass 1x",
+            home=tmp_path / "c",
+            invite=code,
+            **TEST_KDF,
         )
         client = await ChatClient.register(
-            hub.url, "crash-client", "pw-2", home=tmp_path / "a", **TEST_KDF
+            hub.url, "crash-client", "crash pass 2x", home=tmp_path / "a", **TEST_KDF
         )
         case = await client.open_case("anxiety", "en")
         # Many concurrent sends, so they share group commits; every one is acked.
@@ -29,7 +34,7 @@ async def test_every_acked_message_survives_sigkill(tmp_path: Path) -> None:
         hub.kill()  # SIGKILL: no shutdown hook, no final flush
         await hub.start()
 
-        reader = await ChatClient.open(hub.url, tmp_path / "c", "pw-1")
+        reader = await ChatClient.open(hub.url, tmp_path / "c", "crash pass 1x")
         try:
             history = await asyncio.wait_for(reader.history(case.case_id), 20)
         finally:

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from chat_client import ChatClient, DisputeEvent, escrow_cli, unseal
+from chat_client.keyfiles import load_key
 from protocol import crypto
 from protocol import errors as pe
+from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import take, take_event
 from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
 from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
@@ -34,14 +36,17 @@ async def install_and_register(
     counselor = await ChatClient.register(
         hub.url,
         "dr-who",
-        "pc",
+        "dr who pass 7",
         home=tmp_path / "co",
         invite=code,
         org_fingerprint=org_fp,
         **TEST_KDF,
     )
+    # The organisation certifies the counselor (clients pinning it require that).
+    org_key = load_key(policy.parent / "org.key", ESCROW_PASS, "org").sign_key
+    assert await certify_counselors(hub, org_key) == ["dr-who"]
     client = await ChatClient.register(
-        hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+        hub.url, "alice", "alice pass 7", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
     )
     return counselor, client
 
@@ -208,7 +213,7 @@ async def test_legal_order_and_new_policy_needs_new_consent(tmp_path: Path) -> N
     async with start_hub(tmp_path / "hub") as hub:
         counselor, client = await install_and_register(hub, tmp_path, policy1, org_fp)
         unpinned = await ChatClient.register(
-            hub.url, "bob", "pb", home=tmp_path / "bob", **TEST_KDF
+            hub.url, "bob", "bob pass 7 x", home=tmp_path / "bob", **TEST_KDF
         )
         try:
             await client.consent()
@@ -254,7 +259,7 @@ async def test_legal_order_and_new_policy_needs_new_consent(tmp_path: Path) -> N
         # The terminal client: file a dispute and list it (its own process-style loop).
         from chat_client import cli as client_cli
 
-        os.environ["CHAT_PASSPHRASE"] = "pa"
+        os.environ["CHAT_PASSPHRASE"] = "alice pass 7"
         try:
             base = ["--home", str(tmp_path / "cl"), "--org-fingerprint", org_fp, "--json"]
             run = client_cli.main

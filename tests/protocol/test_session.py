@@ -17,6 +17,7 @@ from protocol.errors import (
     MalformedFrame,
     NotAuthenticated,
     UnknownType,
+    UnsupportedVersion,
 )
 from protocol.limits import MAX_MALFORMED_IN_A_ROW
 from protocol.session import (
@@ -40,6 +41,7 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         auth_key=K32,
         sign_pk=K32,
         box_pk=K32,
+        box_sig=bytes(64),
         wrapped_keys=bytes(104),
     ),
     f.Prelogin: f.Prelogin(id="r", handle="alice"),
@@ -62,7 +64,12 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         id="r", case_id="c", epoch=1, client_msg_id="m", nonce=bytes(24), ciphertext=bytes(100)
     ),
     f.Sync: f.Sync(id="r", case_id="c"),
-    f.Receipt: f.Receipt(id="r", case_id="c", kind="read", up_to_seq=1),
+    f.Receipt: f.Receipt(
+        id="r", case_id="c", kind="read", up_to_seq=1, chain_hash=K32, sig=bytes(64)
+    ),
+    f.AccountAttest: f.AccountAttest(id="r", box_sig=bytes(64)),
+    f.PrefsGet: f.PrefsGet(id="r"),
+    f.PrefsPut: f.PrefsPut(id="r", blob=bytes(41), version=0),
     f.Typing: f.Typing(id="r", case_id="c", active=True),
     f.CaseClose: f.CaseClose(id="r", case_id="c"),
     f.Ping: f.Ping(id="r"),
@@ -109,6 +116,9 @@ POST_AUTH = {
     f.CaseCapsule,
     f.DisputeRequest,
     f.DisputeList,
+    f.AccountAttest,
+    f.PrefsGet,
+    f.PrefsPut,
 }
 NONCE = bytes(range(32))
 PRE_AUTH_STATES = (SessionState.UNAUTHENTICATED, SessionState.CHALLENGED)
@@ -276,6 +286,14 @@ def test_handled(cls: type[msgspec.Struct], state: SessionState) -> None:
 def test_a_frame_too_big_closes_1009_at_once() -> None:
     machine = machine_in(SessionState.AUTHENTICATED)
     assert machine.undecodable(FrameTooBig()) == Close(CloseCode.TOO_BIG, "frame too big")
+    assert machine.state is SessionState.CLOSING
+
+
+@pytest.mark.parametrize("state", [SessionState.UNAUTHENTICATED, SessionState.AUTHENTICATED])
+def test_another_protocol_version_closes_1008(state: SessionState) -> None:
+    machine = machine_in(state)
+    decision = machine.undecodable(UnsupportedVersion())
+    assert decision == Close(CloseCode.POLICY, "unsupported protocol version")
     assert machine.state is SessionState.CLOSING
 
 

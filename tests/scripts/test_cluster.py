@@ -84,7 +84,7 @@ def test_cluster_serves_wss_through_haproxy_and_stops_on_ctrl_c(
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "CHAT_PASSPHRASE": "pw"},
+            env={**os.environ, "CHAT_PASSPHRASE": "haproxy passphrase"},
         )
         assert client.returncode == 0, client.stdout + client.stderr
         assert "through-haproxy" in client.stdout
