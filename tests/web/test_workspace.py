@@ -162,8 +162,12 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
                 "async () => ({session: {...sessionStorage}, local: {...localStorage},"
                 " idb: (await indexedDB.databases()).length})"
             )
-            assert stored["local"] == {} and stored["idb"] == 0
-            dump = json.dumps(stored["session"])
+            # localStorage: only the KDF pin per handle (public: salt and cost, kdf.js).
+            assert set(stored["local"]) == {"counsel-chat.kdf.v1"} and stored["idb"] == 0
+            kdf_pin = json.loads(stored["local"]["counsel-chat.kdf.v1"])
+            assert set(kdf_pin) == {"dr-web"}
+            assert set(kdf_pin["dr-web"]) == {"salt", "opslimit", "memlimit"}
+            dump = json.dumps(stored["session"]) + json.dumps(stored["local"])
             for secret in ("Hello from Python", "Take your time", PAGE_PASS, "I lost someone"):
                 assert secret not in dump
             account = json.loads(stored["session"]["counsel-chat.account.v1"])
@@ -179,7 +183,7 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
                 "box_pk",
                 "token_box",
             }
-            assert (account["opslimit"], account["memlimit"]) == (1, 8192)  # the hub's minimum
+            assert (account["opslimit"], account["memlimit"]) == (1, 8192)  # ?weakkdf=1
 
             # Reload: locked; the passphrase unlocks and the history is readable again.
             await page.reload()

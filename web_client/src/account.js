@@ -6,9 +6,12 @@
 // same wrap_key, the Argon2id salt and parameters, and public values (handle, ids,
 // public keys, per-case read cursors). The passphrase, master key, wrap_key, auth_key
 // and the identity secret live only in memory while the page is unlocked.
+// localStorage holds, per handle, the Argon2id salt and cost this browser used (kdf.js),
+// so a hub cannot lower them or swap the salt at a later login.
 
 import * as c from "./crypto.js";
 import { Connection, hubUrl } from "./connection.js";
+import { checkFloor, checkPrelogin, rememberKdf } from "./kdf.js";
 import { CLIENT_NAME } from "./protocol.js";
 
 const STORE_KEY = "counsel-chat.account.v1";
@@ -85,6 +88,7 @@ async function withConnection(fn) {
 }
 
 function keep(result, { handle, salt, opslimit, memlimit, wrapKey }) {
+  rememberKdf(handle, { salt: c.toB64(salt), opslimit, memlimit });
   const record = {
     handle,
     account_id: result.account_id,
@@ -120,10 +124,11 @@ export async function register({ handle, passphrase, invite }) {
   await c.ready();
   return withConnection(async (conn) => {
     const challenge = await conn.request("hello", { client: CLIENT_NAME });
-    // The hub states the least Argon2id cost it accepts; libsodium's "interactive"
-    // (2 passes, 64 MiB) is the default there, and we never go below what it asks.
+    // The hub announces the Argon2id cost its accounts use; the page registers with it
+    // only if it is at least the page's own floor (kdf.js), never below.
     const opslimit = challenge.min_opslimit;
     const memlimit = challenge.min_memlimit;
+    checkFloor(opslimit, memlimit);
     const salt = c.newSalt();
     const { authKey, wrapKey } = c.deriveLoginKeys(passphrase, salt, opslimit, memlimit);
     const identity = c.generateIdentity();
@@ -150,6 +155,7 @@ export async function login({ handle, passphrase }) {
   await c.ready();
   return withConnection(async (conn) => {
     const pre = await conn.request("prelogin", { handle });
+    checkPrelogin(handle, pre); // before the passphrase is used: KdfDowngrade
     const salt = c.fromB64(pre.salt);
     const { authKey, wrapKey } = c.deriveLoginKeys(passphrase, salt, pre.opslimit, pre.memlimit);
     const result = await conn.request("login", { handle, auth_key: authKey });

@@ -3,6 +3,8 @@
 import * as c from "./crypto.js";
 import * as account from "./account.js";
 import { IdleLock } from "./idle.js";
+import { configureWeakKdf } from "./kdf.js";
+import { checkPassphrase } from "./passphrase.js";
 import { ErrorCode, RemoteError, isValidHandle } from "./protocol.js";
 import { WorkspaceView } from "./ui.js";
 import { Workspace } from "./workspace.js";
@@ -151,7 +153,7 @@ function wire() {
     const passphrase = String(data.get("passphrase"));
     if (!isValidHandle(handle)) throw new Error("A handle is 3–32 characters: a–z, 0–9, . _ -");
     if (passphrase !== String(data.get("passphrase2"))) throw new Error("The passphrases differ.");
-    if ([...passphrase].length < 10) throw new Error("Use a passphrase of at least 10 characters.");
+    await checkPassphrase(passphrase, [handle]);
     const invite = String(data.get("invite")).trim();
     enterWorkspace(await account.register({ handle, passphrase, invite }));
   });
@@ -179,6 +181,8 @@ async function loadConfig() {
       if (typeof config.org_fingerprint === "string" && config.org_fingerprint.trim()) {
         app.orgFingerprint = config.org_fingerprint;
       }
+      // Test suites only: weak Argon2id costs with ?weakkdf=1 on a hub running --kdf test.
+      if (configureWeakKdf(config, window.location.search)) document.body.dataset.weakKdf = "yes";
     }
   } catch {
     // keep the default
