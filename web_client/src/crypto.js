@@ -6,6 +6,8 @@
 // the network or storage.
 
 import sodium from "libsodium-wrappers-sumo";
+import { CryptoError } from "./cryptoerror.js";
+import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
 import { MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS } from "./generated/protocol.js";
 
 export const KEY_BYTES = 32;
@@ -14,17 +16,10 @@ export const NONCE_BYTES = 24;
 export const TAG_BYTES = 16;
 export const GENESIS = new Uint8Array(32);
 
-const ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const encoder = new TextEncoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
-/** A MAC, signature or commitment did not verify (local to the receiver, never sent). */
-export class CryptoError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "CryptoError";
-  }
-}
+export { CryptoError } from "./cryptoerror.js";
+export { ENVELOPE_FIELDS, NonCanonical, decodeEnvelope, encodeEnvelope } from "./envelope.js";
 
 let readyPromise = null;
 
@@ -287,36 +282,6 @@ export const envelopeHash = (envelopeBytes) =>
 
 export const messageTranscript = (caseId, epoch, clientMsgId, senderId, envelopeBytes) =>
   lp("chat.msgsig.v1", caseId, u64(epoch), clientMsgId, senderId, envelopeHash(envelopeBytes));
-
-/** Envelope bytes in the reference encoder's field order (JSON.stringify escapes alike). */
-export function encodeEnvelope({ body, ts, clientMsgId }) {
-  return utf8(JSON.stringify({ kind: "text", body, ts, client_msg_id: clientMsgId }));
-}
-
-const ENVELOPE_FIELDS = new Set(["kind", "body", "ts", "client_msg_id"]);
-
-/** Strict parse of decrypted envelope bytes (unknown fields, wrong types: refused). */
-export function decodeEnvelope(bytes) {
-  let value;
-  try {
-    value = JSON.parse(strictDecoder.decode(bytes));
-  } catch {
-    throw new CryptoError("signed envelope is malformed");
-  }
-  const ok =
-    value !== null &&
-    typeof value === "object" &&
-    !Array.isArray(value) &&
-    Object.keys(value).every((k) => ENVELOPE_FIELDS.has(k)) &&
-    (value.kind === undefined || value.kind === "text") &&
-    typeof value.body === "string" &&
-    [...value.body].length <= MAX_MESSAGE_CHARS &&
-    Number.isSafeInteger(value.ts) &&
-    typeof value.client_msg_id === "string" &&
-    ID_RE.test(value.client_msg_id);
-  if (!ok) throw new CryptoError("signed envelope is malformed");
-  return { kind: "text", body: value.body, ts: value.ts, clientMsgId: value.client_msg_id };
-}
 
 /** Sign, then encrypt. Returns { nonce, ciphertext }. */
 export function encryptMessage(caseKey, identity, { caseId, epoch, senderId, envelope, nonce }) {
