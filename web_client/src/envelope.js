@@ -56,11 +56,17 @@ const isKey32 = (v) => {
 export const ENVELOPE_FIELDS = Object.freeze([
   ["kind", "kind", (v) => v === "text"],
   ["body", "body", isStr],
-  ["ts", "ts", isInt(-MAX_INT)],
+  ["ts", "ts", isInt(0)],
   ["client_msg_id", "clientMsgId", (v) => typeof v === "string" && ID_RE.test(v)],
+  // The sender's view when writing (the last record it had seen, 0 and 32 zero bytes if
+  // none) and its running counter in the case: participants sign the order.
+  ["prev_seq", "prevSeq", isInt(0)],
+  ["prev_hash", "prevHash", isKey32],
+  ["n", "n", isInt(1)],
 ]);
 
-/** Envelope bytes for { body, ts, clientMsgId } (kind is always "text"). */
+/** Envelope bytes for { body, ts, clientMsgId, prevSeq, prevHash, n } (kind is always
+ *  "text"; prevHash as bytes). */
 export function encodeEnvelope(envelope) {
   const value = { kind: "text", ...envelope };
   const wire = {};
@@ -73,7 +79,8 @@ export function encodeEnvelope(envelope) {
   return encoder.encode(JSON.stringify(wire));
 }
 
-/** Strict decode (see the header): { kind, body, ts, clientMsgId, ... } or NonCanonical. */
+/** Strict decode (see the header): { kind, body, ts, clientMsgId, prevSeq, prevHash
+ *  (bytes), n } or NonCanonical. */
 export function decodeEnvelope(bytes) {
   let text;
   let value;
