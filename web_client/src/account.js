@@ -19,14 +19,19 @@ const CURSOR_KEY = "counsel-chat.cursors.v1";
 
 /** The unlocked account: identity and login keys in memory. Wipe with `forgetSecrets`. */
 export class Credentials {
-  constructor({ record, identity, authKey, wrapKey, token }) {
+  constructor({ record, identity, authKey, wrapKey, prefsKey, token }) {
     this.accountId = record.account_id;
     this.handle = record.handle;
     this.role = record.role;
     this.identity = identity;
     this.authKey = authKey; // renews an expired token without asking for the passphrase
     this.wrapKey = wrapKey;
+    this.prefsKey = prefsKey; // opens the encrypted contact pins stored on the hub (pins.js)
     this.token = token;
+    // A version-1 account whose box key the hub holds no signature for: the session
+    // sends `account.attest` once authenticated (supervisor.js).
+    this.needsAttest = record.attested === false;
+    this.cert = record.cert ?? null; // our counselor certificate, if the organisation issued one
   }
 
   /** A fresh token from `login.result`: keep it, sealed, for the next reload. */
@@ -39,12 +44,23 @@ export class Credentials {
     }
   }
 
+  /** The hub now holds our box key signature (`account.attest` answered). */
+  markAttested() {
+    this.needsAttest = false;
+    const record = storedAccount();
+    if (record && record.account_id === this.accountId) {
+      record.attested = true;
+      sessionStorage.setItem(STORE_KEY, JSON.stringify(record));
+    }
+  }
+
   forgetSecrets() {
     c.wipeIdentity(this.identity);
-    c.wipe(this.authKey, this.wrapKey);
+    c.wipe(this.authKey, this.wrapKey, this.prefsKey);
     this.identity = null;
     this.authKey = null;
     this.wrapKey = null;
+    this.prefsKey = null;
     this.token = null;
   }
 }
@@ -99,6 +115,8 @@ function keep(result, { handle, salt, opslimit, memlimit, wrapKey }) {
     wrapped_keys: result.wrapped_keys,
     sign_pk: result.sign_pk,
     box_pk: result.box_pk,
+    attested: result.box_sig !== null,
+    cert: result.cert,
     token_box: c.toB64(c.seal(c.utf8(result.token), wrapKey)),
   };
   sessionStorage.setItem(STORE_KEY, JSON.stringify(record));
@@ -106,10 +124,17 @@ function keep(result, { handle, salt, opslimit, memlimit, wrapKey }) {
 }
 
 function checkKeys(identity, result) {
-  if (
-    !c.equalBytes(identity.signPk, c.fromB64(result.sign_pk)) ||
-    !c.equalBytes(identity.boxPk, c.fromB64(result.box_pk))
-  ) {
+  let ok =
+    c.equalBytes(identity.signPk, c.fromB64(result.sign_pk)) &&
+    c.equalBytes(identity.boxPk, c.fromB64(result.box_pk));
+  if (ok && result.box_sig !== null) {
+    try {
+      c.verifyBoxKey(identity.signPk, identity.boxPk, c.fromB64(result.box_sig));
+    } catch {
+      ok = false;
+    }
+  }
+  if (!ok) {
     c.wipeIdentity(identity);
     throw new c.CryptoError("the hub returned public keys that do not match this account");
   }
@@ -130,7 +155,7 @@ export async function register({ handle, passphrase, invite }) {
     const memlimit = challenge.min_memlimit;
     checkFloor(opslimit, memlimit);
     const salt = c.newSalt();
-    const { authKey, wrapKey } = c.deriveLoginKeys(passphrase, salt, opslimit, memlimit);
+    const { authKey, wrapKey, prefsKey } = c.deriveLoginKeys(passphrase, salt, opslimit, memlimit);
     const identity = c.generateIdentity();
     await conn.request("register", {
       handle,
@@ -140,13 +165,14 @@ export async function register({ handle, passphrase, invite }) {
       auth_key: authKey,
       sign_pk: identity.signPk,
       box_pk: identity.boxPk,
+      box_sig: c.signBoxKey(identity),
       wrapped_keys: c.wrapIdentity(identity, wrapKey),
       invite: invite || null,
     });
     const result = await conn.request("login", { handle, auth_key: authKey });
     checkKeys(identity, result);
     const record = keep(result, { handle, salt, opslimit, memlimit, wrapKey });
-    return new Credentials({ record, identity, authKey, wrapKey, token: result.token });
+    return new Credentials({ record, identity, authKey, wrapKey, prefsKey, token: result.token });
   });
 }
 
@@ -157,14 +183,16 @@ export async function login({ handle, passphrase }) {
     const pre = await conn.request("prelogin", { handle });
     checkPrelogin(handle, pre); // before the passphrase is used: KdfDowngrade
     const salt = c.fromB64(pre.salt);
-    const { authKey, wrapKey } = c.deriveLoginKeys(passphrase, salt, pre.opslimit, pre.memlimit);
+    const { authKey, wrapKey, prefsKey } = c.deriveLoginKeys(
+      passphrase, salt, pre.opslimit, pre.memlimit,
+    );
     const result = await conn.request("login", { handle, auth_key: authKey });
     const identity = c.unwrapIdentity(c.fromB64(result.wrapped_keys), wrapKey);
     checkKeys(identity, result);
     const record = keep(result, {
       handle, salt, opslimit: pre.opslimit, memlimit: pre.memlimit, wrapKey,
     });
-    return new Credentials({ record, identity, authKey, wrapKey, token: result.token });
+    return new Credentials({ record, identity, authKey, wrapKey, prefsKey, token: result.token });
   });
 }
 
@@ -173,14 +201,14 @@ export async function unlock(passphrase) {
   await c.ready();
   const record = storedAccount();
   if (record === null) throw new Error("no account is kept in this tab");
-  const { authKey, wrapKey } = c.deriveLoginKeys(
+  const { authKey, wrapKey, prefsKey } = c.deriveLoginKeys(
     passphrase, c.fromB64(record.salt), record.opslimit, record.memlimit,
   );
   let identity;
   try {
     identity = c.unwrapIdentity(c.fromB64(record.wrapped_keys), wrapKey);
   } catch (err) {
-    c.wipe(authKey, wrapKey);
+    c.wipe(authKey, wrapKey, prefsKey);
     throw err;
   }
   let token = null;
@@ -189,5 +217,5 @@ export async function unlock(passphrase) {
   } catch {
     token = null; // log in again with auth_key when authenticating
   }
-  return new Credentials({ record, identity, authKey, wrapKey, token });
+  return new Credentials({ record, identity, authKey, wrapKey, prefsKey, token });
 }

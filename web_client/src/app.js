@@ -76,7 +76,7 @@ function bindForm(formId, errorId, action) {
 function enterWorkspace(creds) {
   app.creds = creds;
   $("me-handle").textContent = creds.handle;
-  $("me-fp").textContent = c.fingerprint(creds.identity.signPk);
+  $("me-fp").textContent = c.fingerprintV2(creds.identity.signPk, creds.identity.boxPk);
   const outbox = app.carriedOutbox;
   app.carriedOutbox = [];
   const workspace = new Workspace(creds, {
@@ -94,6 +94,7 @@ function enterWorkspace(creds) {
     toasts: $("toasts"),
     escrow: $("escrow-info"),
     escrowText: $("escrow-text"),
+    keyAlerts: $("key-alerts"),
   });
   show("screen-workspace");
   $("panes-empty").hidden = false;
