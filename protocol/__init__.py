@@ -4,6 +4,6 @@ Nothing in this package touches a socket, a database or an event loop; the hub,
 the storage layer and the client are adapters around it.
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 __all__ = ["PROTOCOL_VERSION"]

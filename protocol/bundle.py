@@ -15,7 +15,9 @@ which ``chat-unseal`` maps to its exit codes (docs/DISPUTES.md):
 * **keys** (exit 11): the officer keys given are not a threshold subset of the policy;
 * **tampered** (exit 10): a message that does not decrypt or whose sender signature
   fails, a broken hash chain, a missing, extra or reordered message, a chain head that
-  does not match or is not signed by the server.
+  does not match or is not signed by the server, and every contradiction between the
+  presented order and the order participants signed (protocol/transcript.py: one
+  line per problem naming its seq, kind and sender), a box key its owner did not sign.
 
 Nothing is dropped silently: every message in the bundle gets a verdict, and every
 missing seq is named.
@@ -53,6 +55,7 @@ from .escrow import (
 )
 from .frames import case_participants
 from .opening import decrypt_message, open_capsule
+from .transcript import OrderProblem, check_order, check_receipts
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -101,6 +104,7 @@ class Report:
     keys_used: list[int] = dataclasses.field(default_factory=list)
     messages: list[MessageVerdict] = dataclasses.field(default_factory=list)
     missing_seqs: list[int] = dataclasses.field(default_factory=list)
+    order_problems: list[OrderProblem] = dataclasses.field(default_factory=list)
     foreign: list[str] = dataclasses.field(default_factory=list)
     keys: list[str] = dataclasses.field(default_factory=list)
     tampered: list[str] = dataclasses.field(default_factory=list)
@@ -171,6 +175,13 @@ def _check_participants(bundle: Bundle, report: Report) -> dict[str, BundleParti
     client = by_id.get(case.client_id)
     if client is not None and client.role != "client":
         report.foreign.append("the case's client is not listed as the client")
+    for participant in bundle.participants:
+        try:
+            if participant.box_sig is None:
+                raise CryptoError("missing")
+            crypto.verify_box_key(participant.sign_pk, participant.box_pk, participant.box_sig)
+        except CryptoError:
+            report.tampered.append(f"{participant.account_id}: box key not signed by its owner")
     return {a: p for a, p in by_id.items() if a in expected}
 
 
@@ -290,6 +301,7 @@ def _check_messages(
     for seq in report.missing_seqs:
         report.tampered.append(f"message seq {seq} is missing")
     seen: set[int] = set()
+    opened: dict[int, crypto.Envelope] = {}
     for message in bundle.messages:
         sender = participants.get(message.sender_id)
         verdict = MessageVerdict(
@@ -329,9 +341,17 @@ def _check_messages(
             else:
                 verdict.body = envelope.body
                 verdict.ts = envelope.ts
+                opened[message.seq] = envelope
         # Without enough officer keys nothing decrypts; that is a key problem (exit 11),
         # not evidence of tampering.
         tamper = [p for p in verdict.problems if not (key is None and report.keys)]
         if tamper:
             report.tampered.append(f"message seq {message.seq}: {'; '.join(tamper)}")
         report.messages.append(verdict)
+    sign_pks = {a: p.sign_pk for a, p in participants.items()}
+    report.order_problems = sorted(
+        check_order(bundle.messages, opened)
+        + check_receipts(case_id, bundle.messages, bundle.receipts, sign_pks),
+        key=lambda p: p.seq,
+    )
+    report.tampered.extend(str(p) for p in report.order_problems)

@@ -32,6 +32,7 @@ from .frames import (
     Seq,
     Sig,
     SignedEscrowPolicy,
+    SignedReceipt,
 )
 
 __all__ = [
@@ -49,7 +50,8 @@ __all__ = [
 
 BUNDLE_FORMAT = "counsel-chat/dispute-bundle"
 #: 2: messages are the protocol's MessageRecord (version 1 had them without case_id).
-BUNDLE_VERSION = 2
+#: 3: protocol version 2: participants' box_sig and certificates, signed receipts.
+BUNDLE_VERSION = 3
 
 
 class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -71,6 +73,7 @@ class BundleParticipant(_S, frozen=True, kw_only=True):
     handle: Handle
     sign_pk: Key32
     box_pk: Key32
+    box_sig: Sig | None = None
 
 
 class BundleCapsule(_S, frozen=True, kw_only=True):
@@ -94,14 +97,17 @@ class ChainHead(_S, frozen=True, kw_only=True):
 
 class Bundle(_S, frozen=True, kw_only=True):
     format: Literal["counsel-chat/dispute-bundle"] = "counsel-chat/dispute-bundle"
-    version: Literal[2] = 2
+    version: Literal[3] = 3
     exported_at: Millis
     case: BundleCase
     participants: list[BundleParticipant]
     policy: SignedEscrowPolicy
     epochs: list[BundleEpoch]
-    #: Every stored message of the case, in seq order, exactly as the hub stored it.
+    #: Every stored message of the case, in seq order, exactly as the hub stored it;
+    #: this order is the one chat-unseal checks against the order participants signed.
     messages: list[MessageRecord]
+    #: Each participant's latest signed receipt of each kind.
+    receipts: list[SignedReceipt]
     chain_head: ChainHead
     server_sign_pk: Key32
     request: DisputeDocument

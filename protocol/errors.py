@@ -15,6 +15,7 @@ Hierarchy::
     │   ├── NotFound, Conflict, Duplicate, RateLimited, LimitExceeded, ConsentRequired,
     │   └── Unavailable           server shutting down: retry on a new connection
     └── CryptoError               a signature, MAC or commitment did not verify (local)
+        └── Noncanonical          a signed envelope is not in its one encoding
 
 Codes are part of the wire protocol (docs/PROTOCOL.md) and never change meaning.
 Close codes 4000-4999 are ours (RFC 6455 section 7.4.2 leaves them to applications).
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidFrame",
     "LimitExceeded",
     "MalformedFrame",
+    "Noncanonical",
     "NotAuthenticated",
     "NotFound",
     "ProtocolError",
@@ -179,6 +181,11 @@ class Unavailable(RemoteError):
 
 class CryptoError(ProtocolError):
     """A signature, MAC, or key commitment did not verify. Raised locally, never sent."""
+
+
+class Noncanonical(CryptoError):
+    """A message's signed envelope decodes, but its bytes are not the one canonical
+    encoding (docs/PROTOCOL.md, "Canonical encoding"), so two readers might disagree."""
 
 
 #: The class of every code a server sends in an ``error`` frame ("internal" is never

@@ -1,8 +1,9 @@
 """Wire frames: one frozen msgspec struct per frame type, split by direction.
 
-Every frame is a JSON object with ``"v": 1`` and a ``"type"`` tag. Requests from the
-client carry an ``id``; the server answers each one with exactly one frame carrying the
-same ``id`` (a result or an ``error``). Server events (``msg.new``...) carry no ``id``.
+Every frame is a JSON object with ``"v": 2`` (PROTOCOL_VERSION) and a ``"type"`` tag.
+Requests from the client carry an ``id``; the server answers each one with exactly one
+frame carrying the same ``id`` (a result or an ``error``). Server events (``msg.new``...)
+carry no ``id``.
 Bytes travel as standard base64 (RFC 4648 section 4, with padding). Unknown fields, wrong
 types and out-of-range values are rejected at decode time, so an invalid frame cannot be
 constructed from the wire.
@@ -21,10 +22,12 @@ from .limits import (
     MAX_CIPHERTEXT_BYTES,
     MAX_ESCROW_OFFICERS,
     MAX_ID_CHARS,
+    MAX_PREFS_BYTES,
     MAX_SYNC_BATCH,
 )
 
 __all__ = [
+    "AccountAttest",
     "AuthRequest",
     "Capsule",
     "CapsuleLayer",
@@ -44,6 +47,7 @@ __all__ = [
     "Challenge",
     "ClientFrame",
     "ConsentAccept",
+    "CounselorCert",
     "DirectoryEntry",
     "DirectoryGet",
     "DirectoryResult",
@@ -71,6 +75,9 @@ __all__ = [
     "PolicyGet",
     "PolicyResult",
     "Pong",
+    "PrefsGet",
+    "PrefsPut",
+    "PrefsResult",
     "Prelogin",
     "PreloginResult",
     "Receipt",
@@ -79,6 +86,7 @@ __all__ = [
     "Registered",
     "ServerFrame",
     "SignedEscrowPolicy",
+    "SignedReceipt",
     "Sync",
     "SyncResult",
     "Typing",
@@ -115,6 +123,9 @@ Millis = Annotated[int, Meta(ge=0, le=2**53)]
 Role = Literal["client", "counselor"]
 CaseState = Literal["waiting", "assigned", "closed"]
 ReceiptKind = Literal["delivered", "read"]
+#: An encrypted preferences blob: nonce (24) || XChaCha20-Poly1305 (tag 16 + JSON).
+PrefsBlob = Annotated[bytes, Meta(min_length=24 + 16 + 1, max_length=MAX_PREFS_BYTES)]
+PrefsVersion = Annotated[int, Meta(ge=0, le=2**53)]
 
 
 # Struct options are spelled out (not splatted from a dict), and frozen=True is repeated on
@@ -167,12 +178,43 @@ class EpochKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     sealed: SealedKey
 
 
+class CounselorCert(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The organisation key's statement "this account, with these keys, is one of our
+    counselors" (protocol/crypto.py ``counselor_cert_transcript``). Made offline by
+    ``chat-escrow certify``; the hub stores and serves it but cannot make one."""
+
+    account_id: Id
+    handle: Handle
+    sign_pk: Key32
+    box_pk: Key32
+    issued_at: Millis
+    org_sign_pk: Key32
+    sig: Sig
+
+
 class DirectoryEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An account's public keys. ``box_sig`` is the identity key's signature over the box
+    key (None only for a version-1 account that has not logged in since); ``cert`` is
+    its counselor certificate, if the organisation issued one."""
+
     account_id: Id
     handle: Handle
     role: Role
     sign_pk: Key32
     box_pk: Key32
+    box_sig: Sig | None = None
+    cert: CounselorCert | None = None
+
+
+class SignedReceipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A participant's signed statement "I have seen the case up to ``up_to_seq``, whose
+    chain hash is ``chain_hash``" (protocol/crypto.py ``receipt_transcript``)."""
+
+    account_id: Id
+    kind: ReceiptKind
+    up_to_seq: Seq
+    chain_hash: Key32
+    sig: Sig
 
 
 class MessageRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -263,6 +305,7 @@ class Register(_Request, tag="register", frozen=True):
     auth_key: Key32
     sign_pk: Key32
     box_pk: Key32
+    box_sig: Sig
     wrapped_keys: WrappedKeys
     invite: Annotated[str, Meta(min_length=8, max_length=64)] | None = None
 
@@ -332,6 +375,8 @@ class Receipt(_Request, tag="receipt", frozen=True):
     case_id: Id
     kind: ReceiptKind
     up_to_seq: Seq
+    chain_hash: Key32
+    sig: Sig
 
 
 class Typing(_Request, tag="typing", frozen=True):
@@ -378,6 +423,25 @@ class DisputeList(_Request, tag="dispute.list", frozen=True):
     pass
 
 
+class AccountAttest(_Request, tag="account.attest", frozen=True):
+    """A version-1 account's first signature over its own box key (answered ``ok``)."""
+
+    box_sig: Sig
+
+
+class PrefsGet(_Request, tag="prefs.get", frozen=True):
+    pass
+
+
+class PrefsPut(_Request, tag="prefs.put", frozen=True):
+    """Replace the account's encrypted preferences blob if the stored version is still
+    ``version`` (compare-and-swap; ``conflict`` otherwise). Answered by ``prefs.result``
+    with the new version."""
+
+    blob: PrefsBlob
+    version: PrefsVersion
+
+
 ClientFrame = (
     Hello
     | Register
@@ -401,6 +465,9 @@ ClientFrame = (
     | ConsentAccept
     | DisputeRequest
     | DisputeList
+    | AccountAttest
+    | PrefsGet
+    | PrefsPut
 )
 
 # -- server -> client: results (carry the request id) -----------------------------
@@ -429,6 +496,8 @@ class LoginResult(_Request, tag="login.result", frozen=True):
     role: Role
     sign_pk: Key32
     box_pk: Key32
+    box_sig: Sig | None
+    cert: CounselorCert | None
     wrapped_keys: WrappedKeys
     token: Token
     token_expires: Millis
@@ -472,6 +541,8 @@ class SyncResult(_Request, tag="sync.result", frozen=True):
     messages: list[MessageRecord]
     last_seq: Seq
     has_more: bool
+    #: Each participant's latest signed receipt of each kind.
+    receipts: list[SignedReceipt]
 
 
 class PolicyResult(_Request, tag="policy.result", frozen=True):
@@ -489,6 +560,13 @@ class DisputeCreated(_Request, tag="dispute.created", frozen=True):
 
 class DisputeListResult(_Request, tag="dispute.list.result", frozen=True):
     disputes: list[DisputeInfo]
+
+
+class PrefsResult(_Request, tag="prefs.result", frozen=True):
+    """The stored preferences blob (None: never written) and its version (0: never)."""
+
+    blob: PrefsBlob | None
+    version: PrefsVersion
 
 
 class Ok(_Request, tag="ok", frozen=True):
@@ -526,6 +604,8 @@ class ReceiptNew(_Frame, tag="receipt.new", frozen=True):
     account_id: Id
     kind: ReceiptKind
     up_to_seq: Seq
+    chain_hash: Key32
+    sig: Sig
 
 
 class TypingNew(_Frame, tag="typing.new", frozen=True):
@@ -567,4 +647,5 @@ ServerFrame = (
     | DisputeCreated
     | DisputeListResult
     | DisputeUpdated
+    | PrefsResult
 )

@@ -11,9 +11,12 @@ __all__ = [
     "MAX_ID_CHARS",
     "MAX_MALFORMED_IN_A_ROW",
     "MAX_MESSAGE_CHARS",
+    "MAX_PADDED_BYTES",
+    "MAX_PREFS_BYTES",
     "MAX_SERVER_FRAME_BYTES",
     "MAX_SESSIONS_PER_ACCOUNT",
     "MAX_SYNC_BATCH",
+    "PADDING_BUCKETS",
     "RATE_BURST",
     "RATE_PER_S",
     "SEND_QUEUE_FRAMES",
@@ -28,6 +31,14 @@ MAX_SERVER_FRAME_BYTES = 1024 * 1024
 MAX_CIPHERTEXT_BYTES = 40 * 1024
 #: Longest message body in characters (the client enforces it before encrypting).
 MAX_MESSAGE_CHARS = 8000
+#: Message plaintexts (signature || envelope) are padded to the smallest of these sizes
+#: that holds them plus the pad marker (docs/PROTOCOL.md, "Padding"); the largest is the
+#: most a message may hold once encoded, whatever MAX_MESSAGE_CHARS allows.
+PADDING_BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384)
+MAX_PADDED_BYTES = PADDING_BUCKETS[-1]
+#: Largest encrypted preferences blob (prefs.put). Base64 makes it 4/3 larger, so it
+#: is what still fits a MAX_FRAME_BYTES frame.
+MAX_PREFS_BYTES = 44 * 1024
 #: Longest identifier (account, case, client_msg_id, request id).
 MAX_ID_CHARS = 64
 #: Most messages in one sync.result.

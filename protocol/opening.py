@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-import msgspec
 import nacl.bindings
 import nacl.exceptions
 import nacl.secret
@@ -30,16 +29,16 @@ from .crypto import SIG_BYTES, Envelope, Identity, lp, u64
 from .errors import CryptoError
 from .escrow import EscrowError, ForeignMaterial, InsufficientKeys, policy_fingerprint
 from .frames import Capsule, EscrowPolicy
+from .limits import PADDING_BUCKETS
 
 __all__ = [
     "decrypt_message",
     "open_capsule",
     "open_case_key",
+    "open_prefs",
     "open_reason",
     "unwrap_identity",
 ]
-
-_envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
 def unwrap_identity(blob: bytes, wrap_key: bytes) -> Identity:
@@ -75,7 +74,9 @@ def decrypt_message(
     nonce: bytes,
     ciphertext: bytes,
 ) -> Envelope:
-    """Decrypt, then verify the sender's signature; raise CryptoError on any failure."""
+    """Decrypt, unpad, verify the sender's signature, then decode the envelope strictly
+    (crypto.decode_envelope: Noncanonical unless its bytes are the canonical encoding).
+    Raise CryptoError on any failure."""
     aad = crypto.message_aad(case_id, epoch, sender_id, client_msg_id)
     try:
         inner = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
@@ -83,19 +84,33 @@ def decrypt_message(
         )
     except (nacl.exceptions.CryptoError, ValueError):  # ValueError: shorter than the tag
         raise CryptoError("message does not decrypt (wrong key or altered)") from None
-    sig, envelope_bytes = inner[:SIG_BYTES], inner[SIG_BYTES:]
+    if len(inner) not in PADDING_BUCKETS:
+        raise CryptoError("message is not padded to a size bucket")
+    try:
+        unpadded = nacl.bindings.sodium_unpad(inner, len(inner))
+    except (nacl.exceptions.CryptoError, ValueError):
+        raise CryptoError("message padding is malformed") from None
+    sig, envelope_bytes = unpadded[:SIG_BYTES], unpadded[SIG_BYTES:]
     crypto.verify_signature(
         sender_sign_pk,
         crypto.message_transcript(case_id, epoch, client_msg_id, sender_id, envelope_bytes),
         sig,
     )
-    try:
-        envelope = _envelope_decoder.decode(envelope_bytes)
-    except msgspec.DecodeError:
-        raise CryptoError("signed envelope is malformed") from None
+    envelope = crypto.decode_envelope(envelope_bytes)
     if envelope.client_msg_id != client_msg_id:
         raise CryptoError("envelope belongs to another message")
     return envelope
+
+
+def open_prefs(prefs_key: bytes, blob: bytes) -> bytes:
+    """The plaintext of a preferences blob made by :func:`protocol.crypto.seal_prefs`."""
+    nonce, ciphertext = blob[: crypto.NONCE_BYTES], blob[crypto.NONCE_BYTES :]
+    try:
+        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ciphertext, crypto.prefs_aad(), nonce, prefs_key
+        )
+    except (nacl.exceptions.CryptoError, ValueError):
+        raise CryptoError("preferences blob does not decrypt (wrong key or altered)") from None
 
 
 def open_capsule(

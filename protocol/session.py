@@ -95,6 +95,9 @@ POST_AUTH_FRAMES: frozenset[type[object]] = frozenset(
         f.CaseCapsule,
         f.DisputeRequest,
         f.DisputeList,
+        f.AccountAttest,
+        f.PrefsGet,
+        f.PrefsPut,
     }
 )
 

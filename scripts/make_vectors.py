@@ -21,6 +21,7 @@ VECTORS_VERSION and say why in docs/PROTOCOL.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import difflib
 import json
 import sys
@@ -37,12 +38,15 @@ import nacl.hash  # noqa: E402
 import nacl.pwhash  # noqa: E402
 from nacl.encoding import RawEncoder  # noqa: E402
 
-from protocol import PROTOCOL_VERSION, chain, codec, crypto, opening  # noqa: E402
+from protocol import PROTOCOL_VERSION, chain, codec, crypto, limits, opening  # noqa: E402
 from protocol import frames as f  # noqa: E402
 from scripts import make_web_protocol  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "test-vectors.json"
-VECTORS_VERSION = 1
+#: 2: protocol version 2 (box key signature, fingerprint_v2, safety number, counselor
+#: certificate, signed receipts, padded messages with signed order, prefs blob,
+#: negative envelope vectors).
+VECTORS_VERSION = 2
 
 # -- fixed inputs ------------------------------------------------------------------
 
@@ -90,6 +94,9 @@ MESSAGES = [
     ("client", "cmid-CCCCCCCCCCCCCCCC", "Thank you.\nLine two.", 1_700_000_009_000, _seq(0xB0, 24)),
 ]
 SERVER_TS = [1_700_000_000_123, 1_700_000_005_123, 1_700_000_009_123]
+CERT_ISSUED_AT = 1_699_990_000_000
+PREFS_NONCE = _seq(0xC0, 24)
+PREFS_JSON = b'{"contacts":{"acct-counselor-0001":{"handle":"carol"}}}'
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -145,10 +152,20 @@ def build() -> dict[str, Any]:
     messages = []
     records = []
     prev = chain.GENESIS
+    counters: dict[str, int] = {}
     for seq, (who, cmid, body, ts, nonce) in enumerate(MESSAGES, start=1):
         sender, sender_id = people[who]
-        env = crypto.Envelope(body=body, ts=ts, client_msg_id=cmid)
+        counters[who] = counters.get(who, 0) + 1
+        env = crypto.Envelope(
+            body=body,
+            ts=ts,
+            client_msg_id=cmid,
+            prev_seq=seq - 1,
+            prev_hash=prev,
+            n=counters[who],
+        )
         envelope_json = msgspec.json.encode(env)
+        assert crypto.encode_envelope(env) == envelope_json
         transcript = crypto.message_transcript(CASE_ID, EPOCH, cmid, sender_id, envelope_json)
         sig = sender.sign(transcript)
         aad = crypto.message_aad(CASE_ID, EPOCH, sender_id, cmid)
@@ -201,7 +218,11 @@ def build() -> dict[str, Any]:
                 "signature_transcript": hx(transcript),
                 "signature": hx(sig),
                 "aad": hx(aad),
+                "prev_seq": env.prev_seq,
+                "prev_hash": hx(env.prev_hash),
+                "n": env.n,
                 "inner_plaintext": hx(sig + envelope_json),
+                "padded_plaintext": hx(nacl.bindings.sodium_pad(sig + envelope_json, 256)),
                 "nonce": hx(nonce),
                 "ciphertext": hx(ciphertext),
                 "chain_prev": hx(prev),
@@ -227,6 +248,24 @@ def build() -> dict[str, Any]:
 
     head_seq = len(MESSAGES)
     head_sig = chain.sign_head(server, CASE_ID, head_seq, prev)
+    org = crypto.ServerKey.from_seed(ORG_SIGN_SEED)  # any Ed25519 signer
+    cert = crypto.sign_counselor_cert(
+        org,
+        account_id=COUNSELOR_ID,
+        handle="carol",
+        sign_pk=counselor.sign_pk,
+        box_pk=counselor.box_pk,
+        issued_at=CERT_ISSUED_AT,
+    )
+    receipt = f.SignedReceipt(
+        account_id=COUNSELOR_ID,
+        kind="read",
+        up_to_seq=head_seq,
+        chain_hash=prev,
+        sig=crypto.sign_receipt(counselor, CASE_ID, "read", head_seq, prev),
+    )
+    prefs_blob = crypto.seal_prefs(keys.prefs_key, PREFS_JSON, nonce=PREFS_NONCE)
+    assert opening.open_prefs(keys.prefs_key, prefs_blob) == PREFS_JSON
 
     return {
         "description": (
@@ -245,6 +284,12 @@ def build() -> dict[str, Any]:
                     "box_sk": hx(ident.secret_bytes()[32:]),
                     "box_pk": hx(ident.box_pk),
                     "fingerprint": crypto.fingerprint(ident.sign_pk),
+                    "box_key_transcript": hx(
+                        crypto.box_key_transcript(ident.sign_pk, ident.box_pk)
+                    ),
+                    "box_sig": hx(crypto.sign_box_key(ident)),
+                    "fingerprint_v2_input": hx(crypto.lp(ident.sign_pk, ident.box_pk)),
+                    "fingerprint_v2": crypto.fingerprint_v2(ident.sign_pk, ident.box_pk),
                 }
                 for name, (ident, account_id) in people.items()
             },
@@ -263,7 +308,64 @@ def build() -> dict[str, Any]:
             "master_key": hx(master),
             "auth_key": hx(keys.auth_key),
             "wrap_key": hx(keys.wrap_key),
+            "prefs_key": hx(keys.prefs_key),
         },
+        "prefs_blob": {
+            "prefs_key": hx(keys.prefs_key),
+            "plaintext": hx(PREFS_JSON),
+            "nonce": hx(PREFS_NONCE),
+            "aad": hx(crypto.prefs_aad()),
+            "blob": hx(prefs_blob),
+        },
+        "safety_number": {
+            "a": "client",
+            "b": "counselor",
+            "input": hx(_safety_input(client, counselor)),
+            "digest": hx(
+                nacl.hash.blake2b(
+                    _safety_input(client, counselor),
+                    digest_size=64,
+                    person=b"chat-safetynum-2",
+                    encoder=RawEncoder,
+                )
+            ),
+            "number": crypto.safety_number(
+                (client.sign_pk, client.box_pk), (counselor.sign_pk, counselor.box_pk)
+            ),
+        },
+        "counselor_cert": {
+            "org_sign_seed": hx(ORG_SIGN_SEED),
+            "org_sign_pk": hx(org.sign_pk),
+            "org_fingerprint": crypto.fingerprint(org.sign_pk),
+            "of": "counselor",
+            "account_id": COUNSELOR_ID,
+            "handle": "carol",
+            "issued_at": CERT_ISSUED_AT,
+            "transcript": hx(
+                crypto.counselor_cert_transcript(
+                    COUNSELOR_ID, "carol", counselor.sign_pk, counselor.box_pk, CERT_ISSUED_AT
+                )
+            ),
+            "signature": hx(cert.sig),
+            "json": msgspec.json.encode(cert).decode(),
+        },
+        "receipt": {
+            "signer": "counselor",
+            "case_id": CASE_ID,
+            "kind": "read",
+            "up_to_seq": head_seq,
+            "chain_hash": hx(prev),
+            "transcript": hx(crypto.receipt_transcript(CASE_ID, "read", head_seq, prev)),
+            "signature": hx(receipt.sig),
+        },
+        "padding": {
+            "buckets": list(limits.PADDING_BUCKETS),
+            "examples": [
+                {"input": hx(data), "padded": hx(crypto.pad(data))}
+                for data in (b"", b"\x80", bytes(255), bytes(256))
+            ],
+        },
+        "envelope_negative": envelope_negative(messages[0]["envelope_json"]),
         "wrapped_identity": {
             "of": "client",
             "wrap_key": hx(keys.wrap_key),
@@ -305,9 +407,110 @@ def build() -> dict[str, Any]:
             "signature": hx(head_sig),
         },
         "frames": _frames(
-            client, keys, wrapped, auth_sig, commitment, commitment_sig, sealed, records, server
+            client,
+            keys,
+            wrapped,
+            auth_sig,
+            commitment,
+            commitment_sig,
+            sealed,
+            records,
+            server,
+            cert,
+            receipt,
+            prefs_blob,
         ),
     }
+
+
+def _safety_input(a: crypto.Identity, b: crypto.Identity) -> bytes:
+    fa = nacl.hash.blake2b(
+        crypto.lp(a.sign_pk, a.box_pk),
+        digest_size=20,
+        person=b"chat-fingerprnt2",
+        encoder=RawEncoder,
+    )
+    fb = nacl.hash.blake2b(
+        crypto.lp(b.sign_pk, b.box_pk),
+        digest_size=20,
+        person=b"chat-fingerprnt2",
+        encoder=RawEncoder,
+    )
+    return crypto.lp(min(fa, fb), max(fa, fb))
+
+
+def envelope_negative(canonical_hex: str) -> list[dict[str, str]]:
+    """Envelope bytes every client must refuse (after the signature verified): each
+    differs from a canonical envelope in one way. Built from the first message's."""
+    good = bytes.fromhex(canonical_hex)
+    text = good.decode("utf-8")
+    obj = msgspec.json.decode(good)
+    assert list(obj) == ["kind", "body", "ts", "client_msg_id", "prev_seq", "prev_hash", "n"]
+
+    def without(field: str) -> bytes:
+        return msgspec.json.encode({k: v for k, v in obj.items() if k != field})
+
+    def sub(old: str, new: str) -> bytes:
+        assert text.count(old) == 1, old
+        return text.replace(old, new).encode("utf-8")
+
+    ts, body = obj["ts"], obj["body"]
+    reordered = {
+        "body": body,
+        "kind": "text",
+        **{k: v for k, v in obj.items() if k not in ("kind", "body")},
+    }
+    cases = [
+        ("float_ts", sub(f'"ts":{ts}', f'"ts":{ts}.0'), "a float where an int is expected"),
+        ("exponent_ts", sub(f'"ts":{ts}', '"ts":1.7e12'), "a number in exponent form"),
+        ("string_ts", sub(f'"ts":{ts}', f'"ts":"{ts}"'), "a string where an int is expected"),
+        ("lone_surrogate", sub('"body":"Hello', '"body":"\\ud800Hello'), "a lone surrogate"),
+        (
+            "escaped_ascii",
+            sub('"body":"Hello', '"body":"\\u0048ello'),
+            "an escape msgspec would not write",
+        ),
+        ("escaped_non_ascii", sub("\u2014", "\\u2014"), "non-ASCII written as an escape"),
+        ("missing_kind", without("kind"), "a missing field (even one with a default)"),
+        ("missing_n", without("n"), "a missing field"),
+        ("unknown_field", text[:-1].encode() + b',"extra":1}', "an unknown field"),
+        ("duplicate_key", text[:-1].encode() + f',"n":{obj["n"]}}}'.encode(), "a repeated key"),
+        ("wrong_order", msgspec.json.encode(reordered), "fields in another order"),
+        ("whitespace", sub('"kind":"text",', '"kind": "text",'), "whitespace"),
+        ("trailing_newline", good + b"\n", "trailing whitespace"),
+        ("byte_order_mark", b"\xef\xbb\xbf" + good, "a byte order mark"),
+        ("invalid_utf8", good.replace(b'"body":"Hello', b'"body":"Hello\xff'), "invalid UTF-8"),
+        ("unknown_kind", sub('"kind":"text"', '"kind":"image"'), "an unknown kind"),
+        ("zero_n", sub(f'"n":{obj["n"]}', '"n":0'), "a counter below 1"),
+        (
+            "negative_prev_seq",
+            sub(f'"prev_seq":{obj["prev_seq"]}', '"prev_seq":-1'),
+            "a negative seq",
+        ),
+        ("huge_ts", sub(f'"ts":{ts}', f'"ts":{2**53 + 1}'), "an int above 2**53"),
+        (
+            "short_prev_hash",
+            sub(f'"prev_hash":"{obj["prev_hash"]}"', '"prev_hash":"AAAA"'),
+            "a prev_hash of 3 bytes",
+        ),
+        (
+            "unpadded_base64",
+            sub('"prev_hash":"' + obj["prev_hash"], '"prev_hash":"' + obj["prev_hash"].rstrip("=")),
+            "base64 without its padding",
+        ),
+        ("not_an_object", b"[" + good + b"]", "not a JSON object"),
+    ]
+    out = []
+    for name, data, reason in cases:
+        assert data != good, name
+        try:
+            crypto.decode_envelope(data)
+        except crypto.Noncanonical:
+            pass
+        else:  # pragma: no cover - a vector Python accepts is a bug in this script
+            raise AssertionError(f"negative envelope vector {name} is accepted")
+        out.append({"name": name, "bytes_b64": base64.b64encode(data).decode(), "reason": reason})
+    return out
 
 
 def _frames(
@@ -320,6 +523,9 @@ def _frames(
     sealed: bytes,
     records: list[f.MessageRecord],
     server: crypto.Identity,
+    cert: f.CounselorCert,
+    receipt: f.SignedReceipt,
+    prefs_blob: bytes,
 ) -> dict[str, str]:
     first = records[0]
     case = f.CaseInfo(
@@ -351,6 +557,7 @@ def _frames(
             auth_key=keys.auth_key,
             sign_pk=client.sign_pk,
             box_pk=client.box_pk,
+            box_sig=crypto.sign_box_key(client),
             wrapped_keys=wrapped,
         ),
         f.Registered(id="2", account_id=CLIENT_ID, role="client"),
@@ -363,6 +570,8 @@ def _frames(
             role="client",
             sign_pk=client.sign_pk,
             box_pk=client.box_pk,
+            box_sig=crypto.sign_box_key(client),
+            cert=None,
             wrapped_keys=wrapped,
             token="tok_0123456789abcdef",
             token_expires=1_700_043_200_000,
@@ -422,10 +631,29 @@ def _frames(
         f.MsgNew(message=first),
         f.Sync(id="10", case_id=CASE_ID, after_seq=0, limit=500),
         f.SyncResult(
-            id="10", case_id=CASE_ID, messages=records, last_seq=len(records), has_more=False
+            id="10",
+            case_id=CASE_ID,
+            messages=records,
+            last_seq=len(records),
+            has_more=False,
+            receipts=[receipt],
         ),
-        f.Receipt(id="11", case_id=CASE_ID, kind="read", up_to_seq=3),
-        f.ReceiptNew(case_id=CASE_ID, account_id=COUNSELOR_ID, kind="read", up_to_seq=3),
+        f.Receipt(
+            id="11",
+            case_id=CASE_ID,
+            kind="read",
+            up_to_seq=receipt.up_to_seq,
+            chain_hash=receipt.chain_hash,
+            sig=receipt.sig,
+        ),
+        f.ReceiptNew(
+            case_id=CASE_ID,
+            account_id=COUNSELOR_ID,
+            kind="read",
+            up_to_seq=receipt.up_to_seq,
+            chain_hash=receipt.chain_hash,
+            sig=receipt.sig,
+        ),
         f.Typing(id="12", case_id=CASE_ID, active=True),
         f.TypingNew(case_id=CASE_ID, account_id=COUNSELOR_ID, active=True),
         f.DirectoryGet(id="13", account_ids=[COUNSELOR_ID]),
@@ -433,11 +661,13 @@ def _frames(
             id="13",
             entries=[
                 f.DirectoryEntry(
-                    account_id=CLIENT_ID,
-                    handle="alice",
-                    role="client",
-                    sign_pk=client.sign_pk,
-                    box_pk=client.box_pk,
+                    account_id=COUNSELOR_ID,
+                    handle="carol",
+                    role="counselor",
+                    sign_pk=cert.sign_pk,
+                    box_pk=cert.box_pk,
+                    box_sig=_counselor_box_sig(),
+                    cert=cert,
                 )
             ],
         ),
@@ -450,13 +680,18 @@ def _frames(
         f.ErrorFrame(code="forbidden", message="case is closed", id="17"),
         f.ErrorFrame(code="malformed", message="frame is not valid JSON", id=None),
         f.Logout(id="18"),
+        f.AccountAttest(id="24", box_sig=crypto.sign_box_key(client)),
+        f.PrefsGet(id="25"),
+        f.PrefsResult(id="25", blob=None, version=0),
+        f.PrefsPut(id="26", blob=prefs_blob, version=0),
+        f.PrefsResult(id="26", blob=prefs_blob, version=1),
         *_escrow_frames(client, commitment, commitment_sig, sealed),
     ]
     out: dict[str, str] = {}
     for frame in frames:
         name = str(type(frame).__struct_config__.tag)
-        if name in out:
-            name += ".no_id"
+        if name in out:  # a second example of a type: without an id, or a later answer
+            name += ".no_id" if getattr(frame, "id", None) is None else ".2"
         out[name] = frame_text(frame)
     return out
 
@@ -466,6 +701,10 @@ def _frames(
 OFFICER_SIGN_SEED = _seq(0x70, 32)
 OFFICER_BOX_SECRET = _seq(0x90, 32)
 ORG_SIGN_SEED = _seq(0xB0, 32)
+
+
+def _counselor_box_sig() -> bytes:
+    return crypto.sign_box_key(identity(COUNSELOR_SIGN_SEED, COUNSELOR_BOX_SECRET))
 
 
 def _escrow_frames(

@@ -59,6 +59,10 @@ def render() -> str:
     limit_lines = []
     for name in sorted(limits.__all__):
         value = getattr(limits, name)
+        if isinstance(value, tuple):
+            assert all(isinstance(v, int) for v in value), name
+            limit_lines.append(f"export const {name} = Object.freeze({_js(list(value))});")
+            continue
         assert isinstance(value, int | float), name
         limit_lines.append(f"export const {name} = {_js(value)};")
     parts = [

@@ -143,15 +143,24 @@ def build(
     )
     messages = []
     prev = GENESIS
+    counters = {"client": 0, "counselor": 0}
     for seq, (role, body) in enumerate(texts, start=1):
         cmid = f"cmid-{seq:04d}"
+        counters[role] += 1
         nonce, ct = crypto.encrypt_message(
             key,
             who[role],
             case_id=case_id,
             epoch=1,
             sender_id=ids[role],
-            envelope=crypto.Envelope(body=body, ts=NOW + seq, client_msg_id=cmid),
+            envelope=crypto.Envelope(
+                body=body,
+                ts=NOW + seq,
+                client_msg_id=cmid,
+                prev_seq=seq - 1,
+                prev_hash=prev,
+                n=counters[role],
+            ),
         )
         h = chain_hash(
             prev,
@@ -222,6 +231,7 @@ def build(
                 handle="alice",
                 sign_pk=client.sign_pk,
                 box_pk=client.box_pk,
+                box_sig=crypto.sign_box_key(client),
             ),
             BundleParticipant(
                 account_id=ids["counselor"],
@@ -229,11 +239,22 @@ def build(
                 handle="dr-who",
                 sign_pk=counselor.sign_pk,
                 box_pk=counselor.box_pk,
+                box_sig=crypto.sign_box_key(counselor),
             ),
         ],
         policy=signed,
         epochs=[epoch],
         messages=messages,
+        receipts=[
+            f.SignedReceipt(
+                account_id=ids[role],
+                kind="read",
+                up_to_seq=last,
+                chain_hash=prev,
+                sig=crypto.sign_receipt(who[role], case_id, "read", last, prev),
+            )
+            for role in ("client", "counselor")
+        ],
         chain_head=ChainHead(seq=last, hash=prev, sig=sign_head(server, case_id, last, prev)),
         server_sign_pk=server.sign_pk,
         request=doc,

@@ -22,8 +22,9 @@ from protocol.bundle import (
     encode_bundle,
     verify_bundle,
 )
-from protocol.chain import GENESIS, sign_head
+from protocol.chain import GENESIS, chain_hash, sign_head
 from protocol.escrow import ForeignMaterial, make_approval, policy_fingerprint, sign_dispute
+from protocol.frames import MessageRecord
 from tests.helpers.escrow_factory import NOW, ORG, Scenario, build, make_policy, officers
 
 ORG_FP = crypto.fingerprint(bytes(ORG.verify_key))
@@ -374,7 +375,8 @@ def test_head_past_the_last_message_exit_10() -> None:
 def test_case_without_messages_verifies() -> None:
     s = build()
     head = ChainHead(seq=0, hash=GENESIS, sig=sign_head(s.server, s.case_id, 0, GENESIS))
-    report = check(s, msgspec.structs.replace(s.bundle, messages=[], chain_head=head))
+    empty = msgspec.structs.replace(s.bundle, messages=[], chain_head=head, receipts=[])
+    report = check(s, empty)
     assert report.exit_code == 0, (report.foreign, report.tampered)
     assert report.messages == [] and report.missing_seqs == []
 
@@ -388,3 +390,108 @@ def test_head_that_is_not_the_last_message_exit_10() -> None:
     report = check(s, msgspec.structs.replace(s.bundle, chain_head=head))
     assert report.exit_code == 10
     only(report.tampered, "the last message (seq 3) is not the signed chain head (seq 2)")
+
+
+# -- version 2: the order participants signed ------------------------------------------
+
+SIX = [
+    ("client", "I feel unsafe at home."),
+    ("counselor", "Thank you for telling me. Are you safe right now?"),
+    ("client", "NO. Do not call anyone."),
+    ("counselor", "Understood. I will not call anyone."),
+    ("client", "Thank you."),
+    ("counselor", "We can talk as long as you need."),
+]
+
+
+def rechained(s: Scenario, records: list[MessageRecord], *, receipts: bool = False) -> Bundle:
+    """What a hostile hub with the server key exports after editing ``records``: seqs
+    renumbered 1.., every chain hash recomputed, the head re-signed; receipts dropped
+    unless ``receipts``."""
+    out: list[MessageRecord] = []
+    prev = GENESIS
+    for seq, r in enumerate(records, start=1):
+        link = chain_hash(
+            prev,
+            case_id=r.case_id,
+            seq=seq,
+            epoch=r.epoch,
+            sender_id=r.sender_id,
+            client_msg_id=r.client_msg_id,
+            nonce=r.nonce,
+            ciphertext=r.ciphertext,
+        )
+        out.append(msgspec.structs.replace(r, seq=seq, chain_hash=link))
+        prev = link
+    head = ChainHead(seq=len(out), hash=prev, sig=sign_head(s.server, s.case_id, len(out), prev))
+    return msgspec.structs.replace(
+        s.bundle,
+        messages=out,
+        chain_head=head,
+        receipts=s.bundle.receipts if receipts else [],
+    )
+
+
+def order_lines(report: Report) -> list[tuple[int, str, str]]:
+    return [(p.seq, p.kind, p.sender_id) for p in report.order_problems]
+
+
+def test_a_deleted_and_rechained_message_is_detected() -> None:
+    s = build(texts=SIX)
+    kept = [m for m in s.bundle.messages if m.seq != 3]
+    report = check(s, rechained(s, kept))
+    assert report.exit_code == 10
+    assert all(m.ok for m in report.messages)  # each message still verifies on its own
+    assert (3, "reordered", "acct_counselor") in order_lines(report)
+    assert (4, "dropped", "acct_client") in order_lines(report)  # the client's n=2
+    only(report.tampered, "seq 4: dropped (acct_client): message n=2 of acct_client is missing")
+
+
+def test_reordered_and_rechained_messages_are_detected() -> None:
+    s = build(texts=SIX)
+    m = list(s.bundle.messages)
+    m[2], m[3] = m[3], m[2]
+    report = check(s, rechained(s, m))
+    assert report.exit_code == 10
+    assert (3, "reordered", "acct_counselor") in order_lines(report)
+
+
+def test_a_replayed_message_is_detected() -> None:
+    s = build(texts=SIX)
+    report = check(s, rechained(s, [*s.bundle.messages, s.bundle.messages[0]]))
+    assert report.exit_code == 10
+    assert (7, "replayed", "acct_client") in order_lines(report)
+
+
+def test_receipts_catch_a_rechained_history() -> None:
+    s = build(texts=SIX)
+    # Both participants signed a read receipt for seq 6; the hub drops the last message.
+    report = check(s, rechained(s, list(s.bundle.messages[:-1]), receipts=True))
+    assert report.exit_code == 10
+    assert sorted(order_lines(report)) == [
+        (6, "dropped", "acct_client"),
+        (6, "dropped", "acct_counselor"),
+    ]
+
+
+def test_receipt_signed_by_nobody_is_reported() -> None:
+    s = build()
+    forged = [msgspec.structs.replace(r, sig=bytes(64)) for r in s.bundle.receipts]
+    report = check(s, msgspec.structs.replace(s.bundle, receipts=forged))
+    assert report.exit_code == 10
+    only(report.tampered, "read receipt is not signed by acct_client")
+
+
+@pytest.mark.parametrize("box_sig", [None, bytes(64)])
+def test_participant_box_key_not_signed_exit_10(box_sig: bytes | None) -> None:
+    s = build()
+    people = [msgspec.structs.replace(p, box_sig=box_sig) for p in s.bundle.participants]
+    report = check(s, msgspec.structs.replace(s.bundle, participants=people))
+    assert report.exit_code == 10
+    only(report.tampered, "acct_counselor: box key not signed by its owner")
+
+
+def test_an_honest_bundle_has_no_order_problem() -> None:
+    s = build(texts=SIX)
+    report = check(s, s.bundle)
+    assert report.exit_code == 0 and report.order_problems == []

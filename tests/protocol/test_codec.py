@@ -36,7 +36,7 @@ def b64(data: bytes) -> str:
 
 def msg_send(**changes: Any) -> dict[str, Any]:
     frame: dict[str, Any] = {
-        "v": 1,
+        "v": 2,
         "type": "msg.send",
         "id": "req-1",
         "case_id": "case-1",
@@ -289,24 +289,38 @@ def test_server_frames_have_a_larger_limit() -> None:
 # -- version -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [0, 2, -1, "1", None, True, 1.0])
+@pytest.mark.parametrize("version", [0, 1, 3, -1, "2", None, True, 2.0])
 def test_wrong_version(version: Any) -> None:
     err = refuse(wire({"v": version, "type": "ping", "id": "a"}), UnsupportedVersion)
-    assert err.message == "protocol version must be 1"
+    assert err.message == "protocol version must be 2"
+
+
+def test_a_version_1_hello_is_unsupported() -> None:
+    # What a version-1 client sends first: the hub answers unsupported_version.
+    refuse(b'{"type":"hello","id":"1","client":"old","v":1}', UnsupportedVersion)
 
 
 def test_future_version_with_new_fields_or_types_is_unsupported_not_invalid() -> None:
-    refuse(wire({"v": 2, "type": "ping", "id": "a", "new_field": 1}), UnsupportedVersion)
-    refuse(wire({"v": 2, "type": "msg.edit", "id": "a"}), UnsupportedVersion)
+    refuse(wire({"v": 3, "type": "ping", "id": "a", "new_field": 1}), UnsupportedVersion)
+    refuse(wire({"v": 3, "type": "msg.edit", "id": "a"}), UnsupportedVersion)
+    # An old client's frame: version-2 fields are missing, yet the answer is the version.
+    refuse(
+        wire(
+            {"v": 1, "type": "receipt", "id": "a", "case_id": "c", "kind": "read", "up_to_seq": 1}
+        ),
+        UnsupportedVersion,
+    )
 
 
-def test_missing_version_means_version_1() -> None:
-    assert codec.decode_client(b'{"type":"ping","id":"a"}') == f.Ping(id="a", v=1)
+def test_missing_version_means_the_current_version() -> None:
+    # Every version-1 encoder wrote "v" (msgspec encodes defaults), so its absence
+    # cannot hide an old client.
+    assert codec.decode_client(b'{"type":"ping","id":"a"}') == f.Ping(id="a", v=2)
 
 
 def test_server_decoder_checks_the_version_too() -> None:
     with pytest.raises(UnsupportedVersion):
-        codec.decode_server(b'{"v":2,"type":"pong","id":"a"}')
+        codec.decode_server(b'{"v":1,"type":"pong","id":"a"}')
 
 
 # -- request_id_of -------------------------------------------------------------------
@@ -357,4 +371,4 @@ def test_request_id_of_ignores_the_size_limit() -> None:
 
 def test_encode_is_compact_utf8() -> None:
     data = codec.encode(f.ErrorFrame(code="invalid", message="caf\u00e9", id="a"))
-    assert data == '{"type":"error","code":"invalid","message":"caf\u00e9","id":"a","v":1}'.encode()
+    assert data == '{"type":"error","code":"invalid","message":"caf\u00e9","id":"a","v":2}'.encode()

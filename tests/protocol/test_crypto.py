@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from nacl.encoding import RawEncoder
 from nacl.signing import SigningKey
 
-from protocol import crypto, opening
+from protocol import crypto, frames, opening
 from protocol.crypto import Envelope, Identity
-from protocol.errors import CryptoError
-from protocol.limits import MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS
+from protocol.errors import CryptoError, Noncanonical
+from protocol.limits import MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS, PADDING_BUCKETS
 
 OPS, MEM = 1, 8192  # the cheapest Argon2id parameters the protocol accepts
 
@@ -31,7 +31,9 @@ ids = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 
 
 def envelope(body: str = "hello", cmid: str = CMID) -> Envelope:
-    return Envelope(body=body, ts=1_700_000_000_000, client_msg_id=cmid)
+    return Envelope(
+        body=body, ts=1_700_000_000_000, client_msg_id=cmid, prev_seq=0, prev_hash=bytes(32), n=1
+    )
 
 
 def encrypt(env: Envelope | None = None, **kw: object) -> tuple[bytes, bytes]:
@@ -55,9 +57,13 @@ def decrypt(nonce: bytes, ciphertext: bytes, **kw: object) -> Envelope:
     return opening.decrypt_message(**args)  # type: ignore[arg-type]
 
 
-def raw_seal(inner: bytes, cmid: str = CMID, nonce: bytes = bytes(24)) -> bytes:
-    """Encrypt arbitrary inner plaintext under KEY with the AAD decrypt() expects."""
+def raw_seal(
+    inner: bytes, cmid: str = CMID, nonce: bytes = bytes(24), *, padded: bool = False
+) -> bytes:
+    """Encrypt arbitrary inner plaintext under KEY with the AAD decrypt() expects,
+    padded to its bucket unless ``padded`` says it already is."""
     aad = crypto.message_aad(CASE, EPOCH, SENDER, cmid)
+    inner = inner if padded else crypto.pad(inner)
     return bytes(nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(inner, aad, nonce, KEY))
 
 
@@ -302,13 +308,26 @@ def test_commitment_signature() -> None:
     sender_id=ids,
     cmid=ids,
     ts=st.integers(min_value=0, max_value=2**53),
+    prev_seq=st.integers(min_value=0, max_value=2**53),
+    prev_hash=st.binary(min_size=32, max_size=32),
+    n=st.integers(min_value=1, max_value=2**53),
 )
 def test_message_round_trip(
-    body: str, case_id: str, epoch: int, sender_id: str, cmid: str, ts: int
+    body: str,
+    case_id: str,
+    epoch: int,
+    sender_id: str,
+    cmid: str,
+    ts: int,
+    prev_seq: int,
+    prev_hash: bytes,
+    n: int,
 ) -> None:
-    env = Envelope(body=body, ts=ts, client_msg_id=cmid)
+    env = Envelope(
+        body=body, ts=ts, client_msg_id=cmid, prev_seq=prev_seq, prev_hash=prev_hash, n=n
+    )
     encoded = msgspec.json.encode(env)
-    if 64 + len(encoded) + 16 > MAX_CIPHERTEXT_BYTES:  # only bodies full of escapes
+    if 64 + len(encoded) >= PADDING_BUCKETS[-1]:  # long bodies of multi-byte characters
         with pytest.raises(ValueError, match="encoded message exceeds"):
             crypto.encrypt_message(
                 KEY, ALICE, case_id=case_id, epoch=epoch, sender_id=sender_id, envelope=env
@@ -318,7 +337,8 @@ def test_message_round_trip(
         KEY, ALICE, case_id=case_id, epoch=epoch, sender_id=sender_id, envelope=env
     )
     assert len(nonce) == 24
-    assert len(ct) == 64 + len(encoded) + 16 <= MAX_CIPHERTEXT_BYTES
+    bucket = min(b for b in PADDING_BUCKETS if b > 64 + len(encoded))
+    assert len(ct) == bucket + 16 <= MAX_CIPHERTEXT_BYTES
     got = opening.decrypt_message(
         KEY,
         ALICE.sign_pk,
@@ -333,10 +353,43 @@ def test_message_round_trip(
 
 
 def test_longest_plain_message_fits() -> None:
-    body = "\U0001f600" * MAX_MESSAGE_CHARS  # 4 UTF-8 bytes per character
+    body = "x" * MAX_MESSAGE_CHARS
     nonce, ct = encrypt(envelope(body))
-    assert len(ct) <= MAX_CIPHERTEXT_BYTES
+    assert len(ct) == PADDING_BUCKETS[-1] + 16 <= MAX_CIPHERTEXT_BYTES
     assert decrypt(nonce, ct).body == body
+
+
+def test_a_body_too_long_in_bytes_is_refused_before_signing() -> None:
+    # 4 UTF-8 bytes per character: within MAX_MESSAGE_CHARS, beyond the largest bucket.
+    with pytest.raises(ValueError, match="encoded message exceeds 16383 bytes"):
+        encrypt(envelope("\U0001f600" * 5000))
+
+
+@pytest.mark.parametrize("body_len", [0, 1, 100, 130, 200, 1000, 5000, 8000])
+def test_ciphertext_length_is_a_bucket(body_len: int) -> None:
+    nonce, ct = encrypt(envelope("y" * body_len))
+    assert len(ct) - 16 in PADDING_BUCKETS
+    assert decrypt(nonce, ct).body == "y" * body_len
+
+
+def test_pad_uses_the_smallest_bucket_with_room_for_the_marker() -> None:
+    assert crypto.pad(b"") == b"\x80" + bytes(255)
+    assert len(crypto.pad(bytes(255))) == 256
+    assert len(crypto.pad(bytes(256))) == 512  # 256 leaves no room for the marker
+    assert crypto.pad(b"ab")[:3] == b"ab\x80"
+    assert len(crypto.pad(bytes(16383))) == 16384
+    with pytest.raises(ValueError, match="exceeds"):
+        crypto.pad(bytes(16384))
+
+
+def test_unpadded_or_wrongly_padded_plaintext_is_refused() -> None:
+    inner = _signed_inner(crypto.encode_envelope(envelope()))
+    with pytest.raises(CryptoError, match="not padded to a size bucket"):
+        decrypt(bytes(24), raw_seal(inner, padded=True))  # no padding at all
+    with pytest.raises(CryptoError, match="not padded to a size bucket"):
+        decrypt(bytes(24), raw_seal(inner + b"\x80" + bytes(300 - len(inner) - 1), padded=True))
+    with pytest.raises(CryptoError, match="padding is malformed"):
+        decrypt(bytes(24), raw_seal(inner + bytes(256 - len(inner)), padded=True))  # no marker
 
 
 def test_message_too_long() -> None:
@@ -367,8 +420,13 @@ def test_ciphertext_layout() -> None:
     )
     assert crypto.message_aad(CASE, EPOCH, SENDER, CMID) == aad
     inner = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, aad, nonce, KEY)
+    assert len(inner) == 256 and inner.rstrip(b"\x00").endswith(b"}\x80")
+    inner = inner.rstrip(b"\x00")[:-1]
     sig, body = inner[:64], inner[64:]
-    assert body == b'{"kind":"text","body":"layout","ts":1700000000000,"client_msg_id":"cmid-0001"}'
+    assert body == (
+        b'{"kind":"text","body":"layout","ts":1700000000000,"client_msg_id":"cmid-0001",'
+        b'"prev_seq":0,"prev_hash":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","n":1}'
+    )
     digest = nacl.hash.blake2b(body, digest_size=32, person=b"chat-msg-hash-v1", encoder=RawEncoder)
     transcript = crypto.lp(
         b"chat.msgsig.v1", CASE.encode(), crypto.u64(EPOCH), CMID.encode(), SENDER.encode(), digest
@@ -453,7 +511,7 @@ def _signed_inner(envelope_bytes: bytes, signed_cmid: str = CMID) -> bytes:
 
 def test_envelope_client_msg_id_mismatch() -> None:
     """A sender cannot reuse one signed envelope under another message's header."""
-    inner = _signed_inner(msgspec.json.encode(envelope(cmid="cmid-other")))
+    inner = _signed_inner(crypto.encode_envelope(envelope(cmid="cmid-other")))
     with pytest.raises(CryptoError, match="another message"):
         decrypt(bytes(24), raw_seal(inner))
 
@@ -464,13 +522,37 @@ def test_envelope_client_msg_id_mismatch() -> None:
         b"not json",
         b"[]",
         b'{"kind":"text","body":"x","ts":1}',
+        b'{"kind":"text","body":"x","ts":1,"client_msg_id":"cmid-0001"}',  # a v1 envelope
         b'{"kind":"image","body":"x","ts":1,"client_msg_id":"cmid-0001"}',
         b'{"kind":"text","body":"x","ts":1,"client_msg_id":"cmid-0001","extra":1}',
+        b"\xff",
     ],
 )
 def test_signed_but_malformed_envelope(envelope_bytes: bytes) -> None:
-    with pytest.raises(CryptoError, match="malformed"):
+    with pytest.raises(Noncanonical, match="malformed"):
         decrypt(bytes(24), raw_seal(_signed_inner(envelope_bytes)))
+
+
+def test_signed_but_noncanonical_envelope() -> None:
+    good = crypto.encode_envelope(envelope())
+    spaced = good.replace(b'"kind":"text"', b'"kind": "text"')
+    with pytest.raises(Noncanonical, match="not in the canonical encoding"):
+        decrypt(bytes(24), raw_seal(_signed_inner(spaced)))
+    assert decrypt(bytes(24), raw_seal(_signed_inner(good))) == envelope()
+
+
+def test_decode_envelope_round_trips_and_rejects_re_encodings() -> None:
+    env = envelope('caf\u00e9 \U0001f642 "q"\n')
+    data = crypto.encode_envelope(env)
+    assert crypto.decode_envelope(data) == env
+    assert b"\xc3\xa9" in data  # non-ASCII stays raw UTF-8; only JSON's escapes are used
+    for bad in (
+        data.replace(b"\xc3\xa9", b"\\u00e9"),
+        data.replace(b'"ts":1700000000000', b'"ts":1700000000000.0'),
+        data + b" ",
+    ):
+        with pytest.raises(Noncanonical):
+            crypto.decode_envelope(bad)
 
 
 def test_inner_plaintext_shorter_than_a_signature() -> None:
@@ -495,3 +577,138 @@ def test_the_server_key_signs_and_cannot_open() -> None:
     assert not hasattr(key, "box_key") and not hasattr(key, "box_pk")
     with pytest.raises(CryptoError, match="32 bytes"):
         crypto.ServerKey.from_seed(bytes(31))
+
+
+# -- version 2: box key signature, fingerprint, safety number, certificates ----------
+
+
+def test_box_key_signature() -> None:
+    sig = crypto.sign_box_key(ALICE)
+    crypto.verify_box_key(ALICE.sign_pk, ALICE.box_pk, sig)
+    assert crypto.box_key_transcript(ALICE.sign_pk, ALICE.box_pk) == crypto.lp(
+        b"chat.boxkey.v2", ALICE.sign_pk, ALICE.box_pk
+    )
+    for sign_pk, box_pk, bad_sig in [
+        (ALICE.sign_pk, MALLORY.box_pk, sig),  # a swapped box key
+        (MALLORY.sign_pk, ALICE.box_pk, sig),
+        (ALICE.sign_pk, ALICE.box_pk, crypto.sign_box_key(MALLORY)),
+        (ALICE.sign_pk, ALICE.box_pk, bytes(64)),
+    ]:
+        with pytest.raises(CryptoError, match="signature does not verify"):
+            crypto.verify_box_key(sign_pk, box_pk, bad_sig)
+
+
+def test_fingerprint_v2_covers_both_keys() -> None:
+    fp = crypto.fingerprint_v2(ALICE.sign_pk, ALICE.box_pk)
+    groups = fp.split(" ")
+    assert len(groups) == 8 and all(len(g) == 5 for g in groups)
+    assert int("".join(groups), 16) >= 0
+    assert crypto.fingerprint_v2(ALICE.sign_pk, MALLORY.box_pk) != fp
+    assert crypto.fingerprint_v2(MALLORY.sign_pk, ALICE.box_pk) != fp
+    assert crypto.fingerprint_v2(ALICE.box_pk, ALICE.sign_pk) != fp
+
+
+def test_safety_number_is_symmetric_and_covers_both_keys() -> None:
+    a, b = (ALICE.sign_pk, ALICE.box_pk), (BOB.sign_pk, BOB.box_pk)
+    number = crypto.safety_number(a, b)
+    assert number == crypto.safety_number(b, a)
+    groups = number.split(" ")
+    assert len(groups) == 12 and all(len(g) == 5 and g.isdigit() for g in groups)
+    assert crypto.safety_number(a, (BOB.sign_pk, MALLORY.box_pk)) != number
+
+
+def cert_for(ident: Identity = BOB, **kw: object) -> frames.CounselorCert:
+    args: dict[str, object] = {
+        "account_id": "acct-bob",
+        "handle": "bob",
+        "sign_pk": ident.sign_pk,
+        "box_pk": ident.box_pk,
+        "issued_at": 1_700_000_000_000,
+    }
+    args.update(kw)
+    return crypto.sign_counselor_cert(ORG_KEY, **args)  # type: ignore[arg-type]
+
+
+ORG_KEY = crypto.ServerKey.from_seed(bytes(range(200, 232)))
+
+
+def test_counselor_cert() -> None:
+    cert = cert_for()
+    assert isinstance(cert, frames.CounselorCert)
+    assert cert.org_sign_pk == ORG_KEY.sign_pk
+    crypto.verify_counselor_cert(cert, ORG_KEY.sign_pk)
+    crypto.verify_counselor_cert(
+        cert, ORG_KEY.sign_pk, account_id="acct-bob", sign_pk=BOB.sign_pk, box_pk=BOB.box_pk
+    )
+    with pytest.raises(CryptoError, match="another organisation key"):
+        crypto.verify_counselor_cert(cert, MALLORY.sign_pk)
+    with pytest.raises(CryptoError, match="another account"):
+        crypto.verify_counselor_cert(cert, ORG_KEY.sign_pk, account_id="acct-mallory")
+    with pytest.raises(CryptoError, match="another identity key"):
+        crypto.verify_counselor_cert(cert, ORG_KEY.sign_pk, sign_pk=MALLORY.sign_pk)
+    with pytest.raises(CryptoError, match="another box key"):
+        crypto.verify_counselor_cert(cert, ORG_KEY.sign_pk, box_pk=MALLORY.box_pk)
+    changes: list[tuple[str, object]] = [
+        ("handle", "mallory"),
+        ("box_pk", MALLORY.box_pk),
+        ("issued_at", 1),
+        ("account_id", "acct-other"),
+        ("sig", bytes(64)),
+    ]
+    for field, value in changes:
+        forged = msgspec.structs.replace(cert, **{field: value})
+        with pytest.raises(CryptoError, match="signature does not verify"):
+            crypto.verify_counselor_cert(forged, ORG_KEY.sign_pk)
+    # An org-key swap inside the cert is caught by comparing with the pinned key.
+    self_signed = crypto.sign_counselor_cert(
+        crypto.ServerKey.from_seed(bytes(32)),
+        account_id="acct-bob",
+        handle="bob",
+        sign_pk=BOB.sign_pk,
+        box_pk=BOB.box_pk,
+        issued_at=1,
+    )
+    with pytest.raises(CryptoError, match="another organisation key"):
+        crypto.verify_counselor_cert(self_signed, ORG_KEY.sign_pk)
+
+
+def test_receipt_signature() -> None:
+    chain = bytes(range(32))
+    sig = crypto.sign_receipt(ALICE, CASE, "read", 7, chain)
+    receipt = frames.SignedReceipt(
+        account_id="a", kind="read", up_to_seq=7, chain_hash=chain, sig=sig
+    )
+    crypto.verify_receipt(ALICE.sign_pk, CASE, receipt)
+    assert crypto.receipt_transcript(CASE, "read", 7, chain) == crypto.lp(
+        b"chat.receipt.v2", CASE.encode(), b"read", crypto.u64(7), chain
+    )
+    for bad in [
+        msgspec.structs.replace(receipt, kind="delivered"),
+        msgspec.structs.replace(receipt, up_to_seq=8),
+        msgspec.structs.replace(receipt, chain_hash=bytes(32)),
+    ]:
+        with pytest.raises(CryptoError):
+            crypto.verify_receipt(ALICE.sign_pk, CASE, bad)
+    with pytest.raises(CryptoError):
+        crypto.verify_receipt(BOB.sign_pk, CASE, receipt)
+    with pytest.raises(CryptoError):
+        crypto.verify_receipt(ALICE.sign_pk, "case-2", receipt)
+
+
+def test_prefs_blob_round_trip() -> None:
+    keys = crypto.derive_login_keys("pass", bytes(16), OPS, MEM)
+    assert len({keys.auth_key, keys.wrap_key, keys.prefs_key}) == 3
+    blob = crypto.seal_prefs(keys.prefs_key, b'{"pins":{}}')
+    assert len(blob) == 24 + 16 + 11
+    assert opening.open_prefs(keys.prefs_key, blob) == b'{"pins":{}}'
+    assert crypto.seal_prefs(keys.prefs_key, b"x") != crypto.seal_prefs(keys.prefs_key, b"x")
+    fixed = bytes(range(24))
+    assert crypto.seal_prefs(keys.prefs_key, b"x", fixed)[:24] == fixed
+    altered = blob[:-1] + bytes([blob[-1] ^ 1])
+    for bad_key, bad_blob in [
+        (keys.wrap_key, blob),
+        (keys.prefs_key, altered),
+        (keys.prefs_key, blob[:10]),
+    ]:
+        with pytest.raises(CryptoError, match="preferences blob does not decrypt"):
+            opening.open_prefs(bad_key, bad_blob)

@@ -164,6 +164,9 @@ def test_the_wire_tags_are_stable() -> None:
         "consent",
         "dispute.request",
         "dispute.list",
+        "account.attest",
+        "prefs.get",
+        "prefs.put",
     ]
     assert _ids(SERVER_TYPES) == [
         "challenge",
@@ -190,6 +193,7 @@ def test_the_wire_tags_are_stable() -> None:
         "dispute.created",
         "dispute.list.result",
         "dispute.updated",
+        "prefs.result",
     ]
 
 
@@ -219,7 +223,7 @@ def test_encoding_layout() -> None:
     key = base64.b64encode(frame.auth_key).decode()
     assert "+" in key and "/" in key
     assert codec.encode(frame) == (
-        b'{"type":"login","id":"r1","handle":"alice","auth_key":"' + key.encode() + b'","v":1}'
+        b'{"type":"login","id":"r1","handle":"alice","auth_key":"' + key.encode() + b'","v":2}'
     )
     assert frame.v == PROTOCOL_VERSION
 
@@ -237,9 +241,20 @@ def test_defaults() -> None:
         auth_key=bytes(32),
         sign_pk=bytes(32),
         box_pk=bytes(32),
+        box_sig=bytes(64),
         wrapped_keys=bytes(104),
     )
     assert reg.invite is None
+    entry = codec.decode_server(
+        b'{"type":"directory.result","id":"a","entries":[{"account_id":"x","handle":"abc",'
+        b'"role":"client","sign_pk":"'
+        + base64.b64encode(bytes(32))
+        + b'","box_pk":"'
+        + base64.b64encode(bytes(32))
+        + b'"}]}'
+    )
+    assert isinstance(entry, f.DirectoryResult)
+    assert entry.entries[0].box_sig is None and entry.entries[0].cert is None
     assert codec.decode_client(codec.encode(reg)) == reg
     ack = codec.decode_server(
         b'{"type":"msg.ack","id":"a","case_id":"c","client_msg_id":"m","seq":1,'

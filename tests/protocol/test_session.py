@@ -40,6 +40,7 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         auth_key=K32,
         sign_pk=K32,
         box_pk=K32,
+        box_sig=bytes(64),
         wrapped_keys=bytes(104),
     ),
     f.Prelogin: f.Prelogin(id="r", handle="alice"),
@@ -62,7 +63,12 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         id="r", case_id="c", epoch=1, client_msg_id="m", nonce=bytes(24), ciphertext=bytes(100)
     ),
     f.Sync: f.Sync(id="r", case_id="c"),
-    f.Receipt: f.Receipt(id="r", case_id="c", kind="read", up_to_seq=1),
+    f.Receipt: f.Receipt(
+        id="r", case_id="c", kind="read", up_to_seq=1, chain_hash=K32, sig=bytes(64)
+    ),
+    f.AccountAttest: f.AccountAttest(id="r", box_sig=bytes(64)),
+    f.PrefsGet: f.PrefsGet(id="r"),
+    f.PrefsPut: f.PrefsPut(id="r", blob=bytes(41), version=0),
     f.Typing: f.Typing(id="r", case_id="c", active=True),
     f.CaseClose: f.CaseClose(id="r", case_id="c"),
     f.Ping: f.Ping(id="r"),
@@ -109,6 +115,9 @@ POST_AUTH = {
     f.CaseCapsule,
     f.DisputeRequest,
     f.DisputeList,
+    f.AccountAttest,
+    f.PrefsGet,
+    f.PrefsPut,
 }
 NONCE = bytes(range(32))
 PRE_AUTH_STATES = (SessionState.UNAUTHENTICATED, SessionState.CHALLENGED)

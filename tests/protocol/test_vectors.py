@@ -24,6 +24,8 @@ from nacl.encoding import RawEncoder
 
 from protocol import PROTOCOL_VERSION, chain, codec, crypto, opening
 from protocol import frames as f
+from protocol.errors import Noncanonical
+from protocol.limits import PADDING_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS_PATH = ROOT / "docs" / "test-vectors.json"
@@ -44,8 +46,8 @@ def blake2b(data: bytes, person: bytes, key: bytes = b"", size: int = 32) -> byt
 
 
 def test_versions() -> None:
-    assert V["vectors_version"] == 1
-    assert V["protocol_version"] == PROTOCOL_VERSION == 1
+    assert V["vectors_version"] == 2
+    assert V["protocol_version"] == PROTOCOL_VERSION == 2
 
 
 @pytest.mark.parametrize("name", ["client", "counselor"])
@@ -84,6 +86,130 @@ def test_login_keys() -> None:
     keys = crypto.derive_login_keys(v["passphrase"], h(v["salt"]), v["opslimit"], v["memlimit"])
     assert keys.auth_key == h(v["auth_key"])
     assert keys.wrap_key == h(v["wrap_key"])
+    assert blake2b(b"", b"chat-prefs-key-2", key=master) == h(v["prefs_key"]) == keys.prefs_key
+
+
+def test_prefs_blob() -> None:
+    v = V["prefs_blob"]
+    assert v["prefs_key"] == V["login"]["prefs_key"]
+    key, nonce = h(v["prefs_key"]), h(v["nonce"])
+    assert h(v["aad"]) == crypto.lp(b"chat.prefs.v2") == crypto.prefs_aad()
+    raw = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        h(v["plaintext"]), h(v["aad"]), nonce, key
+    )
+    assert nonce + raw == h(v["blob"]) == crypto.seal_prefs(key, h(v["plaintext"]), nonce=nonce)
+    assert opening.open_prefs(key, h(v["blob"])) == h(v["plaintext"])
+
+
+@pytest.mark.parametrize("name", ["client", "counselor"])
+def test_box_key_signature_and_fingerprint_v2(name: str) -> None:
+    entry = V["identities"][name]
+    ident = identity(name)
+    transcript = crypto.lp(b"chat.boxkey.v2", ident.sign_pk, ident.box_pk)
+    assert transcript == h(entry["box_key_transcript"])
+    assert ident.sign(transcript) == h(entry["box_sig"]) == crypto.sign_box_key(ident)
+    crypto.verify_box_key(ident.sign_pk, ident.box_pk, h(entry["box_sig"]))
+    assert h(entry["fingerprint_v2_input"]) == crypto.lp(ident.sign_pk, ident.box_pk)
+    digest = blake2b(h(entry["fingerprint_v2_input"]), b"chat-fingerprnt2", size=20).hex()
+    assert entry["fingerprint_v2"] == " ".join(digest[i : i + 5] for i in range(0, 40, 5))
+    assert crypto.fingerprint_v2(ident.sign_pk, ident.box_pk) == entry["fingerprint_v2"]
+
+
+def test_safety_number() -> None:
+    v = V["safety_number"]
+    a, b = identity(v["a"]), identity(v["b"])
+    fa = blake2b(crypto.lp(a.sign_pk, a.box_pk), b"chat-fingerprnt2", size=20)
+    fb = blake2b(crypto.lp(b.sign_pk, b.box_pk), b"chat-fingerprnt2", size=20)
+    assert h(v["input"]) == crypto.lp(min(fa, fb), max(fa, fb))
+    digest = blake2b(h(v["input"]), b"chat-safetynum-2", size=64)
+    assert digest == h(v["digest"])
+    groups = [int.from_bytes(digest[5 * i : 5 * i + 5], "big") % 100000 for i in range(12)]
+    assert v["number"] == " ".join(f"{g:05d}" for g in groups)
+    assert crypto.safety_number((a.sign_pk, a.box_pk), (b.sign_pk, b.box_pk)) == v["number"]
+    assert crypto.safety_number((b.sign_pk, b.box_pk), (a.sign_pk, a.box_pk)) == v["number"]
+
+
+def test_counselor_cert() -> None:
+    v = V["counselor_cert"]
+    counselor = identity(v["of"])
+    org_pk, _ = nacl.bindings.crypto_sign_seed_keypair(h(v["org_sign_seed"]))
+    assert org_pk == h(v["org_sign_pk"])
+    assert crypto.fingerprint(org_pk) == v["org_fingerprint"]
+    transcript = crypto.lp(
+        b"chat.counselorcert.v2",
+        v["account_id"].encode(),
+        v["handle"].encode(),
+        counselor.sign_pk,
+        counselor.box_pk,
+        crypto.u64(v["issued_at"]),
+    )
+    assert transcript == h(v["transcript"])
+    cert = msgspec.json.decode(v["json"].encode(), type=f.CounselorCert)
+    assert cert.sig == h(v["signature"]) and cert.org_sign_pk == org_pk
+    crypto.verify_counselor_cert(
+        cert,
+        org_pk,
+        account_id=v["account_id"],
+        sign_pk=counselor.sign_pk,
+        box_pk=counselor.box_pk,
+    )
+    org = crypto.ServerKey.from_seed(h(v["org_sign_seed"]))
+    again = crypto.sign_counselor_cert(
+        org,
+        account_id=v["account_id"],
+        handle=v["handle"],
+        sign_pk=counselor.sign_pk,
+        box_pk=counselor.box_pk,
+        issued_at=v["issued_at"],
+    )
+    assert again == cert
+
+
+def test_receipt_signature() -> None:
+    v = V["receipt"]
+    signer = identity(v["signer"])
+    transcript = crypto.lp(
+        b"chat.receipt.v2",
+        v["case_id"].encode(),
+        v["kind"].encode(),
+        crypto.u64(v["up_to_seq"]),
+        h(v["chain_hash"]),
+    )
+    assert transcript == h(v["transcript"])
+    assert signer.sign(transcript) == h(v["signature"])
+    assert v["chain_hash"] == V["messages"][v["up_to_seq"] - 1]["chain_hash"]
+    receipt = f.SignedReceipt(
+        account_id=V["identities"][v["signer"]]["account_id"],
+        kind=v["kind"],
+        up_to_seq=v["up_to_seq"],
+        chain_hash=h(v["chain_hash"]),
+        sig=h(v["signature"]),
+    )
+    crypto.verify_receipt(signer.sign_pk, v["case_id"], receipt)
+
+
+def test_padding() -> None:
+    v = V["padding"]
+    assert tuple(v["buckets"]) == PADDING_BUCKETS
+    for example in v["examples"]:
+        data = h(example["input"])
+        bucket = min(b for b in PADDING_BUCKETS if b > len(data))
+        padded = data + b"\x80" + bytes(bucket - len(data) - 1)
+        assert padded == h(example["padded"]) == crypto.pad(data)
+        assert nacl.bindings.sodium_unpad(padded, len(padded)) == data
+
+
+@pytest.mark.parametrize("index", range(len(V["envelope_negative"])))
+def test_envelope_negative(index: int) -> None:
+    v = V["envelope_negative"][index]
+    assert v["name"] and v["reason"]
+    with pytest.raises(Noncanonical):
+        crypto.decode_envelope(base64.b64decode(v["bytes_b64"]))
+
+
+def test_envelope_negative_names_are_unique() -> None:
+    names = [v["name"] for v in V["envelope_negative"]]
+    assert len(names) == len(set(names)) >= 20
 
 
 def test_wrapped_identity() -> None:
@@ -152,9 +278,22 @@ def test_message(index: int) -> None:
     key, case_id, epoch = h(ck["key"]), ck["case_id"], ck["epoch"]
     by_account = {V["identities"][n]["account_id"]: n for n in ("client", "counselor")}
     sender = identity(by_account[v["sender_id"]])
-    env = crypto.Envelope(body=v["body"], ts=v["ts"], client_msg_id=v["client_msg_id"])
+    env = crypto.Envelope(
+        body=v["body"],
+        ts=v["ts"],
+        client_msg_id=v["client_msg_id"],
+        prev_seq=v["prev_seq"],
+        prev_hash=h(v["prev_hash"]),
+        n=v["n"],
+    )
     envelope_json = msgspec.json.encode(env)
-    assert envelope_json == h(v["envelope_json"])
+    assert envelope_json == h(v["envelope_json"]) == crypto.encode_envelope(env)
+    assert crypto.decode_envelope(envelope_json) == env
+    # The signed order: the previous record as the sender saw it, its own counter.
+    assert v["prev_seq"] == index and v["prev_hash"] == (
+        V["messages"][index - 1]["chain_hash"] if index else bytes(32).hex()
+    )
+    assert v["n"] == sum(m["sender_id"] == v["sender_id"] for m in V["messages"][: index + 1])
     digest = blake2b(envelope_json, b"chat-msg-hash-v1")
     assert digest == h(v["envelope_hash"])
     transcript = crypto.lp(
@@ -170,6 +309,9 @@ def test_message(index: int) -> None:
     aad = crypto.message_aad(case_id, epoch, v["sender_id"], v["client_msg_id"])
     assert aad == h(v["aad"])
     assert h(v["inner_plaintext"]) == h(v["signature"]) + envelope_json
+    inner = h(v["inner_plaintext"])
+    bucket = min(b for b in PADDING_BUCKETS if b > len(inner))
+    assert h(v["padded_plaintext"]) == inner + b"\x80" + bytes(bucket - len(inner) - 1)
 
     nonce, ciphertext = crypto.encrypt_message(
         key,
@@ -183,7 +325,7 @@ def test_message(index: int) -> None:
     assert nonce == h(v["nonce"])
     assert ciphertext == h(v["ciphertext"])
     raw = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        h(v["inner_plaintext"]), aad, nonce, key
+        h(v["padded_plaintext"]), aad, nonce, key
     )
     assert raw == ciphertext
     got = opening.decrypt_message(
@@ -274,7 +416,7 @@ _CLIENT_TAGS = {str(t.__struct_config__.tag) for t in typing.get_args(f.ClientFr
 @pytest.mark.parametrize("name", sorted(V["frames"]))
 def test_frame_encoding(name: str) -> None:
     text: str = V["frames"][name]
-    tag = name.removesuffix(".no_id")
+    tag = name.removesuffix(".no_id").removesuffix(".2")
     frame: msgspec.Struct
     frame = codec.decode_client(text) if tag in _CLIENT_TAGS else codec.decode_server(text)
     assert frame.__struct_config__.tag == tag
@@ -284,7 +426,7 @@ def test_frame_encoding(name: str) -> None:
 def test_every_frame_type_has_a_vector() -> None:
     both = typing.get_args(f.ClientFrame) + typing.get_args(f.ServerFrame)
     tags = {str(t.__struct_config__.tag) for t in both}
-    assert {name.removesuffix(".no_id") for name in V["frames"]} == tags
+    assert {name.removesuffix(".no_id").removesuffix(".2") for name in V["frames"]} == tags
 
 
 def test_frames_carry_the_vector_values() -> None:
@@ -309,6 +451,14 @@ def test_frames_carry_the_vector_values() -> None:
     sync = codec.decode_server(frames["sync.result"])
     assert isinstance(sync, f.SyncResult)
     assert [m.chain_hash.hex() for m in sync.messages] == [m["chain_hash"] for m in V["messages"]]
+    assert sync.receipts[0].sig == h(V["receipt"]["signature"])
+    assert register.box_sig == h(V["identities"]["client"]["box_sig"])
+    directory = codec.decode_server(frames["directory.result"])
+    assert isinstance(directory, f.DirectoryResult)
+    cert = directory.entries[0].cert
+    assert cert is not None and cert.sig == h(V["counselor_cert"]["signature"])
+    put = codec.decode_client(frames["prefs.put"])
+    assert isinstance(put, f.PrefsPut) and put.blob == h(V["prefs_blob"]["blob"])
 
 
 def test_generator_is_up_to_date() -> None:

@@ -2,7 +2,7 @@
 // frames.py). Do not edit: change protocol/ and run scripts/make_vectors.py, whose
 // --check (part of scripts/test) fails while this file is stale.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** WebSocket close codes the hub sends (protocol/errors.py CloseCode). */
 export const CloseCode = Object.freeze({
@@ -51,9 +51,12 @@ export const MAX_FRAME_BYTES = 65536;
 export const MAX_ID_CHARS = 64;
 export const MAX_MALFORMED_IN_A_ROW = 3;
 export const MAX_MESSAGE_CHARS = 8000;
+export const MAX_PADDED_BYTES = 16384;
+export const MAX_PREFS_BYTES = 45056;
 export const MAX_SERVER_FRAME_BYTES = 1048576;
 export const MAX_SESSIONS_PER_ACCOUNT = 8;
 export const MAX_SYNC_BATCH = 500;
+export const PADDING_BUCKETS = Object.freeze([256, 512, 1024, 2048, 4096, 8192, 16384]);
 export const RATE_BURST = 200;
 export const RATE_PER_S = 50.0;
 export const SEND_QUEUE_FRAMES = 1024;
