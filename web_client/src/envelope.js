@@ -17,7 +17,6 @@
 // - Decoding never applies the sender's length limit (MAX_MESSAGE_CHARS): a signed body
 //   either verifies in both implementations or in neither.
 
-import sodium from "libsodium-wrappers-sumo";
 import { CryptoError } from "./cryptoerror.js";
 
 const ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -34,8 +33,10 @@ export class NonCanonical extends CryptoError {
   }
 }
 
-const b64 = (bytes) => sodium.to_base64(bytes, sodium.base64_variants.ORIGINAL);
-const unb64 = (text) => sodium.from_base64(text, sodium.base64_variants.ORIGINAL);
+// Standard base64 with padding (RFC 4648 §4), as msgspec writes bytes; atob/btoa need no
+// WebAssembly, so the reader works before libsodium is ready.
+const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
+const unb64 = (text) => Uint8Array.from(atob(text), (ch) => ch.charCodeAt(0));
 
 // The Envelope struct, in declared order: [wire name, page name, type check].
 // Integers up to 2^53 (protocol/frames.py Seq, Millis): past it a JS number is inexact,
