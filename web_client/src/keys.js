@@ -216,6 +216,7 @@ export class Keys {
         if (k.creator_id !== this.me) cs.capsuleDue.add(k.epoch);
       } catch (err) {
         if (err instanceof ConnectionLost) throw err;
+        cs.keyErrors.set(k.epoch, err.message); // shown with the messages it leaves unread
         console.warn(`rejected key for epoch ${k.epoch}:`, err.message);
       }
     }

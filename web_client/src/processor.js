@@ -45,6 +45,7 @@ export class CaseState {
     this.queue = Promise.resolve(); // serialises record processing and key creation
     this.capsuleDue = new Set(); // epochs of the other side's keys we owe a capsule for
     this.depositing = false;
+    this.keyErrors = new Map(); // epoch -> why its key was refused
     this.lastN = 0; // our own highest message counter n seen in this case
     this.hashes = new Map(); // seq -> chain hash, as first presented
     this.history = []; // { seq, senderId, clientMsgId, chainHash } in processed order
@@ -390,7 +391,10 @@ export class Processor {
       return rejected("sender is not a participant of this case");
     }
     const key = await this.keys.keyFor(cs, r.epoch);
-    if (!key) return rejected(`no verified key for epoch ${r.epoch}`);
+    if (!key) {
+      const why = cs.keyErrors.get(r.epoch);
+      return rejected(`no verified key for epoch ${r.epoch}${why ? `: ${why}` : ""}`);
+    }
     let sender;
     try {
       sender = await this.keys.entry(r.senderId);
