@@ -93,7 +93,7 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
         await register_in_page(page, invite, "dr-web")
         await expect(page.locator("#case-empty")).to_be_visible()
         my_fp = (await page.locator("#me-fp").text_content()) or ""
-        assert re.fullmatch(r"[0-9a-f]{4}( [0-9a-f]{4}){9}", my_fp)
+        assert re.fullmatch(r"[0-9a-f]{5}( [0-9a-f]{5}){7}", my_fp)  # fingerprint_v2
 
         client = await ChatClient.register(
             hub.url, "alice", "client passphrase", home=tmp_path / "alice", **TEST_KDF
@@ -181,6 +181,8 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
                 "wrapped_keys",
                 "sign_pk",
                 "box_pk",
+                "attested",
+                "cert",
                 "token_box",
             }
             assert (account["opslimit"], account["memlimit"]) == (1, 8192)  # ?weakkdf=1
