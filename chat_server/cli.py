@@ -4,6 +4,7 @@ chat-server serve [--host H] [--port P] [--db URL] [--redis URL --node-id NAME]
 chat-server migrate [--db URL]
 chat-server admin invite-counselor --name N --languages en,ur --specialties anxiety,grief
 chat-server admin escrow-policy install policy.json --org-fingerprint FP
+chat-server admin counselors pending [--json] | install-certs certs.json
 chat-server disputes list | show ID [--json] | approve ID --approval F | export ID --out B
 chat-server disputes open-legal CASE --order REF
 chat-server consents export --out FILE
@@ -19,6 +20,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from protocol.errors import ProtocolError
 from storage.engine import open_database, sqlite_url
 
 from .config import Config
@@ -157,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     disputes_cli.add_policy_parser(admin_sub, _common)
     disputes_cli.add_parsers(sub, _common)
+    # Counselor certificates (chat_server/counselors_cli.py, docs/DISPUTES.md).
+    from . import counselors_cli
+
+    counselors_cli.add_parser(admin_sub, _common)
     return parser
 
 
@@ -197,6 +203,25 @@ async def _invite(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _counselors(args: argparse.Namespace) -> int:
+    from . import counselors_cli
+
+    config = _config(args)
+
+    async def go() -> int:
+        db = await open_database(config.db_url, config.resolved_data_key())
+        try:
+            return await counselors_cli.run(args, db)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(go())
+    except (ProtocolError, OSError) as exc:
+        print(f"chat-server: {exc}", file=sys.stderr)
+        return counselors_cli.EXIT_REFUSED
 
 
 async def _migrate(args: argparse.Namespace) -> int:
@@ -256,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(args))
     if args.command == "admin" and args.admin_command == "invite-counselor":
         return asyncio.run(_invite(args))
+    if args.command == "admin" and args.admin_command == "counselors":
+        return _counselors(args)
     if args.command in ("disputes", "consents", "audit") or (
         args.command == "admin" and args.admin_command == "escrow-policy"
     ):

@@ -315,7 +315,9 @@ class DisputeService:
     async def build_bundle(
         self, view: RequestView, approvals: list[Approval], server_key: ServerKey
     ) -> Bundle:
-        """Everything an offline ``chat-unseal`` needs to check the case's history."""
+        """Everything an offline ``chat-unseal`` needs to check the case's history: the
+        records in stored (seq) order, which chat-unseal checks against the order the
+        participants signed (protocol/transcript.py), and their signed receipts."""
         db = self._db
         case = await db.cases.get(view.request.case_id)
         if case is None:
@@ -371,12 +373,14 @@ class DisputeService:
                     handle=a.handle,
                     sign_pk=a.sign_pk,
                     box_pk=a.box_pk,
+                    box_sig=a.box_sig,
                 )
                 for a in (accounts[i] for i in ids if i in accounts)
             ],
             policy=view.policy,
             epochs=epochs,
             messages=messages,
+            receipts=await db.receipts.signed_for_case(case.id),
             chain_head=ChainHead(
                 seq=last_seq, hash=head, sig=sign_head(server_key, case.id, last_seq, head)
             ),

@@ -22,7 +22,7 @@ import msgspec
 from protocol import frames as f
 
 from .context import Caller, Challenged, Guest, SignedIn
-from .handlers import auth, cases, disputes, escrow, messages
+from .handlers import auth, cases, disputes, escrow, messages, prefs
 from .hub import Hub
 
 __all__ = [
@@ -94,5 +94,9 @@ ROUTES: dict[type[msgspec.Struct], Route] = dict(
         caller(f.CaseCapsule, escrow.case_capsule),
         caller(f.DisputeRequest, disputes.dispute_request),
         caller(f.DisputeList, disputes.dispute_list),
+        # protocol version 2 (docs/PROTOCOL.md)
+        caller(f.AccountAttest, auth.account_attest),
+        caller(f.PrefsGet, prefs.prefs_get),
+        caller(f.PrefsPut, prefs.prefs_put),
     ]
 )

@@ -50,6 +50,7 @@ from .errors import (
     MalformedFrame,
     NotAuthenticated,
     RemoteError,
+    UnsupportedVersion,
 )
 from .limits import MAX_MALFORMED_IN_A_ROW
 
@@ -169,9 +170,14 @@ class SessionMachine:
         raise InvalidFrame(f"{_tag(frame)} is not allowed in state {state.value}")
 
     def undecodable(self, error: RemoteError) -> Close | None:
-        """A frame did not decode (``error`` is what it gets answered with, unless closed)."""
+        """A frame did not decode (``error`` is what it gets answered with, unless closed).
+
+        A frame of another protocol version closes the connection (1008) after its
+        ``unsupported_version`` answer: a version-1 client cannot go on to speak 2."""
         if isinstance(error, FrameTooBig):
             return self._closing(Close(CloseCode.TOO_BIG, "frame too big"))
+        if isinstance(error, UnsupportedVersion):
+            return self._closing(Close(CloseCode.POLICY, "unsupported protocol version"))
         self._malformed = self._malformed + 1 if isinstance(error, MalformedFrame) else 0
         if self._malformed >= MAX_MALFORMED_IN_A_ROW:
             return self._closing(Close(CloseCode.INVALID_DATA, "too many malformed frames"))

@@ -3,7 +3,10 @@
 The server never learns a passphrase or a private key: an account row holds the
 login salt and KDF limits, an Argon2id hash of the client's ``auth_key`` (computed by
 the server, stored here as a string), the public keys and the identity blob wrapped
-by the client. Invite codes and session tokens are bearer secrets, so only their
+by the client. The salt and the wrapped blob are sealed at rest under the data key
+(they are what an offline passphrase guess from a stolen database would start from).
+The public keys, the box key signature and the counselor certificate are public and
+stored as they are. Invite codes and session tokens are bearer secrets, so only their
 hashes are stored (the caller hashes; this module never sees the secret).
 
 A counselor's display name is personal data the hub must show to clients; it is
@@ -15,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
+import msgspec
 from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from protocol import clock
-from protocol.errors import AuthFailed, Conflict
+from protocol.errors import AuthFailed, Conflict, NotFound
+from protocol.frames import CounselorCert
 
 from .atrest import context
 from .models import Account, Invite, Token, table
@@ -37,22 +42,34 @@ _ACCOUNT_COLUMNS = (
     _ACCOUNTS.c.id,
     _ACCOUNTS.c.handle,
     _ACCOUNTS.c.role,
-    _ACCOUNTS.c.salt,
+    _ACCOUNTS.c.salt_enc,
     _ACCOUNTS.c.opslimit,
     _ACCOUNTS.c.memlimit,
     _ACCOUNTS.c.auth_hash,
     _ACCOUNTS.c.sign_pk,
     _ACCOUNTS.c.box_pk,
-    _ACCOUNTS.c.wrapped_keys,
+    _ACCOUNTS.c.wrapped_keys_enc,
     _ACCOUNTS.c.languages,
     _ACCOUNTS.c.specialties,
     _ACCOUNTS.c.name_enc,
     _ACCOUNTS.c.created_at,
+    _ACCOUNTS.c.box_sig,
+    _ACCOUNTS.c.cert,
 )
+
+_cert_decoder = msgspec.json.Decoder(CounselorCert)
 
 
 def _name_ctx(account_id: str) -> bytes:
     return context("accounts.name", account_id)
+
+
+def _salt_ctx(account_id: str) -> bytes:
+    return context("accounts.salt", account_id)
+
+
+def _wrapped_ctx(account_id: str) -> bytes:
+    return context("accounts.wrapped_keys", account_id)
 
 
 def _invite_name_ctx(code_hash: bytes) -> bytes:
@@ -122,13 +139,17 @@ class AccountRepository:
                         id=account.id,
                         handle=account.handle,
                         role=role,
-                        salt=account.salt,
+                        salt_enc=cipher.seal_bytes(account.salt, _salt_ctx(account.id)),
                         opslimit=account.opslimit,
                         memlimit=account.memlimit,
                         auth_hash=account.auth_hash,
                         sign_pk=account.sign_pk,
                         box_pk=account.box_pk,
-                        wrapped_keys=account.wrapped_keys,
+                        wrapped_keys_enc=cipher.seal_bytes(
+                            account.wrapped_keys, _wrapped_ctx(account.id)
+                        ),
+                        box_sig=account.box_sig,
+                        cert=None if account.cert is None else msgspec.json.encode(account.cert),
                         languages=join_list(languages),
                         specialties=join_list(specialties),
                         name_enc=cipher.seal_optional(name, _name_ctx(account.id)),
@@ -202,22 +223,61 @@ class AccountRepository:
             ).all()
         return [self._account(r) for r in rows]
 
+    async def set_box_sig(self, account_id: str, box_sig: bytes) -> None:
+        """Store the box key signature of an account (the caller verified it against the
+        account's keys). NotFound if there is no such account."""
+        async with self._tx.write() as conn:
+            res = await conn.execute(
+                update(_ACCOUNTS).where(_ACCOUNTS.c.id == account_id).values(box_sig=box_sig)
+            )
+        if res.rowcount != 1:
+            raise NotFound("account not found")
+
+    async def set_cert(self, cert: CounselorCert) -> None:
+        """Store a counselor certificate for ``cert.account_id`` if the account still has
+        the certified keys (checked in the same transaction, so a key change cannot slip
+        in between). NotFound if there is no such account; Conflict if its keys or
+        handle differ from the certificate's."""
+        async with self._tx.write() as conn:
+            res = await conn.execute(
+                update(_ACCOUNTS)
+                .where(
+                    _ACCOUNTS.c.id == cert.account_id,
+                    _ACCOUNTS.c.handle == cert.handle,
+                    _ACCOUNTS.c.sign_pk == cert.sign_pk,
+                    _ACCOUNTS.c.box_pk == cert.box_pk,
+                    _ACCOUNTS.c.role == "counselor",
+                )
+                .values(cert=msgspec.json.encode(cert))
+            )
+            if res.rowcount != 1:
+                found = await conn.scalar(select(exists().where(_ACCOUNTS.c.id == cert.account_id)))
+                if not found:
+                    raise NotFound(f"no account {cert.account_id}")
+                raise Conflict(
+                    f"the certificate for {cert.account_id} does not match the account's "
+                    "handle, role or keys"
+                )
+
     def _account(self, row: AnyRow) -> AccountRecord:
+        cipher = self._tx.cipher
         return AccountRecord(
             id=row.id,
             handle=row.handle,
             role=as_role(row.role),
-            salt=bytes(row.salt),
+            salt=cipher.open_bytes(bytes(row.salt_enc), _salt_ctx(row.id)),
             opslimit=row.opslimit,
             memlimit=row.memlimit,
             auth_hash=row.auth_hash,
             sign_pk=bytes(row.sign_pk),
             box_pk=bytes(row.box_pk),
-            wrapped_keys=bytes(row.wrapped_keys),
+            wrapped_keys=cipher.open_bytes(bytes(row.wrapped_keys_enc), _wrapped_ctx(row.id)),
             languages=split_list(row.languages),
             specialties=split_list(row.specialties),
-            display_name=self._tx.cipher.open_optional(row.name_enc, _name_ctx(row.id)),
+            display_name=cipher.open_optional(row.name_enc, _name_ctx(row.id)),
             created_at=row.created_at,
+            box_sig=None if row.box_sig is None else bytes(row.box_sig),
+            cert=None if row.cert is None else _cert_decoder.decode(bytes(row.cert)),
         )
 
     # -- invites --------------------------------------------------------------

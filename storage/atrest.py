@@ -3,6 +3,8 @@
 The hub stores message *content* only as end-to-end ciphertext it cannot open. A few
 fields it must be able to read itself, and these are personal or sensitive: a
 counselor's display name (shown to clients) and a case's topic (used for matching).
+Since migration 0003 an account's login salt and wrapped identity blob are sealed too,
+so a stolen database does not even give what an offline passphrase guess needs.
 Those are stored encrypted with a server-side 32-byte *data key* from configuration,
 so a copy of the database file alone does not reveal them.
 
@@ -67,6 +69,20 @@ class AtRestCipher:
         except nacl.exceptions.CryptoError as exc:
             raise AtRestError("stored value does not decrypt under the data key") from exc
         return plain.decode()
+
+    def seal_bytes(self, plaintext: bytes, context: bytes) -> bytes:
+        """:meth:`seal` for a binary value (a login salt, a wrapped key blob)."""
+        nonce = nacl.utils.random(_NONCE_BYTES)
+        return _VERSION + bytes(self._aead.encrypt(plaintext, context, nonce))
+
+    def open_bytes(self, blob: bytes, context: bytes) -> bytes:
+        """:meth:`open` for a value written by :meth:`seal_bytes`."""
+        if len(blob) < 1 + _NONCE_BYTES or blob[:1] != _VERSION:
+            raise AtRestError("stored value has an unknown format")
+        try:
+            return bytes(self._aead.decrypt(bytes(blob[1:]), context))
+        except nacl.exceptions.CryptoError as exc:
+            raise AtRestError("stored value does not decrypt under the data key") from exc
 
     def seal_optional(self, plaintext: str | None, context: bytes) -> bytes | None:
         """:meth:`seal`, passing None through (for nullable columns)."""

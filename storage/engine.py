@@ -38,6 +38,7 @@ from .consents import ConsentRepository
 from .disputes import DisputeRepository
 from .escrow import EscrowRepository
 from .messages import MessageRepository
+from .prefs import PrefsRepository
 from .receipts import ReceiptRepository
 from .transactions import Dialect, Transactions, configure_sqlite
 
@@ -104,23 +105,30 @@ def create_engine(url: str | URL) -> tuple[AsyncEngine, Dialect]:
     return engine, dialect
 
 
-def migrations_config(connection: Connection | None = None) -> Config:
+def migrations_config(
+    connection: Connection | None = None, data_key: bytes | None = None
+) -> Config:
     """An Alembic Config built in code (no alembic.ini needed).
 
     With ``connection``, env.py migrates on that connection inside the caller's
     transaction; without, env.py expects ``sqlalchemy.url`` to be set by the caller.
+    ``data_key`` is for migrations that convert values sealed at rest (0003).
     """
     cfg = Config()
     # ConfigParser interpolates "%": escape it in case the install path contains one.
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     if connection is not None:
         cfg.attributes["connection"] = connection
+    if data_key is not None:
+        cfg.attributes["data_key"] = data_key
     return cfg
 
 
-def run_migrations(connection: Connection, revision: str = "head") -> None:
+def run_migrations(
+    connection: Connection, revision: str = "head", data_key: bytes | None = None
+) -> None:
     """Upgrade the database on ``connection`` to ``revision`` (sync; use ``run_sync``)."""
-    command.upgrade(migrations_config(connection), revision)
+    command.upgrade(migrations_config(connection, data_key), revision)
 
 
 class Database:
@@ -130,6 +138,7 @@ class Database:
     """
 
     __slots__ = (
+        "_data_key",
         "_tx",
         "accounts",
         "audit",
@@ -140,6 +149,7 @@ class Database:
         "engine",
         "escrow",
         "messages",
+        "prefs",
         "receipts",
     )
 
@@ -147,10 +157,12 @@ class Database:
         self.engine = engine
         self.dialect: Dialect = dialect
         self._tx = Transactions(engine, dialect, AtRestCipher(data_key))
+        self._data_key = data_key
         self.accounts = AccountRepository(self._tx)
         self.cases = CaseRepository(self._tx)
         self.messages = MessageRepository(self._tx)
         self.receipts = ReceiptRepository(self._tx)
+        self.prefs = PrefsRepository(self._tx)
         # Escrow and disputes (docs/DISPUTES.md).
         self.escrow = EscrowRepository(self._tx)
         self.consents = ConsentRepository(self._tx)
@@ -168,7 +180,8 @@ class Database:
                 await conn.execute(
                     text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY}
                 )
-            await conn.run_sync(run_migrations)
+            data_key = self._data_key
+            await conn.run_sync(lambda c: run_migrations(c, data_key=data_key))
 
     async def ping(self) -> None:
         """One round trip to the database (health checks); raises if it is unreachable."""

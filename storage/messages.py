@@ -47,7 +47,7 @@ from msgspec.structs import asdict, astuple
 from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from protocol.chain import chain_hash
+from protocol.chain import GENESIS, chain_hash
 from protocol.errors import Duplicate, Forbidden, InvalidFrame, NotFound, RemoteError
 from protocol.frames import MessageRecord
 
@@ -379,6 +379,19 @@ class MessageRepository:
                 .limit(limit)
             )
             return [message_from_row(r) for r in rows]
+
+    async def chain_hash_at(self, case_id: str, seq: int) -> bytes | None:
+        """The chain hash of the case's record at ``seq`` (GENESIS for seq 0), or None
+        if there is no such record."""
+        if seq == 0:
+            return GENESIS
+        async with self._tx.read() as conn:
+            value = await conn.scalar(
+                select(_MESSAGES.c.chain_hash).where(
+                    _MESSAGES.c.case_id == case_id, _MESSAGES.c.seq == seq
+                )
+            )
+        return None if value is None else bytes(value)
 
     async def last(self, case_id: str) -> tuple[int, bytes]:
         """``(last_seq, chain_head)`` of the case: ``(0, GENESIS)`` before its first message.

@@ -54,6 +54,7 @@ __all__ = [
     "EscrowPolicy",
     "Invite",
     "Message",
+    "Prefs",
     "Receipt",
     "Token",
     "table",
@@ -83,13 +84,18 @@ class Account(Base):
     # Handles are pseudonyms chosen by the user; stored in clear for the unique lookup.
     handle: Mapped[str] = mapped_column(String(32), unique=True)
     role: Mapped[str] = mapped_column(String(16))
-    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    # The login salt and the wrapped identity, sealed at rest (migration 0003).
+    salt_enc: Mapped[bytes] = mapped_column(LargeBinary)
     opslimit: Mapped[int] = mapped_column(Integer)
     memlimit: Mapped[int] = mapped_column(BigInteger)
     auth_hash: Mapped[str] = mapped_column(String(255))
     sign_pk: Mapped[bytes] = mapped_column(LargeBinary)
     box_pk: Mapped[bytes] = mapped_column(LargeBinary)
-    wrapped_keys: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_keys_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    # The identity key's signature over box_pk (NULL: a version-1 account not upgraded)
+    # and the org-signed counselor certificate as JSON (protocol.frames.CounselorCert).
+    box_sig: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    cert: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     languages: Mapped[str] = mapped_column(Text)
     specialties: Mapped[str] = mapped_column(Text)
     name_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
@@ -195,6 +201,20 @@ class Receipt(Base):
     account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     up_to_seq: Mapped[int] = mapped_column(BigInteger)
+    # The participant's signature over (case, kind, up_to_seq, chain_hash); NULL only
+    # for receipts stored by a version-1 hub (migration 0003).
+    chain_hash: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sig: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class Prefs(Base):
+    __tablename__ = "prefs"
+
+    # One encrypted blob per account (pins, settings): the hub cannot open it.
+    account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"), primary_key=True)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
 # -- escrow and disputes (migration 0002; docs/DISPUTES.md) -------------------------------

@@ -15,7 +15,7 @@ from typing import Literal, TypeVar, get_args
 
 from protocol.chain import GENESIS
 from protocol.errors import RemoteError
-from protocol.frames import MessageRecord, case_participants
+from protocol.frames import CounselorCert, MessageRecord, case_participants
 
 __all__ = [
     "GENESIS",
@@ -94,7 +94,9 @@ def split_list(stored: str) -> tuple[str, ...]:
 @dataclasses.dataclass(frozen=True, slots=True)
 class AccountRecord:
     """A registered account. ``auth_hash`` is an Argon2id hash of the client's auth key;
-    ``wrapped_keys`` is the identity blob only the account's passphrase can unwrap."""
+    ``wrapped_keys`` is the identity blob only the account's passphrase can unwrap.
+    ``box_sig`` is the identity key's signature over the box key (None: a version-1
+    account not yet upgraded); ``cert`` the organisation's counselor certificate."""
 
     id: str
     handle: str
@@ -110,6 +112,8 @@ class AccountRecord:
     specialties: tuple[str, ...] = ()
     display_name: str | None = None
     created_at: int = 0
+    box_sig: bytes | None = None
+    cert: CounselorCert | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

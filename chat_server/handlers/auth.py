@@ -31,7 +31,16 @@ from ..credentials import invite_code_hash, token_hash
 from ..hub import Hub
 from ..logs import log_event
 
-__all__ = ["auth", "hello", "login", "logout", "ping", "prelogin", "register"]
+__all__ = [
+    "account_attest",
+    "auth",
+    "hello",
+    "login",
+    "logout",
+    "ping",
+    "prelogin",
+    "register",
+]
 
 #: Bytes of the challenge nonce (docs/PROTOCOL.md 8.1).
 NONCE_BYTES = 32
@@ -53,7 +62,18 @@ async def ping(hub: Hub, who: Guest | Caller, frame: f.Ping) -> f.Pong:
     return f.Pong(id=frame.id)
 
 
+def _check_box_sig(sign_pk: bytes, box_pk: bytes, box_sig: bytes) -> None:
+    try:
+        crypto.verify_box_key(sign_pk, box_pk, box_sig)
+    except CryptoError:
+        raise InvalidFrame(
+            "box_sig does not verify: the box key is not signed by sign_pk"
+        ) from None
+
+
 async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
+    # Cheap checks first: a bad request must not cost the hub an Argon2id hash.
+    _check_box_sig(frame.sign_pk, frame.box_pk, frame.box_sig)
     if frame.opslimit < hub.config.min_opslimit or frame.memlimit < hub.config.min_memlimit:
         raise InvalidFrame("key derivation parameters are below the server minimum")
     auth_hash = await asyncio.to_thread(
@@ -77,6 +97,7 @@ async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
         specialties=(),
         display_name=None,
         created_at=now_ms(),
+        box_sig=frame.box_sig,
     )
     invite = invite_code_hash(frame.invite) if frame.invite is not None else None
     created = await hub.db.accounts.create(account, invite)
@@ -124,6 +145,8 @@ async def login(hub: Hub, guest: Guest, frame: f.Login) -> f.LoginResult:
         role=account.role,
         sign_pk=account.sign_pk,
         box_pk=account.box_pk,
+        box_sig=account.box_sig,
+        cert=account.cert,
         wrapped_keys=account.wrapped_keys,
         token=token,
         token_expires=expires,
@@ -175,6 +198,18 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
     if account.role == "counselor":
         await hub.casebook.match_waiting()
     return SignedIn(caller)
+
+
+async def account_attest(hub: Hub, caller: Caller, frame: f.AccountAttest) -> f.Ok:
+    """A version-1 account signs its stored box key (docs/PROTOCOL.md, "Upgrading a
+    version-1 account"). Checked against the keys the hub holds for the caller."""
+    account = await hub.db.accounts.by_id(caller.account_id)
+    if account is None:  # deleted under a live session
+        raise AuthFailed("account no longer exists")
+    _check_box_sig(account.sign_pk, account.box_pk, frame.box_sig)
+    await hub.db.accounts.set_box_sig(account.id, frame.box_sig)
+    log_event("account.attested", account=account.id)
+    return f.Ok(id=frame.id)
 
 
 async def logout(hub: Hub, caller: Caller, frame: f.Logout) -> f.Ok:

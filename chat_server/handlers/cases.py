@@ -124,7 +124,13 @@ async def directory_get(hub: Hub, caller: Caller, frame: f.DirectoryGet) -> f.Di
         id=frame.id,
         entries=[
             f.DirectoryEntry(
-                account_id=a.id, handle=a.handle, role=a.role, sign_pk=a.sign_pk, box_pk=a.box_pk
+                account_id=a.id,
+                handle=a.handle,
+                role=a.role,
+                sign_pk=a.sign_pk,
+                box_pk=a.box_pk,
+                box_sig=a.box_sig,
+                cert=a.cert,
             )
             for a in accounts
         ],

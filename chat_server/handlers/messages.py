@@ -11,8 +11,9 @@ order.
 
 from __future__ import annotations
 
+from protocol import crypto
 from protocol import frames as f
-from protocol.errors import Forbidden
+from protocol.errors import CryptoError, Forbidden, InvalidFrame
 from protocol.limits import MAX_SERVER_FRAME_BYTES
 from storage.records import NewMessage
 
@@ -65,13 +66,33 @@ async def sync(hub: Hub, caller: Caller, frame: f.Sync) -> f.SyncResult:
         messages=batch,
         last_seq=last_seq,
         has_more=len(rows) > len(batch),
+        receipts=await hub.db.receipts.signed_for_case(frame.case_id),
     )
 
 
 async def receipt(hub: Hub, caller: Caller, frame: f.Receipt) -> f.Ok:
+    """Store a participant's signed receipt: its signature must verify under the
+    caller's key and its chain hash must be the stored record's at ``up_to_seq`` (so a
+    receipt is evidence of the history the hub presented to that participant)."""
     participants = await hub.casebook.participants(frame.case_id, caller.account_id)
+    signed = f.SignedReceipt(
+        account_id=caller.account_id,
+        kind=frame.kind,
+        up_to_seq=frame.up_to_seq,
+        chain_hash=frame.chain_hash,
+        sig=frame.sig,
+    )
+    try:
+        crypto.verify_receipt(caller.sign_pk, frame.case_id, signed)
+    except CryptoError:
+        raise InvalidFrame("receipt signature does not verify") from None
+    stored_hash = await hub.db.messages.chain_hash_at(frame.case_id, frame.up_to_seq)
+    if stored_hash is None:
+        raise InvalidFrame(f"no message at seq {frame.up_to_seq}")
+    if stored_hash != frame.chain_hash:
+        raise InvalidFrame(f"chain_hash does not match the stored message at seq {frame.up_to_seq}")
     stored = await hub.db.receipts.advance(
-        frame.case_id, caller.account_id, frame.kind, frame.up_to_seq
+        frame.case_id, caller.account_id, frame.kind, frame.up_to_seq, frame.chain_hash, frame.sig
     )
     if stored == frame.up_to_seq:
         hub.registry.publish(
@@ -81,6 +102,8 @@ async def receipt(hub: Hub, caller: Caller, frame: f.Receipt) -> f.Ok:
                 account_id=caller.account_id,
                 kind=frame.kind,
                 up_to_seq=stored,
+                chain_hash=frame.chain_hash,
+                sig=frame.sig,
             ),
             exclude=caller.peer,
         )

@@ -34,20 +34,22 @@ async def test_malformed_json_unknown_type_and_invalid_fields(hub: RunningHub) -
     err = await peer.recv()
     assert isinstance(err, f.ErrorFrame) and err.code == "malformed" and err.id is None
 
-    await peer.send_raw(b'{"v":1,"type":"msg.teleport","id":"a2"}')
+    await peer.send_raw(b'{"v":2,"type":"msg.teleport","id":"a2"}')
     err = await peer.recv()
     assert isinstance(err, f.ErrorFrame) and (err.code, err.id) == ("unknown_type", "a2")
 
-    await peer.send_raw(b'{"v":1,"type":"ping","id":"a3","extra":true}')
+    await peer.send_raw(b'{"v":2,"type":"ping","id":"a3","extra":true}')
     err = await peer.recv()
     assert isinstance(err, f.ErrorFrame) and (err.code, err.id) == ("invalid", "a3")
 
+    # The connection is still usable after typed errors.
+    assert isinstance(await peer.request(f.Ping(id=rid())), f.Pong)
+
+    # Another protocol version is answered, then the connection closes (1008).
     await peer.send_raw(b'{"v":9,"type":"ping","id":"a4"}')
     err = await peer.recv()
     assert isinstance(err, f.ErrorFrame) and (err.code, err.id) == ("unsupported_version", "a4")
-
-    # The connection is still usable after typed errors.
-    assert isinstance(await peer.request(f.Ping(id=rid())), f.Pong)
+    assert await _closed_with(peer) == CloseCode.POLICY
 
 
 async def test_repeated_garbage_closes_1007(hub: RunningHub) -> None:
@@ -125,7 +127,14 @@ async def test_frames_for_a_foreign_case_are_forbidden_and_change_nothing(hub: R
         outsider.encrypt(key, case.case_id, "intrusion"),
         f.Sync(id=rid(), case_id=case.case_id),
         f.CaseKeys(id=rid(), case_id=case.case_id),
-        f.Receipt(id=rid(), case_id=case.case_id, kind="read", up_to_seq=1),
+        f.Receipt(
+            id=rid(),
+            case_id=case.case_id,
+            kind="read",
+            up_to_seq=1,
+            chain_hash=bytes(32),
+            sig=bytes(64),
+        ),
         f.Typing(id=rid(), case_id=case.case_id, active=True),
         f.CaseClose(id=rid(), case_id=case.case_id),
         f.DirectoryGet(id=rid(), account_ids=[client.account_id]),

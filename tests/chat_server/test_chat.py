@@ -84,13 +84,8 @@ async def test_case_keys_receipts_typing_close(hub: RunningHub) -> None:
     assert entries.entries[0].sign_pk == client.identity.sign_pk
 
     await client.request(client.encrypt(key, case.case_id, "one"))
-    await counselor.event(f.MsgNew)
-    assert isinstance(
-        await counselor.request(
-            f.Receipt(id=rid(), case_id=case.case_id, kind="read", up_to_seq=1)
-        ),
-        f.Ok,
-    )
+    new = await counselor.event(f.MsgNew)
+    assert isinstance(await counselor.request(counselor.receipt(case.case_id, new.message)), f.Ok)
     receipt = await client.event(f.ReceiptNew)
     assert (receipt.kind, receipt.up_to_seq, receipt.account_id) == (
         "read",

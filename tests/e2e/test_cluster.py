@@ -167,9 +167,7 @@ async def test_two_nodes_append_to_one_case_gap_free_and_relay_everything(
         await client.request(f.Typing(id=rid(), case_id=case.case_id, active=True))
         typing = await counselor.event(f.TypingNew)
         assert (typing.account_id, typing.active) == (client.account_id, True)
-        await counselor.request(
-            f.Receipt(id=rid(), case_id=case.case_id, kind="read", up_to_seq=2 * per_side)
-        )
+        await counselor.request(counselor.receipt(case.case_id, stored[-1]))
         receipt = await client.event(f.ReceiptNew)
         assert (receipt.account_id, receipt.up_to_seq) == (counselor.account_id, 2 * per_side)
         assert await b.metric("chat_bus_received_total") > 0

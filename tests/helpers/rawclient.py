@@ -41,6 +41,8 @@ class RawClient:
     token: str = ""
     handle: str = ""
     events: list[msgspec.Struct] = field(default_factory=list)
+    #: This peer's running message counter per case (the envelope's ``n``).
+    counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     async def connect(cls, url: str, **kw: Any) -> RawClient:
@@ -137,6 +139,7 @@ class RawClient:
                 auth_key=keys.auth_key,
                 sign_pk=self.identity.sign_pk,
                 box_pk=self.identity.box_pk,
+                box_sig=crypto.sign_box_key(self.identity),
                 wrapped_keys=crypto.wrap_identity(self.identity, keys.wrap_key),
                 invite=invite,
             )
@@ -214,18 +217,49 @@ class RawClient:
         assert isinstance(reply, f.Ok), reply
         return key
 
+    def receipt(
+        self, case_id: str, record: f.MessageRecord, kind: f.ReceiptKind = "read"
+    ) -> f.Receipt:
+        """A receipt up to ``record``, signed over its chain hash."""
+        assert self.identity is not None
+        return f.Receipt(
+            id=rid(),
+            case_id=case_id,
+            kind=kind,
+            up_to_seq=record.seq,
+            chain_hash=record.chain_hash,
+            sig=crypto.sign_receipt(self.identity, case_id, kind, record.seq, record.chain_hash),
+        )
+
     def encrypt(
-        self, key: bytes, case_id: str, text: str, cmid: str | None = None, epoch: int = 1
+        self,
+        key: bytes,
+        case_id: str,
+        text: str,
+        cmid: str | None = None,
+        epoch: int = 1,
+        *,
+        prev: tuple[int, bytes] = (0, bytes(32)),
     ) -> f.MsgSend:
+        """A signed, encrypted message; ``prev`` is the (seq, chain_hash) this peer
+        claims to have seen last (the hub does not check it; participants do)."""
         assert self.identity is not None
         cmid = cmid or secrets.token_urlsafe(12)
+        n = self.counters[case_id] = self.counters.get(case_id, 0) + 1
         nonce, ct = crypto.encrypt_message(
             key,
             self.identity,
             case_id=case_id,
             epoch=epoch,
             sender_id=self.account_id,
-            envelope=crypto.Envelope(body=text, ts=int(time.time() * 1000), client_msg_id=cmid),
+            envelope=crypto.Envelope(
+                body=text,
+                ts=int(time.time() * 1000),
+                client_msg_id=cmid,
+                prev_seq=prev[0],
+                prev_hash=prev[1],
+                n=n,
+            ),
         )
         return f.MsgSend(
             id=rid(), case_id=case_id, epoch=epoch, client_msg_id=cmid, nonce=nonce, ciphertext=ct

@@ -126,6 +126,7 @@ class World:
             ),
             sign_pk=identity.sign_pk,
             box_pk=identity.box_pk,
+            box_sig=crypto.sign_box_key(identity),
             created_at=now_ms(),
         )
         created = await self.hub.db.accounts.create(record)

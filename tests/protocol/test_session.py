@@ -17,6 +17,7 @@ from protocol.errors import (
     MalformedFrame,
     NotAuthenticated,
     UnknownType,
+    UnsupportedVersion,
 )
 from protocol.limits import MAX_MALFORMED_IN_A_ROW
 from protocol.session import (
@@ -285,6 +286,14 @@ def test_handled(cls: type[msgspec.Struct], state: SessionState) -> None:
 def test_a_frame_too_big_closes_1009_at_once() -> None:
     machine = machine_in(SessionState.AUTHENTICATED)
     assert machine.undecodable(FrameTooBig()) == Close(CloseCode.TOO_BIG, "frame too big")
+    assert machine.state is SessionState.CLOSING
+
+
+@pytest.mark.parametrize("state", [SessionState.UNAUTHENTICATED, SessionState.AUTHENTICATED])
+def test_another_protocol_version_closes_1008(state: SessionState) -> None:
+    machine = machine_in(state)
+    decision = machine.undecodable(UnsupportedVersion())
+    assert decision == Close(CloseCode.POLICY, "unsupported protocol version")
     assert machine.state is SessionState.CLOSING
 
 

@@ -81,8 +81,9 @@ async def test_wrong_data_key_cannot_read_personal_data(tmp_path: Path) -> None:
             await wrong.cases.get("k1")
         with pytest.raises(AtRestError):
             await wrong.accounts.by_id("co-1")
-        # Accounts without personal data read fine under any key.
-        assert (await wrong.accounts.by_id("cl-1")) is not None
+        # Every account's login salt and wrapped keys are sealed too (protocol v2).
+        with pytest.raises(AtRestError):
+            await wrong.accounts.by_id("cl-1")
     finally:
         await wrong.close()
 
@@ -109,3 +110,25 @@ def test_cipher_round_trip_and_binding() -> None:
 def test_data_key_must_be_32_bytes(key: bytes) -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         AtRestCipher(key)
+
+
+async def test_login_salt_and_wrapped_keys_are_sealed_at_rest(db: Database) -> None:
+    record = account_record("cl-9")
+    await db.accounts.create(record)
+    got = await db.accounts.by_id("cl-9")
+    assert got is not None
+    assert (got.salt, got.wrapped_keys) == (record.salt, record.wrapped_keys)
+    async with db.engine.connect() as conn:
+        for row in await conn.execute(select(Base.metadata.tables["accounts"])):
+            for value in row:
+                raw = value if isinstance(value, bytes) else str(value).encode()
+                assert record.salt not in raw and record.wrapped_keys not in raw
+    # Each sealed value is bound to its column and its account.
+    cipher = AtRestCipher(DATA_KEY)
+    sealed = cipher.seal_bytes(record.salt, context("accounts.salt", "cl-9"))
+    assert cipher.open_bytes(sealed, context("accounts.salt", "cl-9")) == record.salt
+    for ctx in (context("accounts.salt", "cl-8"), context("accounts.wrapped_keys", "cl-9")):
+        with pytest.raises(AtRestError):
+            cipher.open_bytes(sealed, ctx)
+    with pytest.raises(AtRestError, match="unknown format"):
+        cipher.open_bytes(record.salt, context("accounts.salt", "cl-9"))

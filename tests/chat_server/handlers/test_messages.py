@@ -8,6 +8,7 @@ import secrets
 import pytest
 
 from chat_server.handlers import messages
+from protocol import crypto
 from protocol import frames as f
 from protocol.errors import Forbidden
 from tests.helpers.usecases import Person, World
@@ -127,7 +128,17 @@ async def test_a_stranger_is_refused_before_anything_is_queued(world: World) -> 
         (messages.msg_send, send(case.id, stranger)),
         (messages.msg_send, send("case_unknown", stranger)),
         (messages.sync, f.Sync(id="s", case_id=case.id)),
-        (messages.receipt, f.Receipt(id="r", case_id=case.id, kind="read", up_to_seq=1)),
+        (
+            messages.receipt,
+            f.Receipt(
+                id="r",
+                case_id=case.id,
+                kind="read",
+                up_to_seq=1,
+                chain_hash=bytes(32),
+                sig=bytes(64),
+            ),
+        ),
         (messages.typing, f.Typing(id="t", case_id=case.id, active=True)),
     ]:
         with pytest.raises(Forbidden, match="not a participant of this case"):
@@ -154,18 +165,48 @@ async def test_receipts_advance_and_only_news_is_published(world: World) -> None
     hub = world.hub
     client, counselor = await world.person(), await world.person("counselor")
     case = await world.case(client, counselor)
+    for _ in range(4):
+        await messages.msg_send(hub, client.caller, send(case.id, client))
+    await hub.committer.drain()
+    counselor.peer.frames.clear()
+    client.peer.frames.clear()
+    stored = await hub.db.messages.range(case.id, 0, 10)
     ok = await messages.receipt(
-        hub, counselor.caller, f.Receipt(id="a", case_id=case.id, kind="read", up_to_seq=4)
+        hub, counselor.caller, signed_receipt(counselor, case.id, stored[3])
     )
     assert isinstance(ok, f.Ok)
     [new] = client.peer.of(f.ReceiptNew)
     assert (new.account_id, new.kind, new.up_to_seq) == (counselor.id, "read", 4)
-    # A lower receipt is stored as the maximum and not announced again.
-    await messages.receipt(
-        hub, counselor.caller, f.Receipt(id="b", case_id=case.id, kind="read", up_to_seq=2)
+    assert new.chain_hash == stored[3].chain_hash  # the signed receipt, relayed as signed
+    crypto.verify_receipt(
+        counselor.identity.sign_pk,
+        case.id,
+        f.SignedReceipt(
+            account_id=new.account_id,
+            kind=new.kind,
+            up_to_seq=new.up_to_seq,
+            chain_hash=new.chain_hash,
+            sig=new.sig,
+        ),
     )
+    # A lower receipt is stored as the maximum and not announced again.
+    await messages.receipt(hub, counselor.caller, signed_receipt(counselor, case.id, stored[1]))
     assert len(client.peer.of(f.ReceiptNew)) == 1
     assert counselor.peer.frames == []  # never to the sender's own session
+    # Sync returns the latest signed receipt of each participant and kind.
+    synced = await messages.sync(hub, client.caller, f.Sync(id="s", case_id=case.id))
+    assert [(r.account_id, r.up_to_seq) for r in synced.receipts] == [(counselor.id, 4)]
+
+
+def signed_receipt(person: Person, case_id: str, record: f.MessageRecord) -> f.Receipt:
+    return f.Receipt(
+        id="r-" + str(record.seq),
+        case_id=case_id,
+        kind="read",
+        up_to_seq=record.seq,
+        chain_hash=record.chain_hash,
+        sig=crypto.sign_receipt(person.identity, case_id, "read", record.seq, record.chain_hash),
+    )
 
 
 async def test_typing_needs_an_open_case_read_fresh(world: World) -> None:
