@@ -68,7 +68,12 @@ async def forged_case(hub: RunningHub) -> tuple[RawClient, f.CaseInfo]:
         epoch=1,
         sender_id=raw.account_id,
         envelope=crypto.Envelope(
-            body="FORGED TEXT", ts=int(time.time() * 1000), client_msg_id=cmid
+            body="FORGED TEXT",
+            ts=int(time.time() * 1000),
+            client_msg_id=cmid,
+            prev_seq=0,
+            prev_hash=bytes(32),
+            n=2,
         ),
     )
     forged = f.MsgSend(
