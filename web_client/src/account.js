@@ -123,6 +123,16 @@ function keep(result, { handle, salt, opslimit, memlimit, wrapKey }) {
   return record;
 }
 
+/** The hub's login answer names other keys than the ones the passphrase unlocked, or a
+ *  box key signature that does not verify: the hub is not to be trusted. */
+export class AccountKeysRefused extends c.CryptoError {
+  constructor() {
+    super("The hub returned public keys that do not match this account (or a box key " +
+      "signature that does not verify). Do not use this hub; tell your organisation.");
+    this.name = "AccountKeysRefused";
+  }
+}
+
 function checkKeys(identity, result) {
   let ok =
     c.equalBytes(identity.signPk, c.fromB64(result.sign_pk)) &&
@@ -136,7 +146,7 @@ function checkKeys(identity, result) {
   }
   if (!ok) {
     c.wipeIdentity(identity);
-    throw new c.CryptoError("the hub returned public keys that do not match this account");
+    throw new AccountKeysRefused();
   }
 }
 

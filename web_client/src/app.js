@@ -45,6 +45,7 @@ function explain(err) {
         return `The hub refused this (${err.code}).`;
     }
   }
+  if (err instanceof account.AccountKeysRefused) return err.message;
   if (err instanceof c.CryptoError) return "Wrong passphrase.";
   if (err && err.name === "ConnectionLost") return "Cannot reach the hub. Check the connection and try again.";
   return err?.message || "Something went wrong.";
