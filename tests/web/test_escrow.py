@@ -126,6 +126,9 @@ async def test_page_escrows_its_keys_and_disputes_unseal(
         bp = await open_page(browser, hub.http_url)
         page = bp.page
         await register_in_page(page, invite, "dr-escrow")
+        # Not certified yet, and the page says what that means.
+        await expect(page.locator("#me-cert")).to_have_attribute("data-certified", "no")
+        await expect(page.locator("#me-cert")).to_contain_text("clients will not share")
         # The client pins the org key, so it shares case keys only with certified counselors.
         await certify_counselors(hub, keys, tmp_path / "certify", capsys)
         # Who could unseal, under which policy, verified against the served pin.

@@ -5,6 +5,7 @@ import * as account from "./account.js";
 import { IdleLock } from "./idle.js";
 import { configureWeakKdf } from "./kdf.js";
 import { checkPassphrase } from "./passphrase.js";
+import { renderCertStatus } from "./trustview.js";
 import { ErrorCode, RemoteError, isValidHandle } from "./protocol.js";
 import { WorkspaceView } from "./ui.js";
 import { Workspace } from "./workspace.js";
@@ -78,6 +79,7 @@ function enterWorkspace(creds) {
   app.creds = creds;
   $("me-handle").textContent = creds.handle;
   $("me-fp").textContent = c.fingerprintV2(creds.identity.signPk, creds.identity.boxPk);
+  if ($("me-cert")) renderCertStatus($("me-cert"), creds, app.orgFingerprint, c.verifyCounselorCert);
   const outbox = app.carriedOutbox;
   app.carriedOutbox = [];
   const workspace = new Workspace(creds, {

@@ -94,3 +94,29 @@ export function renderCaseWarnings(box, problems, note) {
   box.replaceChildren(...items);
   box.hidden = items.length === 0;
 }
+
+/** Whether clients that pin the organisation key will share case keys with us (v2 §2):
+ *  our own certificate (from login.result) checked against the pinned organisation key.
+ *  Nothing is shown when no organisation key is pinned. */
+export function renderCertStatus(node, creds, orgFingerprint, verify) {
+  if (!orgFingerprint) {
+    node.hidden = true;
+    return;
+  }
+  let ok = creds.cert !== null;
+  if (ok) {
+    try {
+      verify(creds.cert, orgFingerprint, {
+        accountId: creds.accountId, signPk: creds.identity.signPk, boxPk: creds.identity.boxPk,
+      });
+    } catch {
+      ok = false;
+    }
+  }
+  node.hidden = false;
+  node.dataset.certified = ok ? "yes" : "no";
+  node.textContent = ok
+    ? "Certified by your organisation"
+    : "Not certified by your organisation yet: clients will not share case keys with you " +
+      "until it certifies you (ask your administrator; then sign in again).";
+}
