@@ -43,6 +43,8 @@ class RawClient:
     events: list[msgspec.Struct] = field(default_factory=list)
     #: This peer's running message counter per case (the envelope's ``n``).
     counters: dict[str, int] = field(default_factory=dict)
+    #: The answer to the last login (keys, box_sig and cert as the hub holds them).
+    login_result: f.LoginResult | None = None
 
     @classmethod
     async def connect(cls, url: str, **kw: Any) -> RawClient:
@@ -157,6 +159,7 @@ class RawClient:
         assert isinstance(res, f.LoginResult), res
         self.identity = opening.unwrap_identity(res.wrapped_keys, keys.wrap_key)
         self.token = res.token
+        self.login_result = res
 
     async def authenticate(self) -> f.Welcome:
         challenge = await self.request(f.Hello(id=rid()))
