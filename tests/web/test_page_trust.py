@@ -330,3 +330,40 @@ def test_order_checks_agree_with_transcript_py(node: Callable[[str], Any]) -> No
     assert expected["honest"] == []
     assert all(expected[name] for name in histories if name != "honest")
     assert got == expected
+
+
+def test_a_rolled_back_prefs_blob_is_refused(node: Callable[[str], Any]) -> None:
+    got = node(
+        """
+        const store = new Map();
+        globalThis.localStorage = {
+          getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v),
+        };
+        """
+        + PRELUDE
+        + """
+        const alice = c.generateIdentity();
+        publish("acct_alice", "alice", "client", alice);
+        publish("acct_bob", "bob", "client", c.generateIdentity());
+        const open = (keys) => { keys.pins.accountId = me; return keys; };
+        const out = {};
+        out.first = await verdict(() => open(session()).entry("acct_alice"));
+        const saved = { ...hub.prefs };
+        out.saved = saved.version;
+        hub.prefs = { blob: null, version: 0 }; // the hub "forgets" the pins
+        const keys = open(session());
+        out.withheld = await verdict(() => keys.entry("acct_bob"));
+        out.problem = keys.prefsProblem?.message ?? null;
+        hub.prefs = saved; // the real blob again
+        out.restored = await verdict(() => open(session()).entry("acct_bob"));
+        console.log(JSON.stringify(out));
+        """
+    )
+    assert got["first"] == "ok" and got["saved"] == 1
+    refused = (
+        "CryptoError: the hub served older preferences (version 0; this browser saw version "
+        "1): contact pins may have been rolled back"
+    )
+    assert got["withheld"] == refused
+    assert got["problem"] == refused.removeprefix("CryptoError: ")
+    assert got["restored"] == "ok"

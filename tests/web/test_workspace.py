@@ -167,8 +167,10 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
                 "async () => ({session: {...sessionStorage}, local: {...localStorage},"
                 " idb: (await indexedDB.databases()).length})"
             )
-            # localStorage: only the KDF pin per handle (public: salt and cost, kdf.js).
-            assert set(stored["local"]) == {"counsel-chat.kdf.v1"} and stored["idb"] == 0
+            # localStorage: the KDF pin per handle (public: salt and cost, kdf.js) and the
+            # highest prefs blob version seen per account (pins.js).
+            assert set(stored["local"]) == {"counsel-chat.kdf.v1", "counsel-chat.prefs-version.v1"}
+            assert stored["idb"] == 0
             kdf_pin = json.loads(stored["local"]["counsel-chat.kdf.v1"])
             assert set(kdf_pin) == {"dr-web"}
             assert set(kdf_pin["dr-web"]) == {"salt", "opslimit", "memlimit"}

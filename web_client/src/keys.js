@@ -61,6 +61,7 @@ export class Keys {
     this.directory = new Map(); // account_id -> verified entry, or the error refusing it
     this.problems = new Map(); // account_id -> KeyChanged (for the view's banner)
     this.notes = new Map(); // case_id -> a plain note for the case (no org key pinned)
+    this.prefsProblem = null; // the pins blob did not open or was rolled back
   }
 
   get me() {
@@ -87,7 +88,15 @@ export class Keys {
         if (err instanceof ConnectionLost) throw err;
         return null;
       }
-      await this.pins.load();
+      try {
+        await this.pins.load();
+      } catch (err) {
+        if (err instanceof c.CryptoError && this.prefsProblem === null) {
+          this.prefsProblem = err; // altered or rolled back: shown with the key alerts
+          this.onChange("keys");
+        }
+        throw err;
+      }
       for (const e of result.entries) {
         if (e.account_id === accountId) this.directory.set(accountId, await this.#verify(e));
       }

@@ -12,8 +12,10 @@
 //   on the blob's version: on `conflict` (another tab or device wrote first) the blob is
 //   read again, merged, and written once more.
 // - A blob that does not open is refused (CryptoError) rather than replaced: a hub that
-//   alters it gets no new pins written over the old ones. A hub can still withhold the
-//   blob (answer "none"): the page then pins afresh, as on a first login (docs/WEB.md).
+//   alters it gets no new pins written over the old ones. This browser also remembers
+//   the highest blob version it has seen per account (localStorage) and refuses an older
+//   one, or none, from then on (a rollback that would drop pins). On a browser that
+//   never saw the blob, a hub that withholds it makes the page pin afresh (docs/WEB.md).
 
 import * as c from "./crypto.js";
 import { ErrorCode, RemoteError } from "./protocol.js";
@@ -39,9 +41,10 @@ export class KeyChanged extends c.CryptoError {
 
 export class Pins {
   /** @param {object} deps request(type, fields); prefsKey (crypto.deriveLoginKeys). */
-  constructor({ request, prefsKey }) {
+  constructor({ request, prefsKey, accountId = null }) {
     this.request = request;
     this.prefsKey = prefsKey;
+    this.accountId = accountId; // keys the highest version this browser saw
     this.contacts = new Map(); // account_id -> { handle, sign_pk, box_pk, first_seen }
     this.rest = {}; // the blob's other fields, written back unchanged
     this.version = 0;
@@ -63,7 +66,15 @@ export class Pins {
   }
 
   #adopt(result) {
+    const seen = seenVersion(this.accountId);
+    if (result.version < seen || (seen > 0 && result.blob === null)) {
+      throw new c.CryptoError(
+        `the hub served older preferences (version ${result.version}; this browser saw ` +
+          `version ${seen}): contact pins may have been rolled back`,
+      );
+    }
     this.version = result.version;
+    rememberVersion(this.accountId, result.version);
     if (result.blob === null) return;
     const plain = c.openPrefs(this.prefsKey, c.fromB64(result.blob));
     let value;
@@ -126,5 +137,30 @@ export class Pins {
     const blob = c.sealPrefs(this.prefsKey, c.utf8(JSON.stringify(value)));
     const result = await this.request("prefs.put", { blob, version: this.version });
     this.version = result.version;
+    rememberVersion(this.accountId, result.version);
   }
+}
+
+const VERSION_KEY = "counsel-chat.prefs-version.v1";
+
+function versions() {
+  try {
+    const value = JSON.parse(globalThis.localStorage?.getItem(VERSION_KEY) ?? "{}");
+    return value !== null && typeof value === "object" ? value : {};
+  } catch {
+    return {};
+  }
+}
+
+function seenVersion(accountId) {
+  const v = accountId === null ? 0 : versions()[accountId];
+  return Number.isSafeInteger(v) ? v : 0;
+}
+
+function rememberVersion(accountId, version) {
+  if (accountId === null || globalThis.localStorage === undefined) return;
+  if (version <= seenVersion(accountId)) return;
+  const all = versions();
+  all[accountId] = version;
+  localStorage.setItem(VERSION_KEY, JSON.stringify(all));
 }

@@ -70,6 +70,12 @@ export function renderKeyAlerts(box, workspace) {
     return el("div", { class: "key-alert", role: "alert", "data-account-id": accountId },
       el("strong", { text: "Security warning. " }), error.message, " ", verify);
   });
+  if (workspace.prefsProblem) {
+    items.unshift(el("div", { class: "key-alert", role: "alert", "data-prefs": "refused" },
+      el("strong", { text: "Security warning. " }),
+      `Your saved contact keys cannot be used: ${workspace.prefsProblem.message}. ` +
+        "This page verifies nobody's keys until this is resolved; tell your organisation."));
+  }
   box.replaceChildren(...items);
   box.hidden = items.length === 0;
 }

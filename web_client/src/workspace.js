@@ -48,7 +48,7 @@ export class Workspace {
     const request = (type, fields) => session.request(type, fields);
     this.session = session;
     this.escrow = new Escrow({ request, session, orgFingerprint, onChange });
-    this.pins = new Pins({ request, prefsKey: creds.prefsKey });
+    this.pins = new Pins({ request, prefsKey: creds.prefsKey, accountId: creds.accountId });
     this.keys = new Keys({
       creds, request, escrow: this.escrow, pins: this.pins, orgFingerprint, onChange,
     });
@@ -170,6 +170,11 @@ export class Workspace {
   /** account_id -> { error: KeyChanged, entry }: contacts whose keys changed. */
   get keyProblems() {
     return this.keys.problems;
+  }
+
+  /** Why the contact pins could not be read (altered or rolled back), or null. */
+  get prefsProblem() {
+    return this.keys.prefsProblem;
   }
 
   /** Pin the keys the hub now presents for `accountId` (after comparing the safety number). */
