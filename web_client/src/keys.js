@@ -178,9 +178,12 @@ export class Keys {
     };
   }
 
-  /** v2 §2: may a case key be sealed to this entry? Throws UncertifiedCounselor. */
-  #checkCounselor(caseId, entry) {
-    if (entry.role !== "counselor" || entry.accountId === this.me) return;
+  /** v2 §2: may a case key be sealed to this entry? Throws UncertifiedCounselor. The
+   *  case's counselor seat counts, not only the role the directory claims. */
+  #checkCounselor(cs, entry) {
+    const caseId = cs.info.case_id;
+    const seat = entry.accountId === cs.info.counselor_id;
+    if ((entry.role !== "counselor" && !seat) || entry.accountId === this.me) return;
     if (!this.orgFingerprint) {
       if (!this.notes.has(caseId)) {
         this.notes.set(caseId, "No organisation key is pinned: the hub alone vouches that " +
@@ -259,7 +262,7 @@ export class Keys {
     for (const accountId of cs.participants()) {
       const entry = await this.entry(accountId);
       if (!entry) throw new c.CryptoError("participant's public key is unavailable");
-      this.#checkCounselor(caseId, entry);
+      this.#checkCounselor(cs, entry);
       seals.push({ account_id: accountId, sealed: c.toB64(c.sealCaseKey(key, entry.boxPk)) });
     }
     const fields = {

@@ -289,12 +289,17 @@ export class Processor {
     const who = receipt.account_id;
     if (!cs.participants().includes(who) || seq === 0) return;
     const chainHash = c.fromB64(receipt.chain_hash);
+    let signer;
     try {
-      const signer = await this.keys.entry(who);
-      if (!signer) throw new c.CryptoError("signer unknown");
-      c.verifyReceipt(signer.signPk, caseId, receipt.kind, seq, chainHash, c.fromB64(receipt.sig));
+      signer = await this.keys.entry(who);
     } catch (err) {
-      if (err instanceof ConnectionLost) throw err;
+      if (err instanceof c.CryptoError) return; // its keys are refused: the key alert says why
+      throw err;
+    }
+    if (!signer) return;
+    try {
+      c.verifyReceipt(signer.signPk, caseId, receipt.kind, seq, chainHash, c.fromB64(receipt.sig));
+    } catch {
       this.#contradiction(cs, { seq, kind: "rewritten", senderId: who,
         detail: `${receipt.kind} receipt is not signed by its sender` });
       return;
