@@ -367,3 +367,45 @@ def test_a_rolled_back_prefs_blob_is_refused(node: Callable[[str], Any]) -> None
     assert got["withheld"] == refused
     assert got["problem"] == refused.removeprefix("CryptoError: ")
     assert got["restored"] == "ok"
+
+
+def test_sync_receipts_count_only_when_signed(node: Callable[[str], Any]) -> None:
+    """A sync's receipts (each participant's latest): ours restores the read cursor, the
+    client's moves the Delivered/Read marks; a forged one moves nothing and is reported."""
+    got = node(
+        PRELUDE
+        + """
+        const { Processor } = await import("./src/processor.js");
+        const client = c.generateIdentity();
+        publish("acct_c", "carla", "client", client);
+        const keys = session();
+        const head = c.randomBytes(32);
+        const receipt = (who, signer, kind, seq) => ({
+          account_id: who, kind, up_to_seq: seq, chain_hash: b64(head),
+          sig: b64(c.signReceipt(signer, "case_r", kind, seq, head)),
+        });
+        let receipts = [];
+        const syncing = async (type, fields) => type === "sync"
+          ? { messages: [], last_seq: 0, has_more: false, receipts }
+          : request(type, fields);
+        const processor = new Processor({ me, identity: myId, request: syncing, keys,
+          onChange() {}, onStored() {} });
+        const cs = processor.upsertCase({ case_id: "case_r", client_id: "acct_c",
+          counselor_id: me, state: "assigned", topic: "t", language: "en", epoch: 1,
+          last_seq: 0, created_at: 1 }, false);
+        receipts = [receipt(me, myId, "read", 7), receipt("acct_c", client, "read", 6)];
+        await cs.enqueue(() => processor.syncNow(cs));
+        const honest = [processor.cursors.case_r, cs.peerRead, cs.peerDelivered,
+          cs.problems.length];
+        receipts = [receipt(me, client, "read", 9), receipt("acct_c", myId, "read", 8)];
+        await cs.enqueue(() => processor.syncNow(cs));
+        console.log(JSON.stringify({ honest,
+          forged: [processor.cursors.case_r, cs.peerRead, cs.problems.map((p) => p.detail)] }));
+        """
+    )
+    assert got["honest"] == [7, 6, 6, 0]
+    assert got["forged"] == [
+        7,
+        6,
+        ["read receipt is not signed by its sender", "read receipt is not signed by its sender"],
+    ]

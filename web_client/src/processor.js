@@ -15,8 +15,9 @@
 // - Receipts: "delivered" is sent shortly after the other side's messages arrive, "read"
 //   when the counselor looks at the case (markRead), each signed over (case, kind, seq,
 //   chain hash at seq) (v2 §4); per-case read cursors (seq numbers only) survive a reload
-//   in session storage. A receipt from the hub (event or sync) counts only if its
-//   signer's signature verifies.
+//   in session storage. A receipt from the hub (event or sync: each participant's
+//   latest) counts only if its signer's signature verifies: the other side's move the
+//   Delivered/Read marks, our own "read" restores the read cursor in a fresh session.
 // - Signed order (v2 §4): after each record, order.js checkOrder runs over the case's
 //   history; a record presented again at a seq with another chain hash than before, or a
 //   receipt whose chain hash differs from our record at its seq, is a contradiction too.
@@ -310,7 +311,16 @@ export class Processor {
         detail: `history up to seq ${seq} differs from what ${who === this.me ? "you" : "the other side"} signed` });
       return;
     }
-    if (who === this.me) return;
+    if (who === this.me) {
+      // Our own "read" (from a sync, or another tab) restores the unread position in a
+      // fresh browser session; never lowered.
+      if (receipt.kind === "read" && seq > (this.cursors[caseId] ?? 0)) {
+        this.cursors[caseId] = seq;
+        saveCursors(this.cursors);
+        this.onChange("cases");
+      }
+      return;
+    }
     if (receipt.kind === "read") cs.peerRead = Math.max(cs.peerRead, seq);
     cs.peerDelivered = Math.max(cs.peerDelivered, seq);
     this.onChange("case", caseId);
