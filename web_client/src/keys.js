@@ -127,7 +127,12 @@ export class Keys {
         this.onChange("keys");
         return err;
       }
-      // The pin could not be saved (offline, conflict): it holds for this page's life.
+      if (err instanceof c.CryptoError) {
+        this.prefsProblem ??= err; // the blob read again while saving did not open
+        this.onChange("keys");
+        return err;
+      }
+      // The pin could not be saved (offline, conflicts): it holds for this page's life.
       console.warn("contact pin not saved:", err.message);
     }
     return entry;
