@@ -10,7 +10,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from chat_server.disputes import NotEnoughApprovals
-from chat_server.handlers import disputes
+from chat_server.handlers import disputes, messages
 from protocol import crypto
 from protocol import frames as f
 from protocol.bundle import decode_bundle, verify_bundle
@@ -146,8 +146,22 @@ async def test_approvals_export_and_the_watcher_tell_the_client(world: World) ->
     assert (updated.dispute.request_id, updated.dispute.state) == (request_id, "approved")
     assert counselor.peer.of(f.DisputeUpdated) == []
 
+    # The counselor's signed receipt (of the empty history) travels in the bundle.
+    read = f.Receipt(
+        id="rr",
+        case_id=case.id,
+        kind="read",
+        up_to_seq=0,
+        chain_hash=bytes(32),
+        sig=crypto.sign_receipt(counselor.identity, case.id, "read", 0, bytes(32)),
+    )
+    assert isinstance(await messages.receipt(hub, counselor.caller, read), f.Ok)
     exported = await hub.disputes.export(request_id, hub.server_key)
     bundle = decode_bundle(exported.data)
+    assert [(r.account_id, r.up_to_seq, r.sig) for r in bundle.receipts] == [
+        (counselor.id, 0, read.sig)
+    ]
+    assert all(p.box_sig is not None for p in bundle.participants)
     assert (exported.messages, exported.epochs) == (0, 1)
     assert bundle.server_sign_pk == hub.server_key.sign_pk
     assert bundle.request == doc and [a.officer_index for a in bundle.approvals] == [0, 2]
