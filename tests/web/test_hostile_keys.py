@@ -18,7 +18,13 @@ import nacl.bindings
 
 from protocol import crypto
 from protocol import frames as f
-from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, register_in_page
+from tests.helpers.browser import (
+    PAGE_PASS,
+    open_page,
+    playwright_expect,
+    register_in_page,
+    screenshot_path,
+)
 from tests.helpers.hubs import RunningHub, start_hub
 from tests.helpers.rawclient import RawClient, rid
 
@@ -200,6 +206,8 @@ async def test_hostile_keys_changed_after_pinning_is_a_hard_failure(
             await expect(bad).to_have_count(1)
             await expect(bad.locator(".body.warning")).to_contain_text("changed")
             await expect(pane.locator(".msg .body").first).not_to_have_text("first")
+            # docs/web-key-changed.png only when asked (CHAT_UPDATE_SCREENSHOTS=1, docs/WEB.md).
+            await page.screenshot(path=str(screenshot_path(tmp_path, "web-key-changed.png")))
 
             # Comparing the new number (which would not match) and trusting anyway is the
             # counselor's explicit choice; then the alert goes.

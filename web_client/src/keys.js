@@ -233,7 +233,8 @@ export class Keys {
         if (k.creator_id !== this.me) cs.capsuleDue.add(k.epoch);
       } catch (err) {
         if (err instanceof ConnectionLost) throw err;
-        cs.keyErrors.set(k.epoch, err.message); // shown with the messages it leaves unread
+        // Shown with the messages it leaves unread.
+        cs.keyErrors.set(k.epoch, err.short ?? err.message);
         console.warn(`rejected key for epoch ${k.epoch}:`, err.message);
       }
     }

@@ -32,6 +32,7 @@ export class KeyChanged extends c.CryptoError {
         "matches, choose \"Trust the new keys\".",
     );
     this.name = "KeyChanged";
+    this.short = `the keys of ${handle} changed (see the security warning)`;
     this.accountId = accountId;
     this.handle = handle;
     this.oldFp = oldFp;

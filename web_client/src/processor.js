@@ -415,7 +415,7 @@ export class Processor {
       sender = await this.keys.entry(r.senderId);
     } catch (err) {
       if (!(err instanceof c.CryptoError)) throw err;
-      return rejected(err.message); // a key that is not signed, or changed (keys.js)
+      return rejected(err.short ?? err.message); // a key not signed, or changed (keys.js)
     }
     if (!sender) return rejected("sender's public key is unavailable");
     let envelope;
