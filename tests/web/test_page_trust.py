@@ -409,3 +409,40 @@ def test_sync_receipts_count_only_when_signed(node: Callable[[str], Any]) -> Non
         6,
         ["read receipt is not signed by its sender", "read receipt is not signed by its sender"],
     ]
+
+
+def test_a_seq_presented_again_with_another_hash_is_a_contradiction(
+    node: Callable[[str], Any],
+) -> None:
+    got = node(
+        PRELUDE
+        + """
+        const { Processor } = await import("./src/processor.js");
+        const keys = session();
+        const processor = new Processor({ me, identity: myId, request, keys,
+          onChange() {}, onStored() {} });
+        const cs = processor.upsertCase({ case_id: "case_s", client_id: "acct_c",
+          counselor_id: me, state: "assigned", topic: "t", language: "en", epoch: 1,
+          last_seq: 0, created_at: 1 }, false);
+        const first = c.randomBytes(32);
+        cs.lastSeen = 3;
+        cs.hashes.set(3, first);
+        const wire = (hash) => ({ type: "msg.new", message: {
+          case_id: "case_s", seq: 3, epoch: 1, sender_id: "acct_c", client_msg_id: "m3",
+          nonce: b64(new Uint8Array(24)), ciphertext: b64(new Uint8Array(40)),
+          chain_hash: b64(hash), server_ts: 1 } });
+        processor.onEvent(wire(first)); // an honest duplicate: nothing to say
+        await new Promise((r) => setTimeout(r, 0));
+        await cs.queue;
+        const before = cs.problems.length;
+        processor.onEvent(wire(c.randomBytes(32)));
+        await new Promise((r) => setTimeout(r, 0));
+        await cs.queue;
+        console.log(JSON.stringify({ before,
+          after: cs.problems.map((p) => [p.seq, p.kind, p.detail]) }));
+        """
+    )
+    assert got == {
+        "before": 0,
+        "after": [[3, "rewritten", "the hub now presents another record at seq 3 than before"]],
+    }
