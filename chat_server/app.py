@@ -23,6 +23,7 @@ import signal
 import time
 from pathlib import Path
 
+import nacl.pwhash
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -197,6 +198,14 @@ _WEB_PUBLIC_FILES = frozenset({"index.html", "style.css"})
 _WEB_PUBLIC_DIRS = ("dist/",)
 
 
+def _test_kdf(config: Config) -> bool:
+    """True when the hub lets accounts use an Argon2id cost below libsodium INTERACTIVE."""
+    return (
+        config.min_opslimit < nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+        or config.min_memlimit < nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+    )
+
+
 def _web_config(config: Config) -> Response:
     """Settings the counselor web chat reads at start (no secrets in here)."""
     body = json.dumps(
@@ -204,6 +213,8 @@ def _web_config(config: Config) -> Response:
             "idle_lock_seconds": round(config.idle_lock_minutes * 60, 3),
             # The page's escrow pin (public; docs/WEB.md explains why it is a weaker pin).
             "org_fingerprint": config.org_fingerprint,
+            # A hub on the test KDF profile: the page then honours ?weakkdf=1 (test suites).
+            "test_kdf": _test_kdf(config),
         }
     ).encode()
     headers = Headers(_SECURITY_HEADERS)

@@ -48,7 +48,13 @@ class BrowserPage:
         assert not csp, f"CSP violations: {csp}"
 
 
-async def open_page(context: Any, url: str) -> BrowserPage:
+async def open_page(context: Any, url: str, *, weak_kdf: bool = True) -> BrowserPage:
+    """Open ``url`` (the hub's page). With ``weak_kdf`` (the default) the URL carries
+    ``?weakkdf=1``, which the page honours only on a hub running the test KDF profile
+    (start_hub does): registration and login then use the hub's cheap test cost instead
+    of refusing it as below the page's floor (web_client/src/kdf.js)."""
+    if weak_kdf:
+        url += ("&" if "?" in url else "?") + "weakkdf=1"
     page = context.pages[0] if context.pages else await context.new_page()
     wrapped = BrowserPage(page)
 

@@ -14,6 +14,7 @@ no pin, an altered signature and an expired policy are refused).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from pathlib import Path
@@ -23,6 +24,7 @@ import msgspec
 import pytest
 
 from chat_client import ChatClient, escrow_cli, unseal
+from chat_server import cli as server_cli
 from protocol import crypto, escrow, opening
 from protocol import frames as f
 from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, register_in_page
@@ -37,6 +39,26 @@ from tests.helpers.waiting import wait_until
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", ESCROW_PASS)
     monkeypatch.delenv("CHAT_ORG_FINGERPRINT", raising=False)
+
+
+async def certify_counselors(
+    hub: RunningHub, keys: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The offline ceremony (v2 §2): the hub lists counselors without a certificate, the
+    org key certifies them (`chat-escrow certify`), the hub installs the certificates."""
+    common = ["--db", hub.config.db_url, "--state-dir", str(hub.config.state_dir)]
+
+    async def chat_server(*argv: str) -> int:
+        return await asyncio.to_thread(server_cli.main, [*argv, *common])
+
+    work.mkdir()
+    capsys.readouterr()
+    assert await chat_server("admin", "counselors", "pending", "--json") == 0
+    pending, certs = work / "pending.json", work / "certs.json"
+    pending.write_text(capsys.readouterr().out)
+    certify = ["certify", "--org-key", str(keys / "org.key"), str(pending), "-o", str(certs)]
+    assert escrow_cli.main([*certify, "--yes"]) == 0
+    assert await chat_server("admin", "counselors", "install-certs", str(certs)) == 0
 
 
 async def _unseal_case(
@@ -104,6 +126,11 @@ async def test_page_escrows_its_keys_and_disputes_unseal(
         bp = await open_page(browser, hub.http_url)
         page = bp.page
         await register_in_page(page, invite, "dr-escrow")
+        # Not certified yet, and the page says what that means.
+        await expect(page.locator("#me-cert")).to_have_attribute("data-certified", "no")
+        await expect(page.locator("#me-cert")).to_contain_text("clients will not share")
+        # The client pins the org key, so it shares case keys only with certified counselors.
+        await certify_counselors(hub, keys, tmp_path / "certify", capsys)
         # Who could unseal, under which policy, verified against the served pin.
         panel = page.locator("#escrow-info")
         await expect(panel).to_have_attribute("data-verified", "yes")

@@ -32,7 +32,8 @@ const stored = [];
 const identity = c.generateIdentity();
 const keys = new Keys({ creds: { accountId: me, identity }, request, escrow: null });
 const processor = new Processor({
-  me, request, keys, onChange: (kind, id) => changes.push(kind), onStored: (id) => stored.push(id),
+  me, identity, request, keys,
+  onChange: (kind, id) => changes.push(kind), onStored: (id) => stored.push(id),
 });
 const hex = (bytes) => (bytes ? c.toHex(bytes) : null);
 const cs = processor.upsertCase(info, false);
@@ -103,10 +104,23 @@ def test_processor_dedupes_never_lowers_and_settles_own_acks_without_the_hub(
         processor.upsertCase({ ...info, state: "assigned" }, false);
         processor.onEvent({ type: "typing.new", case_id: info.case_id, account_id: "acct_client",
           active: true });
-        processor.onEvent({ type: "receipt.new", case_id: info.case_id, account_id: "acct_client",
-          kind: "read", up_to_seq: 4 });
-        processor.onEvent({ type: "receipt.new", case_id: info.case_id, account_id: "acct_client",
-          kind: "delivered", up_to_seq: 2 });
+        // Receipts count only when the client's signature over the chain hash verifies.
+        const client = c.generateIdentity();
+        keys.directory.set("acct_client", {
+          accountId: "acct_client", handle: "alice", role: "client",
+          signPk: client.signPk, boxPk: client.boxPk, cert: null,
+        });
+        const head = c.randomBytes(32);
+        const receipt = (signer, kind, seq) => ({
+          type: "receipt.new", case_id: info.case_id, account_id: "acct_client", kind,
+          up_to_seq: seq, chain_hash: c.toB64(head),
+          sig: c.toB64(c.signReceipt(signer, info.case_id, kind, seq, head)),
+        });
+        processor.onEvent(receipt(client, "read", 4));
+        processor.onEvent(receipt(client, "delivered", 2));
+        processor.onEvent(receipt(identity, "read", 5)); // not the client's signature
+        await cs.queue;
+        cs.hashes.set(5, head);
         processor.markRead(info.case_id);
         console.log(JSON.stringify({
           requests: sent.map((s) => s.type),
@@ -114,6 +128,12 @@ def test_processor_dedupes_never_lowers_and_settles_own_acks_without_the_hub(
           info: [cs.info.epoch, cs.info.last_seq, cs.info.state],
           typing: processor.isTyping(cs),
           receipts: [cs.peerDelivered, cs.peerRead],
+          problems: cs.problems.map((p) => [p.seq, p.kind, p.detail]),
+          receiptSent: sent.filter((s) => s.type === "receipt").map((s) =>
+            [s.kind, s.up_to_seq, c.equalBytes(s.chain_hash, head),
+             (() => { try { c.verifyReceipt(identity.signPk, s.case_id, s.kind, s.up_to_seq,
+               s.chain_hash, s.sig); return "signed"; }
+               catch { return "bad"; } })()]),
           messages: cs.messages.size,
         }));
         processor.wipe();
@@ -123,6 +143,8 @@ def test_processor_dedupes_never_lowers_and_settles_own_acks_without_the_hub(
     assert got["stored"] == ["mine-3"]  # our message was processed before: settled
     assert got["info"] == [1, 2, "closed"]  # never lowered; closed stays closed
     assert got["typing"] is True and got["receipts"] == [4, 4]
+    assert got["problems"] == [[5, "rewritten", "read receipt is not signed by its sender"]]
+    assert got["receiptSent"] == [["read", 5, True, "signed"]]
     assert got["messages"] == 0
 
 

@@ -54,6 +54,7 @@ async def test_index_config_and_bundle_are_served_with_csp(tmp_path: Path) -> No
         assert status == 200 and json.loads(body) == {
             "idle_lock_seconds": 150.0,
             "org_fingerprint": None,
+            "test_kdf": True,  # start_hub runs the test KDF profile
         }
         assert headers["Cache-Control"] == "no-store"
         for name in ("dist/app.js", "dist/crypto.js", "style.css"):

@@ -32,6 +32,19 @@ async def test_browser_crypto_reproduces_vectors(browser: Any, tmp_path: Path) -
     # Every computed value equals the file; the extra checks say what they saw.
     assert computed.pop("tampered") == "CryptoError"
     assert computed.pop("chain_head.verified") == "yes"
+    # Both sides compute the same safety number.
+    assert computed.pop("safety_number.reversed") == vectors["safety_number"]["number"]
+    # A certificate from another org key, edited, or for other keys or account: refused.
+    assert computed.pop("cert_refusals") == [
+        "the certificate is signed by another organisation key than the pinned one",
+        "the certificate's signature does not verify",
+        "the certificate is for other keys",
+        "the certificate is for another account",
+    ]
+    # Every negative envelope vector is refused by the page's strict reader.
+    negative = vectors["envelope_negative"]
+    assert len(negative) >= 10
+    assert computed.pop("envelope_negative") == [f"{e['name']}: NonCanonical" for e in negative]
     bodies = {k: computed.pop(k) for k in list(computed) if k.endswith(".body")}
     for key, body in bodies.items():
         assert body == _lookup(vectors, key), key
@@ -42,6 +55,11 @@ async def test_browser_crypto_reproduces_vectors(browser: Any, tmp_path: Path) -
     assert covered == {
         "identities",
         "login",
+        "prefs_blob",
+        "safety_number",
+        "counselor_cert",
+        "receipt",
+        "padding",
         "wrapped_identity",
         "auth",
         "case_key",
@@ -49,4 +67,4 @@ async def test_browser_crypto_reproduces_vectors(browser: Any, tmp_path: Path) -
         "messages",
         "chain_head",
     }
-    assert len(computed) >= 40
+    assert len(computed) >= 80

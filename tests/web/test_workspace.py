@@ -68,7 +68,12 @@ async def forged_case(hub: RunningHub) -> tuple[RawClient, f.CaseInfo]:
         epoch=1,
         sender_id=raw.account_id,
         envelope=crypto.Envelope(
-            body="FORGED TEXT", ts=int(time.time() * 1000), client_msg_id=cmid
+            body="FORGED TEXT",
+            ts=int(time.time() * 1000),
+            client_msg_id=cmid,
+            prev_seq=0,
+            prev_hash=bytes(32),
+            n=2,
         ),
     )
     forged = f.MsgSend(
@@ -93,7 +98,7 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
         await register_in_page(page, invite, "dr-web")
         await expect(page.locator("#case-empty")).to_be_visible()
         my_fp = (await page.locator("#me-fp").text_content()) or ""
-        assert re.fullmatch(r"[0-9a-f]{4}( [0-9a-f]{4}){9}", my_fp)
+        assert re.fullmatch(r"[0-9a-f]{5}( [0-9a-f]{5}){7}", my_fp)  # fingerprint_v2
 
         client = await ChatClient.register(
             hub.url, "alice", "client passphrase", home=tmp_path / "alice", **TEST_KDF
@@ -162,8 +167,14 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
                 "async () => ({session: {...sessionStorage}, local: {...localStorage},"
                 " idb: (await indexedDB.databases()).length})"
             )
-            assert stored["local"] == {} and stored["idb"] == 0
-            dump = json.dumps(stored["session"])
+            # localStorage: the KDF pin per handle (public: salt and cost, kdf.js) and the
+            # highest prefs blob version seen per account (pins.js).
+            assert set(stored["local"]) == {"counsel-chat.kdf.v1", "counsel-chat.prefs-version.v1"}
+            assert stored["idb"] == 0
+            kdf_pin = json.loads(stored["local"]["counsel-chat.kdf.v1"])
+            assert set(kdf_pin) == {"dr-web"}
+            assert set(kdf_pin["dr-web"]) == {"salt", "opslimit", "memlimit"}
+            dump = json.dumps(stored["session"]) + json.dumps(stored["local"])
             for secret in ("Hello from Python", "Take your time", PAGE_PASS, "I lost someone"):
                 assert secret not in dump
             account = json.loads(stored["session"]["counsel-chat.account.v1"])
@@ -177,9 +188,11 @@ async def test_counselor_workspace_end_to_end(browser: Any, tmp_path: Path) -> N
                 "wrapped_keys",
                 "sign_pk",
                 "box_pk",
+                "attested",
+                "cert",
                 "token_box",
             }
-            assert (account["opslimit"], account["memlimit"]) == (1, 8192)  # the hub's minimum
+            assert (account["opslimit"], account["memlimit"]) == (1, 8192)  # ?weakkdf=1
 
             # Reload: locked; the passphrase unlocks and the history is readable again.
             await page.reload()

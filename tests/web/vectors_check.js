@@ -15,6 +15,11 @@ async ({ vectors: v, moduleUrl }) => {
     out[`identities.${who}.sign_pk`] = c.toHex(id.signPk);
     out[`identities.${who}.box_pk`] = c.toHex(id.boxPk);
     out[`identities.${who}.fingerprint`] = c.fingerprint(id.signPk);
+    out[`identities.${who}.box_key_transcript`] = c.toHex(c.boxKeyTranscript(id.signPk, id.boxPk));
+    out[`identities.${who}.box_sig`] = c.toHex(c.signBoxKey(id));
+    c.verifyBoxKey(id.signPk, id.boxPk, h(ids[who].box_sig));
+    out[`identities.${who}.fingerprint_v2_input`] = c.toHex(c.lp(id.signPk, id.boxPk));
+    out[`identities.${who}.fingerprint_v2`] = c.fingerprintV2(id.signPk, id.boxPk);
   }
   out["identities.server.fingerprint"] = c.fingerprint(h(ids.server.sign_pk));
   const client = c.identityFromSecret(c.concat(h(ids.client.sign_seed), h(ids.client.box_sk)));
@@ -35,6 +40,72 @@ async ({ vectors: v, moduleUrl }) => {
   const keys = c.deriveLoginKeys(L.passphrase, h(L.salt), L.opslimit, L.memlimit);
   out["login.auth_key"] = c.toHex(keys.authKey);
   out["login.wrap_key"] = c.toHex(keys.wrapKey);
+  out["login.prefs_key"] = c.toHex(keys.prefsKey);
+
+  // Preferences blob (v2), sealed with the fixed nonce, and opened back.
+  const P = v.prefs_blob;
+  out["prefs_blob.aad"] = c.toHex(c.prefsAad());
+  out["prefs_blob.blob"] = c.toHex(c.sealPrefs(h(P.prefs_key), h(P.plaintext), h(P.nonce)));
+  out["prefs_blob.plaintext"] = c.toHex(c.openPrefs(h(P.prefs_key), h(P.blob)));
+
+  // Safety number (v2): the same from both sides.
+  const N = v.safety_number;
+  const pair = (who) => c.identityFromSecret(c.concat(h(ids[who].sign_seed), h(ids[who].box_sk)));
+  out["safety_number.number"] = c.safetyNumber(pair(N.a), pair(N.b));
+  out["safety_number.reversed"] = c.safetyNumber(pair(N.b), pair(N.a));
+
+  // Counselor certificate (v2): transcript, the org signature, and its check.
+  const C = v.counselor_cert;
+  const org = c.identityFromSecret(c.concat(h(C.org_sign_seed), new Uint8Array(32)));
+  const certOf = pair(C.of);
+  out["counselor_cert.org_fingerprint"] = c.fingerprint(org.signPk);
+  const certTranscript = c.counselorCertTranscript(
+    C.account_id, C.handle, certOf.signPk, certOf.boxPk, C.issued_at,
+  );
+  out["counselor_cert.transcript"] = c.toHex(certTranscript);
+  out["counselor_cert.signature"] = c.toHex(c.sign(org, certTranscript));
+  const wireCert = JSON.parse(C.json);
+  const certFor = { accountId: C.account_id, signPk: certOf.signPk, boxPk: certOf.boxPk };
+  c.verifyCounselorCert(wireCert, C.org_fingerprint, certFor);
+  const certVerdict = (cert, fp, who) => {
+    try {
+      c.verifyCounselorCert(cert, fp, who);
+      return "accepted";
+    } catch (e) {
+      return e.message;
+    }
+  };
+  out["cert_refusals"] = [
+    certVerdict(wireCert, c.fingerprint(pair("client").signPk), certFor),
+    certVerdict({ ...wireCert, handle: "mallory" }, C.org_fingerprint, certFor),
+    certVerdict(wireCert, C.org_fingerprint, { ...certFor, boxPk: pair("client").boxPk }),
+    certVerdict(wireCert, C.org_fingerprint, { ...certFor, accountId: "acct-other" }),
+  ];
+
+  // Signed receipt (v2).
+  const R = v.receipt;
+  const receiptTranscript = c.receiptTranscript(R.case_id, R.kind, R.up_to_seq, h(R.chain_hash));
+  out["receipt.transcript"] = c.toHex(receiptTranscript);
+  out["receipt.signature"] = c.toHex(
+    c.signReceipt(pair(R.signer), R.case_id, R.kind, R.up_to_seq, h(R.chain_hash)),
+  );
+  c.verifyReceipt(pair(R.signer).signPk, R.case_id, R.kind, R.up_to_seq, h(R.chain_hash), h(R.signature));
+
+  // Padding (v2): ISO/IEC 7816-4 to the size buckets, and back.
+  v.padding.examples.forEach((e, i) => {
+    out[`padding.examples.${i}.padded`] = c.toHex(c.pad(h(e.input)));
+    out[`padding.examples.${i}.input`] = c.toHex(c.unpad(h(e.padded)));
+  });
+
+  // Envelopes that are not the canonical encoding: every one refused (v2).
+  out["envelope_negative"] = v.envelope_negative.map((e) => {
+    try {
+      c.decodeEnvelope(c.fromB64(e.bytes_b64));
+      return `${e.name}: accepted`;
+    } catch (err) {
+      return `${e.name}: ${err.name}`;
+    }
+  });
 
   // Wrapped identity: wrap with the fixed nonce, and unwrap back.
   const W = v.wrapped_identity;
@@ -74,7 +145,14 @@ async ({ vectors: v, moduleUrl }) => {
   v.messages.forEach((m, i) => {
     const p = `messages.${i}.`;
     const sender = byId[m.sender_id];
-    const env = { body: m.body, ts: m.ts, clientMsgId: m.client_msg_id };
+    const env = {
+      body: m.body,
+      ts: m.ts,
+      clientMsgId: m.client_msg_id,
+      prevSeq: m.prev_seq,
+      prevHash: h(m.prev_hash),
+      n: m.n,
+    };
     const envBytes = c.encodeEnvelope(env);
     out[p + "envelope_json"] = c.toHex(envBytes);
     out[p + "envelope_hash"] = c.toHex(c.envelopeHash(envBytes));
@@ -82,6 +160,12 @@ async ({ vectors: v, moduleUrl }) => {
       c.messageTranscript(K.case_id, K.epoch, m.client_msg_id, m.sender_id, envBytes),
     );
     out[p + "aad"] = c.toHex(c.messageAad(K.case_id, K.epoch, m.sender_id, m.client_msg_id));
+    const sig = c.sign(
+      sender, c.messageTranscript(K.case_id, K.epoch, m.client_msg_id, m.sender_id, envBytes),
+    );
+    out[p + "signature"] = c.toHex(sig);
+    out[p + "inner_plaintext"] = c.toHex(c.concat(sig, envBytes));
+    out[p + "padded_plaintext"] = c.toHex(c.pad(c.concat(sig, envBytes)));
     const enc = c.encryptMessage(h(K.key), sender, {
       caseId: K.case_id,
       epoch: K.epoch,
@@ -99,6 +183,9 @@ async ({ vectors: v, moduleUrl }) => {
       ciphertext: h(m.ciphertext),
     });
     out[p + "body"] = dec.body;
+    out[p + "prev_seq"] = dec.prevSeq;
+    out[p + "prev_hash"] = c.toHex(dec.prevHash);
+    out[p + "n"] = dec.n;
     const record = {
       caseId: K.case_id,
       seq: m.seq,

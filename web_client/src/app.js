@@ -3,6 +3,9 @@
 import * as c from "./crypto.js";
 import * as account from "./account.js";
 import { IdleLock } from "./idle.js";
+import { configureWeakKdf } from "./kdf.js";
+import { checkPassphrase } from "./passphrase.js";
+import { renderCertStatus } from "./trustview.js";
 import { ErrorCode, RemoteError, isValidHandle } from "./protocol.js";
 import { WorkspaceView } from "./ui.js";
 import { Workspace } from "./workspace.js";
@@ -43,6 +46,7 @@ function explain(err) {
         return `The hub refused this (${err.code}).`;
     }
   }
+  if (err instanceof account.AccountKeysRefused) return err.message;
   if (err instanceof c.CryptoError) return "Wrong passphrase.";
   if (err && err.name === "ConnectionLost") return "Cannot reach the hub. Check the connection and try again.";
   return err?.message || "Something went wrong.";
@@ -74,7 +78,8 @@ function bindForm(formId, errorId, action) {
 function enterWorkspace(creds) {
   app.creds = creds;
   $("me-handle").textContent = creds.handle;
-  $("me-fp").textContent = c.fingerprint(creds.identity.signPk);
+  $("me-fp").textContent = c.fingerprintV2(creds.identity.signPk, creds.identity.boxPk);
+  if ($("me-cert")) renderCertStatus($("me-cert"), creds, app.orgFingerprint, c.verifyCounselorCert);
   const outbox = app.carriedOutbox;
   app.carriedOutbox = [];
   const workspace = new Workspace(creds, {
@@ -92,6 +97,7 @@ function enterWorkspace(creds) {
     toasts: $("toasts"),
     escrow: $("escrow-info"),
     escrowText: $("escrow-text"),
+    keyAlerts: $("key-alerts"),
   });
   show("screen-workspace");
   $("panes-empty").hidden = false;
@@ -151,7 +157,7 @@ function wire() {
     const passphrase = String(data.get("passphrase"));
     if (!isValidHandle(handle)) throw new Error("A handle is 3–32 characters: a–z, 0–9, . _ -");
     if (passphrase !== String(data.get("passphrase2"))) throw new Error("The passphrases differ.");
-    if ([...passphrase].length < 10) throw new Error("Use a passphrase of at least 10 characters.");
+    await checkPassphrase(passphrase, [handle]);
     const invite = String(data.get("invite")).trim();
     enterWorkspace(await account.register({ handle, passphrase, invite }));
   });
@@ -179,6 +185,8 @@ async function loadConfig() {
       if (typeof config.org_fingerprint === "string" && config.org_fingerprint.trim()) {
         app.orgFingerprint = config.org_fingerprint;
       }
+      // Test suites only: weak Argon2id costs with ?weakkdf=1 on a hub running --kdf test.
+      if (configureWeakKdf(config, window.location.search)) document.body.dataset.weakKdf = "yes";
     }
   } catch {
     // keep the default

@@ -6,7 +6,9 @@
 // the network or storage.
 
 import sodium from "libsodium-wrappers-sumo";
-import { MAX_CIPHERTEXT_BYTES, MAX_MESSAGE_CHARS } from "./generated/protocol.js";
+import { CryptoError } from "./cryptoerror.js";
+import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
+import { MAX_MESSAGE_CHARS, PADDING_BUCKETS } from "./generated/protocol.js";
 
 export const KEY_BYTES = 32;
 export const SIG_BYTES = 64;
@@ -14,17 +16,10 @@ export const NONCE_BYTES = 24;
 export const TAG_BYTES = 16;
 export const GENESIS = new Uint8Array(32);
 
-const ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const encoder = new TextEncoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
-/** A MAC, signature or commitment did not verify (local to the receiver, never sent). */
-export class CryptoError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "CryptoError";
-  }
-}
+export { CryptoError } from "./cryptoerror.js";
+export { ENVELOPE_FIELDS, NonCanonical, decodeEnvelope, encodeEnvelope } from "./envelope.js";
 
 let readyPromise = null;
 
@@ -127,13 +122,14 @@ export function argon2idMaster(passphrase, salt, opslimit, memlimit) {
   );
 }
 
-/** Argon2id then the BLAKE2b auth/wrap split. The passphrase is used exactly as typed. */
+/** Argon2id then the BLAKE2b auth/wrap/prefs split. The passphrase is used exactly as typed. */
 export function deriveLoginKeys(passphrase, salt, opslimit, memlimit) {
   const master = argon2idMaster(passphrase, salt, opslimit, memlimit);
   try {
     return {
       authKey: blake2b(new Uint8Array(0), { key: master, person: "chat-auth-key-v1" }),
       wrapKey: blake2b(new Uint8Array(0), { key: master, person: "chat-wrap-key-v1" }),
+      prefsKey: blake2b(new Uint8Array(0), { key: master, person: "chat-prefs-key-2" }),
     };
   } finally {
     wipe(master);
@@ -227,6 +223,116 @@ export function fingerprint(publicKey) {
   return hex.match(/.{4}/g).join(" ");
 }
 
+// -- account keys: box key signature, fingerprint, safety number (v2) ----------------
+
+export const boxKeyTranscript = (signPk, boxPk) => lp("chat.boxkey.v2", signPk, boxPk);
+
+/** box_sig: the identity key's signature over its own box key. */
+export const signBoxKey = (identity) =>
+  sign(identity, boxKeyTranscript(identity.signPk, identity.boxPk));
+
+export function verifyBoxKey(signPk, boxPk, sig) {
+  verifySignature(signPk, boxKeyTranscript(signPk, boxPk), sig);
+}
+
+const fingerprintV2Raw = (signPk, boxPk) =>
+  blake2b(lp(signPk, boxPk), { person: "chat-fingerprnt2", size: 20 });
+
+/** An account's fingerprint over both its keys: 40 hex digits in 8 groups of 5. */
+export function fingerprintV2(signPk, boxPk) {
+  return toHex(fingerprintV2Raw(signPk, boxPk)).match(/.{5}/g).join(" ");
+}
+
+function compareBytes(a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i += 1) {
+    if (a[i] !== b[i]) return a[i] - b[i];
+  }
+  return a.length - b.length;
+}
+
+/** The 60 digits two people compare out of band; a and b are { signPk, boxPk }, in
+ *  either order (both sides compute the same number). */
+export function safetyNumber(a, b) {
+  const fa = fingerprintV2Raw(a.signPk, a.boxPk);
+  const fb = fingerprintV2Raw(b.signPk, b.boxPk);
+  const [lo, hi] = compareBytes(fa, fb) <= 0 ? [fa, fb] : [fb, fa];
+  const d = blake2b(lp(lo, hi), { person: "chat-safetynum-2", size: 64 });
+  const groups = [];
+  for (let i = 0; i < 12; i += 1) {
+    let value = 0;
+    for (const byte of d.slice(5 * i, 5 * i + 5)) value = value * 256 + byte; // < 2^40: exact
+    groups.push(String(value % 100000).padStart(5, "0"));
+  }
+  return groups.join(" ");
+}
+
+// -- counselor certificates (v2) --------------------------------------------------------
+
+export const counselorCertTranscript = (accountId, handle, signPk, boxPk, issuedAt) =>
+  lp("chat.counselorcert.v2", accountId, handle, signPk, boxPk, u64(issuedAt));
+
+/**
+ * Check a wire CounselorCert (base64 fields): signed by the organisation key whose
+ * fingerprint is `orgFingerprint` (the pin), and naming this account and these keys.
+ * Throws CryptoError saying what is wrong.
+ */
+export function verifyCounselorCert(cert, orgFingerprint, { accountId, signPk, boxPk }) {
+  const orgPk = fromB64(cert.org_sign_pk);
+  const pinned = String(orgFingerprint).replace(/\s+/g, "").toLowerCase();
+  if (fingerprint(orgPk).replace(/\s+/g, "") !== pinned) {
+    throw new CryptoError("the certificate is signed by another organisation key than the pinned one");
+  }
+  const certSignPk = fromB64(cert.sign_pk);
+  const certBoxPk = fromB64(cert.box_pk);
+  try {
+    verifySignature(
+      orgPk,
+      counselorCertTranscript(cert.account_id, cert.handle, certSignPk, certBoxPk, cert.issued_at),
+      fromB64(cert.sig),
+    );
+  } catch {
+    throw new CryptoError("the certificate's signature does not verify");
+  }
+  if (cert.account_id !== accountId) throw new CryptoError("the certificate is for another account");
+  if (!equalBytes(certSignPk, signPk) || !equalBytes(certBoxPk, boxPk)) {
+    throw new CryptoError("the certificate is for other keys");
+  }
+}
+
+// -- receipts (v2) ---------------------------------------------------------------------
+
+export const receiptTranscript = (caseId, kind, upToSeq, chainHash) =>
+  lp("chat.receipt.v2", caseId, kind, u64(upToSeq), chainHash);
+
+export const signReceipt = (identity, caseId, kind, upToSeq, chainHash) =>
+  sign(identity, receiptTranscript(caseId, kind, upToSeq, chainHash));
+
+export function verifyReceipt(signPk, caseId, kind, upToSeq, chainHash, sig) {
+  verifySignature(signPk, receiptTranscript(caseId, kind, upToSeq, chainHash), sig);
+}
+
+// -- preferences blob (v2): opaque to the hub ------------------------------------------
+
+export const prefsAad = () => lp("chat.prefs.v2");
+
+/** nonce (24) || XChaCha20-Poly1305-IETF(plain) under prefs_key. */
+export function sealPrefs(prefsKey, plain, nonce = randomBytes(NONCE_BYTES)) {
+  return concat(
+    nonce,
+    sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, prefsAad(), null, nonce, prefsKey),
+  );
+}
+
+export function openPrefs(prefsKey, blob) {
+  try {
+    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+      null, blob.slice(NONCE_BYTES), prefsAad(), blob.slice(0, NONCE_BYTES), prefsKey,
+    );
+  } catch {
+    throw new CryptoError("the stored preferences do not open (altered, or another key)");
+  }
+}
+
 // -- connection challenge (§12.5) ------------------------------------------------------
 
 export const authTranscript = (nonce, accountId) => lp("chat.auth.v1", nonce, accountId);
@@ -288,57 +394,46 @@ export const envelopeHash = (envelopeBytes) =>
 export const messageTranscript = (caseId, epoch, clientMsgId, senderId, envelopeBytes) =>
   lp("chat.msgsig.v1", caseId, u64(epoch), clientMsgId, senderId, envelopeHash(envelopeBytes));
 
-/** Envelope bytes in the reference encoder's field order (JSON.stringify escapes alike). */
-export function encodeEnvelope({ body, ts, clientMsgId }) {
-  return utf8(JSON.stringify({ kind: "text", body, ts, client_msg_id: clientMsgId }));
-}
-
-const ENVELOPE_FIELDS = new Set(["kind", "body", "ts", "client_msg_id"]);
-
-/** Strict parse of decrypted envelope bytes (unknown fields, wrong types: refused). */
-export function decodeEnvelope(bytes) {
-  let value;
-  try {
-    value = JSON.parse(strictDecoder.decode(bytes));
-  } catch {
-    throw new CryptoError("signed envelope is malformed");
+/** ISO/IEC 7816-4 padding (sodium.pad) to the smallest bucket that holds data + 0x80. */
+export function pad(data) {
+  const bucket = PADDING_BUCKETS.find((b) => data.length < b);
+  if (bucket === undefined) {
+    throw new RangeError(`encoded message exceeds ${PADDING_BUCKETS.at(-1) - 1} bytes`);
   }
-  const ok =
-    value !== null &&
-    typeof value === "object" &&
-    !Array.isArray(value) &&
-    Object.keys(value).every((k) => ENVELOPE_FIELDS.has(k)) &&
-    (value.kind === undefined || value.kind === "text") &&
-    typeof value.body === "string" &&
-    [...value.body].length <= MAX_MESSAGE_CHARS &&
-    Number.isSafeInteger(value.ts) &&
-    typeof value.client_msg_id === "string" &&
-    ID_RE.test(value.client_msg_id);
-  if (!ok) throw new CryptoError("signed envelope is malformed");
-  return { kind: "text", body: value.body, ts: value.ts, clientMsgId: value.client_msg_id };
+  return sodium.pad(data, bucket);
 }
 
-/** Sign, then encrypt. Returns { nonce, ciphertext }. */
+export function unpad(padded) {
+  if (!PADDING_BUCKETS.includes(padded.length)) {
+    throw new CryptoError("message is not padded to a size bucket");
+  }
+  try {
+    return sodium.unpad(padded, padded.length);
+  } catch {
+    throw new CryptoError("message padding is malformed");
+  }
+}
+
+/** Sign, pad, encrypt. Returns { nonce, ciphertext }. `envelope` is { body, ts,
+ *  clientMsgId, prevSeq, prevHash, n }. */
 export function encryptMessage(caseKey, identity, { caseId, epoch, senderId, envelope, nonce }) {
   if ([...envelope.body].length > MAX_MESSAGE_CHARS) {
     throw new RangeError(`message longer than ${MAX_MESSAGE_CHARS} characters`);
   }
   const envelopeBytes = encodeEnvelope(envelope);
-  if (SIG_BYTES + envelopeBytes.length + TAG_BYTES > MAX_CIPHERTEXT_BYTES) {
-    throw new RangeError(`encoded message exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
-  }
   const sig = sign(
     identity, messageTranscript(caseId, epoch, envelope.clientMsgId, senderId, envelopeBytes),
   );
   const n = nonce ?? randomBytes(NONCE_BYTES);
   const aad = messageAad(caseId, epoch, senderId, envelope.clientMsgId);
   const ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-    concat(sig, envelopeBytes), aad, null, n, caseKey,
+    pad(concat(sig, envelopeBytes)), aad, null, n, caseKey,
   );
   return { nonce: n, ciphertext };
 }
 
-/** Decrypt, then verify the sender's signature; throws CryptoError on any failure. */
+/** Decrypt, unpad, verify the sender's signature, decode strictly (envelope.js); throws
+ *  CryptoError on any failure (NonCanonical for bytes that are not the one encoding). */
 export function decryptMessage(
   caseKey, senderSignPk, { caseId, epoch, senderId, clientMsgId, nonce, ciphertext },
 ) {
@@ -349,9 +444,10 @@ export function decryptMessage(
   } catch {
     throw new CryptoError("message does not decrypt (wrong key or altered)");
   }
-  if (inner.length < SIG_BYTES) throw new CryptoError("signed envelope is malformed");
-  const sig = inner.slice(0, SIG_BYTES);
-  const envelopeBytes = inner.slice(SIG_BYTES);
+  const unpadded = unpad(inner);
+  if (unpadded.length < SIG_BYTES) throw new CryptoError("signed envelope is malformed");
+  const sig = unpadded.slice(0, SIG_BYTES);
+  const envelopeBytes = unpadded.slice(SIG_BYTES);
   verifySignature(
     senderSignPk, messageTranscript(caseId, epoch, clientMsgId, senderId, envelopeBytes), sig,
   );

@@ -2,8 +2,17 @@
 // Python counterpart: chat_client/keymanager.py.
 //
 // Contract:
-// - Directory: public keys are fetched once and pinned for the page's lifetime; a key
-//   that changes mid-session is refused, not trusted. Our own entry is our own keys.
+// - Directory (v2 §1, §3): an entry is trusted only if its box key is signed by its
+//   identity key (`box_sig`; missing or bad: KeyRefused, "key not signed") and both keys
+//   equal the account's pin (pins.js; first use pins them, a change is KeyChanged: a
+//   hard failure, kept in `problems` for the view's banner until the counselor trusts
+//   the new keys after comparing the safety number). Refusals are thrown, so a message
+//   from that account shows as unverifiable and nothing is sealed to it. Our own entry
+//   is our own keys.
+// - Counselors (v2 §2): before a case key is sealed to another counselor, its certificate
+//   must verify under the pinned organisation key (UncertifiedCounselor otherwise); with no
+//   organisation key pinned the key is sealed, and the page says once per case that only
+//   the hub vouches for that counselor.
 // - Reading keys: an epoch key is accepted only if its creator is a participant, the
 //   creator's signature over the key commitment verifies, and the key opened from our
 //   seal matches the commitment (docs/PROTOCOL.md §8.6). A key that fails is logged and
@@ -17,18 +26,42 @@
 // - Callers run fetchKeys / sendEpoch on the case's queue (CaseState.enqueue).
 
 import * as c from "./crypto.js";
+import { KeyChanged } from "./pins.js";
 import { ConnectionLost, ErrorCode, RemoteError } from "./protocol.js";
+
+/** A directory entry the page does not trust (its box key is not signed by its identity). */
+export class KeyRefused extends c.CryptoError {
+  constructor(handle, why) {
+    super(`the keys of ${handle} are refused: ${why}`);
+    this.name = "KeyRefused";
+  }
+}
+
+/** The page will not seal a case key to a counselor the organisation did not certify. */
+export class UncertifiedCounselor extends c.CryptoError {
+  constructor(handle, why) {
+    super(`${handle} is not a certified counselor of the organisation (${why}); ` +
+      "the case key is not shared with them");
+    this.name = "UncertifiedCounselor";
+  }
+}
 
 export class Keys {
   /**
    * @param {object} deps creds (the unlocked account), request(type, fields), escrow
    *   (escrow.js: capsule(), forget(), depositCapsules()).
    */
-  constructor({ creds, request, escrow }) {
+  constructor({ creds, request, escrow, pins, orgFingerprint = null, onChange = () => {} }) {
     this.creds = creds;
     this.request = request;
     this.escrow = escrow;
-    this.directory = new Map();
+    this.pins = pins;
+    this.orgFingerprint = orgFingerprint;
+    this.onChange = onChange;
+    this.directory = new Map(); // account_id -> verified entry, or the error refusing it
+    this.problems = new Map(); // account_id -> KeyChanged (for the view's banner)
+    this.notes = new Map(); // case_id -> a plain note for the case (no org key pinned)
+    this.prefsProblem = null; // the pins blob did not open or was rolled back
   }
 
   get me() {
@@ -37,32 +70,139 @@ export class Keys {
 
   // -- directory ----------------------------------------------------------------------
 
-  /** { signPk, boxPk } of an account, or null if the directory refuses or lacks it. */
+  /** The verified, pinned { accountId, handle, role, signPk, boxPk, cert } of an account;
+   *  null if the directory lacks it; throws KeyRefused / KeyChanged (CryptoError). */
   async entry(accountId) {
     if (accountId === this.me) {
-      return { signPk: this.creds.identity.signPk, boxPk: this.creds.identity.boxPk };
+      const id = this.creds.identity;
+      return {
+        accountId, handle: this.creds.handle, role: this.creds.role,
+        signPk: id.signPk, boxPk: id.boxPk, cert: this.creds.cert,
+      };
     }
     if (!this.directory.has(accountId)) {
+      let result;
       try {
-        const result = await this.request("directory.get", { account_ids: [accountId] });
-        for (const e of result.entries) {
-          const entry = { signPk: c.fromB64(e.sign_pk), boxPk: c.fromB64(e.box_pk), role: e.role };
-          const pinned = this.directory.get(e.account_id);
-          // Pin keys on first use: a changed key mid-session is refused, not trusted.
-          if (pinned && !c.equalBytes(pinned.signPk, entry.signPk)) continue;
-          this.directory.set(e.account_id, entry);
-        }
+        result = await this.request("directory.get", { account_ids: [accountId] });
       } catch (err) {
         if (err instanceof ConnectionLost) throw err;
         return null;
       }
+      try {
+        await this.pins.load();
+      } catch (err) {
+        if (err instanceof c.CryptoError && this.prefsProblem === null) {
+          this.prefsProblem = err; // altered or rolled back: shown with the key alerts
+          this.onChange("keys");
+        }
+        throw err;
+      }
+      for (const e of result.entries) {
+        if (e.account_id === accountId) this.directory.set(accountId, await this.#verify(e));
+      }
     }
-    return this.directory.get(accountId) ?? null;
+    const found = this.directory.get(accountId) ?? null;
+    if (found instanceof Error) throw found;
+    return found;
   }
 
+  async #verify(e) {
+    const entry = {
+      accountId: e.account_id, handle: e.handle, role: e.role,
+      signPk: c.fromB64(e.sign_pk), boxPk: c.fromB64(e.box_pk), cert: e.cert ?? null,
+    };
+    if (e.box_sig === null || e.box_sig === undefined) {
+      return new KeyRefused(e.handle, "key not signed (the account has not attested its box key)");
+    }
+    try {
+      c.verifyBoxKey(entry.signPk, entry.boxPk, c.fromB64(e.box_sig));
+    } catch {
+      return new KeyRefused(e.handle, "key not signed (its box key signature does not verify)");
+    }
+    try {
+      if (!this.pins.check(entry)) await this.pins.remember(entry);
+    } catch (err) {
+      if (err instanceof KeyChanged) {
+        this.problems.set(entry.accountId, { error: err, entry });
+        this.onChange("keys");
+        return err;
+      }
+      if (err instanceof c.CryptoError) {
+        this.prefsProblem ??= err; // the blob read again while saving did not open
+        this.onChange("keys");
+        return err;
+      }
+      // The pin could not be saved (offline, conflicts): it holds for this page's life.
+      console.warn("contact pin not saved:", err.message);
+    }
+    return entry;
+  }
+
+  /** After the counselor compared the safety number: pin the keys the hub presents now. */
+  async trustNewKeys(accountId) {
+    const problem = this.problems.get(accountId);
+    if (problem === undefined) return;
+    await this.pins.remember(problem.entry, { replace: true });
+    this.problems.delete(accountId);
+    this.directory.set(accountId, problem.entry);
+    this.onChange("keys");
+  }
+
+  get myFingerprint() {
+    const id = this.creds.identity;
+    return c.fingerprintV2(id.signPk, id.boxPk);
+  }
+
+  /** The fingerprint (both keys) of a verified contact, or null. */
   fingerprintOf(accountId) {
     const entry = this.directory.get(accountId);
-    return entry ? c.fingerprint(entry.signPk) : null;
+    return entry && !(entry instanceof Error) ? c.fingerprintV2(entry.signPk, entry.boxPk) : null;
+  }
+
+  /** What the Verify dialog shows for a contact: its handle, fingerprint and the safety
+   *  number of this pair; null unless the contact's keys are verified. */
+  verification(accountId) {
+    const entry = this.directory.get(accountId);
+    if (!entry || entry instanceof Error) return null;
+    return this.#verificationOf(entry);
+  }
+
+  /** The same for the new keys of a contact whose keys changed. */
+  keyChangeVerification(accountId) {
+    const problem = this.problems.get(accountId);
+    return problem ? this.#verificationOf(problem.entry) : null;
+  }
+
+  #verificationOf(entry) {
+    const id = this.creds.identity;
+    return {
+      handle: entry.handle,
+      fingerprint: c.fingerprintV2(entry.signPk, entry.boxPk),
+      mine: c.fingerprintV2(id.signPk, id.boxPk),
+      safetyNumber: c.safetyNumber(entry, id),
+    };
+  }
+
+  /** v2 §2: may a case key be sealed to this entry? Throws UncertifiedCounselor. The
+   *  case's counselor seat counts, not only the role the directory claims. */
+  #checkCounselor(cs, entry) {
+    const caseId = cs.info.case_id;
+    const seat = entry.accountId === cs.info.counselor_id;
+    if ((entry.role !== "counselor" && !seat) || entry.accountId === this.me) return;
+    if (!this.orgFingerprint) {
+      if (!this.notes.has(caseId)) {
+        this.notes.set(caseId, "No organisation key is pinned: the hub alone vouches that " +
+          `${entry.handle} is a counselor.`);
+        this.onChange("case", caseId);
+      }
+      return;
+    }
+    if (entry.cert === null) throw new UncertifiedCounselor(entry.handle, "no certificate");
+    try {
+      c.verifyCounselorCert(entry.cert, this.orgFingerprint, entry);
+    } catch (err) {
+      throw new UncertifiedCounselor(entry.handle, err.message);
+    }
   }
 
   // -- reading keys -------------------------------------------------------------------
@@ -93,6 +233,8 @@ export class Keys {
         if (k.creator_id !== this.me) cs.capsuleDue.add(k.epoch);
       } catch (err) {
         if (err instanceof ConnectionLost) throw err;
+        // Shown with the messages it leaves unread.
+        cs.keyErrors.set(k.epoch, err.short ?? err.message);
         console.warn(`rejected key for epoch ${k.epoch}:`, err.message);
       }
     }
@@ -126,6 +268,7 @@ export class Keys {
     for (const accountId of cs.participants()) {
       const entry = await this.entry(accountId);
       if (!entry) throw new c.CryptoError("participant's public key is unavailable");
+      this.#checkCounselor(cs, entry);
       seals.push({ account_id: accountId, sealed: c.toB64(c.sealCaseKey(key, entry.boxPk)) });
     }
     const fields = {

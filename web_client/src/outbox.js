@@ -16,6 +16,8 @@
 //   reason; retry() tries again. The view lists entries with pendingFor().
 // - carry() hands over the entries as ciphertext only (no text) when the page locks, so
 //   they can be resent after unlocking without keeping plaintext in memory.
+// - Each envelope carries the position the page had processed (prev_seq, prev_hash) and
+//   the page's running counter n in the case (v2 §4), fixed at encryption.
 
 import * as c from "./crypto.js";
 import { ConnectionLost, ErrorCode, RemoteError, newClientMsgId } from "./protocol.js";
@@ -49,7 +51,7 @@ export class Outbox {
     if (cs === undefined) throw new Error("unknown case");
     const entry = {
       caseId, cmid: newClientMsgId(), body, ts: Date.now(), status: "pending",
-      epoch: null, nonce: null, ciphertext: null, error: null,
+      epoch: null, nonce: null, ciphertext: null, error: null, n: null,
     };
     this.entries.set(entry.cmid, entry);
     this.onChange("case", caseId);
@@ -82,8 +84,8 @@ export class Outbox {
   carry() {
     return [...this.entries.values()]
       .filter((e) => e.ciphertext)
-      .map(({ caseId, cmid, epoch, nonce, ciphertext, ts }) => ({
-        caseId, cmid, epoch, nonce, ciphertext, ts, body: null, status: "pending",
+      .map(({ caseId, cmid, epoch, nonce, ciphertext, ts, n }) => ({
+        caseId, cmid, epoch, nonce, ciphertext, ts, n, body: null, status: "pending",
       }));
   }
 
@@ -92,13 +94,19 @@ export class Outbox {
       try {
         await cs.enqueue(async () => {
           const { epoch, key } = await this.keys.sendEpoch(cs);
+          // v2 §4: what we had seen when writing, and our running counter in the case
+          // (after our processed messages and every entry still waiting here).
+          const n = 1 + Math.max(cs.lastN, ...this.pendingFor(entry.caseId).map((e) => e.n ?? 0));
           const enc = c.encryptMessage(key, this.identity, {
             caseId: entry.caseId,
             epoch,
             senderId: this.me,
-            envelope: { body: entry.body, ts: entry.ts, clientMsgId: entry.cmid },
+            envelope: {
+              body: entry.body, ts: entry.ts, clientMsgId: entry.cmid,
+              prevSeq: cs.lastSeen, prevHash: cs.prevHash, n,
+            },
           });
-          Object.assign(entry, { epoch, nonce: enc.nonce, ciphertext: enc.ciphertext });
+          Object.assign(entry, { epoch, n, nonce: enc.nonce, ciphertext: enc.ciphertext });
         });
       } catch (err) {
         // Offline: stays pending; the resume step encrypts and sends it once reconnected.

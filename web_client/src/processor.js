@@ -13,11 +13,19 @@
 //   anything that fails is kept as an unverifiable message, never shown as text.
 // - Plaintext lives only in CaseState.messages; wipe() drops it with the keys (lock).
 // - Receipts: "delivered" is sent shortly after the other side's messages arrive, "read"
-//   when the counselor looks at the case (markRead); per-case read cursors (seq numbers
-//   only) survive a reload in session storage.
+//   when the counselor looks at the case (markRead), each signed over (case, kind, seq,
+//   chain hash at seq) (v2 §4); per-case read cursors (seq numbers only) survive a reload
+//   in session storage. A receipt from the hub (event or sync: each participant's
+//   latest) counts only if its signer's signature verifies: the other side's move the
+//   Delivered/Read marks, our own "read" restores the read cursor in a fresh session.
+// - Signed order (v2 §4): after each record, order.js checkOrder runs over the case's
+//   history; a record presented again at a seq with another chain hash than before, or a
+//   receipt whose chain hash differs from our record at its seq, is a contradiction too.
+//   Every problem goes to CaseState.problems (the pane shows them, naming the seq).
 
 import * as c from "./crypto.js";
 import { loadCursors, saveCursors } from "./account.js";
+import { checkOrder } from "./order.js";
 import { ConnectionLost, MAX_SYNC_BATCH, recordFromWire } from "./protocol.js";
 
 const TYPING_STALE_MS = 10000;
@@ -38,6 +46,18 @@ export class CaseState {
     this.queue = Promise.resolve(); // serialises record processing and key creation
     this.capsuleDue = new Set(); // epochs of the other side's keys we owe a capsule for
     this.depositing = false;
+    this.keyErrors = new Map(); // epoch -> why its key was refused
+    this.lastN = 0; // our own highest message counter n seen in this case
+    this.hashes = new Map(); // seq -> chain hash, as first presented
+    this.history = []; // { seq, senderId, clientMsgId, chainHash } in processed order
+    this.opened = new Map(); // seq -> verified envelope (prevSeq, prevHash, n)
+    this.orderProblems = []; // checkOrder over history
+    this.contradictions = []; // changed chain hashes, receipts that do not match
+  }
+
+  /** Every order problem and contradiction found in this case, by seq. */
+  get problems() {
+    return [...this.contradictions, ...this.orderProblems].sort((a, b) => a.seq - b.seq);
   }
 
   participants() {
@@ -62,12 +82,14 @@ export class CaseState {
 
 export class Processor {
   /**
-   * @param {object} deps me (account id), request(type, fields), keys (keys.js),
+   * @param {object} deps me (account id), identity (signs receipts), request(type,
+   *   fields), keys (keys.js),
    *   onChange(kind, caseId) for the view, onStored(clientMsgId) when one of our own
    *   messages is stored (the outbox forgets it).
    */
-  constructor({ me, request, keys, onChange, onStored }) {
+  constructor({ me, identity, request, keys, onChange, onStored }) {
     this.me = me;
+    this.identity = identity; // signs our receipts
     this.request = request;
     this.keys = keys;
     this.onChange = onChange;
@@ -157,7 +179,18 @@ export class Processor {
     this.cursors[caseId] = upTo;
     saveCursors(this.cursors);
     this.onChange("cases");
-    this.request("receipt", { case_id: caseId, kind: "read", up_to_seq: upTo }).catch(() => {});
+    this.#sendReceipt(cs, "read", upTo);
+  }
+
+  /** A receipt signed over the chain hash we hold at `upTo` (v2 §4). */
+  #sendReceipt(cs, kind, upTo) {
+    const caseId = cs.info.case_id;
+    const chainHash = cs.hashes.get(upTo);
+    if (upTo === 0 || chainHash === undefined) return;
+    this.request("receipt", {
+      case_id: caseId, kind, up_to_seq: upTo, chain_hash: chainHash,
+      sig: c.signReceipt(this.identity, caseId, kind, upTo, chainHash),
+    }).catch(() => {});
   }
 
   isTyping(cs) {
@@ -193,9 +226,11 @@ export class Processor {
         if (cs) cs.spawn(() => this.keys.fetchKeys(cs));
         break;
       }
-      case "receipt.new":
-        this.#onReceipt(frame);
+      case "receipt.new": {
+        const cs = this.cases.get(frame.case_id);
+        if (cs) cs.spawn(() => this.#checkReceipt(cs, frame));
         break;
+      }
       case "typing.new":
         this.#onTyping(frame);
         break;
@@ -236,7 +271,10 @@ export class Processor {
 
   /** The dedupe / gap rule, on the case's queue. */
   async #receive(cs, record) {
-    if (record.seq <= cs.lastSeen) return; // duplicate (at-least-once delivery)
+    if (record.seq <= cs.lastSeen) {
+      this.#compareSeen(cs, record); // duplicate (at-least-once delivery)
+      return;
+    }
     if (record.seq > cs.lastSeen + 1) {
       await this.syncNow(cs); // a gap: fetch what we missed, this record included
       return;
@@ -244,12 +282,64 @@ export class Processor {
     await this.#process(cs, record);
   }
 
-  #onReceipt(frame) {
-    const cs = this.cases.get(frame.case_id);
-    if (cs === undefined || frame.account_id === this.me) return;
-    if (frame.kind === "read") cs.peerRead = Math.max(cs.peerRead, frame.up_to_seq);
-    cs.peerDelivered = Math.max(cs.peerDelivered, frame.up_to_seq);
-    this.onChange("case", frame.case_id);
+  /** A signed receipt (event or sync; run on the case queue): it counts only if its
+   *  signer's signature verifies, and its chain hash must match our record at its seq. */
+  async #checkReceipt(cs, receipt) {
+    const caseId = cs.info.case_id;
+    const seq = receipt.up_to_seq;
+    const who = receipt.account_id;
+    if (!cs.participants().includes(who) || seq === 0) return;
+    const chainHash = c.fromB64(receipt.chain_hash);
+    let signer;
+    try {
+      signer = await this.keys.entry(who);
+    } catch (err) {
+      if (err instanceof c.CryptoError) return; // its keys are refused: the key alert says why
+      throw err;
+    }
+    if (!signer) return;
+    try {
+      c.verifyReceipt(signer.signPk, caseId, receipt.kind, seq, chainHash, c.fromB64(receipt.sig));
+    } catch {
+      this.#contradiction(cs, { seq, kind: "rewritten", senderId: who,
+        detail: `${receipt.kind} receipt is not signed by its sender` });
+      return;
+    }
+    const ours = cs.hashes.get(seq);
+    if (ours !== undefined && !c.equalBytes(ours, chainHash)) {
+      this.#contradiction(cs, { seq, kind: "rewritten", senderId: who,
+        detail: `history up to seq ${seq} differs from what ${who === this.me ? "you" : "the other side"} signed` });
+      return;
+    }
+    if (who === this.me) {
+      // Our own "read" (from a sync, or another tab) restores the unread position in a
+      // fresh browser session; never lowered.
+      if (receipt.kind === "read" && seq > (this.cursors[caseId] ?? 0)) {
+        this.cursors[caseId] = seq;
+        saveCursors(this.cursors);
+        this.onChange("cases");
+      }
+      return;
+    }
+    if (receipt.kind === "read") cs.peerRead = Math.max(cs.peerRead, seq);
+    cs.peerDelivered = Math.max(cs.peerDelivered, seq);
+    this.onChange("case", caseId);
+  }
+
+  /** A record at a seq processed before: the hub must present the same chain hash. */
+  #compareSeen(cs, record) {
+    const known = cs.hashes.get(record.seq);
+    if (known !== undefined && !c.equalBytes(known, record.chainHash)) {
+      this.#contradiction(cs, { seq: record.seq, kind: "rewritten", senderId: record.senderId,
+        detail: `the hub now presents another record at seq ${record.seq} than before` });
+    }
+  }
+
+  #contradiction(cs, problem) {
+    const key = JSON.stringify([problem.seq, problem.kind, problem.detail]);
+    if (cs.contradictions.some((p) => JSON.stringify([p.seq, p.kind, p.detail]) === key)) return;
+    cs.contradictions.push(problem);
+    this.onChange("case", cs.info.case_id);
   }
 
   #onTyping(frame) {
@@ -269,20 +359,34 @@ export class Processor {
         case_id: cs.info.case_id, after_seq: cs.lastSeen, limit: MAX_SYNC_BATCH,
       });
       for (const wire of result.messages) {
-        if (wire.seq > cs.lastSeen) await this.#process(cs, recordFromWire(wire));
+        const record = recordFromWire(wire);
+        if (record.seq > cs.lastSeen) await this.#process(cs, record);
+        else this.#compareSeen(cs, record);
       }
       cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, result.last_seq) };
-      if (!result.has_more || result.messages.length === 0) break;
+      if (!result.has_more || result.messages.length === 0) {
+        for (const receipt of result.receipts ?? []) await this.#checkReceipt(cs, receipt);
+        break;
+      }
     }
   }
 
   async #process(cs, r) {
     // The chain check needs the previous record's hash; after a gap we have none.
     const prev = r.seq === cs.lastSeen + 1 ? cs.prevHash : null;
-    const message = await this.#open(cs, r, prev);
+    const { message, envelope } = await this.#open(cs, r, prev);
     cs.messages.set(r.seq, message);
     cs.lastSeen = Math.max(cs.lastSeen, r.seq);
     cs.prevHash = r.chainHash;
+    cs.hashes.set(r.seq, r.chainHash);
+    cs.history.push({
+      seq: r.seq, senderId: r.senderId, clientMsgId: r.clientMsgId, chainHash: r.chainHash,
+    });
+    if (envelope !== null) {
+      cs.opened.set(r.seq, envelope);
+      if (r.senderId === this.me) cs.lastN = Math.max(cs.lastN, envelope.n);
+      cs.orderProblems = checkOrder(cs.history, cs.opened);
+    }
     cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, r.seq) };
     if (r.senderId === this.me) {
       this.onStored(r.clientMsgId); // stored: no longer pending
@@ -297,13 +401,22 @@ export class Processor {
     const base = {
       seq: r.seq, senderId: r.senderId, clientMsgId: r.clientMsgId, ts: r.serverTs, body: null,
     };
-    const rejected = (error) => ({ ...base, verified: false, error });
+    const rejected = (error) => ({ message: { ...base, verified: false, error }, envelope: null });
     if (!cs.participants().includes(r.senderId)) {
       return rejected("sender is not a participant of this case");
     }
     const key = await this.keys.keyFor(cs, r.epoch);
-    if (!key) return rejected(`no verified key for epoch ${r.epoch}`);
-    const sender = await this.keys.entry(r.senderId);
+    if (!key) {
+      const why = cs.keyErrors.get(r.epoch);
+      return rejected(`no verified key for epoch ${r.epoch}${why ? `: ${why}` : ""}`);
+    }
+    let sender;
+    try {
+      sender = await this.keys.entry(r.senderId);
+    } catch (err) {
+      if (!(err instanceof c.CryptoError)) throw err;
+      return rejected(err.short ?? err.message); // a key not signed, or changed (keys.js)
+    }
     if (!sender) return rejected("sender's public key is unavailable");
     let envelope;
     try {
@@ -314,7 +427,10 @@ export class Processor {
     if (prev !== null && !c.equalBytes(c.chainHash(prev, r), r.chainHash)) {
       return rejected("hash chain mismatch (a stored message was dropped or altered)");
     }
-    return { ...base, body: envelope.body, ts: envelope.ts, verified: true, error: null };
+    return {
+      message: { ...base, body: envelope.body, ts: envelope.ts, verified: true, error: null },
+      envelope,
+    };
   }
 
   #scheduleDelivered(cs) {
@@ -324,9 +440,7 @@ export class Processor {
       caseId,
       setTimeout(() => {
         this.receiptTimers.delete(caseId);
-        this.request("receipt", {
-          case_id: caseId, kind: "delivered", up_to_seq: cs.lastSeen,
-        }).catch(() => {});
+        this.#sendReceipt(cs, "delivered", cs.lastSeen);
       }, DELIVERED_DELAY_MS),
     );
   }

@@ -78,7 +78,7 @@ export function encodeFrame(type, id, fields) {
   return JSON.stringify(frame);
 }
 
-/** Parse a server frame; undefined for anything that is not a v1 JSON object. */
+/** Parse a server frame; undefined for anything that is not a JSON object of this version. */
 export function decodeFrame(text) {
   let frame;
   try {
@@ -87,7 +87,9 @@ export function decodeFrame(text) {
     return undefined;
   }
   if (frame === null || typeof frame !== "object" || Array.isArray(frame)) return undefined;
-  if (typeof frame.type !== "string" || (frame.v !== undefined && frame.v !== 1)) return undefined;
+  if (typeof frame.type !== "string" || (frame.v !== undefined && frame.v !== PROTOCOL_VERSION)) {
+    return undefined;
+  }
   return frame;
 }
 

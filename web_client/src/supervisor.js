@@ -4,7 +4,8 @@
 // Contract:
 // - start() runs the supervisor loop: connect, `hello`, `auth` with the session token
 //   (a fresh `login` with auth_key if the token is missing or refused), then hand the
-//   `welcome` to onSession (resync, resend) before the status says "online". When the
+//   `welcome` to onSession (resync, resend) before the status says "online" (a version-1
+//   account first signs its box key: `account.attest`). When the
 //   connection ends it reconnects with exponential backoff and jitter if the close is
 //   resumable (protocol.js isResumable: the hub's RESUMABLE_CLOSE_CODES, generated from
 //   protocol/errors.py, a drop without a close frame, or a connection this page gave up
@@ -93,6 +94,7 @@ export class Supervisor {
         await conn.open();
         const challenge = await conn.request("hello", { client: CLIENT_NAME });
         const welcome = await this.#auth(conn, challenge);
+        if (this.creds.needsAttest) await this.#attest(conn);
         if (this.stopped) break;
         this.generation += 1;
         this.conn = conn;
@@ -155,6 +157,12 @@ export class Supervisor {
     });
     this.creds.saveToken(result.token);
     return conn.request("auth", { account_id: this.me, token: result.token, sig });
+  }
+
+  /** A version-1 account: sign our own box key once, so peers can verify it (v2 §1). */
+  async #attest(conn) {
+    await conn.request("account.attest", { box_sig: c.signBoxKey(this.creds.identity) });
+    this.creds.markAttested();
   }
 
   #onEvent(conn, frame) {

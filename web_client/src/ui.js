@@ -4,6 +4,7 @@
 // and no inline style or handler attributes are written (the CSP forbids them).
 
 import { MAX_MESSAGE_CHARS } from "./protocol.js";
+import { openVerifyDialog, renderCaseWarnings, renderKeyAlerts } from "./trustview.js";
 
 const STATUS_TEXT = {
   connecting: "Connecting…",
@@ -78,6 +79,7 @@ export class WorkspaceView {
       if (item === "status") this.#renderBanner();
       else if (item === "policy") this.#renderPolicy();
       else if (item === "cases") this.#renderCaseList();
+      else if (item === "keys") this.#renderKeys();
       else if (item.startsWith("case:")) this.#renderPane(item.slice(5));
     }
     this.#markVisibleRead();
@@ -138,6 +140,19 @@ export class WorkspaceView {
       `(${who}) could together unseal a case. ${fp} Valid until ` +
       `${dateTimeFormat.format(policy.notAfter)}.`;
     box.dataset.verified = policy.fingerprint ? "yes" : "no";
+  }
+
+  #renderKeys() {
+    if (this.dom.keyAlerts) renderKeyAlerts(this.dom.keyAlerts, this.ws);
+    for (const caseId of this.panes.keys()) this.#renderPane(caseId);
+  }
+
+  /** The Verify dialog for a case's client (fingerprints and safety number). */
+  #verifyClient(caseId) {
+    const cs = this.ws.cases.get(caseId);
+    const info = cs?.info.client_id ? this.ws.verification(cs.info.client_id) : null;
+    if (info === null) this.toast("The client's keys are not verified yet; try again in a moment.");
+    else openVerifyDialog(info);
   }
 
   // -- case list ----------------------------------------------------------------------
@@ -219,6 +234,11 @@ export class WorkspaceView {
     const title = el("h2", { id: titleId });
     const meta = el("p", { class: "pane-meta" });
     const closeCase = el("button", { type: "button", class: "danger close-case", text: "Close case" });
+    const verify = el("button", {
+      type: "button", class: "verify", text: "Verify",
+      "aria-label": "Verify the client's keys (safety number)",
+    });
+    const warnings = el("div", { class: "case-warnings", hidden: true });
     const hide = el("button", {
       type: "button", class: "hide-pane", "aria-label": "Hide this conversation", text: "Hide",
     });
@@ -236,10 +256,14 @@ export class WorkspaceView {
     const root = el(
       "section",
       { class: "pane", "aria-labelledby": titleId, "data-case-id": caseId },
-      el("header", { class: "pane-head" }, el("div", {}, title, meta), el("div", { class: "pane-actions" }, closeCase, hide)),
-      empty, log, typing, form,
+      el("header", { class: "pane-head" }, el("div", {}, title, meta), el("div", { class: "pane-actions" }, verify, closeCase, hide)),
+      warnings, empty, log, typing, form,
     );
-    const pane = { root, title, meta, log, empty, typing, textarea, send, form, closeCase, confirmTimer: null };
+    const pane = {
+      root, title, meta, log, empty, typing, textarea, send, form, closeCase, warnings,
+      confirmTimer: null,
+    };
+    verify.addEventListener("click", () => this.#verifyClient(caseId));
 
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -326,7 +350,7 @@ export class WorkspaceView {
     const fp = info.client_id ? this.ws.fingerprintOf(info.client_id) : null;
     pane.meta.textContent =
       `${info.state === "closed" ? "Closed" : "Open"} · opened ${dateTimeFormat.format(info.created_at)}` +
-      (fp ? ` · client key ${fp}` : "");
+      (fp ? ` · client fingerprint ${fp}` : "");
     pane.root.dataset.state = info.state;
     const closed = info.state === "closed";
     pane.textarea.disabled = closed;
@@ -334,6 +358,7 @@ export class WorkspaceView {
     pane.closeCase.hidden = closed;
     if (closed) pane.textarea.placeholder = "This case is closed.";
     pane.typing.textContent = !closed && this.ws.isTyping(cs) ? "The client is typing…" : "";
+    renderCaseWarnings(pane.warnings, cs.problems, this.ws.caseNote(caseId));
 
     const stick = pane.log.scrollHeight - pane.log.scrollTop - pane.log.clientHeight < 40;
     const items = [...cs.messages.values()].sort((a, b) => a.seq - b.seq).map((m) => this.#messageItem(cs, m));

@@ -5,7 +5,8 @@
 // has the table): supervisor.js (connection lifecycle, reconnect, session set-up),
 // connection.js (one WebSocket), outbox.js (unacknowledged sends), processor.js (cases,
 // cursors, decryption, receipts and typing), keys.js (directory and case keys) and
-// escrow.js (escrow policy and capsules). This file only builds and wires them, and
+// escrow.js (escrow policy and capsules), pins.js (contact pins in the encrypted prefs
+// blob) and order.js (the signed order). This file only builds and wires them, and
 // states what happens when a session starts.
 //
 // Resume (docs/PROTOCOL.md §8.14): after a resumable close the supervisor reconnects
@@ -26,6 +27,7 @@
 import { Escrow } from "./escrow.js";
 import { Keys } from "./keys.js";
 import { Outbox } from "./outbox.js";
+import { Pins } from "./pins.js";
 import { Processor } from "./processor.js";
 import { Supervisor } from "./supervisor.js";
 
@@ -46,9 +48,13 @@ export class Workspace {
     const request = (type, fields) => session.request(type, fields);
     this.session = session;
     this.escrow = new Escrow({ request, session, orgFingerprint, onChange });
-    this.keys = new Keys({ creds, request, escrow: this.escrow });
+    this.pins = new Pins({ request, prefsKey: creds.prefsKey, accountId: creds.accountId });
+    this.keys = new Keys({
+      creds, request, escrow: this.escrow, pins: this.pins, orgFingerprint, onChange,
+    });
     this.processor = new Processor({
       me: creds.accountId,
+      identity: creds.identity,
       request,
       keys: this.keys,
       onChange,
@@ -143,6 +149,42 @@ export class Workspace {
 
   fingerprintOf(accountId) {
     return this.keys.fingerprintOf(accountId);
+  }
+
+  // -- keys and trust (v2) -----------------------------------------------------------------
+
+  /** Our own fingerprint over both keys (what a contact compares). */
+  get myFingerprint() {
+    return this.keys.myFingerprint;
+  }
+
+  /** { handle, fingerprint, mine, safetyNumber } of a verified contact, or null. */
+  verification(accountId) {
+    return this.keys.verification(accountId);
+  }
+
+  keyChangeVerification(accountId) {
+    return this.keys.keyChangeVerification(accountId);
+  }
+
+  /** account_id -> { error: KeyChanged, entry }: contacts whose keys changed. */
+  get keyProblems() {
+    return this.keys.problems;
+  }
+
+  /** Why the contact pins could not be read (altered or rolled back), or null. */
+  get prefsProblem() {
+    return this.keys.prefsProblem;
+  }
+
+  /** Pin the keys the hub now presents for `accountId` (after comparing the safety number). */
+  trustNewKeys(accountId) {
+    return this.keys.trustNewKeys(accountId);
+  }
+
+  /** A plain note about the case (no organisation key pinned), or undefined. */
+  caseNote(caseId) {
+    return this.keys.notes.get(caseId);
   }
 
   // -- sending --------------------------------------------------------------------------
