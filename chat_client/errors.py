@@ -9,7 +9,8 @@ Hierarchy::
     ├── RequestInterrupted       the link dropped before a non-idempotent request was answered
     ├── KeyStoreError            the local key store is missing, corrupt or already taken
     ├── KdfTooWeak               the caller's Argon2id limits are below the server's minimum
-    └── CaseNotReady             the case has no counselor yet (or is unknown)
+    ├── CaseNotReady             the case has no counselor yet (or is unknown)
+    └── SecurityRefusal          the client refuses on security grounds (CLI exit 5)
 
 Errors reported by the server arrive as the typed classes of :mod:`protocol.errors`
 (``AuthFailed``, ``Forbidden``, ...), built by :func:`remote_error`. A failed signature,
@@ -29,6 +30,7 @@ __all__ = [
     "KdfTooWeak",
     "KeyStoreError",
     "RequestInterrupted",
+    "SecurityRefusal",
     "SessionEnded",
     "remote_error",
 ]
@@ -71,6 +73,12 @@ class KdfTooWeak(ClientError):
 
 class CaseNotReady(ClientError):
     """The case cannot carry messages yet (no counselor assigned) or is unknown."""
+
+
+class SecurityRefusal(ClientError):
+    """The client refuses to go on because something it pins or checks does not hold
+    (a changed key, a downgrade, an uncertified counselor). Subclass it for each case;
+    ``chat-client`` exits with EXIT_SECURITY (5) on any of them."""
 
 
 _CLOSE_MEANINGS: dict[int, str] = {
