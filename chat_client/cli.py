@@ -44,8 +44,18 @@ from .errors import (
     SessionEnded,
 )
 from .keystore import KeyStore
+from .safetext import escape, lines
 from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
-from .terminal import Names, Printer, case_json, format_message, message_json, run_chat, run_watch
+from .terminal import (
+    DEFAULT_BACKLOG,
+    Names,
+    Printer,
+    case_json,
+    message_json,
+    run_chat,
+    run_watch,
+    show_messages,
+)
 from .wording import BAD_HANDLE, CONSENT_REQUIRED, NO_TERMINAL_TO_ASK, case_error, no_such_case
 
 __all__ = [
@@ -179,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", help="interactive chat in a case (EOF or /quit to leave)")
     p.add_argument("case", help="case id")
+    p.add_argument(
+        "--backlog",
+        type=int,
+        default=DEFAULT_BACKLOG,
+        metavar="N",
+        help=f"first show the case's last N messages (default {DEFAULT_BACKLOG}; 0: none)",
+    )
 
     p = sub.add_parser("watch", help="print incoming messages as they arrive")
     p.add_argument("--case", help="only this case")
@@ -361,7 +378,7 @@ async def cmd_cases(args: argparse.Namespace, out: Printer) -> int:
             other = c.counselor_id if c.client_id == client.account_id else c.client_id
             with_ = names[other] if other else "-"
             out.line(
-                f"{c.case_id:<28} {c.state:<9} {c.topic:<14} {c.language:<5} "
+                f"{c.case_id:<28} {c.state:<9} {escape(c.topic):<14} {escape(c.language):<5} "
                 f"{with_:<20} {c.last_seq}"
             )
     return EXIT_OK
@@ -387,24 +404,25 @@ async def cmd_history(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
         messages = await client.history(args.case)
         names = Names(client)
-        await names.resolve(m.sender_id for m in messages)
         if out.as_json:
+            await names.resolve(m.sender_id for m in messages)
             out.json({"case_id": args.case, "messages": [message_json(m, names) for m in messages]})
-        else:
-            for m in messages:
-                out.line(format_message(m, names, me=client.account_id))
-            bad = sum(1 for m in messages if not m.verified)
-            if bad:
-                out.line(f"! {bad} of {len(messages)} messages did NOT verify")
+            return EXIT_OK
+        await show_messages(client, messages, out, names)
+        bad = sum(1 for m in messages if not m.verified)
+        if bad:
+            out.line(f"! {bad} of {len(messages)} messages did NOT verify")
     return EXIT_OK
 
 
 async def cmd_chat(args: argparse.Namespace, out: Printer) -> int:
+    if args.backlog < 0:
+        raise UsageError("--backlog must be 0 or more")
     async with await _open(args) as client:
         case = next((c for c in await client.cases() if c.case_id == args.case), None)
         if case is None:
             raise CaseNotReady(no_such_case(args.case))
-        return await run_chat(client, case, out)
+        return await run_chat(client, case, out, backlog=args.backlog)
 
 
 async def cmd_watch(args: argparse.Namespace, out: Printer) -> int:
@@ -445,7 +463,7 @@ async def cmd_consent(args: argparse.Namespace, out: Printer) -> int:
             return EXIT_OK
         version, text, fp = terms
         if not out.as_json:
-            print(text)
+            print(lines(text))
         if not args.yes:
             answer = (await asyncio.to_thread(input, "Accept these terms? [y/N] ")).strip().lower()
             if answer not in ("y", "yes"):

@@ -41,9 +41,10 @@ from .cursors import Cursor
 from .errors import RequestInterrupted
 from .escrow import Escrow, PolicyView
 from .keymanager import KeyManager
-from .models import Event, Message, Sent
+from .models import Event, Message, MessageEvent, Sent
 from .outbox import Outbox
 from .processor import CaseMap, Processor
+from .receipts import ReceiptSender
 from .supervisor import Supervisor
 
 __all__ = ["DEFAULT_MEMLIMIT", "DEFAULT_OPSLIMIT", "ChatClient"]
@@ -119,6 +120,7 @@ class ChatClient:
             cursors=record.cursors,
             save_cursors=self._save_cursors,
         )
+        self._receipts = ReceiptSender(self.receipt)
         self._outbox = Outbox(
             self._session,
             self._keys,
@@ -297,7 +299,17 @@ class ChatClient:
         :meth:`open` resumes after the last message the application saw.
         """
         async for event in self._processor.events():
+            if isinstance(event, MessageEvent):
+                message = event.message
+                if message.sender_id != self._account_id and message.verified:
+                    self._receipts.delivered(message.case_id, message.seq)
             yield event
+
+    async def mark_read(self, case_id: str, up_to_seq: int) -> None:
+        """Tell the other participant the messages up to ``up_to_seq`` were shown (only
+        if that is further than said before; never raises for a receipt not sent).
+        Messages received through :meth:`events` are marked "delivered" by themselves."""
+        await self._receipts.read(case_id, up_to_seq)
 
     # -- escrow, consent and disputes (docs/DISPUTES.md; escrow.py) ----------------------
 
@@ -338,6 +350,7 @@ class ChatClient:
 
     async def close(self) -> None:
         """Stop all tasks, close the connection and write the cursors. Idempotent."""
+        await self._receipts.flush()
         await self._session.close()
         self._processor.persist()
 
