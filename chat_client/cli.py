@@ -56,7 +56,15 @@ from .terminal import (
     run_watch,
     show_messages,
 )
-from .wording import BAD_HANDLE, CONSENT_REQUIRED, NO_TERMINAL_TO_ASK, case_error, no_such_case
+from .wording import (
+    BAD_HANDLE,
+    CONSENT_REQUIRED,
+    LANGUAGE_NOT_OFFERED,
+    NO_TERMINAL_TO_ASK,
+    case_error,
+    no_such_case,
+    queue_place,
+)
 
 __all__ = [
     "EXIT_AUTH",
@@ -358,7 +366,15 @@ async def cmd_whoami(args: argparse.Namespace, out: Printer) -> int:
 async def cmd_open_case(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
         case = await client.open_case(args.topic, args.language)
-        out.emit(f"{case.case_id} {case.state}", case_json(case))
+        queue = client.queue(case.case_id)
+        text = f"{case.case_id} {case.state}"
+        if queue is not None:
+            text += ": " + queue_place(queue, escape(case.topic), escape(case.language))
+        elif case.state == "assigned":
+            text += ": a counselor has the case; talk with: chat-client chat " + case.case_id
+        value = case_json(case)
+        value["queue"] = msgspec.to_builtins(queue) if queue is not None else None
+        out.emit(text, value)
     return EXIT_OK
 
 
@@ -538,6 +554,8 @@ def describe_error(exc: BaseException, case_id: str | None = None) -> tuple[int,
         return EXIT_ERROR, short, wording
     if isinstance(exc, pe.ConsentRequired):
         return EXIT_ERROR, exc.code.value, CONSENT_REQUIRED
+    if isinstance(exc, pe.InvalidFrame) and LANGUAGE_NOT_OFFERED in str(exc):
+        return EXIT_USAGE, exc.code.value, escape(str(exc))
     if isinstance(exc, pe.InvalidFrame) and "$.handle" in str(exc):
         return EXIT_USAGE, exc.code.value, f"invalid handle: {BAD_HANDLE}"
     if isinstance(exc, pe.CryptoError):

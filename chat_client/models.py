@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "Message",
     "MessageEvent",
+    "QueueEvent",
     "ReceiptEvent",
     "Sent",
     "TypingEvent",
@@ -93,6 +94,18 @@ class CaseClosedEvent:
     case_id: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """A waiting case of ours moved in the queue: ``position`` among the cases waiting
+    for its language (1: next), and how many counselors for it are online (as the hub
+    says: it decides matching, so this is its word, like the case's state)."""
+
+    case_id: str
+    position: int
+    counselors_online: int
+    specialists_online: int
+
+
 ConnectionState = Literal["connected", "disconnected", "reconnecting"]
 
 
@@ -119,4 +132,5 @@ Event = (
     | CaseClosedEvent
     | ConnectionEvent
     | DisputeEvent
+    | QueueEvent
 )

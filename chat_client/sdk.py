@@ -41,7 +41,7 @@ from .cursors import Cursor
 from .errors import RequestInterrupted
 from .escrow import Escrow, PolicyView
 from .keymanager import KeyManager
-from .models import Event, Message, MessageEvent, Sent
+from .models import Event, Message, MessageEvent, QueueEvent, Sent
 from .outbox import Outbox
 from .processor import CaseMap, Processor
 from .receipts import ReceiptSender
@@ -121,6 +121,7 @@ class ChatClient:
             save_cursors=self._save_cursors,
         )
         self._receipts = ReceiptSender(self.receipt)
+        self._queues: dict[str, f.QueueInfo] = {}
         self._outbox = Outbox(
             self._session,
             self._keys,
@@ -247,7 +248,14 @@ class ChatClient:
             f.CaseOpened,
         )
         self._cases.remember(opened.case)
+        if opened.queue is not None:
+            self._queues[opened.case.case_id] = opened.queue
         return opened.case
+
+    def queue(self, case_id: str) -> f.QueueInfo | None:
+        """Where our waiting case stood when last heard (from ``open_case`` or a
+        :class:`QueueEvent`), or None if nothing was said."""
+        return self._queues.get(case_id)
 
     async def cases(self) -> list[f.CaseInfo]:
         """The cases this account participates in (refreshed from the server)."""
@@ -303,6 +311,12 @@ class ChatClient:
                 message = event.message
                 if message.sender_id != self._account_id and message.verified:
                     self._receipts.delivered(message.case_id, message.seq)
+            elif isinstance(event, QueueEvent):
+                self._queues[event.case_id] = f.QueueInfo(
+                    position=event.position,
+                    counselors_online=event.counselors_online,
+                    specialists_online=event.specialists_online,
+                )
             yield event
 
     async def mark_read(self, case_id: str, up_to_seq: int) -> None:

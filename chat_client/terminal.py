@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from protocol import errors as pe
-from protocol.frames import CaseInfo
+from protocol.frames import CaseInfo, QueueInfo
 
 from .models import (
     CaseAssignedEvent,
@@ -25,11 +25,13 @@ from .models import (
     ConnectionEvent,
     Message,
     MessageEvent,
+    QueueEvent,
     ReceiptEvent,
     TypingEvent,
 )
 from .safetext import escape, escape_json, lines
 from .sdk import ChatClient
+from .wording import queue_place
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -314,6 +316,13 @@ async def run_chat(
                 await names.resolve([a for a in (event.case.counselor_id,) if a])
                 who = names[event.case.counselor_id] if event.case.counselor_id else "?"
                 _notice(printer, f"counselor {who} joined", event)
+            elif isinstance(event, QueueEvent) and event.case_id == case.case_id:
+                place = QueueInfo(
+                    position=event.position,
+                    counselors_online=event.counselors_online,
+                    specialists_online=event.specialists_online,
+                )
+                _notice(printer, "waiting: " + queue_place(place, case.topic, case.language), event)
             elif isinstance(event, CaseClosedEvent) and event.case_id == case.case_id:
                 _notice(printer, "the case was closed", event)
                 closed.set()

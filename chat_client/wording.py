@@ -9,17 +9,20 @@ README's "Messages" section lists these.
 from __future__ import annotations
 
 from protocol import errors as pe
+from protocol.frames import QueueInfo
 
 from .errors import CaseNotReady
 
 __all__ = [
     "BAD_HANDLE",
     "CONSENT_REQUIRED",
+    "LANGUAGE_NOT_OFFERED",
     "NO_TERMINAL_TO_ASK",
     "case_closed",
     "case_error",
     "case_waiting",
     "no_such_case",
+    "queue_place",
 ]
 
 BAD_HANDLE = (
@@ -32,6 +35,24 @@ CONSENT_REQUIRED = (
 NO_TERMINAL_TO_ASK = (
     "no passphrase: there is no terminal to ask on; set CHAT_PASSPHRASE or use --passphrase-file"
 )
+
+
+#: How the hub's refusal of a language no counselor speaks begins (it lists the others).
+LANGUAGE_NOT_OFFERED = "no counselor of this service speaks"
+
+
+def queue_place(queue: QueueInfo, topic: str, language: str) -> str:
+    """``number 2 in the queue for en; 1 counselor for en online, none for grief``."""
+    where = f"number {queue.position} in the queue for {language}"
+    if queue.counselors_online == 0:
+        return f"{where}; no counselor for {language} is online now: the case waits for one"
+    online = f"{queue.counselors_online} counselor{'s' if queue.counselors_online > 1 else ''}"
+    topical = (
+        f"none for {topic}"
+        if queue.specialists_online == 0
+        else f"{queue.specialists_online} for {topic}"
+    )
+    return f"{where}; {online} for {language} online, {topical}"
 
 
 def no_such_case(case_id: str) -> str:
