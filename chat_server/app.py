@@ -201,6 +201,7 @@ _TYPES = {
     ".png": "image/png",
     ".svg": "image/svg+xml",
     ".json": "application/json",
+    ".ico": "image/x-icon",
 }
 
 _SECURITY_HEADERS = {
@@ -217,7 +218,7 @@ _SECURITY_HEADERS = {
 
 #: What the page needs; the rest of the web root (web_client/: package.json, src/,
 #: node_modules/) is build input and is not served.
-_WEB_PUBLIC_FILES = frozenset({"index.html", "style.css"})
+_WEB_PUBLIC_FILES = frozenset({"index.html", "style.css", "favicon.ico"})
 _WEB_PUBLIC_DIRS = ("dist/",)
 
 

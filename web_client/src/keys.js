@@ -46,7 +46,9 @@ export class Keys {
       try {
         const result = await this.request("directory.get", { account_ids: [accountId] });
         for (const e of result.entries) {
-          const entry = { signPk: c.fromB64(e.sign_pk), boxPk: c.fromB64(e.box_pk), role: e.role };
+          const entry = {
+            signPk: c.fromB64(e.sign_pk), boxPk: c.fromB64(e.box_pk), role: e.role, handle: e.handle,
+          };
           const pinned = this.directory.get(e.account_id);
           // Pin keys on first use: a changed key mid-session is refused, not trusted.
           if (pinned && !c.equalBytes(pinned.signPk, entry.signPk)) continue;
