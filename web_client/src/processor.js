@@ -14,7 +14,8 @@
 // - Plaintext lives only in CaseState.messages; wipe() drops it with the keys (lock).
 // - Receipts: "delivered" is sent shortly after the other side's messages arrive, "read"
 //   when the counselor looks at the case (markRead); per-case read cursors (seq numbers
-//   only) survive a reload in session storage.
+//   only) survive a reload in session storage, and a sync's receipts (protocol v2: each
+//   participant's latest) restore them and the peer's marks in a fresh browser session.
 
 import * as c from "./crypto.js";
 import { loadCursors, saveCursors } from "./account.js";
@@ -252,6 +253,22 @@ export class Processor {
     this.onChange("case", frame.case_id);
   }
 
+  /** The latest receipts the hub returns with a sync (protocol v2): our own "read"
+   *  restores the unread position in a fresh browser session, the other side's restore
+   *  the Delivered/Read marks. Neither position is ever lowered. */
+  #learnReceipts(cs, receipts) {
+    const caseId = cs.info.case_id;
+    for (const r of receipts) {
+      if (r.account_id !== this.me) {
+        this.#onReceipt({ ...r, case_id: caseId });
+      } else if (r.kind === "read" && r.up_to_seq > (this.cursors[caseId] ?? 0)) {
+        this.cursors[caseId] = r.up_to_seq;
+        saveCursors(this.cursors);
+        this.onChange("cases");
+      }
+    }
+  }
+
   #onTyping(frame) {
     const cs = this.cases.get(frame.case_id);
     if (cs === undefined || frame.account_id === this.me) return;
@@ -272,6 +289,7 @@ export class Processor {
         if (wire.seq > cs.lastSeen) await this.#process(cs, recordFromWire(wire));
       }
       cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, result.last_seq) };
+      this.#learnReceipts(cs, result.receipts ?? []);
       if (!result.has_more || result.messages.length === 0) break;
     }
   }
