@@ -121,10 +121,10 @@ def format_message(message: Message, names: Names, *, me: str = "") -> str:
     return f"{head} {UNVERIFIED_MARK} ({escape(message.error or '')}) - content withheld"
 
 
-def describe_case(case: CaseInfo) -> str:
-    """``case_… (tag abc123): topic anxiety, language en, opened 12:00:00``."""
+def describe_case(case: CaseInfo, with_: str = "") -> str:
+    """``case_… (tag abc123) with calm-river: topic anxiety, language en, opened 12:00:00``."""
     return (
-        f"{case.case_id} (tag {case_tag(case.case_id)}): topic {escape(case.topic)}, "
+        f"{case.case_id} (tag {case_tag(case.case_id)}){with_}: topic {escape(case.topic)}, "
         f"language {escape(case.language)}, opened {clock(case.created_at)}"
     )
 
@@ -216,7 +216,7 @@ async def _announce_assigned(
     await names.resolve([other] if other else [])
     with_ = f" with {names[other]}" if other else ""
     printer.emit(
-        f"* case assigned: {describe_case(case)}{with_}; "
+        f"* case assigned: {describe_case(case, with_)}; "
         f"answer with: chat-client chat {case.case_id}",
         {"event": "case.assigned", "case": case_json(case)},
     )

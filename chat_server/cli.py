@@ -21,6 +21,7 @@ import asyncio
 import errno
 import json
 import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -251,6 +252,18 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConnectionError, socket.gaierror, TimeoutError) as exc:
+        # The database or Redis is not there: one line, not a traceback.
+        print(
+            f"chat-server: cannot connect: {exc}; check --db and --redis (are they running?)",
+            file=sys.stderr,
+        )
+        return ExitCode.CONNECT
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .app import ListenFailed, run_forever
 

@@ -100,8 +100,11 @@ async def test_watch_announces_cases_and_tags_every_line(hub: RunningHub, tmp_pa
         case = await client.open_case("grief", "en")
         await read_until(watch.stdout, "case assigned", seen)
         tag = case_tag(case.case_id)
-        assert f"* case assigned: {case.case_id} (tag {tag}): topic grief, language en" in seen[-1]
-        assert "with wren" in seen[-1] and f"chat-client chat {case.case_id}" in seen[-1]
+        assert (
+            f"* case assigned: {case.case_id} (tag {tag}) with wren: topic grief, language en"
+            in seen[-1]
+        )
+        assert f"answer with: chat-client chat {case.case_id}" in seen[-1]
         await client.send(case.case_id, "first words")
         await read_until(watch.stdout, "first words", seen)
         assert seen[-1].startswith(f"[{tag} #1 ") and "wren ✓: first words" in seen[-1]

@@ -14,7 +14,7 @@ from chat_client import escrow_cli
 from chat_server import cli as server_cli
 from protocol.exit_codes import ExitCode, epilog
 from tests.helpers.cli import CHAT_ESCROW, CHAT_SERVER, cli_env, run
-from tests.helpers.hubs import hub_process
+from tests.helpers.hubs import free_port, hub_process
 
 
 def serve_argv(tmp_path: Path, port: int | str) -> list[str]:
@@ -129,3 +129,12 @@ async def test_escrow_wrong_passphrase_exits_3(tmp_path: Path) -> None:
         env=env,
     )
     assert rc == 3 and "passphrase" in err, err
+
+
+async def test_database_not_there_one_line_exit_4(tmp_path: Path) -> None:
+    nobody = free_port()  # nothing listens there
+    argv = serve_argv(tmp_path, 0)
+    argv[argv.index("--db") + 1] = f"postgresql+asyncpg://postgres@127.0.0.1:{nobody}/chat"
+    rc, _, err = await run(argv, env=cli_env(None), timeout=60)
+    assert rc == ExitCode.CONNECT
+    assert "cannot connect" in only_line(err) and "--db" in err
