@@ -16,6 +16,8 @@ from protocol.exit_codes import ExitCode, epilog
 from tests.helpers.cli import CHAT_ESCROW, CHAT_SERVER, cli_env, run
 from tests.helpers.hubs import free_port, hub_process
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def serve_argv(tmp_path: Path, port: int | str) -> list[str]:
     return [
@@ -138,3 +140,21 @@ async def test_database_not_there_one_line_exit_4(tmp_path: Path) -> None:
     rc, _, err = await run(argv, env=cli_env(None), timeout=60)
     assert rc == ExitCode.CONNECT
     assert "cannot connect" in only_line(err) and "--db" in err
+
+
+async def test_scripts_serve_twice_one_line_exit_6(tmp_path: Path) -> None:
+    async with hub_process(tmp_path / "first") as first:
+        argv = [
+            str(REPO / "scripts" / "serve"),
+            "--port",
+            str(first.port),
+            "--db",
+            str(tmp_path / "second.db"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
+        rc, _, err = await run(argv, env=cli_env(None), timeout=300)
+    assert rc == 6 and "Traceback" not in err
+    # (A first run after a change to what setup installs from reinstalls first.)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("chat-server: ") and f"port {first.port} is already in use" in last
