@@ -44,7 +44,7 @@ from .errors import (
     SessionEnded,
 )
 from .keystore import KeyStore
-from .safetext import escape, lines
+from .safetext import block, escape
 from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
 from .terminal import (
     DEFAULT_BACKLOG,
@@ -479,7 +479,7 @@ async def cmd_consent(args: argparse.Namespace, out: Printer) -> int:
             return EXIT_OK
         version, text, fp = terms
         if not out.as_json:
-            print(lines(text))
+            print(block(text))
         if not args.yes:
             answer = (await asyncio.to_thread(input, "Accept these terms? [y/N] ")).strip().lower()
             if answer not in ("y", "yes"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["INDENT", "escape", "escape_json", "lines"]
+__all__ = ["INDENT", "block", "escape", "escape_json", "lines"]
 
 #: What every continuation line of a multi-line body starts with.
 INDENT = "    "
@@ -42,6 +42,12 @@ def lines(text: str) -> str:
     """``text`` escaped line by line, continuation lines indented by :data:`INDENT`."""
     parts = text.replace("\r\n", "\n").split("\n")
     return ("\n" + INDENT).join(escape(part) for part in parts)
+
+
+def block(text: str) -> str:
+    """A document from elsewhere (the terms) as a quoted block: every line escaped and
+    indented, so none of it can pass for the client's own prompt."""
+    return "\n".join("  " + escape(part) for part in text.replace("\r\n", "\n").split("\n"))
 
 
 def escape_json(encoded: str) -> str:

@@ -30,6 +30,9 @@ async def test_bare_origin_gets_the_chat_endpoint(hub: RunningHub, tmp_path: Pat
     assert "handle   ana" in out
     rc, _, err = await run_cli(tmp_path / "a", "cases", url=origin)
     assert rc == 0, err
+    # An existing account on a wrong path: the same one line (not twice, no log line).
+    rc, _, err = await run_cli(tmp_path / "a", "cases", url=origin + "/chat")
+    assert rc == 4 and f"no chat endpoint at {origin}/chat" in one_line(err)
 
 
 async def test_wrong_path_says_where_the_endpoint_is(hub: RunningHub, tmp_path: Path) -> None:
@@ -119,3 +122,11 @@ async def test_consent_error_names_the_command_once(
     line = one_line(err)
     assert line == f"chat-client: {CONSENT_REQUIRED}"
     assert line.count("chat-client consent") == 1 and line.count("terms") == 1
+    # Following the advice works; the terms print as a quoted block (hub text, indented).
+    rc, out, err = await run_cli(home, "consent", "--yes")
+    assert rc == 0, err
+    terms = out.splitlines()[:-1]
+    assert terms and all(line.startswith("  ") or not line for line in terms)
+    assert out.splitlines()[-1].startswith("accepted terms version 1 under policy ")
+    rc, out, err = await run_cli(home, "open-case", "--topic", "anxiety", "--language", "en")
+    assert rc == 0 and "waiting" in out, err

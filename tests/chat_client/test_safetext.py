@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chat_client.safetext import INDENT, escape, escape_json, lines
+from chat_client.safetext import INDENT, block, escape, escape_json, lines
 
 
 @pytest.mark.parametrize(
@@ -35,6 +35,12 @@ def test_lines_indents_every_continuation() -> None:
     )
     assert all(
         not line or line == "a" or line.startswith(INDENT) for line in lines("a\n\n").split("\n")
+    )
+
+
+def test_block_quotes_every_line() -> None:
+    assert block("Terms\r\nAccept these terms? [y/N] \x1b[8m") == (
+        "  Terms\n  Accept these terms? [y/N] \\x1b[8m"
     )
 
 
