@@ -123,10 +123,12 @@ async def test_consent_error_names_the_command_once(
     assert line == f"chat-client: {CONSENT_REQUIRED}"
     assert line.count("chat-client consent") == 1 and line.count("terms") == 1
     # Following the advice works; the terms print as a quoted block (hub text, indented).
-    rc, out, err = await run_cli(home, "consent", "--yes")
+    rc, out, err = await run_cli(home, "--org-fingerprint", org_fp, "consent", "--yes")
     assert rc == 0, err
     terms = out.splitlines()[:-1]
     assert terms and all(line.startswith("  ") or not line for line in terms)
     assert out.splitlines()[-1].startswith("accepted terms version 1 under policy ")
-    rc, out, err = await run_cli(home, "open-case", "--topic", "anxiety", "--language", "en")
+    rc, out, err = await run_cli(
+        home, "--org-fingerprint", org_fp, "open-case", "--topic", "anxiety", "--language", "en"
+    )
     assert rc == 0 and "waiting" in out, err
