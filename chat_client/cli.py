@@ -584,7 +584,7 @@ def _fail(out: Printer, exc: BaseException, case_id: str | None = None) -> int:
     code, short, message = describe_error(exc, case_id)
     if out.as_json:
         out.json({"error": short, "message": message})
-    print(f"chat-client: {message}", file=sys.stderr)
+    print(f"chat-client: {escape(message)}", file=sys.stderr)  # the hub wrote part of it
     if short == "internal":
         logging.getLogger("chat_client").info("unexpected error", exc_info=exc)
     return code
