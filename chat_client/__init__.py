@@ -17,6 +17,7 @@ from .errors import (
     KdfTooWeak,
     KeyStoreError,
     RequestInterrupted,
+    SecurityRefusal,
     SessionEnded,
 )
 from .models import (
@@ -58,6 +59,7 @@ __all__ = [
     "QueueEvent",
     "ReceiptEvent",
     "RequestInterrupted",
+    "SecurityRefusal",
     "Sent",
     "SessionEnded",
     "TypingEvent",
