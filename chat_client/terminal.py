@@ -172,6 +172,10 @@ async def run_watch(
     names = Names(client)
     seen = 0
     known = {c.case_id: c for c in await client.cases()}
+    if not printer.as_json:  # what is already on this account's desk
+        for case in known.values():
+            if case.state == "assigned" and case_id in (None, case.case_id):
+                await _announce(client, printer, names, case, "open case")
 
     async def consume() -> None:
         nonlocal seen
@@ -212,12 +216,17 @@ async def run_watch(
 async def _announce_assigned(
     client: ChatClient, printer: Printer, names: Names, case: CaseInfo
 ) -> None:
+    await _announce(client, printer, names, case, "case assigned")
+
+
+async def _announce(
+    client: ChatClient, printer: Printer, names: Names, case: CaseInfo, what: str
+) -> None:
     other = case.counselor_id if case.client_id == client.account_id else case.client_id
     await names.resolve([other] if other else [])
     with_ = f" with {names[other]}" if other else ""
     printer.emit(
-        f"* case assigned: {describe_case(case, with_)}; "
-        f"answer with: chat-client chat {case.case_id}",
+        f"* {what}: {describe_case(case, with_)}; answer with: chat-client chat {case.case_id}",
         {"event": "case.assigned", "case": case_json(case)},
     )
 

@@ -108,6 +108,12 @@ async def test_watch_announces_cases_and_tags_every_line(hub: RunningHub, tmp_pa
         await client.send(case.case_id, "first words")
         await read_until(watch.stdout, "first words", seen)
         assert seen[-1].startswith(f"[{tag} #1 ") and "wren ✓: first words" in seen[-1]
+        # A watch started later lists what is already on the desk.
+        rc, out, err = await run_cli(
+            counselor_home, "watch", "--timeout", "1", passphrase=PASS_COUNSELOR
+        )
+        assert rc == 0, err
+        assert f"* open case: {case.case_id} (tag {tag}) with wren: topic grief" in out
         await client.close_case(case.case_id)
         await read_until(watch.stdout, "case closed", seen)
         assert f"* case closed: {case.case_id} (tag {tag}): topic grief, language en" in seen[-1]
