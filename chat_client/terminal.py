@@ -292,8 +292,8 @@ async def run_chat(
     await names.resolve([a for a in (case.client_id, case.counselor_id) if a])
     other = case.counselor_id if case.client_id == client.account_id else case.client_id
     if not printer.as_json:
-        peer = names[other] if other else "(waiting for a counselor)"
-        printer.line(f"* case {describe_case(case)} [{case.state}] with {peer}; /quit to leave")
+        peer = f" with {names[other]}" if other else " (waiting for a counselor)"
+        printer.line(f"* chatting in {describe_case(case, peer)} [{case.state}]; /quit to leave")
     shown = await show_backlog(client, case.case_id, printer, names, backlog)
     closed = asyncio.Event()
 

@@ -81,7 +81,7 @@ async def test_cli_end_to_end(hub, tmp_path: Path) -> None:  # type: ignore[no-u
     assert one_json(out)["seq"] == 1
     rc, out, err = await cli(c_home, "chat", case_id, stdin=b"second line\n/quit\n")
     assert rc == 0, err
-    assert f"case {case_id}" in out
+    assert f"* chatting in {case_id} (tag {case_id[-6:]}) with dr-cli: topic anxiety" in out
 
     rc, out, err = await watch
     assert rc == 0, err
