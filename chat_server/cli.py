@@ -24,7 +24,7 @@ import secrets
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocol.exit_codes import ExitCode, epilog
 from storage.engine import open_database, sqlite_url
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="End-to-end-encrypted counseling chat hub (stores and routes ciphertext only).",
         epilog=EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
 
     serve = sub.add_parser("serve", help="run the hub")
     _common(serve)
@@ -178,17 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     disputes_cli.add_policy_parser(admin_sub, _common)
     disputes_cli.add_parsers(sub, _common)
-    _set_epilog(parser)
     return parser
 
 
-def _set_epilog(parser: argparse.ArgumentParser) -> None:
-    """Every command's --help ends with the exit-code table."""
-    parser.epilog = EPILOG
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _set_epilog(child)
+class _Command(argparse.ArgumentParser):
+    """A (sub)command parser whose --help ends with the exit-code table; the commands
+    nested under it are made with this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(*args, **kwargs)
 
 
 def _listen_failed(exc: ListenFailed) -> str:
