@@ -71,6 +71,7 @@ class Casebook:
         "_closed",
         "_db",
         "_match_lock",
+        "_offered",
         "_participants",
         "_presence",
         "_queue_said",
@@ -87,6 +88,9 @@ class Casebook:
         self._match_lock = asyncio.Lock()
         #: waiting case id -> the queue place its client was last told (case.queue).
         self._queue_said: dict[str, f.QueueInfo] = {}
+        #: Languages known to be offered: they only grow (no counselor is ever removed),
+        #: so a hit needs no database read, on any node.
+        self._offered: frozenset[str] = frozenset()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -161,6 +165,13 @@ class Casebook:
             for case in waiting:
                 await self._assign(case, counselors, counts)
         await self.announce_queue()
+
+    async def languages_offered(self, language: str) -> frozenset[str]:
+        """The languages counselors of the service speak (or will: unused invites), read
+        again only when ``language`` is not among those already known."""
+        if language not in self._offered:
+            self._offered = self._offered | await self._db.accounts.languages_offered()
+        return self._offered
 
     async def queue(self, case: CaseRecord) -> f.QueueInfo | None:
         """Where ``case`` stands if it is waiting (None otherwise)."""

@@ -28,7 +28,7 @@ async def case_open(hub: Hub, caller: Caller, frame: f.CaseOpen) -> f.CaseOpened
         raise Forbidden("only clients open cases")
     await escrow.require_consent(hub, caller)
     await require(hub.case_open_limit, caller.account_id, "cases opened")
-    offered = await hub.db.accounts.languages_offered()
+    offered = await hub.casebook.languages_offered(frame.language)
     if offered and frame.language not in offered:
         # No counselor of this service speaks it: the case would wait forever. (With no
         # counselor at all, a fresh install, the case waits for the first one.)

@@ -44,6 +44,10 @@ async def test_language_nobody_speaks_is_refused_with_the_offered_ones(
     )
     rc, out, err = await run_cli(home, "--json", "cases")
     assert json.loads(out)["cases"] == []  # nothing was opened
+    # Once a counselor for it is invited, the language is offered (read again on a miss).
+    await hub.invite_counselor("Dr Xx", ("xx",), ())
+    rc, out, err = await run_cli(home, "open-case", "--topic", "grief", "--language", "xx")
+    assert rc == 0 and " waiting: number 1 in the queue for xx" in out, err
 
 
 async def test_open_case_prints_position_and_who_is_online(hub: RunningHub, tmp_path: Path) -> None:
