@@ -18,6 +18,7 @@ from chat_client import ChatClient
 from protocol import frames as f
 from protocol.escrow import policy_fingerprint
 from tests.helpers.browser import open_page, playwright_expect, register_in_page
+from tests.helpers.cli import KDF, run_cli
 from tests.helpers.disputes import ESCROW_PASS, ceremony, server
 from tests.helpers.hubs import TEST_KDF, start_hub
 
@@ -160,4 +161,36 @@ async def test_escrow_panel_in_plain_words(
         await expect(details).to_contain_text("organisation key")
         signed = msgspec.json.decode(policy.read_bytes(), type=f.SignedEscrowPolicy)
         await expect(details).to_contain_text(policy_fingerprint(signed.policy))
+        bp.assert_clean()
+
+
+async def test_terminal_client_reading_turns_the_page_mark_to_read(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The issue's symptom: a counselor's message stayed "Sent" in the page forever when
+    the client read it with ``chat-client history``."""
+    expect = playwright_expect()
+    async with start_hub(tmp_path / "hub") as hub:
+        invite = await hub.invite_counselor("Dr Marks", ("en",), ("anxiety",))
+        bp = await open_page(browser, hub.http_url)
+        page = bp.page
+        await register_in_page(page, invite, "dr-marks")
+        home = tmp_path / "client"
+        rc, _, err = await run_cli(home, "register", "--handle=reader", *KDF, url=hub.url)
+        assert rc == 0, err
+        rc, out, err = await run_cli(home, "open-case", "--topic", "anxiety", "--language", "en")
+        assert rc == 0, err
+        case_id = out.split()[0]
+        rc, _, err = await run_cli(home, "send", case_id, "hello")
+        assert rc == 0, err
+        await page.locator(f'.case-item[data-case-id="{case_id}"]').click()
+        pane = page.locator(f'.pane[data-case-id="{case_id}"]')
+        await pane.locator("textarea").fill("Welcome. How can I help?")
+        await pane.locator("textarea").press("Enter")
+        mine = pane.locator(".msg.mine")
+        await expect(mine).to_have_attribute("data-status", "sent")
+        rc, out, err = await run_cli(home, "history", case_id)
+        assert rc == 0 and "Welcome. How can I help?" in out, err
+        await expect(mine).to_have_attribute("data-status", "read")
+        await expect(mine.locator(".state")).to_have_text("Read")
         bp.assert_clean()
