@@ -2,11 +2,13 @@
 
     chat-client [--server URL] [--home DIR] [--json] [--passphrase-file F] COMMAND ...
 
-The passphrase comes from --passphrase-file, else $CHAT_PASSPHRASE, else a prompt
-(asked twice on register). Exit codes: 0 ok, 1 error, 2 usage, 3 authentication failed
-or wrong passphrase, 4 connection failed, 5 security refusal (KDF downgrade, changed or
-unsigned keys, uncertified counselor). Errors go to stderr as one line; with --json
-also as ``{"error": code, "message": ...}`` on stdout.
+The passphrase comes from --passphrase-file, else $CHAT_PASSPHRASE, else a prompt on
+the terminal (asked twice on register). Exit codes are the shared table of
+:mod:`protocol.exit_codes` (0 ok, 1 error, 2 usage, 3 authentication failed or wrong
+passphrase, 4 connection failed, 5 security refusal: KDF downgrade, changed or unsigned
+keys, uncertified counselor). Errors go to stderr as one line; with --json also as
+``{"error": code, "message": ...}`` on stdout. The wording of the user-facing errors is
+fixed in :mod:`chat_client.wording` (README, "Messages").
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
 
 from protocol import crypto
 from protocol import errors as pe
+from protocol.exit_codes import ExitCode, epilog
+from protocol.frames import Handle
 
 from .connection import tls_context
 from .errors import (
@@ -40,8 +47,27 @@ from .errors import (
 )
 from .keystore import KeyStore
 from .models import Safety
+from .safetext import block, escape
 from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
-from .terminal import Names, Printer, case_json, format_message, message_json, run_chat, run_watch
+from .terminal import (
+    DEFAULT_BACKLOG,
+    Names,
+    Printer,
+    case_json,
+    message_json,
+    run_chat,
+    run_watch,
+    show_messages,
+)
+from .wording import (
+    BAD_HANDLE,
+    CONSENT_REQUIRED,
+    LANGUAGE_NOT_OFFERED,
+    NO_TERMINAL_TO_ASK,
+    case_error,
+    no_such_case,
+    queue_place,
+)
 
 __all__ = [
     "EXIT_AUTH",
@@ -54,14 +80,22 @@ __all__ = [
     "main",
 ]
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_AUTH = 3
-EXIT_CONNECT = 4
-#: A security refusal: KDF downgrade, changed or unsigned contact keys, uncertified
-#: counselor (errors.SecurityRefusal). Nothing depending on the refused value was sent.
-EXIT_SECURITY = 5
+EXIT_OK = int(ExitCode.OK)
+EXIT_ERROR = int(ExitCode.ERROR)
+EXIT_USAGE = int(ExitCode.USAGE)
+EXIT_AUTH = int(ExitCode.AUTH)
+EXIT_CONNECT = int(ExitCode.CONNECT)
+#: A security refusal (SecurityRefusal: a pinned key changed, a downgrade, ...).
+EXIT_SECURITY = int(ExitCode.SECURITY)
+
+EPILOG = epilog(
+    ExitCode.OK,
+    ExitCode.ERROR,
+    ExitCode.USAGE,
+    ExitCode.AUTH,
+    ExitCode.CONNECT,
+    ExitCode.SECURITY,
+)
 
 DEFAULT_SERVER = "ws://127.0.0.1:8765/ws"
 DEFAULT_HOME = "~/.chat-client"
@@ -77,7 +111,7 @@ _FRIENDLY = {
     "limit_exceeded": "limit exceeded",
     "invalid": "the server rejected the request as invalid",
     "not_authenticated": "not authenticated",
-    "consent_required": "you must accept the current terms first",
+    "consent_required": CONSENT_REQUIRED,
     "unavailable": "the server is unavailable; try again",
 }
 
@@ -94,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chat-client",
         description="End-to-end-encrypted counseling chat: terminal client. "
         "Keys stay in --home; the server only ever sees ciphertext.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 auth failed / wrong passphrase, "
-        "4 connection failed, 5 security refusal.",
+        epilog=EPILOG,
     )
     parser.add_argument(
         "--server",
@@ -182,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", help="interactive chat in a case (EOF or /quit to leave)")
     p.add_argument("case", help="case id")
+    p.add_argument(
+        "--backlog",
+        type=int,
+        default=DEFAULT_BACKLOG,
+        metavar="N",
+        help=f"first show the case's last N messages (default {DEFAULT_BACKLOG}; 0: none)",
+    )
 
     p = sub.add_parser("watch", help="print incoming messages as they arrive")
     p.add_argument("--case", help="only this case")
@@ -206,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (sealed to the officers)")
 
     sub.add_parser("disputes", help="list your dispute requests and their states")
+    for command in sub.choices.values():
+        command.epilog = EPILOG
     return parser
 
 
@@ -221,15 +263,16 @@ def read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str:
         passphrase = text.splitlines()[0] if text else ""
     elif os.environ.get("CHAT_PASSPHRASE"):
         passphrase = os.environ["CHAT_PASSPHRASE"]
+    elif not sys.stdin.isatty():
+        # getpass would fall back to echoing on stdin with a GetPassWarning: refuse instead.
+        raise UsageError(NO_TERMINAL_TO_ASK)
     else:
         try:
             passphrase = getpass.getpass("Passphrase: ")
             if confirm and getpass.getpass("Repeat passphrase: ") != passphrase:
                 raise UsageError("passphrases do not match")
-        except EOFError:  # no terminal to ask on (a script, a pipe)
-            raise UsageError(
-                "no passphrase: set CHAT_PASSPHRASE or use --passphrase-file"
-            ) from None
+        except EOFError:  # the terminal went away while asking
+            raise UsageError(NO_TERMINAL_TO_ASK) from None
     if not passphrase:
         raise UsageError("empty passphrase")
     return passphrase
@@ -242,10 +285,29 @@ def _home(args: argparse.Namespace) -> Path:
     return Path(args.home).expanduser()
 
 
+def server_url(value: str | None) -> str | None:
+    """``--server`` as given, with the hub's chat endpoint ``/ws`` added to a bare origin
+    (``ws://host:port`` or ``ws://host:port/``): that is where every hub serves it."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme in ("ws", "wss") and parts.path in ("", "/") and not parts.query:
+        return urlunsplit((parts.scheme, parts.netloc, "/ws", "", ""))
+    return value
+
+
+def check_handle(handle: str) -> str:
+    """``handle`` if the protocol accepts it, else a UsageError saying what is allowed."""
+    try:
+        return msgspec.convert(handle, Handle)
+    except msgspec.ValidationError:
+        raise UsageError(f"invalid handle {handle!r}: {BAD_HANDLE}") from None
+
+
 async def _open(args: argparse.Namespace) -> ChatClient:
     # An explicit --server / CHAT_SERVER wins; otherwise the server the account lives on.
     return await ChatClient.open(
-        args.server,
+        server_url(args.server),
         _home(args),
         read_passphrase(args),
         org_fingerprint=args.org_fingerprint,
@@ -275,10 +337,11 @@ def _print_account(out: Printer, summary: dict[str, Any]) -> None:
 
 
 async def cmd_register(args: argparse.Namespace, out: Printer) -> int:
+    handle = check_handle(args.handle)
     passphrase = read_passphrase(args, confirm=True)
     client = await ChatClient.register(
-        args.server or DEFAULT_SERVER,
-        args.handle,
+        server_url(args.server) or DEFAULT_SERVER,
+        handle,
         passphrase,
         home=_home(args),
         invite=args.invite,
@@ -292,9 +355,10 @@ async def cmd_register(args: argparse.Namespace, out: Printer) -> int:
 
 
 async def cmd_login(args: argparse.Namespace, out: Printer) -> int:
+    handle = check_handle(args.handle)
     client = await ChatClient.login(
-        args.server or DEFAULT_SERVER,
-        args.handle,
+        server_url(args.server) or DEFAULT_SERVER,
+        handle,
         read_passphrase(args),
         home=_home(args),
         tls=_tls(args),
@@ -369,7 +433,15 @@ async def cmd_trust(args: argparse.Namespace, out: Printer) -> int:
 async def cmd_open_case(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
         case = await client.open_case(args.topic, args.language)
-        out.emit(f"{case.case_id} {case.state}", case_json(case))
+        queue = client.queue(case.case_id)
+        text = f"{case.case_id} {case.state}"
+        if queue is not None:
+            text += ": " + queue_place(queue, escape(case.topic), escape(case.language))
+        elif case.state == "assigned":
+            text += ": a counselor has the case; talk with: chat-client chat " + case.case_id
+        value = case_json(case)
+        value["queue"] = msgspec.to_builtins(queue) if queue is not None else None
+        out.emit(text, value)
     return EXIT_OK
 
 
@@ -389,7 +461,7 @@ async def cmd_cases(args: argparse.Namespace, out: Printer) -> int:
             other = c.counselor_id if c.client_id == client.account_id else c.client_id
             with_ = names[other] if other else "-"
             out.line(
-                f"{c.case_id:<28} {c.state:<9} {c.topic:<14} {c.language:<5} "
+                f"{c.case_id:<28} {c.state:<9} {escape(c.topic):<14} {escape(c.language):<5} "
                 f"{with_:<20} {c.last_seq}"
             )
     return EXIT_OK
@@ -415,8 +487,8 @@ async def cmd_history(args: argparse.Namespace, out: Printer) -> int:
     async with await _open(args) as client:
         messages, problems = await client.history_report(args.case)
         names = Names(client)
-        await names.resolve(m.sender_id for m in messages)
         if out.as_json:
+            await names.resolve(m.sender_id for m in messages)
             out.json(
                 {
                     "case_id": args.case,
@@ -427,23 +499,24 @@ async def cmd_history(args: argparse.Namespace, out: Printer) -> int:
                     ],
                 }
             )
-        else:
-            for m in messages:
-                out.line(format_message(m, names, me=client.account_id))
-            bad = sum(1 for m in messages if not m.verified)
-            if bad:
-                out.line(f"! {bad} of {len(messages)} messages did NOT verify")
-            for p in problems:
-                out.line(f"! WARNING history does not match what was signed: {p}")
+            return EXIT_OK
+        await show_messages(client, messages, out, names)
+        bad = sum(1 for m in messages if not m.verified)
+        if bad:
+            out.line(f"! {bad} of {len(messages)} messages did NOT verify")
+        for p in problems:
+            out.line(f"! WARNING history does not match what was signed: {escape(str(p))}")
     return EXIT_OK
 
 
 async def cmd_chat(args: argparse.Namespace, out: Printer) -> int:
+    if args.backlog < 0:
+        raise UsageError("--backlog must be 0 or more")
     async with await _open(args) as client:
         case = next((c for c in await client.cases() if c.case_id == args.case), None)
         if case is None:
-            raise CaseNotReady(f"no case {args.case} for this account")
-        return await run_chat(client, case, out)
+            raise CaseNotReady(no_such_case(args.case))
+        return await run_chat(client, case, out, backlog=args.backlog)
 
 
 async def cmd_watch(args: argparse.Namespace, out: Printer) -> int:
@@ -484,7 +557,7 @@ async def cmd_consent(args: argparse.Namespace, out: Printer) -> int:
             return EXIT_OK
         version, text, fp = terms
         if not out.as_json:
-            print(text)
+            print(block(text))
         if not args.yes:
             answer = (await asyncio.to_thread(input, "Accept these terms? [y/N] ")).strip().lower()
             if answer not in ("y", "yes"):
@@ -549,10 +622,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], Coroutine[Any, Any, 
 # -- errors -----------------------------------------------------------------------------
 
 
-def describe_error(exc: BaseException) -> tuple[int, str, str]:
-    """(exit code, short code, message) for an exception escaping a command."""
+def describe_error(exc: BaseException, case_id: str | None = None) -> tuple[int, str, str]:
+    """(exit code, short code, message) for an exception escaping a command about
+    ``case_id`` (if it names one)."""
     if isinstance(exc, UsageError):
         return EXIT_USAGE, "usage", str(exc)
+    if isinstance(exc, SecurityRefusal):
+        return EXIT_SECURITY, "security", str(exc)
+    if case_id is not None and (wording := case_error(exc, case_id)) is not None:
+        short = exc.code.value if isinstance(exc, pe.RemoteError) else "case"
+        return EXIT_ERROR, short, wording
+    if isinstance(exc, pe.ConsentRequired):
+        return EXIT_ERROR, exc.code.value, CONSENT_REQUIRED
+    if isinstance(exc, pe.InvalidFrame) and LANGUAGE_NOT_OFFERED in str(exc):
+        return EXIT_USAGE, exc.code.value, escape(str(exc))
+    if isinstance(exc, pe.InvalidFrame) and "$.handle" in str(exc):
+        return EXIT_USAGE, exc.code.value, f"invalid handle: {BAD_HANDLE}"
     if isinstance(exc, pe.CryptoError):
         code = EXIT_AUTH if "passphrase" in str(exc) else EXIT_ERROR
         return code, "crypto", str(exc)
@@ -579,11 +664,11 @@ def describe_error(exc: BaseException) -> tuple[int, str, str]:
     return EXIT_ERROR, "internal", f"unexpected {type(exc).__name__}: {exc}"
 
 
-def _fail(out: Printer, exc: BaseException) -> int:
-    code, short, message = describe_error(exc)
+def _fail(out: Printer, exc: BaseException, case_id: str | None = None) -> int:
+    code, short, message = describe_error(exc, case_id)
     if out.as_json:
         out.json({"error": short, "message": message})
-    print(f"chat-client: {message}", file=sys.stderr)
+    print(f"chat-client: {escape(message)}", file=sys.stderr)  # the hub wrote part of it
     if short == "internal":
         logging.getLogger("chat_client").info("unexpected error", exc_info=exc)
     return code
@@ -602,4 +687,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        return _fail(out, exc)
+        return _fail(out, exc, getattr(args, "case", None))

@@ -26,10 +26,11 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from protocol import errors as pe
 from protocol import frames as f
@@ -173,6 +174,13 @@ class Link:
             )
         except InvalidURI as exc:
             raise ConnectFailed(f"invalid server url {url!r}: {exc}") from None
+        except InvalidStatus as exc:
+            # Something answered HTTP, but not with a WebSocket: the wrong path.
+            parts = urlsplit(url)
+            hint = urlunsplit((parts.scheme, parts.netloc, "/ws", "", ""))
+            raise ConnectFailed(
+                f"no chat endpoint at {url} (HTTP {exc.response.status_code}); did you mean {hint}?"
+            ) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ConnectFailed(f"cannot connect to {url}: {exc}") from None
         return cls(ws, on_event=on_event, on_close=on_close, id_prefix=id_prefix)

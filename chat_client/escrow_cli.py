@@ -12,8 +12,9 @@ Runs without a network or a database; private keys never leave the officer's mac
 (the hub only ever receives the signed approval file). Passphrases come from
 --passphrase-file, else $CHAT_ESCROW_PASSPHRASE, else a prompt.
 
-Exit codes: 0 ok, 1 error, 2 usage, 12 the request or policy does not verify (forged,
-foreign, not signed by the client), 13 wrong passphrase.
+Exit codes (the shared table, protocol/exit_codes.py): 0 ok, 1 error, 2 usage, 3 wrong
+passphrase (as for chat-client), 12 the request or policy does not verify (forged,
+foreign, not signed by the client; as for chat-unseal).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from protocol.escrow import (
     verify_dispute,
     verify_policy,
 )
+from protocol.exit_codes import ExitCode, epilog
 from protocol.opening import open_reason
 
 from .certify import CertifyError, certify, certs_document, parse_pending
@@ -59,7 +61,11 @@ from .keyfiles import (
 
 __all__ = ["EXIT_FOREIGN", "EXIT_PASSPHRASE", "main"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FOREIGN, EXIT_PASSPHRASE = 0, 1, 2, 12, 13
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE
+EXIT_FOREIGN = ExitCode.FOREIGN
+#: A wrong passphrase is an authentication failure, the same code as chat-client's.
+EXIT_PASSPHRASE = ExitCode.AUTH
+EPILOG = epilog(EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PASSPHRASE, EXIT_FOREIGN)
 DAY_MS = 86_400_000
 
 
@@ -67,8 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-escrow",
         description="Offline escrow key ceremony and dispute approvals (no server access).",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage, 12 request/policy does not verify, "
-        "13 wrong passphrase.",
+        epilog=EPILOG,
     )
     parser.add_argument("--passphrase-file", type=Path, help="first line is the passphrase")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--org-key", type=Path, required=True)
     p.add_argument("-o", "--out", type=Path, required=True, help="certs.json to write")
     p.add_argument("--yes", action="store_true", help="certify all without asking")
+    for command in sub.choices.values():
+        command.epilog = EPILOG
     return parser
 
 

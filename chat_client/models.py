@@ -25,6 +25,7 @@ __all__ = [
     "Event",
     "Message",
     "MessageEvent",
+    "QueueEvent",
     "ReceiptEvent",
     "Safety",
     "Sent",
@@ -100,6 +101,18 @@ class CaseClosedEvent:
     case_id: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """A waiting case of ours moved in the queue: ``position`` among the cases waiting
+    for its language (1: next), and how many counselors for it are online (as the hub
+    says: it decides matching, so this is its word, like the case's state)."""
+
+    case_id: str
+    position: int
+    counselors_online: int
+    specialists_online: int
+
+
 ConnectionState = Literal["connected", "disconnected", "reconnecting"]
 
 
@@ -158,4 +171,5 @@ Event = (
     | ConnectionEvent
     | DisputeEvent
     | WarningEvent
+    | QueueEvent
 )

@@ -57,6 +57,7 @@ from .models import (
     Event,
     Message,
     MessageEvent,
+    QueueEvent,
     ReceiptEvent,
     TypingEvent,
     WarningEvent,
@@ -375,6 +376,11 @@ class Processor:
             self.ordering.add_receipts(item.case_id, [receipt])
             await self._check_order(item.case_id)
             self.emit(ReceiptEvent(item.case_id, item.account_id, item.kind, item.up_to_seq))
+        elif isinstance(item, f.CaseQueue):
+            q = item.queue
+            self.emit(
+                QueueEvent(item.case_id, q.position, q.counselors_online, q.specialists_online)
+            )
         elif isinstance(item, f.DisputeUpdated):
             d = item.dispute
             self.emit(DisputeEvent(d.request_id, d.case_id, d.state))

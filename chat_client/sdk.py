@@ -52,9 +52,10 @@ from .cursors import Cursor
 from .errors import RequestInterrupted
 from .escrow import Escrow, PolicyView
 from .keymanager import KeyManager
-from .models import Event, Message, Safety, Sent, WarningEvent
+from .models import Event, Message, MessageEvent, QueueEvent, Safety, Sent, WarningEvent
 from .outbox import Outbox
 from .processor import CaseMap, Processor
+from .receipts import ReceiptSender
 from .supervisor import Supervisor
 
 __all__ = ["DEFAULT_MEMLIMIT", "DEFAULT_OPSLIMIT", "ChatClient"]
@@ -134,6 +135,8 @@ class ChatClient:
             cursors=record.cursors,
             save_cursors=self._save_cursors,
         )
+        self._receipts = ReceiptSender(self.receipt)
+        self._queues: dict[str, f.QueueInfo] = {}
         self._outbox = Outbox(
             self._session,
             self._keys,
@@ -314,7 +317,14 @@ class ChatClient:
             f.CaseOpened,
         )
         self._cases.remember(opened.case)
+        if opened.queue is not None:
+            self._queues[opened.case.case_id] = opened.queue
         return opened.case
+
+    def queue(self, case_id: str) -> f.QueueInfo | None:
+        """Where our waiting case stood when last heard (from ``open_case`` or a
+        :class:`QueueEvent`), or None if nothing was said."""
+        return self._queues.get(case_id)
 
     async def cases(self) -> list[f.CaseInfo]:
         """The cases this account participates in (refreshed from the server)."""
@@ -386,7 +396,23 @@ class ChatClient:
         :meth:`open` resumes after the last message the application saw.
         """
         async for event in self._processor.events():
+            if isinstance(event, MessageEvent):
+                message = event.message
+                if message.sender_id != self._account_id and message.verified:
+                    self._receipts.delivered(message.case_id, message.seq)
+            elif isinstance(event, QueueEvent):
+                self._queues[event.case_id] = f.QueueInfo(
+                    position=event.position,
+                    counselors_online=event.counselors_online,
+                    specialists_online=event.specialists_online,
+                )
             yield event
+
+    async def mark_read(self, case_id: str, up_to_seq: int) -> None:
+        """Tell the other participant the messages up to ``up_to_seq`` were shown (only
+        if that is further than said before; never raises for a receipt not sent).
+        Messages received through :meth:`events` are marked "delivered" by themselves."""
+        await self._receipts.read(case_id, up_to_seq)
 
     # -- escrow, consent and disputes (docs/DISPUTES.md; escrow.py) ----------------------
 
@@ -427,6 +453,7 @@ class ChatClient:
 
     async def close(self) -> None:
         """Stop all tasks, close the connection and write the cursors. Idempotent."""
+        await self._receipts.flush()
         await self._session.close()
         self._processor.persist()
 

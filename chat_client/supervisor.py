@@ -127,7 +127,7 @@ class Supervisor:
             return
         self.stop_error = exc
         if not isinstance(exc, ClientClosed):
-            log.warning("client stopped: %s", exc)
+            log.info("client stopped: %s", exc)  # the caller reports it
         self.authed.set()
         self.ready.set()
         self._on_stop(exc)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from protocol import errors as pe
-from protocol.frames import CaseInfo
+from protocol.frames import CaseInfo, QueueInfo
 
 from .models import (
     CaseAssignedEvent,
@@ -25,32 +25,47 @@ from .models import (
     ConnectionEvent,
     Message,
     MessageEvent,
+    QueueEvent,
     ReceiptEvent,
     TypingEvent,
     WarningEvent,
 )
+from .safetext import escape, escape_json, lines
 from .sdk import ChatClient
+from .wording import queue_place
 
 __all__ = [
+    "DEFAULT_BACKLOG",
     "Names",
     "Printer",
     "case_json",
+    "case_tag",
+    "describe_case",
     "format_message",
     "message_json",
     "run_chat",
     "run_watch",
+    "show_messages",
 ]
 
 VERIFIED_MARK = "✓"
 UNVERIFIED_MARK = "✗ UNVERIFIED"
+#: Messages ``chat`` shows before the live ones, unless --backlog says otherwise.
+DEFAULT_BACKLOG = 20
 
 
 def clock(ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ms / 1000))
 
 
+def case_tag(case_id: str) -> str:
+    """The short case tag every message line starts with (the web page shows the same)."""
+    return case_id[-6:]
+
+
 class Names:
-    """account_id -> handle, from the directory; falls back to the id on any error."""
+    """account_id -> handle, from the directory; falls back to the id on any error.
+    Handles come escaped for the terminal (the directory is the hub's word)."""
 
     def __init__(self, client: ChatClient) -> None:
         self._client = client
@@ -65,7 +80,7 @@ class Names:
                 self._names[entry.account_id] = entry.handle
 
     def __getitem__(self, account_id: str) -> str:
-        return self._names.get(account_id, account_id)
+        return escape(self._names.get(account_id, account_id))
 
 
 def message_json(message: Message, names: Names | None = None) -> dict[str, Any]:
@@ -98,11 +113,21 @@ def case_json(case: CaseInfo) -> dict[str, Any]:
 
 
 def format_message(message: Message, names: Names, *, me: str = "") -> str:
+    """``[tag #seq hh:mm:ss] who ✓: body``; a body's further lines are indented, and
+    everything the sender chose is escaped (:mod:`chat_client.safetext`)."""
     who = "me" if message.sender_id == me else names[message.sender_id]
-    head = f"[#{message.seq} {clock(message.ts)}] {who}"
+    head = f"[{case_tag(message.case_id)} #{message.seq} {clock(message.ts)}] {who}"
     if message.verified:
-        return f"{head} {VERIFIED_MARK}: {message.body}"
-    return f"{head} {UNVERIFIED_MARK} ({message.error}) - content withheld"
+        return f"{head} {VERIFIED_MARK}: {lines(message.body or '')}"
+    return f"{head} {UNVERIFIED_MARK} ({escape(message.error or '')}) - content withheld"
+
+
+def describe_case(case: CaseInfo, with_: str = "") -> str:
+    """``case_… (tag abc123) with calm-river: topic anxiety, language en, opened 12:00:00``."""
+    return (
+        f"{case.case_id} (tag {case_tag(case.case_id)}){with_}: topic {escape(case.topic)}, "
+        f"language {escape(case.language)}, opened {clock(case.created_at)}"
+    )
 
 
 class Printer:
@@ -113,7 +138,7 @@ class Printer:
         self.out = out or sys.stdout
 
     def json(self, value: Any) -> None:
-        self.out.write(json.dumps(value, ensure_ascii=False) + "\n")
+        self.out.write(escape_json(json.dumps(value, ensure_ascii=False)) + "\n")
         self.out.flush()
 
     def line(self, text: str) -> None:
@@ -139,12 +164,19 @@ async def run_watch(
     count: int | None,
     seconds: float | None,
 ) -> int:
-    """Print incoming messages until ``count`` were printed or ``seconds`` passed.
+    """Print incoming messages, and announce each case assigned to or closed for this
+    account (with its id, topic and language), until ``count`` messages were printed or
+    ``seconds`` passed.
 
     Returns 0 if ``count`` was reached (or none was asked for), 1 on a timeout short of
     ``count``."""
     names = Names(client)
     seen = 0
+    known = {c.case_id: c for c in await client.cases()}
+    if not printer.as_json:  # what is already on this account's desk
+        for case in known.values():
+            if case.state == "assigned" and case_id in (None, case.case_id):
+                await _announce(client, printer, names, case, "open case")
 
     async def consume() -> None:
         nonlocal seen
@@ -161,10 +193,19 @@ async def run_watch(
                 seen += 1
                 if count is not None and seen >= count:
                     return
+            elif isinstance(event, CaseAssignedEvent):
+                case = known[event.case.case_id] = event.case
+                if case_id is None or case.case_id == case_id:
+                    await _announce_assigned(client, printer, names, case)
+            elif isinstance(event, CaseClosedEvent):
+                if case_id is None or event.case_id == case_id:
+                    if event.case_id not in known:
+                        known.update((c.case_id, c) for c in await client.cases())
+                    _announce_closed(printer, event.case_id, known.get(event.case_id))
             elif isinstance(event, ConnectionEvent) and not printer.as_json:
-                print(f"* {event.state}: {event.detail}", file=sys.stderr, flush=True)
+                print(f"* {event.state}: {escape(event.detail)}", file=sys.stderr, flush=True)
             elif isinstance(event, WarningEvent):
-                print(f"! WARNING {event.text}", file=sys.stderr, flush=True)
+                print(f"! WARNING {escape(event.text)}", file=sys.stderr, flush=True)
 
     try:
         await asyncio.wait_for(consume(), seconds)
@@ -173,6 +214,56 @@ async def run_watch(
             print(f"timeout: received {seen} of {count} messages", file=sys.stderr)
             return 1
     return 0
+
+
+async def _announce_assigned(
+    client: ChatClient, printer: Printer, names: Names, case: CaseInfo
+) -> None:
+    await _announce(client, printer, names, case, "case assigned")
+
+
+async def _announce(
+    client: ChatClient, printer: Printer, names: Names, case: CaseInfo, what: str
+) -> None:
+    other = case.counselor_id if case.client_id == client.account_id else case.client_id
+    await names.resolve([other] if other else [])
+    with_ = f" with {names[other]}" if other else ""
+    printer.emit(
+        f"* {what}: {describe_case(case, with_)}; answer with: chat-client chat {case.case_id}",
+        {"event": "case.assigned", "case": case_json(case)},
+    )
+
+
+def _announce_closed(printer: Printer, case_id: str, case: CaseInfo | None) -> None:
+    what = describe_case(case) if case is not None else f"{case_id} (tag {case_tag(case_id)})"
+    printer.emit(
+        f"* case closed: {what}",
+        {"event": "case.closed", "case_id": case_id, "case": case_json(case) if case else None},
+    )
+
+
+async def show_messages(
+    client: ChatClient, messages: list[Message], printer: Printer, names: Names
+) -> None:
+    """Print ``messages`` and tell their senders they were read."""
+    await names.resolve(m.sender_id for m in messages)
+    for m in messages:
+        printer.emit(format_message(m, names, me=client.account_id), message_json(m, names))
+    theirs = [m for m in messages if m.sender_id != client.account_id and m.verified]
+    if theirs:
+        await client.mark_read(theirs[-1].case_id, max(m.seq for m in theirs))
+
+
+async def show_backlog(
+    client: ChatClient, case_id: str, printer: Printer, names: Names, backlog: int
+) -> int:
+    """Show the last ``backlog`` messages of the case; the highest seq it holds."""
+    history = await client.history(case_id)
+    last = history[-backlog:] if backlog > 0 else []
+    if last and not printer.as_json and len(last) < len(history):
+        printer.line(f"* the last {len(last)} of {len(history)} messages (history {case_id})")
+    await show_messages(client, last, printer, names)
+    return max((m.seq for m in history), default=0)
 
 
 # -- chat -----------------------------------------------------------------------------
@@ -192,17 +283,21 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
     return queue
 
 
-async def run_chat(client: ChatClient, case: CaseInfo, printer: Printer) -> int:
-    """Interactive mode: print the case's messages as they arrive, send typed lines.
+async def run_chat(
+    client: ChatClient, case: CaseInfo, printer: Printer, *, backlog: int = DEFAULT_BACKLOG
+) -> int:
+    """Interactive mode: show the case's last ``backlog`` messages, then print its
+    messages as they arrive and send typed lines.
 
-    Ends on EOF, ``/quit`` or when the case is closed. Incoming messages from the other
+    Ends on EOF, ``/quit`` or when the case is closed. Messages from the other
     participant are acknowledged with a "read" receipt once printed."""
     names = Names(client)
     await names.resolve([a for a in (case.client_id, case.counselor_id) if a])
     other = case.counselor_id if case.client_id == client.account_id else case.client_id
     if not printer.as_json:
-        peer = names[other] if other else "(waiting for a counselor)"
-        printer.line(f"* case {case.case_id} [{case.state}] with {peer}; /quit to leave")
+        peer = f" with {names[other]}" if other else " (waiting for a counselor)"
+        printer.line(f"* chatting in {describe_case(case, peer)} [{case.state}]; /quit to leave")
+    shown = await show_backlog(client, case.case_id, printer, names, backlog)
     closed = asyncio.Event()
 
     async def show() -> None:
@@ -210,14 +305,15 @@ async def run_chat(client: ChatClient, case: CaseInfo, printer: Printer) -> int:
         async for event in client.events():
             if isinstance(event, MessageEvent) and event.message.case_id == case.case_id:
                 message = event.message
+                if message.seq <= shown:
+                    continue  # already in the backlog
                 await names.resolve([message.sender_id])
                 printer.emit(
                     format_message(message, names, me=client.account_id),
                     message_json(message, names),
                 )
-                if message.sender_id != client.account_id:
-                    with contextlib.suppress(pe.ProtocolError):
-                        await client.receipt(case.case_id, "read", message.seq)
+                if message.sender_id != client.account_id and message.verified:
+                    await client.mark_read(case.case_id, message.seq)
             elif isinstance(event, TypingEvent) and event.case_id == case.case_id:
                 if typing_shown.get(event.account_id) != event.active:
                     typing_shown[event.account_id] = event.active
@@ -234,6 +330,13 @@ async def run_chat(client: ChatClient, case: CaseInfo, printer: Printer) -> int:
                 await names.resolve([a for a in (event.case.counselor_id,) if a])
                 who = names[event.case.counselor_id] if event.case.counselor_id else "?"
                 _notice(printer, f"counselor {who} joined", event)
+            elif isinstance(event, QueueEvent) and event.case_id == case.case_id:
+                place = QueueInfo(
+                    position=event.position,
+                    counselors_online=event.counselors_online,
+                    specialists_online=event.specialists_online,
+                )
+                _notice(printer, "waiting: " + queue_place(place, case.topic, case.language), event)
             elif isinstance(event, CaseClosedEvent) and event.case_id == case.case_id:
                 _notice(printer, "the case was closed", event)
                 closed.set()
@@ -272,4 +375,4 @@ def _notice(printer: Printer, text: str, event: object) -> None:
     if printer.as_json:
         printer.json({"event": type(event).__name__ if event else "notice", "detail": text})
     else:
-        printer.line(f"* {text}")
+        printer.line(f"* {escape(text)}")

@@ -35,13 +35,22 @@ from .hub import Hub
 from .logs import log_event
 from .session import Session
 
-__all__ = ["HubServer", "run_forever"]
+__all__ = ["HubServer", "ListenFailed", "run_forever"]
 
 WS_PATH = "/ws"
 #: A health check answers within HAProxy's check interval (1 s): the database probe
 #: gets this long, and its answer is reused for this long by checks close together.
 _DB_PROBE_TIMEOUT_S = 0.8
 _DB_PROBE_TTL_S = 0.5
+
+
+class ListenFailed(Exception):
+    """The hub could not listen on ``host:port`` (in use, not allowed, no such address);
+    everything it had opened is closed again."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host, self.port, self.errno = host, port, error.errno
+        super().__init__(f"cannot listen on {host}:{port}: {error.strerror or error}")
 
 
 class HubServer:
@@ -71,21 +80,36 @@ class HubServer:
         return f"http://{self.config.host}:{self.port}/"
 
     async def start(self) -> None:
-        self.db = await open_database(self.config.db_url, self.config.resolved_data_key())
-        # The hub's own signing-only key (it signs chain heads; nothing is sealed to it).
-        self.hub = Hub(self.config, self.db, self.config.server_key())
-        await self.hub.start()
-        self._server = await serve(
-            self._handle,
-            self.config.host,
-            self.config.port,
-            compression=None,  # ciphertext does not compress; compression beside secrets leaks
-            max_size=self.config.max_frame_bytes,
-            max_queue=16,
-            write_limit=64 * 1024,
-            process_request=self._http,
-            server_header="counsel-chat",
-        )
+        # Bind first (without accepting), so a busy port fails before anything is opened.
+        try:
+            self._server = await serve(
+                self._handle,
+                self.config.host,
+                self.config.port,
+                compression=None,  # ciphertext does not compress; compression beside secrets leaks
+                max_size=self.config.max_frame_bytes,
+                max_queue=16,
+                write_limit=64 * 1024,
+                process_request=self._http,
+                server_header="counsel-chat",
+                start_serving=False,
+            )
+        except (OSError, OverflowError) as exc:
+            error = exc if isinstance(exc, OSError) else OSError(None, str(exc))
+            raise ListenFailed(self.config.host, self.config.port, error) from None
+        try:
+            self.db = await open_database(self.config.db_url, self.config.resolved_data_key())
+            # The hub's own signing-only key (it signs chain heads; nothing is sealed to it).
+            self.hub = Hub(self.config, self.db, self.config.server_key())
+            await self.hub.start()
+        except BaseException:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+            if self.db is not None:
+                await self.db.close()
+            raise
+        await self._server.start_serving()
         log_event("hub.listening", host=self.config.host, port=self.port)
 
     async def stop(self) -> None:
@@ -178,6 +202,7 @@ _TYPES = {
     ".png": "image/png",
     ".svg": "image/svg+xml",
     ".json": "application/json",
+    ".ico": "image/x-icon",
 }
 
 _SECURITY_HEADERS = {
@@ -194,7 +219,7 @@ _SECURITY_HEADERS = {
 
 #: What the page needs; the rest of the web root (web_client/: package.json, src/,
 #: node_modules/) is build input and is not served.
-_WEB_PUBLIC_FILES = frozenset({"index.html", "style.css"})
+_WEB_PUBLIC_FILES = frozenset({"index.html", "style.css", "favicon.ico"})
 _WEB_PUBLIC_DIRS = ("dist/",)
 
 

@@ -40,7 +40,7 @@ from storage.engine import Database
 from storage.records import AccountRecord, CaseRecord
 
 from .logs import log_event
-from .matching import choose_counselor
+from .matching import choose_counselor, queue_places
 from .presence import Presence
 from .registry import SessionRegistry
 
@@ -67,7 +67,16 @@ def case_info(case: CaseRecord) -> f.CaseInfo:
 class Casebook:
     """Cases as the hub's use cases need them. See the module docstring."""
 
-    __slots__ = ("_closed", "_db", "_match_lock", "_participants", "_presence", "_registry")
+    __slots__ = (
+        "_closed",
+        "_db",
+        "_match_lock",
+        "_offered",
+        "_participants",
+        "_presence",
+        "_queue_said",
+        "_registry",
+    )
 
     def __init__(self, db: Database, registry: SessionRegistry, presence: Presence) -> None:
         self._db = db
@@ -77,6 +86,11 @@ class Casebook:
         self._participants: dict[str, tuple[str, ...]] = {}
         self._closed: set[str] = set()
         self._match_lock = asyncio.Lock()
+        #: waiting case id -> the queue place its client was last told (case.queue).
+        self._queue_said: dict[str, f.QueueInfo] = {}
+        #: Languages known to be offered: they only grow (no counselor is ever removed),
+        #: so a hit needs no database read, on any node.
+        self._offered: frozenset[str] = frozenset()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -150,6 +164,36 @@ class Casebook:
             counts = await self._db.cases.open_counts([c.id for c in counselors])
             for case in waiting:
                 await self._assign(case, counselors, counts)
+        await self.announce_queue()
+
+    async def languages_offered(self, language: str) -> frozenset[str]:
+        """The languages counselors of the service speak (or will: unused invites), read
+        again only when ``language`` is not among those already known."""
+        if language not in self._offered:
+            self._offered = self._offered | await self._db.accounts.languages_offered()
+        return self._offered
+
+    async def queue(self, case: CaseRecord) -> f.QueueInfo | None:
+        """Where ``case`` stands if it is waiting (None otherwise)."""
+        if case.state != "waiting":
+            return None
+        places = queue_places(await self._db.cases.waiting(), await self.online_counselors())
+        place = places.get(case.id)
+        if place is not None:
+            self._queue_said[case.id] = place
+        return place
+
+    async def announce_queue(self) -> None:
+        """Tell each waiting case's client its new place, if it changed (``case.queue``)."""
+        waiting = await self._db.cases.waiting()
+        places = queue_places(waiting, await self.online_counselors())
+        for case_id in set(self._queue_said) - set(places):
+            del self._queue_said[case_id]
+        for case in waiting:
+            place = places[case.id]
+            if self._queue_said.get(case.id) != place:
+                self._queue_said[case.id] = place
+                self._registry.publish((case.client_id,), f.CaseQueue(case_id=case.id, queue=place))
 
     async def online_counselors(self) -> list[AccountRecord]:
         """Counselors with a live session on any node (presence), as stored."""

@@ -9,25 +9,45 @@ chat-server disputes list | show ID [--json] | approve ID --approval F | export 
 chat-server disputes open-legal CASE --order REF
 chat-server consents export --out FILE
 chat-server audit verify | list
+
+Exit codes (the shared table, protocol/exit_codes.py): 0 ok, 1 error, 2 usage (also an
+invalid port), 4 the database cannot be reached, 6 cannot listen (the port is in use,
+e.g. by a hub already running, or not allowed), 10 the audit log is broken.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import secrets
+import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from protocol.errors import ProtocolError
+from protocol.exit_codes import ExitCode, epilog
 from storage.engine import open_database, sqlite_url
 
 from .config import Config
 from .credentials import invite_code_hash
 from .logs import configure
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .app import ListenFailed
+
+__all__ = ["EPILOG", "main"]
+
+EPILOG = epilog(
+    ExitCode.OK,
+    ExitCode.ERROR,
+    ExitCode.USAGE,
+    ExitCode.CONNECT,
+    ExitCode.START_FAILED,
+    ExitCode.TAMPERED,
+)
 
 
 def _db_url(value: str | None) -> str | None:
@@ -59,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-server",
         description="End-to-end-encrypted counseling chat hub (stores and routes ciphertext only).",
+        epilog=EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
 
     serve = sub.add_parser("serve", help="run the hub")
     _common(serve)
@@ -166,6 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Command(argparse.ArgumentParser):
+    """A (sub)command parser whose --help ends with the exit-code table; the commands
+    nested under it are made with this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(*args, **kwargs)
+
+
+def _listen_failed(exc: ListenFailed) -> str:
+    where = f"{exc.host}:{exc.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {exc.port} is already in use on {exc.host} (is a hub already running? "
+            f"stop it, or choose another port with --port)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on {where}: use a port above 1023, or another --port"
+    return f"{exc}; check --host and --port"
+
+
 def _split(text: str) -> tuple[str, ...]:
     return tuple(sorted({p.strip().lower() for p in text.split(",") if p.strip()}))
 
@@ -234,8 +276,20 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConnectionError, socket.gaierror, TimeoutError) as exc:
+        # The database or Redis is not there: one line, not a traceback.
+        print(
+            f"chat-server: cannot connect: {exc}; check --db and --redis (are they running?)",
+            file=sys.stderr,
+        )
+        return ExitCode.CONNECT
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        from .app import run_forever
+        from .app import ListenFailed, run_forever
 
         extra: dict[str, object] = {
             "host": args.host,
@@ -263,18 +317,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.min_kdf == "test":
             extra.update(min_opslimit=1, min_memlimit=8192, hash_opslimit=1, hash_memlimit=8192)
         config = _config(args, **extra)
+        if not 0 <= config.port <= 65535:
+            print(
+                f"chat-server: port {config.port} is not a port number: use 1 to 65535, "
+                "or 0 for any free port",
+                file=sys.stderr,
+            )
+            return ExitCode.USAGE
         try:
             config.resolved_node_id()
         except ValueError as exc:
             print(f"chat-server: {exc}", file=sys.stderr)
             return 2
         configure(config.log_level, config.log_file)
-        if args.uvloop:
-            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        try:
+            if args.uvloop:
+                import uvloop  # type: ignore[import-not-found,unused-ignore]
 
-            uvloop.run(run_forever(config))
-        else:
-            asyncio.run(run_forever(config))
+                uvloop.run(run_forever(config))
+            else:
+                asyncio.run(run_forever(config))
+        except ListenFailed as exc:
+            print(f"chat-server: {_listen_failed(exc)}", file=sys.stderr)
+            return ExitCode.START_FAILED
         return 0
     configure("WARNING")
     if args.command == "migrate":

@@ -15,8 +15,8 @@ No command here reads an officer's or the organisation's private key: officers s
 approvals offline with ``chat-escrow approve`` and hand over only the approval file,
 which is verified against the installed policy before it is stored. ``export`` needs k
 distinct valid approvals and signs the chain head with the hub's own server key.
-Exit codes: 0 ok, 1 error (refused, not found, not enough approvals), 2 usage,
-3 the audit log is broken.
+Exit codes (protocol/exit_codes.py): 0 ok, 1 error (refused, not found, not enough
+approvals), 2 usage, 10 the audit log is broken (a tampered, missing or reordered entry).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from protocol import frames as f
 from protocol.clock import now_ms
 from protocol.errors import ProtocolError
 from protocol.escrow import Approval, EscrowError, verify_policy
+from protocol.exit_codes import ExitCode
 from protocol.terms import CURRENT_TERMS_VERSION
 from storage.engine import Database, open_database
 
@@ -43,7 +44,9 @@ from .disputes import DisputeService
 
 __all__ = ["add_parsers", "add_policy_parser", "run"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUDIT = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+#: The shared table's "tampered record" (protocol/exit_codes.py).
+EXIT_AUDIT = int(ExitCode.TAMPERED)
 _encoder = msgspec.json.Encoder()
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "CaseListResult",
     "CaseOpen",
     "CaseOpened",
+    "CaseQueue",
     "Challenge",
     "ClientFrame",
     "ConsentAccept",
@@ -80,6 +81,7 @@ __all__ = [
     "PrefsResult",
     "Prelogin",
     "PreloginResult",
+    "QueueInfo",
     "Receipt",
     "ReceiptNew",
     "Register",
@@ -159,6 +161,17 @@ class CaseInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     epoch: Annotated[int, Meta(ge=0)]
     last_seq: Seq
     created_at: Millis
+
+
+class QueueInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where a waiting case stands: its place among the cases waiting for a counselor
+    who speaks its language (1: next), and who is online for it right now."""
+
+    position: Annotated[int, Meta(ge=1)]
+    #: Online counselors who speak the case's language.
+    counselors_online: Annotated[int, Meta(ge=0)]
+    #: Of those, the ones who list the case's topic among their specialties.
+    specialists_online: Annotated[int, Meta(ge=0)]
 
 
 def case_participants(client_id: str, counselor_id: str | None) -> tuple[str, ...]:
@@ -517,6 +530,8 @@ class DirectoryResult(_Request, tag="directory.result", frozen=True):
 
 class CaseOpened(_Request, tag="case.opened", frozen=True):
     case: CaseInfo
+    #: Where a waiting case stands (None once it is assigned).
+    queue: QueueInfo | None = None
 
 
 class CaseListResult(_Request, tag="case.list.result", frozen=True):
@@ -618,6 +633,13 @@ class CaseClosed(_Frame, tag="case.closed", frozen=True):
     case_id: Id
 
 
+class CaseQueue(_Frame, tag="case.queue", frozen=True):
+    """A waiting case's place in the queue changed (sent to its client)."""
+
+    case_id: Id
+    queue: QueueInfo
+
+
 class DisputeUpdated(_Frame, tag="dispute.updated", frozen=True):
     dispute: DisputeInfo
 
@@ -643,6 +665,7 @@ ServerFrame = (
     | ReceiptNew
     | TypingNew
     | CaseClosed
+    | CaseQueue
     | PolicyResult
     | DisputeCreated
     | DisputeListResult

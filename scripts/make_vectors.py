@@ -675,6 +675,10 @@ def _frames(
         f.CaseListResult(id="14", cases=[case]),
         f.CaseClose(id="15", case_id=CASE_ID),
         f.CaseClosed(case_id=CASE_ID),
+        f.CaseQueue(
+            case_id=CASE_ID,
+            queue=f.QueueInfo(position=2, counselors_online=1, specialists_online=0),
+        ),
         f.Ping(id="16"),
         f.Pong(id="16"),
         f.ErrorFrame(code="forbidden", message="case is closed", id="17"),

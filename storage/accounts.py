@@ -335,6 +335,23 @@ class AccountRepository:
             used_by=row.used_by,
         )
 
+    async def languages_offered(self) -> frozenset[str]:
+        """The languages some counselor speaks, or will once an unused counselor
+        invite is redeemed (a case in any other language could wait forever)."""
+        async with self._tx.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(_ACCOUNTS.c.languages)
+                    .where(_ACCOUNTS.c.role == "counselor")
+                    .union_all(
+                        select(_INVITES.c.languages).where(
+                            _INVITES.c.role == "counselor", _INVITES.c.used_by.is_(None)
+                        )
+                    )
+                )
+            ).all()
+        return frozenset(lang for row in rows for lang in split_list(row.languages))
+
     # -- session tokens -------------------------------------------------------
 
     async def add_token(self, token_hash: bytes, account_id: str, expires_at_ms: int) -> None:

@@ -28,8 +28,17 @@ async def case_open(hub: Hub, caller: Caller, frame: f.CaseOpen) -> f.CaseOpened
         raise Forbidden("only clients open cases")
     await escrow.require_consent(hub, caller)
     await require(hub.case_open_limit, caller.account_id, "cases opened")
+    offered = await hub.casebook.languages_offered(frame.language)
+    if offered and frame.language not in offered:
+        # No counselor of this service speaks it: the case would wait forever. (With no
+        # counselor at all, a fresh install, the case waits for the first one.)
+        raise InvalidFrame(
+            f"no counselor of this service speaks {frame.language!r}; "
+            f"languages offered: {', '.join(sorted(offered))}"
+        )
     case = await hub.casebook.open(caller.account_id, frame.topic, frame.language)
-    return f.CaseOpened(id=frame.id, case=case_info(case))
+    queue = await hub.casebook.queue(case)
+    return f.CaseOpened(id=frame.id, case=case_info(case), queue=queue)
 
 
 async def case_list(hub: Hub, caller: Caller, frame: f.CaseList) -> f.CaseListResult:
@@ -109,6 +118,8 @@ async def case_close(hub: Hub, caller: Caller, frame: f.CaseClose) -> f.Ok:
         return f.Ok(id=frame.id)
     log_event("case.closed", case=closed.id, account=caller.account_id)
     hub.registry.publish(closed.participants, f.CaseClosed(case_id=closed.id))
+    if closed.counselor_id is None:  # it was waiting: the cases behind it move up
+        await hub.casebook.announce_queue()
     return f.Ok(id=frame.id)
 
 

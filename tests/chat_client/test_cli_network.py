@@ -81,11 +81,14 @@ async def test_cli_end_to_end(hub, tmp_path: Path) -> None:  # type: ignore[no-u
     assert one_json(out)["seq"] == 1
     rc, out, err = await cli(c_home, "chat", case_id, stdin=b"second line\n/quit\n")
     assert rc == 0, err
-    assert f"case {case_id}" in out
+    assert f"* chatting in {case_id} (tag {case_id[-6:]}) with dr-cli: topic anxiety" in out
 
     rc, out, err = await watch
     assert rc == 0, err
-    lines = [json.loads(line) for line in out.strip().splitlines()]
+    everything = [json.loads(line) for line in out.strip().splitlines()]
+    [assigned] = [e for e in everything if e.get("event") == "case.assigned"]
+    assert assigned["case"]["case_id"] == case_id and assigned["case"]["topic"] == "anxiety"
+    lines = [e for e in everything if "event" not in e]
     assert [(m["seq"], m["body"], m["verified"]) for m in lines] == [
         (1, "hello from the terminal", True),
         (2, "second line", True),

@@ -67,6 +67,7 @@ def test_passphrase_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("CHAT_PASSPHRASE")
     answers = iter(["one", "two"])
     monkeypatch.setattr(cli.getpass, "getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr(cli.sys.stdin, "isatty", lambda: True)  # as at a terminal
     with pytest.raises(cli.UsageError, match="do not match"):
         cli.read_passphrase(parser.parse_args(["cases"]), confirm=True)
 

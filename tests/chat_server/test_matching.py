@@ -3,8 +3,9 @@ then the fewest open cases, then the lowest account id."""
 
 from __future__ import annotations
 
-from chat_server.matching import choose_counselor
-from storage.records import AccountRecord, Role
+from chat_server.matching import choose_counselor, queue_places
+from protocol.frames import QueueInfo
+from storage.records import AccountRecord, CaseRecord, Role
 from tests.helpers.usecases import account
 
 
@@ -43,3 +44,40 @@ def test_fewest_open_cases_then_lowest_id() -> None:
     people = [counselor(i, ("en",), ("grief",)) for i in ("c", "a", "b")]
     assert choose(people, a=2, b=1, c=1) == "b"
     assert choose(people) == "a"  # a counselor missing from open_cases holds none
+
+
+def waiting_case(case_id: str, language: str, topic: str = "grief") -> CaseRecord:
+    return CaseRecord(
+        id=case_id,
+        client_id=f"client-{case_id}",
+        counselor_id=None,
+        state="waiting",
+        topic=topic,
+        language=language,
+        epoch=0,
+        last_seq=0,
+        chain_head=bytes(32),
+        created_at=1,
+    )
+
+
+def test_queue_places_count_per_language_and_who_is_online() -> None:
+    waiting = [
+        waiting_case("c1", "en"),
+        waiting_case("c2", "ur", "sleep"),
+        waiting_case("c3", "en", "sleep"),
+    ]
+    online = [
+        counselor("a", ("en",), ("sleep",)),
+        counselor("b", ("en", "ur"), ("grief",)),
+        counselor("x", ("en",), ("sleep",), role="client"),
+    ]
+    places = queue_places(waiting, online)
+    assert places == {
+        "c1": QueueInfo(position=1, counselors_online=2, specialists_online=1),
+        "c2": QueueInfo(position=1, counselors_online=1, specialists_online=0),
+        "c3": QueueInfo(position=2, counselors_online=2, specialists_online=1),
+    }
+    assert queue_places(waiting[:1], [])["c1"] == QueueInfo(
+        position=1, counselors_online=0, specialists_online=0
+    )

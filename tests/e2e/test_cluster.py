@@ -186,6 +186,8 @@ async def test_two_nodes_racing_on_one_case_reach_one_outcome(
 async def _race_to_assign(cluster: Cluster, a: Node, b: Node) -> None:
     """Waiting cases, and two counselors arriving at once on two nodes: each node
     matches; every case goes to exactly one of them, and everyone hears the same."""
+    # The invites come first: a language no counselor (or invite) offers is refused.
+    invites = [await cluster.invite_counselor(languages=("sw",)) for _ in (a, b)]
     client = await RawClient.connect(a.url)
     await client.register(f"waiting-{secrets.token_hex(3)}")
     await client.authenticate()
@@ -195,12 +197,9 @@ async def _race_to_assign(cluster: Cluster, a: Node, b: Node) -> None:
         assert isinstance(opened, f.CaseOpened) and opened.case.state == "waiting"
         waiting.append(opened.case.case_id)
     counselors = []
-    for node in (a, b):
+    for node, invite in zip((a, b), invites, strict=True):
         counselor = await RawClient.connect(node.url)
-        await counselor.register(
-            f"sw-{node.name}-{secrets.token_hex(3)}",
-            invite=await cluster.invite_counselor(languages=("sw",)),
-        )
+        await counselor.register(f"sw-{node.name}-{secrets.token_hex(3)}", invite=invite)
         counselors.append(counselor)
     await asyncio.gather(*(c.authenticate() for c in counselors))
 

@@ -189,6 +189,7 @@ def test_the_wire_tags_are_stable() -> None:
         "receipt.new",
         "typing.new",
         "case.closed",
+        "case.queue",
         "policy.result",
         "dispute.created",
         "dispute.list.result",
@@ -207,6 +208,7 @@ def test_requests_and_results_carry_an_id_events_do_not() -> None:
         f.ReceiptNew,
         f.TypingNew,
         f.CaseClosed,
+        f.CaseQueue,
         f.DisputeUpdated,
     }
     for cls in SERVER_TYPES:

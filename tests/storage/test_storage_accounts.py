@@ -58,6 +58,19 @@ async def test_invite_gives_role_name_languages_and_is_single_use(db: Database) 
     assert await db.accounts.by_id("c2") is None
 
 
+async def test_languages_offered_by_counselors_and_unused_invites(db: Database) -> None:
+    assert await db.accounts.languages_offered() == frozenset()
+    await db.accounts.create(account_record("k1", role="counselor", languages=("en", "ur")))
+    await db.accounts.create(account_record("c1", role="client", languages=("de",)))
+    await db.accounts.create_invite(b"hash-fr", "counselor", None, ["fr", "en"], [])
+    await db.accounts.create_invite(b"hash-client", "client", None, ["it"], [])
+    assert await db.accounts.languages_offered() == {"en", "ur", "fr"}
+    await db.accounts.create_invite(b"hash-sw", "counselor", None, ["sw"], [])
+    await db.accounts.create(account_record("k2", languages=("xx",)), b"hash-sw")
+    # The used invite counts through its account (which took the invite's languages).
+    assert await db.accounts.languages_offered() == {"en", "ur", "fr", "sw"}
+
+
 async def test_unknown_invite_is_auth_failed(db: Database) -> None:
     with pytest.raises(AuthFailed):
         await db.accounts.create(account_record("c1"), b"no-such-code")

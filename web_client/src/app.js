@@ -31,11 +31,13 @@ function show(screen) {
   document.body.dataset.screen = screen.replace("screen-", "");
 }
 
-function explain(err) {
+function explain(err, formId) {
   if (err instanceof RemoteError) {
     switch (err.code) {
       case ErrorCode.AUTH_FAILED:
-        return "The hub refused this: check the handle, passphrase or invite code.";
+        // Each form names only what it asked for (the sign-in form has no invite field).
+        if (formId === "register-form") return "The hub refused the invite code: check it (each works once).";
+        return "The hub refused the sign-in: check the handle or passphrase.";
       case ErrorCode.CONFLICT:
         return "That handle is taken. Choose another.";
       case ErrorCode.INVALID:
@@ -67,7 +69,7 @@ function bindForm(formId, errorId, action) {
       form.reset();
     } catch (err) {
       console.warn(formId, "failed:", err);
-      error.textContent = explain(err);
+      error.textContent = explain(err, formId);
     } finally {
       button.disabled = false;
       form.removeAttribute("aria-busy");

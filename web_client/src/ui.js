@@ -38,8 +38,19 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute:
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
   dateStyle: "medium", timeStyle: "short",
 });
+const dayTimeFormat = new Intl.DateTimeFormat(undefined, {
+  day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
+});
 
 const shortId = (id) => id.slice(-6);
+
+/** "14:05" today, else "3 Mar, 14:05": when a case was opened, short enough for the list. */
+function openedText(date) {
+  const today = new Date();
+  return date.toDateString() === today.toDateString()
+    ? timeFormat.format(date)
+    : dayTimeFormat.format(date);
+}
 
 export class WorkspaceView {
   constructor(workspace, dom) {
@@ -49,6 +60,7 @@ export class WorkspaceView {
     this.dirty = new Set();
     this.scheduled = false;
     this.typingState = new Map(); // case_id -> { active, lastSent, stopTimer }
+    this.asked = new Set(); // case ids whose client's pseudonym was asked for
     dom.caseList.addEventListener("keydown", (ev) => this.#caseListKeys(ev));
     document.addEventListener("visibilitychange", this.onVisible = () => this.#markVisibleRead());
   }
@@ -56,9 +68,7 @@ export class WorkspaceView {
   /** Called by the workspace on every change; rendering is batched per frame. */
   update(kind, caseId) {
     if (kind === "newcase") {
-      const cs = this.ws.cases.get(caseId);
-      const info = cs ? ` (${cs.info.topic}, ${cs.info.language})` : "";
-      this.toast(`New case #${shortId(caseId)}${info} was assigned to you.`);
+      this.#announce(caseId);
       this.dirty.add("cases");
     } else if (kind === "case" || kind === "typing") {
       this.dirty.add(`case:${caseId}`);
@@ -83,6 +93,33 @@ export class WorkspaceView {
       else if (item.startsWith("case:")) this.#renderPane(item.slice(5));
     }
     this.#markVisibleRead();
+  }
+
+  /** "New case from calm-river: anxiety, en (#abc123)." once the pseudonym is known. */
+  async #announce(caseId) {
+    const cs = this.ws.cases.get(caseId);
+    if (cs === undefined) return;
+    const who = (await this.ws.clientHandle(cs)) ?? "a client";
+    this.toast(
+      `New case from ${who}: ${cs.info.topic}, ${cs.info.language} (#${shortId(caseId)}).`,
+    );
+    this.update("cases");
+  }
+
+  /** The client's pseudonym for display; fetched once in the background if unknown. */
+  #clientName(cs) {
+    const handle = this.ws.handleOf(cs.info.client_id);
+    if (handle !== null) return handle;
+    if (!this.asked.has(cs.info.case_id)) {
+      this.asked.add(cs.info.case_id);
+      this.ws.clientHandle(cs).then((h) => {
+        if (h !== null) {
+          this.update("cases");
+          this.update("case", cs.info.case_id);
+        }
+      });
+    }
+    return "Client";
   }
 
   destroy() {
@@ -124,21 +161,39 @@ export class WorkspaceView {
     const box = this.dom.escrow;
     if (!box || policy === null) return;
     box.hidden = false;
+    box.querySelector("details")?.remove();
     if (!policy.installed) {
       this.dom.escrowText.textContent =
-        "No escrow policy is installed: nobody but the participants can read a case.";
+        "No escrow policy is installed: nobody but you and the client can read a case.";
       return;
     }
-    const who = policy.officers.join(", ");
+    // Plain words first: who could read a case besides its two participants, and when.
+    const who = `any ${policy.threshold} of ${policy.officers.length} escrow officers ` +
+      `(${policy.officers.join(", ")})`;
+    const until = dateTimeFormat.format(policy.notAfter);
     // Unverified: this page escrows nothing and cannot start a conversation (docs/WEB.md).
-    const fp = policy.fingerprint
-      ? `Policy fingerprint ${policy.fingerprint}, signed by the pinned organisation key.`
-      : `Warning: the policy is refused (${policy.problem}); this page cannot escrow ` +
-        "case keys, so it cannot write first in a case.";
-    this.dom.escrowText.textContent =
-      `In a dispute, any ${policy.threshold} of ${policy.officers.length} escrow officers ` +
-      `(${who}) could together unseal a case. ${fp} Valid until ` +
-      `${dateTimeFormat.format(policy.notAfter)}.`;
+    this.dom.escrowText.textContent = policy.fingerprint
+      ? "Besides you and the client, nobody can read a case, unless the client files a " +
+        `written dispute request (or a legal order is recorded) and ${who} each approve ` +
+        "it with their own offline key. Not even the hub's operator can."
+      : "This page does not trust what the hub says about who could unseal cases, so it " +
+        "keeps no sealed copy of any case key and cannot write first in a case. Ask your " +
+        "administrator (see Details).";
+    const facts = policy.fingerprint
+      ? [
+        `The escrow policy ${policy.fingerprint} is signed by the organisation key this ` +
+          "hub pins; it names " + `${who}.`,
+        `It is valid until ${until}.`,
+      ]
+      : [
+        `Refused: ${policy.problem}.`,
+        `The refused policy names ${who}, valid until ${until}.`,
+      ];
+    box.append(el(
+      "details", { class: "escrow-details" },
+      el("summary", { text: "Details" }),
+      ...facts.map((text) => el("p", { text })),
+    ));
     box.dataset.verified = policy.fingerprint ? "yes" : "no";
   }
 
@@ -163,8 +218,11 @@ export class WorkspaceView {
     const items = this.ws.sortedCases().map((cs) => {
       const id = cs.info.case_id;
       const unread = this.ws.unread(cs);
+      const client = this.#clientName(cs);
+      const opened = new Date(cs.info.created_at);
       const label = [
-        `Case ${shortId(id)}`, cs.info.topic, cs.info.language, cs.info.state,
+        `Case ${shortId(id)} from ${client}`, cs.info.topic, cs.info.language, cs.info.state,
+        `opened ${dateTimeFormat.format(opened)}`,
         unread ? `${unread} unread` : "", cs.isNew ? "new" : "",
       ].filter(Boolean).join(", ");
       const button = el(
@@ -177,10 +235,19 @@ export class WorkspaceView {
           "aria-label": label,
           "aria-pressed": this.panes.has(id) ? "true" : "false",
         },
-        el("span", { class: "case-title", text: `${cs.info.topic} · ${cs.info.language}` }),
-        el("span", { class: "case-sub", text: `#${shortId(id)} · ${cs.info.state}` }),
-        cs.isNew ? el("span", { class: "badge new", text: "new" }) : null,
-        unread ? el("span", { class: "badge unread", text: String(unread) }) : null,
+        el("span", { class: "case-title", text: client }),
+        el("span", { class: "case-sub", text: `${cs.info.topic} · ${cs.info.language} · ${cs.info.state}` }),
+        el(
+          "span", { class: "case-sub" }, `#${shortId(id)} · opened `,
+          el("time", {
+            class: "case-opened", datetime: opened.toISOString(), text: openedText(opened),
+          }),
+        ),
+        el(
+          "span", { class: "badges" },
+          cs.isNew ? el("span", { class: "badge new", text: "new" }) : null,
+          unread ? el("span", { class: "badge unread", text: String(unread) }) : null,
+        ),
       );
       button.addEventListener("click", () => this.openPane(id));
       return el("li", {}, button);
@@ -346,7 +413,8 @@ export class WorkspaceView {
     const cs = this.ws.cases.get(caseId);
     if (pane === undefined || cs === undefined) return;
     const info = cs.info;
-    pane.title.textContent = `Case #${shortId(caseId)}: ${info.topic} (${info.language})`;
+    pane.title.textContent =
+      `${this.#clientName(cs)}: ${info.topic} (${info.language}), case #${shortId(caseId)}`;
     const fp = info.client_id ? this.ws.fingerprintOf(info.client_id) : null;
     pane.meta.textContent =
       `${info.state === "closed" ? "Closed" : "Open"} · opened ${dateTimeFormat.format(info.created_at)}` +
@@ -372,7 +440,7 @@ export class WorkspaceView {
 
   #messageItem(cs, m) {
     const mine = m.senderId === this.ws.me;
-    const who = mine ? "You" : "Client";
+    const who = mine ? "You" : this.#clientName(cs);
     let state = null;
     if (mine) state = m.seq <= cs.peerRead ? "read" : m.seq <= cs.peerDelivered ? "delivered" : "sent";
     const li = el("li", {

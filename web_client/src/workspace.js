@@ -187,6 +187,17 @@ export class Workspace {
     return this.keys.notes.get(caseId);
   }
 
+  /** The pseudonym (handle) an account chose, if the directory told us already. */
+  handleOf(accountId) {
+    return this.keys.directory.get(accountId)?.handle ?? null;
+  }
+
+  /** The pseudonym of a case's client, asking the directory if needed (null if refused). */
+  async clientHandle(cs) {
+    const entry = await this.keys.entry(cs.info.client_id).catch(() => null);
+    return entry?.handle ?? null;
+  }
+
   // -- sending --------------------------------------------------------------------------
 
   pendingFor(caseId) {
