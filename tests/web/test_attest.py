@@ -9,9 +9,9 @@ from typing import Any
 
 from protocol import crypto
 from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, register_in_page
+from tests.helpers.hostile_page import db_read, db_write
 from tests.helpers.hubs import start_hub
 from tests.helpers.waiting import wait_until
-from tests.web.test_hostile_keys import db_read, db_write
 
 
 async def test_v1_account_attests_and_a_forged_box_sig_is_refused(

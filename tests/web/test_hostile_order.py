@@ -12,9 +12,9 @@ from protocol import crypto
 from protocol import frames as f
 from protocol.chain import GENESIS, chain_hash
 from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, register_in_page
+from tests.helpers.hostile_page import client_case, counselor_keys, db_file, envelope, send_frame
 from tests.helpers.hubs import start_hub
 from tests.helpers.rawclient import rid
-from tests.web.test_hostile_keys import client_case, counselor_keys, db_file, envelope, send_frame
 
 
 def drop_and_rechain(path: Path, case_id: str, seq: int) -> None:
