@@ -69,21 +69,28 @@ async def register(
     *,
     home: Path,
     invite: str | None,
-    opslimit: int,
-    memlimit: int,
+    opslimit: int | None = None,
+    memlimit: int | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> Credentials:
-    """Make keys locally, register, log in for a token, write the key store."""
+    """Make keys locally, register, log in for a token, write the key store.
+
+    The hub registers every account at one KDF cost, announced in ``challenge``;
+    ``opslimit``/``memlimit`` None take it, and given ones must equal it."""
     if KeyStore.exists(home):
         raise KeyStoreError(f"{home} already holds an account; use another home directory")
     async with preauth_link(url, tls) as link:
         challenge = expect(await link.request(f.Hello, client=CLIENT_NAME), f.Challenge)
-        # Checked before the (slow) derivation, with the limits the server advertises.
-        if opslimit < challenge.min_opslimit or memlimit < challenge.min_memlimit:
+        # Checked before the (slow) derivation, against the cost the server announces.
+        required = (challenge.min_opslimit, challenge.min_memlimit)
+        opslimit = required[0] if opslimit is None else opslimit
+        memlimit = required[1] if memlimit is None else memlimit
+        if (opslimit, memlimit) != required:
+            below = opslimit < required[0] or memlimit < required[1]
             raise KdfTooWeak(
-                f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are below the "
-                f"server minimum (opslimit>={challenge.min_opslimit}, "
-                f"memlimit>={challenge.min_memlimit})"
+                f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are "
+                f"{'below' if below else 'not'} the server's (opslimit={required[0]}, "
+                f"memlimit={required[1]}); every account of this server uses those"
             )
         salt = crypto.new_salt()
         keys = await asyncio.to_thread(

@@ -36,7 +36,7 @@ from .errors import (
     SessionEnded,
 )
 from .keystore import KeyStore
-from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
+from .sdk import ChatClient
 from .terminal import Names, Printer, case_json, format_message, message_json, run_chat, run_watch
 
 __all__ = [
@@ -129,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kdf-ops",
         type=int,
-        default=DEFAULT_OPSLIMIT,
-        help=f"Argon2id opslimit (default {DEFAULT_OPSLIMIT})",
+        default=None,
+        help="Argon2id opslimit (default: the one the server requires of every account)",
     )
     p.add_argument(
         "--kdf-mem",
         type=int,
-        default=DEFAULT_MEMLIMIT,
-        help=f"Argon2id memlimit in bytes (default {DEFAULT_MEMLIMIT})",
+        default=None,
+        help="Argon2id memlimit in bytes (default: the one the server requires)",
     )
 
     p = sub.add_parser("login", help="log in on this device (fetches the wrapped keys)")

@@ -8,7 +8,7 @@ Hierarchy::
     ├── ClientClosed             the client was closed while the call was pending
     ├── RequestInterrupted       the link dropped before a non-idempotent request was answered
     ├── KeyStoreError            the local key store is missing, corrupt or already taken
-    ├── KdfTooWeak               the caller's Argon2id limits are below the server's minimum
+    ├── KdfTooWeak               the caller's Argon2id limits are not the server's
     └── CaseNotReady             the case has no counselor yet (or is unknown)
 
 Errors reported by the server arrive as the typed classes of :mod:`protocol.errors`
@@ -66,7 +66,8 @@ class KeyStoreError(ClientError):
 
 
 class KdfTooWeak(ClientError):
-    """The requested Argon2id limits are below what the server accepts."""
+    """The requested Argon2id limits are not the ones the server requires (each server
+    registers every account at one announced cost)."""
 
 
 class CaseNotReady(ClientError):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from storage.engine import open_database, sqlite_url
 
-from .config import Config
+from .config import KDF_PROFILES, Config, kdf_profile
 from .credentials import invite_code_hash
 from .logs import configure
 
@@ -81,11 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         "env CHAT_ALLOWED_ORIGINS, comma-separated; default: the hub's own)",
     )
     serve.add_argument(
-        "--min-kdf",
-        choices=["interactive", "test"],
+        "--kdf",
+        "--min-kdf",  # its old name, when it was a minimum
+        dest="kdf",
+        choices=sorted(KDF_PROFILES),
         default=None,
-        help="lowest Argon2id cost clients may register with; 'test' is for "
-        "test suites only (default interactive)",
+        help="the Argon2id cost every account registers with, announced in challenge: "
+        "standard (opslimit 3, 64 MiB), interactive (2, 64 MiB), moderate (3, 256 MiB); "
+        "'test' (1, 8 KiB) is for test suites only (default standard)",
     )
     serve.add_argument(
         "--idle-lock-minutes",
@@ -235,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             extra.update(
                 presence_ttl_s=args.presence_ttl, presence_heartbeat_s=args.presence_ttl / 3
             )
-        if args.min_kdf == "test":
-            extra.update(min_opslimit=1, min_memlimit=8192, hash_opslimit=1, hash_memlimit=8192)
+        if args.kdf is not None:
+            extra.update(kdf_profile(args.kdf))
         config = _config(args, **extra)
         try:
             config.resolved_node_id()

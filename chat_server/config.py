@@ -14,7 +14,7 @@ import nacl.pwhash
 from protocol import limits
 from protocol.crypto import ServerKey
 
-__all__ = ["DEFAULT_WEB_ROOT", "Config", "load_key_file"]
+__all__ = ["DEFAULT_WEB_ROOT", "KDF_PROFILES", "Config", "kdf_profile", "load_key_file"]
 
 #: The counselor web chat's built files: the repository's web_client/ next to this
 #: package, which is where the editable install of scripts/setup finds it. A packaged
@@ -23,6 +23,33 @@ __all__ = ["DEFAULT_WEB_ROOT", "Config", "load_key_file"]
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web_client"
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+#: The hub's KDF profiles (``--kdf``): the one (opslimit, memlimit) every account of the
+#: hub registers with, announced in ``challenge`` and answered by ``prelogin`` for real
+#: and unknown handles alike (docs/DECISIONS.md, "One KDF cost per hub"). ``test`` is
+#: below every client's floor and exists for test suites only.
+KDF_PROFILES: dict[str, tuple[int, int]] = {
+    "standard": (3, 64 * 1024 * 1024),
+    "interactive": (
+        nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+        nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+    ),
+    "moderate": (
+        nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
+        nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
+    ),
+    "test": (1, 8192),
+}
+
+
+def kdf_profile(name: str) -> dict[str, int]:
+    """Config values for the ``--kdf`` profile ``name``; ``test`` also lowers the hub's
+    own hash of each auth_key to the minimum."""
+    ops, mem = KDF_PROFILES[name]
+    values = {"kdf_opslimit": ops, "kdf_memlimit": mem}
+    if name == "test":
+        values.update(hash_opslimit=1, hash_memlimit=8192)
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +61,10 @@ class Config:
     state_dir: Path = Path("var")
     #: 32-byte key encrypting personal data at rest (topic, counselor names); None: from file.
     data_key: bytes | None = None
-    #: Lowest Argon2id cost a client may register with (clients choose, server enforces).
-    min_opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
-    min_memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+    #: The Argon2id cost of every account's login KDF (the ``--kdf`` profile): announced
+    #: in ``challenge``, required at ``register``, answered by ``prelogin`` for any handle.
+    kdf_opslimit: int = KDF_PROFILES["standard"][0]
+    kdf_memlimit: int = KDF_PROFILES["standard"][1]
     #: Cost of the server-side Argon2id hash of each auth_key (already 256-bit strong).
     hash_opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MIN + 1
     hash_memlimit: int = 16 * 1024 * 1024

@@ -43,8 +43,8 @@ async def hello(hub: Hub, guest: Guest, frame: f.Hello) -> Challenged:
             id=frame.id,
             nonce=nacl.utils.random(NONCE_BYTES),
             server_key=hub.server_key.sign_pk,
-            min_opslimit=hub.config.min_opslimit,
-            min_memlimit=hub.config.min_memlimit,
+            min_opslimit=hub.config.kdf_opslimit,
+            min_memlimit=hub.config.kdf_memlimit,
         )
     )
 
@@ -54,8 +54,10 @@ async def ping(hub: Hub, who: Guest | Caller, frame: f.Ping) -> f.Pong:
 
 
 async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
-    if frame.opslimit < hub.config.min_opslimit or frame.memlimit < hub.config.min_memlimit:
-        raise InvalidFrame("key derivation parameters are below the server minimum")
+    config = hub.config
+    if (frame.opslimit, frame.memlimit) != (config.kdf_opslimit, config.kdf_memlimit):
+        # One cost for every account, so prelogin cannot tell real handles from unknown.
+        raise InvalidFrame("key derivation parameters must be the ones challenge announced")
     auth_hash = await asyncio.to_thread(
         nacl.pwhash.argon2id.str,
         frame.auth_key,
@@ -87,12 +89,13 @@ async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
 async def prelogin(hub: Hub, guest: Guest, frame: f.Prelogin) -> f.PreloginResult:
     account = await hub.db.accounts.by_handle(frame.handle)
     if account is None:
-        # A stable fake answer, so that prelogin does not reveal which handles exist.
+        # A stable fake answer with the hub's one KDF cost, the same as a real account's,
+        # so that prelogin does not reveal which handles exist.
         return f.PreloginResult(
             id=frame.id,
             salt=hub.decoys.salt(frame.handle),
-            opslimit=hub.config.min_opslimit,
-            memlimit=hub.config.min_memlimit,
+            opslimit=hub.config.kdf_opslimit,
+            memlimit=hub.config.kdf_memlimit,
         )
     return f.PreloginResult(
         id=frame.id, salt=account.salt, opslimit=account.opslimit, memlimit=account.memlimit

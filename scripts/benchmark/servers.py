@@ -159,7 +159,7 @@ class ServerProcess:
                 self.db_url or str(self.db_path),
                 "--state-dir",
                 str(self.state_dir),
-                "--min-kdf",
+                "--kdf",
                 "test",
                 "--log-level",
                 "WARNING",

@@ -3,7 +3,7 @@ Redis, for trying several nodes by hand. Ctrl-C stops everything.
 
     scripts/cluster                       2 nodes, https://localhost:8443/
     scripts/cluster --nodes 3 --db postgresql+asyncpg://postgres@127.0.0.1/chat_cluster
-    scripts/cluster -- --min-kdf test     anything after -- goes to every chat-server serve
+    scripts/cluster -- --kdf test     anything after -- goes to every chat-server serve
 
 Everything it makes lives in ``--dir`` (default ``./var/cluster``): the throwaway CA
 and certificate (``tls/``, kept across runs so a client's trust survives a restart),

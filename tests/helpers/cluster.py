@@ -210,7 +210,7 @@ async def run_cluster(
             sys.executable, "-m", "chat_server.cli", "serve",
             "--port", str(port), "--db", db_url, "--state-dir", str(state),
             "--redis", redis_url, "--redis-prefix", prefix, "--node-id", name,
-            "--min-kdf", "test", "--log-file", str(log), "--log-level", "DEBUG",
+            "--kdf", "test", "--log-file", str(log), "--log-level", "DEBUG",
             *serve_args,
         ]  # fmt: skip
         cluster.nodes.append(Node(name, command, log, port))

@@ -40,7 +40,7 @@ __all__ = [
 
 #: Argon2id at the protocol minimum: for tests only.
 TEST_KDF = {"opslimit": 1, "memlimit": 8192}
-_TEST_COSTS = {"min_opslimit": 1, "min_memlimit": 8192, "hash_opslimit": 1, "hash_memlimit": 8192}
+_TEST_COSTS = {"kdf_opslimit": 1, "kdf_memlimit": 8192, "hash_opslimit": 1, "hash_memlimit": 8192}
 
 
 def test_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -155,7 +155,7 @@ class HubProcess:
                 str(self.db_path),
                 "--state-dir",
                 str(self.tmp_path / "state"),
-                "--min-kdf",
+                "--kdf",
                 "test",
                 "--log-file",
                 str(self.log_file),
