@@ -88,4 +88,4 @@ _CLOSE_MEANINGS: dict[int, str] = {
 def remote_error(frame: ErrorFrame) -> pe.RemoteError:
     """The typed exception for a server ``error`` frame (generic RemoteError if unknown);
     the code -> class map is the protocol's own (:data:`protocol.errors.ERROR_CLASSES`)."""
-    return pe.remote_error(frame.code, frame.message)
+    return pe.remote_error(frame.code, frame.message, frame.retry_after_ms)

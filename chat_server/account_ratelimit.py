@@ -242,4 +242,6 @@ async def require(limiter: AccountRateLimiter, account_id: str, what: str) -> No
     decision = await limiter.take(account_id)
     if not decision.allowed:
         seconds = max(1, -(-decision.retry_after_ms // 1000))
-        raise RateLimited(f"too many {what}; try again in {seconds} s")
+        raise RateLimited(
+            f"too many {what}; try again in {seconds} s", retry_after_ms=decision.retry_after_ms
+        )

@@ -255,7 +255,14 @@ class Session:
                     reply = self._apply(outcome)
             except RemoteError as exc:
                 # Refused: answered with the error, and the state stays as it was.
-                self.push(ErrorFrame(code=exc.code, message=exc.message, id=frame.id))
+                self.push(
+                    ErrorFrame(
+                        code=exc.code,
+                        message=exc.message,
+                        id=frame.id,
+                        retry_after_ms=exc.retry_after_ms,
+                    )
+                )
                 continue
             except ConnectionClosed:
                 raise
