@@ -53,6 +53,59 @@ def _config(args: argparse.Namespace, **extra: object) -> Config:
     return Config.from_env(db_url=_db_url(args.db), state_dir=args.state_dir, **extra)
 
 
+#: ``--limit NAME=RATE,BURST``: the Config field each named budget sets.
+BUDGETS = {
+    "case_open": "case_open_rate",
+    "dispute_request": "dispute_request_rate",
+    "login_fail_handle": "login_fail_handle_rate",
+    "login_fail_ip": "login_fail_ip_rate",
+    "register_ip": "register_ip_rate",
+}
+
+
+def _budget(text: str) -> tuple[str, tuple[float, int]]:
+    """``NAME=RATE,BURST`` (tokens per second, burst) -> (Config field, value)."""
+    try:
+        name, value = text.split("=", 1)
+        rate, burst = value.split(",", 1)
+        field, parsed = BUDGETS[name.strip()], (float(rate), int(burst))
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=RATE,BURST with NAME one of {', '.join(BUDGETS)}"
+        ) from None
+    if parsed[0] <= 0 or parsed[1] < 1:
+        raise argparse.ArgumentTypeError("RATE must be positive and BURST at least 1")
+    return field, parsed
+
+
+def _limit_flags(serve: argparse.ArgumentParser) -> None:
+    """The abuse limits (docs/PROTOCOL.md 11 lists each with its default and error)."""
+    serve.add_argument(
+        "--limit",
+        type=_budget,
+        action="append",
+        default=[],
+        metavar="NAME=RATE,BURST",
+        help="a shared budget in tokens per second and burst, e.g. register_ip=0.0167,20 "
+        f"(repeatable; NAME: {', '.join(BUDGETS)})",
+    )
+    for flag, field, text in (
+        ("--argon2-concurrency", "argon2_concurrency", "Argon2id hashes at once (default 4)"),
+        ("--argon2-per-ip", "argon2_per_ip", "Argon2id hashes at once per address (default 2)"),
+        ("--argon2-queue", "argon2_queue", "logins/registrations waiting for a hash (64)"),
+        ("--max-guests", "max_guests", "unauthenticated connections (default 1000)"),
+        ("--max-guests-per-ip", "max_guests_per_ip", "... per address (default 50)"),
+    ):
+        serve.add_argument(flag, type=int, dest=field, metavar="N", help=text)
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        dest="trusted_proxies",
+        metavar="ADDR",
+        help="a reverse proxy whose X-Forwarded-For names the client address (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-server",
@@ -141,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--rate-burst", type=int, help="frames a session may send in one burst (default 200)"
     )
+    _limit_flags(serve)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
@@ -231,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)
+        for field in ("argon2_concurrency", "argon2_per_ip", "argon2_queue", "max_guests"):
+            extra[field] = getattr(args, field)
+        extra["max_guests_per_ip"] = args.max_guests_per_ip
+        if args.trusted_proxies:
+            extra["trusted_proxies"] = tuple(args.trusted_proxies)
+        extra.update(dict(args.limit))
         if args.presence_ttl is not None:
             if args.presence_ttl <= 0:
                 print("chat-server: --presence-ttl must be positive", file=sys.stderr)

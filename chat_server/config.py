@@ -109,6 +109,22 @@ class Config:
     #: dispute requests filed, as (tokens per second, burst).
     case_open_rate: tuple[float, int] = (1 / 60, 10)
     dispute_request_rate: tuple[float, int] = (1 / 60, 10)
+    #: Unauthenticated work (``guard.py``, docs/PROTOCOL.md 11): Argon2id hashes at once
+    #: on this node, per client address (running or waiting), and waiting in all.
+    argon2_concurrency: int = 4
+    argon2_per_ip: int = 2
+    argon2_queue: int = 64
+    #: Failed logins per handle and per address, as (tokens per second, burst), and
+    #: registrations per address (shared by all nodes with ``redis_url``).
+    login_fail_handle_rate: tuple[float, int] = (1 / 60, 10)
+    login_fail_ip_rate: tuple[float, int] = (1 / 6, 50)
+    register_ip_rate: tuple[float, int] = (1 / 60, 20)
+    #: Unauthenticated connections on this node, in all and per address.
+    max_guests: int = 1000
+    max_guests_per_ip: int = 50
+    #: Addresses of reverse proxies (HAProxy) whose ``X-Forwarded-For`` names the client
+    #: address the per-address limits count; empty: the connection's own address.
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:

@@ -53,6 +53,8 @@ class Guest:
     peer: Peer
     #: The nonce ``hello`` was answered with; ``auth`` must sign it. None before hello.
     challenge: bytes | None
+    #: The client's address, as the per-address limits count it (``guard.py``).
+    ip: str = ""
 
     @property
     def session_id(self) -> str:

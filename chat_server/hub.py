@@ -9,6 +9,7 @@ Nothing here decides anything; each room has its own module:
 ``catchup``          after the bus may have lost events: sessions caught up from the DB
 ``disputes``         dispute requests, approvals, export; the watcher
 ``decoys``           answers for handles that do not exist (``credentials.py``)
+``guard``            bounds on unauthenticated work: Argon2 slots, login/register buckets
 ``bus``              events to and from the other nodes (Redis, or in-process)
 ``presence``         who is online on any node; the cluster-wide session cap
 ``limiter()``        per-account rate limits shared by every node
@@ -47,6 +48,7 @@ from .committer import GroupCommitter
 from .config import Config
 from .credentials import LoginDecoys
 from .disputes import DisputeService, DisputeWatcher
+from .guard import AuthGuard
 from .logs import log_event
 from .metrics import HubMetrics
 from .presence import LocalPresence, Presence, RedisPresence
@@ -120,6 +122,8 @@ class Hub:
         self.registry.on_publish_lost = self.catchup.publish_lost
         self.disputes = DisputeService(db)
         self.dispute_watcher = DisputeWatcher(db, self.registry)
+        #: Bounds on what strangers can make this hub do (register, login, connect).
+        self.guard = AuthGuard(config, self.limiter, config.resolved_data_key())
         self.decoys = LoginDecoys(
             config.resolved_data_key(),
             opslimit=config.hash_opslimit,

@@ -57,9 +57,11 @@ class Session:
     ``push`` never blocks: a full queue closes the session (4008).
     """
 
-    def __init__(self, hub: Hub, ws: ServerConnection) -> None:
+    def __init__(self, hub: Hub, ws: ServerConnection, ip: str = "") -> None:
         self.hub = hub
         self.ws = ws
+        #: The client's address as the per-address limits count it (``guard.py``).
+        self.ip = ip
         self.session_id = "s_" + secrets.token_hex(8)
         self._machine = SessionMachine()
         #: Who the connection speaks for, once ``auth`` succeeded.
@@ -72,6 +74,10 @@ class Session:
         # True while a _flush of frames written by the fast path is scheduled.
         self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self._caller is not None
 
     # -- outbound --------------------------------------------------------------
 
@@ -250,7 +256,7 @@ class Session:
                     reply = await ROUTES[type(frame)](hub, caller, frame)
                 else:
                     outcome = await GUEST_ROUTES[type(frame)](
-                        hub, Guest(self, machine.challenge), frame
+                        hub, Guest(self, machine.challenge, self.ip), frame
                     )
                     reply = self._apply(outcome)
             except RemoteError as exc:
@@ -295,5 +301,6 @@ class Session:
         if isinstance(outcome, SignedIn):
             self._machine.authenticated()
             self._caller = outcome.caller
+            self.hub.guard.guests.leave(self.ip)  # no longer counted as a stranger
             return None  # welcome was sent by the use case, before its matching
         return outcome

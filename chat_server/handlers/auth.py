@@ -22,7 +22,7 @@ import nacl.utils
 from protocol import crypto
 from protocol import frames as f
 from protocol.clock import now_ms
-from protocol.errors import AuthFailed, CryptoError, InvalidFrame
+from protocol.errors import AuthFailed, Conflict, CryptoError, InvalidFrame
 from storage.records import AccountRecord
 
 from ..casebook import case_info
@@ -54,16 +54,27 @@ async def ping(hub: Hub, who: Guest | Caller, frame: f.Ping) -> f.Pong:
 
 
 async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
+    """Cheap checks first (the schema was checked by the codec; KDF cost, invite, handle),
+    then the address's registration bucket, then one Argon2id in a bounded slot."""
     config = hub.config
     if (frame.opslimit, frame.memlimit) != (config.kdf_opslimit, config.kdf_memlimit):
         # One cost for every account, so prelogin cannot tell real handles from unknown.
         raise InvalidFrame("key derivation parameters must be the ones challenge announced")
-    auth_hash = await asyncio.to_thread(
-        nacl.pwhash.argon2id.str,
-        frame.auth_key,
-        opslimit=hub.config.hash_opslimit,
-        memlimit=hub.config.hash_memlimit,
-    )
+    invite = invite_code_hash(frame.invite) if frame.invite is not None else None
+    if invite is not None:
+        found = await hub.db.accounts.invite(invite)
+        if found is None or found.used_by is not None:
+            raise AuthFailed("invalid or used invite")
+    if await hub.db.accounts.by_handle(frame.handle) is not None:
+        raise Conflict("handle is taken")
+    await hub.guard.before_register(guest.ip)
+    async with hub.guard.argon2.slot(guest.ip):
+        auth_hash = await asyncio.to_thread(
+            nacl.pwhash.argon2id.str,
+            frame.auth_key,
+            opslimit=config.hash_opslimit,
+            memlimit=config.hash_memlimit,
+        )
     account = AccountRecord(
         id="acc_" + secrets.token_hex(10),
         handle=frame.handle,
@@ -80,7 +91,6 @@ async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
         display_name=None,
         created_at=now_ms(),
     )
-    invite = invite_code_hash(frame.invite) if frame.invite is not None else None
     created = await hub.db.accounts.create(account, invite)
     log_event("account.registered", account=created.id, role=created.role)
     return f.Registered(id=frame.id, account_id=created.id, role=created.role)
@@ -110,12 +120,17 @@ def _check_auth_key(auth_hash: bytes, auth_key: bytes) -> bool:
 
 
 async def login(hub: Hub, guest: Guest, frame: f.Login) -> f.LoginResult:
+    """A handle or address with too many failed logins is refused before any hashing;
+    then one Argon2id in a bounded slot; a failure fills both buckets."""
+    await hub.guard.before_login(frame.handle, guest.ip)
     account = await hub.db.accounts.by_handle(frame.handle)
     stored = account.auth_hash.encode() if account is not None else hub.decoys.dummy_auth_hash
     # Verify even for unknown handles so both answers take the same time.
-    ok = await asyncio.to_thread(_check_auth_key, stored, frame.auth_key)
+    async with hub.guard.argon2.slot(guest.ip):
+        ok = await asyncio.to_thread(_check_auth_key, stored, frame.auth_key)
     if account is None or not ok:
         log_event("auth.login_failed")
+        await hub.guard.login_failed(frame.handle, guest.ip)
         raise AuthFailed("wrong handle or passphrase")
     token = secrets.token_urlsafe(32)
     expires = now_ms() + hub.config.token_ttl_s * 1000

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         for i in range(1, args.nodes + 1):
             node_port = args.first_node_port + i - 1 if args.first_node_port else _free_port()
             log = work / f"node{i}.log"
-            extra = ["--redis", args.redis, "--node-id", f"node{i}"]
+            extra = ["--redis", args.redis, "--node-id", f"node{i}", "--trusted-proxy", "127.0.0.1"]
             command = [
                 *_chat_server(), "serve", *common, "--port", str(node_port),
                 "--log-file", str(log), *extra, *args.serve_args,

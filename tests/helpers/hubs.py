@@ -30,6 +30,8 @@ from storage.engine import sqlite_url
 
 __all__ = [
     "TEST_KDF",
+    "TEST_LENIENT_FLAGS",
+    "TEST_LENIENT_LIMITS",
     "HubProcess",
     "RunningHub",
     "free_port",
@@ -41,6 +43,20 @@ __all__ = [
 #: Argon2id at the protocol minimum: for tests only.
 TEST_KDF = {"opslimit": 1, "memlimit": 8192}
 _TEST_COSTS = {"kdf_opslimit": 1, "kdf_memlimit": 8192, "hash_opslimit": 1, "hash_memlimit": 8192}
+#: Every test connects from 127.0.0.1 and many register dozens of accounts at once, so
+#: the per-address bounds are lifted unless a test sets them (tests/chat_server/
+#: test_auth_limits.py tests the defaults' behaviour with small values).
+TEST_LENIENT_LIMITS: dict[str, Any] = {
+    "argon2_per_ip": 64,
+    "register_ip_rate": (1000.0, 100_000),
+    "login_fail_ip_rate": (1000.0, 100_000),
+    "max_guests_per_ip": 1000,
+}
+#: The same for a hub run as a child process (``chat-server serve`` flags).
+TEST_LENIENT_FLAGS = (
+    "--argon2-per-ip", "64", "--max-guests-per-ip", "1000",
+    "--limit", "register_ip=1000,100000", "--limit", "login_fail_ip=1000,100000",
+)  # fmt: skip
 
 
 def test_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -52,6 +68,7 @@ def test_config(tmp_path: Path, **overrides: Any) -> Config:
         "log_file": tmp_path / "hub.log",
         "log_level": "DEBUG",
         **_TEST_COSTS,
+        **TEST_LENIENT_LIMITS,
     }
     values.update(overrides)
     return Config(**values)
@@ -157,6 +174,7 @@ class HubProcess:
                 str(self.tmp_path / "state"),
                 "--kdf",
                 "test",
+                *TEST_LENIENT_FLAGS,
                 "--log-file",
                 str(self.log_file),
                 "--log-level",
