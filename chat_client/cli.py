@@ -173,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("close-case", help="close a case for both participants")
     p.add_argument("case", help="case id")
 
-    sub.add_parser("logout", help="revoke this device's session token")
+    p = sub.add_parser("logout", help="revoke this device's session token")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="everywhere",
+        help="revoke every session of the account, on every device",
+    )
 
     p = sub.add_parser("consent", help="show the terms (escrow policy) and accept them")
     p.add_argument("--yes", action="store_true", help="accept without asking")
@@ -388,8 +394,11 @@ async def cmd_close_case(args: argparse.Namespace, out: Printer) -> int:
 
 async def cmd_logout(args: argparse.Namespace, out: Printer) -> int:
     client = await _open(args)
-    await client.logout()
-    out.emit("logged out", {"ok": True})
+    await client.logout(everywhere=args.everywhere)
+    out.emit(
+        "logged out everywhere" if args.everywhere else "logged out",
+        {"ok": True, "all": args.everywhere},
+    )
     return EXIT_OK
 
 

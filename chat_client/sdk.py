@@ -329,12 +329,14 @@ class ChatClient:
 
     # -- ending ----------------------------------------------------------------------------
 
-    async def logout(self) -> None:
-        """Revoke the session token on the server, forget it locally, and close."""
+    async def logout(self, *, everywhere: bool = False) -> None:
+        """Revoke the session token on the server, forget it locally, and close.
+        ``everywhere``: revoke every token of the account and end all its sessions on
+        every device (they stop with SessionEnded, close code 4004)."""
         self._session.logging_out = True  # the server's close 1000 that follows is expected
         with contextlib.suppress(LinkClosed, RequestInterrupted, pe.ProtocolError):
             self._session.check_running()
-            await self._request(f.Logout, retry=False)
+            await self._request(f.Logout, all=everywhere, retry=False)
         self._session.forget_token()
         await self.close()
 

@@ -75,6 +75,8 @@ class Config:
     rate_burst: int = limits.RATE_BURST
     send_queue_frames: int = limits.SEND_QUEUE_FRAMES
     token_ttl_s: int = limits.TOKEN_TTL_S
+    #: Expired session tokens are deleted this often (seconds).
+    token_purge_interval_s: float = 600.0
     #: Largest number of messages committed in one transaction.
     commit_batch: int = 512
     #: Browser origins allowed to open the WebSocket; None: only the hub's own (the

@@ -73,6 +73,9 @@ class Caller:
     sign_pk: bytes
     #: Hash of the session token the connection authenticated with (``logout`` revokes it).
     token_hash: bytes
+    #: When that token expires (ms since the epoch): the session ends then (4002).
+    #: None: never (use-case tests that make a Caller by hand).
+    token_expires: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

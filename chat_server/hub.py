@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 
+from protocol.clock import now_ms
 from protocol.crypto import ServerKey
 from protocol.errors import CloseCode
 from storage.engine import Database
@@ -132,6 +133,9 @@ class Hub:
         self.metrics.watch_bus(self.bus)
         self.metrics.watch_presence(self.presence.stats)
         self.stopping = False
+        self._purger: asyncio.Task[None] | None = None
+        #: Expired tokens deleted by this node so far.
+        self.tokens_purged = 0
 
     def limiter(self, limit: RateLimit) -> AccountRateLimiter:
         """A per-account budget shared by every node (in Redis when configured, else in
@@ -151,6 +155,21 @@ class Hub:
         self.committer.start()
         await self.presence.start()
         await self.bus.start(self._on_event, self.catchup.on_reconnect)
+        self._purger = asyncio.create_task(self._purge_tokens(), name="token-purge")
+
+    async def _purge_tokens(self) -> None:
+        """Delete expired session tokens every ``token_purge_interval_s`` (every node
+        does; the DELETE is idempotent). A failure is logged and retried next time."""
+        while True:
+            await asyncio.sleep(self.config.token_purge_interval_s)
+            try:
+                purged = await self.db.accounts.purge_expired_tokens(now_ms())
+            except Exception as exc:
+                log_event("tokens.purge_failed", logging.WARNING, error=type(exc).__name__)
+                continue
+            self.tokens_purged += purged
+            if purged:
+                log_event("tokens.purged", count=purged)
 
     def _on_event(self, envelope: Envelope) -> None:
         if isinstance(envelope.event, Resync):
@@ -169,6 +188,10 @@ class Hub:
         work, finish pending commits (their acks and fan-out go out), close every session
         with 1001 (resumable: clients reconnect to another node), then leave the bus."""
         self.stopping = True
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
         await self.presence.close()
         await self.dispute_watcher.stop()
         await self.catchup.stop()

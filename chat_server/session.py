@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from protocol import codec
+from protocol.clock import now_ms
 from protocol.errors import (
     RESUMABLE_CLOSE_CODES,
     CloseCode,
@@ -74,6 +75,7 @@ class Session:
         # True while a _flush of frames written by the fast path is scheduled.
         self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -188,6 +190,8 @@ class Session:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+            if self._expiry is not None:
+                self._expiry.cancel()
             await self.hub.registry.detach(self)
             self._closing = True
             self._machine.close()
@@ -302,5 +306,11 @@ class Session:
             self._machine.authenticated()
             self._caller = outcome.caller
             self.hub.guard.guests.leave(self.ip)  # no longer counted as a stranger
+            if (expires := outcome.caller.token_expires) is not None:
+                # The session lives as long as its token (docs/PROTOCOL.md 10: 4002).
+                delay = max(0.0, (expires - now_ms()) / 1000)
+                self._expiry = asyncio.get_running_loop().call_later(
+                    delay, self.close, CloseCode.SESSION_EXPIRED, "session expired: log in again"
+                )
             return None  # welcome was sent by the use case, before its matching
         return outcome

@@ -93,6 +93,7 @@ class CloseCode(enum.IntEnum):
     AUTH_TIMEOUT = 4001  # no successful auth in time
     SESSION_EXPIRED = 4002  # the session's token expired or was revoked: log in again
     SESSION_LIMIT = 4003  # too many sessions for this account
+    SIGNED_OUT = 4004  # logout{all} ended every session of the account: sign in again
     SLOW_CONSUMER = 4008  # send queue overflowed: reconnect and sync, nothing is lost
     REPLACED = 4009  # evicted by a newer session when at the per-account limit
 

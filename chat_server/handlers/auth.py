@@ -158,10 +158,12 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
         raise InvalidFrame("send hello first to get a challenge")
     account = await hub.db.accounts.by_id(frame.account_id)
     hashed = token_hash(frame.token)
-    valid = account is not None and await hub.db.accounts.token_valid(
-        hashed, frame.account_id, now_ms()
+    expires = (
+        await hub.db.accounts.token_expiry(hashed, frame.account_id, now_ms())
+        if account is not None
+        else None
     )
-    if account is None or not valid:
+    if account is None or expires is None:
         log_event("auth.failed", reason="token")
         raise AuthFailed("invalid or expired session token")
     try:
@@ -176,6 +178,7 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
         role=account.role,
         sign_pk=account.sign_pk,
         token_hash=hashed,
+        token_expires=expires,
     )
     await hub.registry.attach(guest.peer, account)
     cases = await hub.casebook.for_account(account.id)
@@ -196,7 +199,13 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
 
 
 async def logout(hub: Hub, caller: Caller, frame: f.Logout) -> f.Ok:
-    """Revoke the session token; the state machine then closes the connection (1000)."""
-    await hub.db.accounts.revoke_token(caller.token_hash)
-    log_event("auth.logout", account=caller.account_id)
+    """Revoke the session token; the state machine then closes the connection (1000).
+    With ``all``: every token of the account, and every other session of it on every
+    node closes with 4004."""
+    if frame.all:
+        await hub.db.accounts.revoke_account_tokens(caller.account_id)
+        hub.registry.sign_out(caller.account_id, exclude=caller.peer)
+    else:
+        await hub.db.accounts.revoke_token(caller.token_hash)
+    log_event("auth.logout", account=caller.account_id, everywhere=frame.all)
     return f.Ok(id=frame.id)

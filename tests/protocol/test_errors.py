@@ -79,6 +79,7 @@ def test_close_codes() -> None:
         "AUTH_TIMEOUT": 4001,
         "SESSION_EXPIRED": 4002,
         "SESSION_LIMIT": 4003,
+        "SIGNED_OUT": 4004,
         "SLOW_CONSUMER": 4008,
         "REPLACED": 4009,
     }
@@ -113,6 +114,7 @@ def test_retry_after_travels_with_the_error() -> None:
 
 def test_session_expired_is_not_resumed_without_a_new_login() -> None:
     assert e.CloseCode.SESSION_EXPIRED not in e.RESUMABLE_CLOSE_CODES
+    assert e.CloseCode.SIGNED_OUT not in e.RESUMABLE_CLOSE_CODES
 
 
 def test_auth_timeout_is_not_resumable() -> None:

@@ -16,6 +16,7 @@ export const CloseCode = Object.freeze({
   AUTH_TIMEOUT: 4001,
   SESSION_EXPIRED: 4002,
   SESSION_LIMIT: 4003,
+  SIGNED_OUT: 4004,
   SLOW_CONSUMER: 4008,
   REPLACED: 4009,
 });
