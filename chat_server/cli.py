@@ -60,6 +60,8 @@ BUDGETS = {
     "login_fail_handle": "login_fail_handle_rate",
     "login_fail_ip": "login_fail_ip_rate",
     "register_ip": "register_ip_rate",
+    "account_request": "account_request_rate",
+    "account_message": "account_message_rate",
 }
 
 
@@ -95,6 +97,9 @@ def _limit_flags(serve: argparse.ArgumentParser) -> None:
         ("--argon2-queue", "argon2_queue", "logins/registrations waiting for a hash (64)"),
         ("--max-guests", "max_guests", "unauthenticated connections (default 1000)"),
         ("--max-guests-per-ip", "max_guests_per_ip", "... per address (default 50)"),
+        ("--max-waiting-cases", "max_waiting_cases", "cases a client has waiting (default 1)"),
+        ("--max-open-cases", "max_open_cases", "cases a client has not closed (default 3)"),
+        ("--max-disputes-per-case", "max_disputes_per_case", "per client (default 3)"),
     ):
         serve.add_argument(flag, type=int, dest=field, metavar="N", help=text)
     serve.add_argument(
@@ -285,9 +290,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)
-        for field in ("argon2_concurrency", "argon2_per_ip", "argon2_queue", "max_guests"):
+        for field in (
+            "argon2_concurrency",
+            "argon2_per_ip",
+            "argon2_queue",
+            "max_guests",
+            "max_guests_per_ip",
+            "max_waiting_cases",
+            "max_open_cases",
+            "max_disputes_per_case",
+        ):
             extra[field] = getattr(args, field)
-        extra["max_guests_per_ip"] = args.max_guests_per_ip
         if args.trusted_proxies:
             extra["trusted_proxies"] = tuple(args.trusted_proxies)
         extra.update(dict(args.limit))

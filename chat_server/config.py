@@ -111,6 +111,16 @@ class Config:
     #: dispute requests filed, as (tokens per second, burst).
     case_open_rate: tuple[float, int] = (1 / 60, 10)
     dispute_request_rate: tuple[float, int] = (1 / 60, 10)
+    #: A client's cases at once: waiting for a counselor, and open (waiting or assigned).
+    max_waiting_cases: int = 1
+    max_open_cases: int = 3
+    #: Dispute requests one client may file about one case (in any state).
+    max_disputes_per_case: int = 3
+    #: Per-account budgets over all of an account's sessions on this node (in memory:
+    #: checked on every frame, so no Redis round trip), as (per second, burst): every
+    #: request after auth, and ``msg.send`` alone.
+    account_request_rate: tuple[float, int] = (100.0, 400)
+    account_message_rate: tuple[float, int] = (20.0, 100)
     #: Unauthenticated work (``guard.py``, docs/PROTOCOL.md 11): Argon2id hashes at once
     #: on this node, per client address (running or waiting), and waiting in all.
     argon2_concurrency: int = 4

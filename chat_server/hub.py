@@ -106,6 +106,16 @@ class Hub:
         self.dispute_limit = self.limiter(
             RateLimit("dispute_request", *config.dispute_request_rate)
         )
+        #: Per account over all its sessions on this node: every request, and messages
+        #: (in memory on purpose: they are asked on every frame; docs/DECISIONS.md).
+        self.account_requests = LocalAccountRateLimiter(
+            RateLimit("account_request", *config.account_request_rate)
+        )
+        self.account_messages = LocalAccountRateLimiter(
+            RateLimit("account_message", *config.account_message_rate)
+        )
+        self.metrics.watch_rate_limiter("account_request", self.account_requests.stats)
+        self.metrics.watch_rate_limiter("account_message", self.account_messages.stats)
         self.registry = SessionRegistry(
             config.max_sessions_per_account,
             node_id=self.node_id,

@@ -237,6 +237,19 @@ class Session:
                     )
                 )
                 continue
+            if self._caller is not None:
+                # One budget for all of the account's sessions on this node, too.
+                account = hub.account_requests.take_now(self._caller.account_id)
+                if not account.allowed:
+                    self.push(
+                        ErrorFrame(
+                            code=ErrorCode.RATE_LIMITED,
+                            message="too many requests from this account; slow down",
+                            id=codec.request_id_of(raw),
+                            retry_after_ms=account.retry_after_ms,
+                        )
+                    )
+                    continue
             try:
                 frame = codec.decode_client(raw)
             except RemoteError as exc:
