@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 
 import nacl.hash
@@ -58,15 +59,21 @@ def client_address(
 
 class WorkGate:
     """``total`` slots shared by everyone, at most ``per_ip`` held or awaited per address,
-    at most ``queue`` callers waiting. ``slot(ip)`` raises Busy instead of queueing more."""
+    at most ``queue`` callers waiting. ``slot(ip)`` raises Busy instead of queueing more.
+
+    A freed slot goes to the waiting addresses in turn (round robin), not to the oldest
+    waiter: a user waits behind at most one hash per other waiting address, however
+    many requests each of those has queued."""
 
     def __init__(self, total: int, per_ip: int, queue: int) -> None:
         if total < 1 or per_ip < 1 or queue < 0:
             raise ValueError("a work gate needs total >= 1, per_ip >= 1, queue >= 0")
-        self._slots = asyncio.Semaphore(total)
+        self._free = total
         self._per_ip_max = per_ip
         self._queue_max = queue
         self._waiting = 0
+        #: Waiters by address, the addresses in the order of their next turn.
+        self._turns: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
         self._per_ip: dict[str, int] = {}
         #: Slots granted and refusals so far (metrics, tests).
         self.granted = 0
@@ -84,27 +91,62 @@ class WorkGate:
                 "too many logins or registrations from your address at once; retry shortly",
                 retry_after_ms=BUSY_RETRY_MS,
             )
-        if self._slots.locked() and self._waiting >= self._queue_max:
+        if not self._free and self._waiting >= self._queue_max:
             self.refused += 1
             raise Busy("the server is busy; retry shortly", retry_after_ms=BUSY_RETRY_MS)
         self._per_ip[ip] = held + 1
         try:
-            self._waiting += 1
-            try:
-                await self._slots.acquire()
-            finally:
-                self._waiting -= 1
+            await self._acquire(ip)
             self.granted += 1
             try:
                 yield
             finally:
-                self._slots.release()
+                self._release()
         finally:
             left = self._per_ip[ip] - 1
             if left:
                 self._per_ip[ip] = left
             else:
                 del self._per_ip[ip]
+
+    async def _acquire(self, ip: str) -> None:
+        if self._free and not self._waiting:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.setdefault(ip, deque()).append(turn)
+        self._waiting += 1
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # the slot was handed over just as we were cancelled
+            else:
+                self._forget(ip, turn)
+            raise
+
+    def _forget(self, ip: str, turn: asyncio.Future[None]) -> None:
+        queue = self._turns.get(ip)
+        if queue is not None and turn in queue:
+            queue.remove(turn)
+            self._waiting -= 1
+            if not queue:
+                del self._turns[ip]
+
+    def _release(self) -> None:
+        """Hand the slot to the next waiting address (which then goes last), or free it."""
+        while self._turns:
+            ip, queue = next(iter(self._turns.items()))
+            turn = queue.popleft()
+            self._waiting -= 1
+            if queue:
+                self._turns.move_to_end(ip)
+            else:
+                del self._turns[ip]
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
 
 
 class GuestCounter:

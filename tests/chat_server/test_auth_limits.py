@@ -227,3 +227,42 @@ def test_the_client_address_behind_a_trusted_proxy() -> None:
     assert client_address(proxy, "198.51.100.9", ()) == "10.0.0.5"
     assert client_address(("192.0.2.7", 1), "6.6.6.6", ("10.0.0.5",)) == "192.0.2.7"
     assert client_address(None, None, ()) == "unknown"
+
+
+async def test_freed_hash_slots_go_to_waiting_addresses_in_turn() -> None:
+    """One address with a queue of requests does not make another wait behind all of
+    them: the next slot goes to the next address in turn; a cancelled waiter gives up
+    its place; refusals past the bounds are ``busy``."""
+    from chat_server.guard import WorkGate
+    from protocol.errors import Busy
+
+    gate = WorkGate(total=1, per_ip=3, queue=4)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hash_for(ip: str, tag: str) -> None:
+        async with gate.slot(ip):
+            order.append(tag)
+            await release.wait()
+
+    first = asyncio.create_task(hash_for("a", "a1"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(hash_for("a", f"a{i}")) for i in (2, 3)]
+    await asyncio.sleep(0)
+    waiting.append(asyncio.create_task(hash_for("b", "b1")))
+    gone = asyncio.create_task(hash_for("c", "c1"))
+    await asyncio.sleep(0)
+    with pytest.raises(Busy):  # a's third at once
+        async with gate.slot("a"):
+            pass
+    with pytest.raises(Busy):  # four waiting already
+        async with gate.slot("d"):
+            pass
+    gone.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *waiting)
+    assert order == ["a1", "a2", "b1", "a3"]
+    assert gate.granted == 4 and gate.refused == 2 and gate.held_by("a") == 0
+    async with gate.slot("e"):  # everything was given back
+        assert gate.held_by("e") == 1
