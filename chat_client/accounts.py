@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from protocol import crypto, opening
 from protocol import errors as pe
@@ -53,10 +54,32 @@ async def preauth_link(url: str, tls: ssl.SSLContext | None = None) -> AsyncIter
         await reader
 
 
+_T = TypeVar("_T")
+
+#: How often a ``register`` or ``login`` answered ``busy`` (the hub is hashing too much
+#: at once) is tried again, each time after the ``retry_after_ms`` the hub gave.
+BUSY_RETRIES = 3
+
+
+async def when_not_busy(ask: Callable[[], Awaitable[_T]]) -> _T:
+    """``await ask()``, again after the hub's ``retry_after_ms`` while it answers
+    ``busy`` (at most :data:`BUSY_RETRIES` times, at most 5 s apart)."""
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            return await ask()
+        except pe.Busy as exc:
+            if attempt == BUSY_RETRIES:
+                raise
+            await asyncio.sleep(min(5.0, (exc.retry_after_ms or 500) / 1000))
+    raise AssertionError("unreachable")
+
+
 async def login_request(link: Link, handle: str, auth_key: bytes) -> f.LoginResult:
     """``login`` on ``link``; a refusal becomes AuthFailed("wrong handle or passphrase")."""
     try:
-        answer = await link.request(f.Login, handle=handle, auth_key=auth_key)
+        answer = await when_not_busy(
+            lambda: link.request(f.Login, handle=handle, auth_key=auth_key)
+        )
     except pe.AuthFailed:
         raise pe.AuthFailed("wrong handle or passphrase") from None
     return expect(answer, f.LoginResult)
@@ -99,17 +122,19 @@ async def register(
         identity = crypto.Identity.generate()
         wrapped = crypto.wrap_identity(identity, keys.wrap_key)
         registered = expect(
-            await link.request(
-                f.Register,
-                handle=handle,
-                salt=salt,
-                opslimit=opslimit,
-                memlimit=memlimit,
-                auth_key=keys.auth_key,
-                sign_pk=identity.sign_pk,
-                box_pk=identity.box_pk,
-                wrapped_keys=wrapped,
-                invite=invite,
+            await when_not_busy(
+                lambda: link.request(
+                    f.Register,
+                    handle=handle,
+                    salt=salt,
+                    opslimit=opslimit,
+                    memlimit=memlimit,
+                    auth_key=keys.auth_key,
+                    sign_pk=identity.sign_pk,
+                    box_pk=identity.box_pk,
+                    wrapped_keys=wrapped,
+                    invite=invite,
+                )
             ),
             f.Registered,
         )

@@ -5,8 +5,9 @@ server-side hash (``--kdf interactive``: the hub's Argon2id of each auth_key is 
 it runs in production; the client-side derivation is done once, before measuring, since
 it costs the user's device, not the hub). In the same run:
 
-1. **alone**: one legitimate user logs in again and again (a fresh connection each time:
-   ``prelogin`` then ``login``, which is one server-side Argon2id), from 127.0.0.1;
+1. **alone**: 4 legitimate users log in again and again, one login at a time each (a
+   fresh connection each time: ``prelogin`` then ``login``, which is one server-side
+   Argon2id), each from its own address (127.0.2.x);
 2. **one attacker address**: the same, while ``N`` hostile connections from 127.0.0.2
    hammer ``login`` (random handles and keys) and ``register`` without pause, each
    sending its next request as soon as the previous one is answered;
@@ -48,6 +49,8 @@ PASSPHRASE = "bench legit passphrase"
 #: The hub's production flags, but a KDF profile whose *server-side* hash is production's.
 HUB_FLAGS = ("--kdf", "interactive", "--log-level", "WARNING")
 MANY_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 17)]
+#: Legitimate users logging in at once, each from its own address.
+LEGIT_USERS = 4
 
 
 async def _connect(url: str, address: str) -> ClientConnection:
@@ -100,14 +103,34 @@ async def _legit_account(url: str) -> tuple[str, bytes]:
         await ws.close()
 
 
-async def _legit_logins(url: str, handle: str, auth_key: bytes, seconds: float) -> dict[str, Any]:
+async def _legit_logins(url: str, users: list[tuple[str, bytes]], seconds: float) -> dict[str, Any]:
+    """Each legitimate user logs in again and again, one login at a time, from an
+    address of its own (127.0.2.x)."""
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
+    await asyncio.gather(
+        *(
+            _logins_of(url, handle, key, f"127.0.2.{i + 1}", deadline, latencies, failures)
+            for i, (handle, key) in enumerate(users)
+        )
+    )
+    return _summary(latencies, failures)
+
+
+async def _logins_of(
+    url: str,
+    handle: str,
+    auth_key: bytes,
+    address: str,
+    deadline: float,
+    latencies: list[float],
+    failures: Counter[str],
+) -> None:
     while time.monotonic() < deadline:
         started = time.perf_counter()
         try:
-            ws = await _connect(url, "127.0.0.1")
+            ws = await _connect(url, address)
             try:
                 pre = await _ask(ws, f.Prelogin(id="p", handle=handle))
                 res = await _ask(ws, f.Login(id="l", handle=handle, auth_key=auth_key))
@@ -120,7 +143,6 @@ async def _legit_logins(url: str, handle: str, auth_key: bytes, seconds: float) 
             latencies.append(time.perf_counter() - started)
         else:
             failures[getattr(res, "code", type(res).__name__)] += 1
-    return _summary(latencies, failures)
 
 
 def _summary(latencies: list[float], failures: Counter[str]) -> dict[str, Any]:
@@ -190,7 +212,8 @@ async def _hostile(url: str, conns: int, addresses: list[str], seconds: float) -
     stop = time.monotonic() + seconds
     await asyncio.gather(
         *(
-            _hammer(url, addresses[i % len(addresses)], i % 2 == 1, stop, tally)
+            # logins and registrations from every address (i // 2: both kinds per address)
+            _hammer(url, addresses[(i // 2) % len(addresses)], i % 2 == 1, stop, tally)
             for i in range(conns)
         )
     )
@@ -201,7 +224,7 @@ async def _hostile(url: str, conns: int, addresses: list[str], seconds: float) -
 
 
 async def _phase(
-    url: str, handle: str, auth_key: bytes, seconds: float, hostile: list[str] | None
+    url: str, users: list[tuple[str, bytes]], seconds: float, hostile: list[str] | None
 ) -> dict[str, Any]:
     proc = None
     if hostile is not None:
@@ -212,7 +235,7 @@ async def _phase(
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         await asyncio.sleep(1.0)  # the attack is under way before measuring
-    result = await _legit_logins(url, handle, auth_key, seconds)
+    result = await _legit_logins(url, users, seconds)
     if proc is not None:
         out, _ = await asyncio.wait_for(proc.communicate(), seconds + 30)
         result["hostile_answers"] = json.loads(out.decode().strip().splitlines()[-1])
@@ -240,15 +263,23 @@ async def run(workdir: Path, hostile: int, phase_s: float) -> dict[str, Any]:
             break
         except OSError:
             await asyncio.sleep(0.05)
-    handle, auth_key = await _legit_account(url)
+    users = [await _legit_account(url) for _ in range(LEGIT_USERS)]
     phases = {
-        "alone": await _phase(url, handle, auth_key, phase_s, None),
-        "one_attacker_address": await _phase(url, handle, auth_key, phase_s, ["127.0.0.2"]),
-        "attackers_on_16_addresses": await _phase(url, handle, auth_key, phase_s, MANY_ADDRESSES),
+        "alone": await _phase(url, users, phase_s, None),
+        "one_attacker_address": await _phase(url, users, phase_s, ["127.0.0.2"]),
+        "attackers_on_16_addresses": await _phase(url, users, phase_s, MANY_ADDRESSES),
     }
     proc.terminate()
     proc.wait(20)
-    return {"hostile_connections": hostile, "phase_s": phase_s, "phases": phases}
+    return {
+        # Other work on the machine skews every figure (the cores are shared).
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "cores": os.cpu_count(),
+        "hostile_connections": hostile,
+        "legitimate_users": LEGIT_USERS,
+        "phase_s": phase_s,
+        "phases": phases,
+    }
 
 
 def table(results: dict[str, Any]) -> str:

@@ -266,3 +266,24 @@ async def test_freed_hash_slots_go_to_waiting_addresses_in_turn() -> None:
     assert gate.granted == 4 and gate.refused == 2 and gate.held_by("a") == 0
     async with gate.slot("e"):  # everything was given back
         assert gate.held_by("e") == 1
+
+
+async def test_the_sdk_waits_out_busy_and_logs_in(tmp_path: Path) -> None:
+    """A login answered ``busy`` is tried again after the hub's retry_after_ms."""
+    from chat_client import ChatClient
+
+    async with start_hub(
+        tmp_path / "hub", argon2_concurrency=1, argon2_queue=0, **SLOW_HASH
+    ) as hub:
+        sdk = await ChatClient.register(hub.url, "patient", "pw", home=tmp_path / "a")
+        await sdk.close()
+        hog = await RawClient.connect(hub.url, **OTHER_ADDRESS)
+        granted = _gate(hub).granted
+        await hog.send(_wrong_login("someone"))
+        while _gate(hub).granted == granted:  # the hog holds the only slot
+            await asyncio.sleep(0.001)
+        refused = _gate(hub).refused
+        client = await ChatClient.login(hub.url, "patient", "pw", home=tmp_path / "b")
+        assert _gate(hub).refused > refused  # it was told busy at least once, and waited
+        await client.close()
+        await hog.close()
