@@ -1,25 +1,17 @@
 """Limits on what one account can ask of counselors and the hub (issue 13, item 6):
 cases waiting and open per client, per-account message and request rates over all of
-its sessions, and dispute requests per case. The hub's defaults are used where the test
-says so; the rest of the suite runs with these limits lifted (tests/helpers/hubs.py)."""
+its sessions (dispute requests per case: tests/chat_server/handlers/test_disputes.py).
+The hub's defaults are used where the test says so; the rest of the suite runs with
+these limits lifted (tests/helpers/hubs.py)."""
 
 from __future__ import annotations
 
 import secrets
 from pathlib import Path
 
-import pytest
-
-from chat_server.handlers import disputes
-from chat_server.hub import Hub
 from protocol import frames as f
-from protocol.errors import LimitExceeded
-from storage.engine import open_database, sqlite_url
-from tests.chat_server.handlers.test_disputes import install_policy, request
-from tests.helpers import hubs
 from tests.helpers.hubs import start_hub
 from tests.helpers.rawclient import RawClient, pair, rid
-from tests.helpers.usecases import World
 
 #: The production defaults of the case caps (chat_server/config.py).
 DEFAULT_CASE_CAPS = {"max_waiting_cases": 1, "max_open_cases": 3}
@@ -106,26 +98,3 @@ async def test_requests_per_account_are_limited_over_all_its_sessions(tmp_path: 
         assert isinstance(await other.request(f.Ping(id=rid())), f.Pong)
         for peer in (first, second, other):
             await peer.close()
-
-
-async def test_dispute_requests_per_case_are_capped(tmp_path: Path) -> None:
-    config = hubs.test_config(tmp_path, max_disputes_per_case=2)
-    db = await open_database(sqlite_url(tmp_path / "chat.db"), config.resolved_data_key())
-    hub = Hub(config, db, config.server_key())
-    await hub.start()
-    try:
-        world = World(hub)
-        client, counselor = await world.person(), await world.person("counselor")
-        case = await world.case(client, counselor)
-        other_case = await world.case(client, counselor)
-        signed = await install_policy(world)
-        for _ in range(2):
-            await disputes.dispute_request(hub, client.caller, request(client, case, signed))
-        with pytest.raises(LimitExceeded, match="about this case"):
-            await disputes.dispute_request(hub, client.caller, request(client, case, signed))
-        # Another case has its own allowance.
-        await disputes.dispute_request(hub, client.caller, request(client, other_case, signed))
-        assert len(await hub.disputes.of_requester(client.id)) == 3
-    finally:
-        await hub.shutdown()
-        await db.close()
