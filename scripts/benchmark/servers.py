@@ -28,6 +28,7 @@ LOOPBACK_LOAD_FLAGS = (
     "--argon2-per-ip", "64", "--max-guests-per-ip", "100000", "--max-guests", "100000",
     "--limit", "register_ip=1000,1000000", "--limit", "login_fail_ip=1000,1000000",
     "--limit", "account_request=1000000,1000000", "--limit", "account_message=1000000,1000000",
+    "--max-waiting-cases", "1000", "--max-open-cases", "1000",
 )  # fmt: skip
 
 __all__ = [
