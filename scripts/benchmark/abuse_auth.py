@@ -14,11 +14,10 @@ it costs the user's device, not the hub). In the same run:
 3. **attackers on many addresses**: the same N spread over 16 addresses (127.0.1.x),
    which only the global bounds (Argon2 slots, the unauthenticated-connection cap) meet.
 
-It reports the legitimate login latency p50/p99 of each phase and what the hostile
-requests were answered with. Bounded: each phase lasts ``--phase-s`` seconds (20; the second half of each is
-also reported on its own, when the attackers' buckets have run dry), connections
-stay on 127.0.0.0/8, and the hub is killed at the end. Exit 1 if a legitimate login
-failed.
+It reports the legitimate login latency p50/p99 of each phase (and of its second half,
+when the attackers' buckets have run dry) and what the hostile requests were answered
+with. Bounded: each phase lasts ``--phase-s`` seconds (default 20), connections stay on
+127.0.0.0/8, and the hub is killed at the end. Exit 1 if a legitimate login failed.
 """
 
 from __future__ import annotations
