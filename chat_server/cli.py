@@ -103,6 +103,13 @@ def _limit_flags(serve: argparse.ArgumentParser) -> None:
     ):
         serve.add_argument(flag, type=int, dest=field, metavar="N", help=text)
     serve.add_argument(
+        "--tarpit-s",
+        type=float,
+        dest="tarpit_s",
+        metavar="S",
+        help="seconds a refused stranger waits for its answer, reading nothing (default 1)",
+    )
+    serve.add_argument(
         "--trusted-proxy",
         action="append",
         dest="trusted_proxies",
@@ -299,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_waiting_cases",
             "max_open_cases",
             "max_disputes_per_case",
+            "tarpit_s",
         ):
             extra[field] = getattr(args, field)
         if args.trusted_proxies:

@@ -131,6 +131,9 @@ class Config:
     login_fail_handle_rate: tuple[float, int] = (1 / 60, 10)
     login_fail_ip_rate: tuple[float, int] = (1 / 6, 50)
     register_ip_rate: tuple[float, int] = (1 / 60, 20)
+    #: Seconds a refused stranger waits for its answer (``rate_limited`` at login or
+    #: register, or over the session's frame rate before auth), reading nothing meanwhile.
+    tarpit_s: float = 1.0
     #: Unauthenticated connections on this node, in all and per address.
     max_guests: int = 1000
     max_guests_per_ip: int = 50

@@ -15,6 +15,10 @@ stranger can make the hub do. :class:`AuthGuard` bounds it:
 * **Unauthenticated connections** (:class:`GuestCounter`): at most ``max_guests`` in
   total and ``max_guests_per_ip`` per address; one more is closed at once with 1013
   (try again later).
+* **Tarpit**: a refused ``login`` or ``register`` is answered after ``tarpit_s`` (at most
+  its retry_after), and the connection reads nothing meanwhile, so a refused stranger
+  costs the hub one cheap answer per ``tarpit_s`` per connection instead of one per
+  round trip (the benchmark's hostile load was mostly refusals).
 
 With ``--redis`` the buckets live in Redis (one budget for all nodes); the slots and the
 connection counts are this node's own, since they bound this node's CPU and memory.
@@ -201,6 +205,15 @@ class AuthGuard:
         )
         self._failed_ip = limiter(RateLimit("login_fail_ip", *config.login_fail_ip_rate))
         self._register_ip = limiter(RateLimit("register_ip", *config.register_ip_rate))
+        self._tarpit_s = config.tarpit_s
+
+    async def tarpit(self, retry_after_ms: int | None = None) -> None:
+        """Wait before answering a refused stranger (never longer than its retry_after)."""
+        wait = self._tarpit_s
+        if retry_after_ms is not None:
+            wait = min(wait, retry_after_ms / 1000)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _id(self, kind: bytes, value: str) -> str:
         digest = nacl.hash.blake2b(
@@ -222,6 +235,7 @@ class AuthGuard:
             decision = await limiter.peek(key)
             if not decision.allowed:
                 log_event("auth.login_throttled", limit=limiter.limit.name)
+                await self.tarpit(decision.retry_after_ms)
                 raise RateLimited(
                     f"too many failed logins; try again in {_seconds(decision.retry_after_ms)} s",
                     retry_after_ms=decision.retry_after_ms,
@@ -237,6 +251,7 @@ class AuthGuard:
         decision = await self._register_ip.take(self._id(b"ip", ip))
         if not decision.allowed:
             log_event("auth.register_throttled")
+            await self.tarpit(decision.retry_after_ms)
             raise RateLimited(
                 "too many registrations from your address; try again in "
                 f"{_seconds(decision.retry_after_ms)} s",

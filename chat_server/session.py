@@ -229,6 +229,8 @@ class Session:
             if self._closing:
                 return
             if not self._bucket.take():
+                if self._caller is None:
+                    await hub.guard.tarpit()  # a stranger flooding frames: read slower
                 self.push(
                     ErrorFrame(
                         code=ErrorCode.RATE_LIMITED,

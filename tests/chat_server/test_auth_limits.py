@@ -287,3 +287,23 @@ async def test_the_sdk_waits_out_busy_and_logs_in(tmp_path: Path) -> None:
         assert _gate(hub).refused > refused  # it was told busy at least once, and waited
         await client.close()
         await hog.close()
+
+
+async def test_refused_strangers_wait_for_their_answer(tmp_path: Path) -> None:
+    """The tarpit: a throttled login, and a stranger's frame over the session's rate,
+    are answered only after ``tarpit_s`` (the connection reads nothing meanwhile)."""
+    async with start_hub(
+        tmp_path, tarpit_s=0.4, login_fail_handle_rate=(0.01, 1), rate_per_s=0.01, rate_burst=4
+    ) as hub:
+        peer = await RawClient.connect(hub.url)
+        loop = asyncio.get_running_loop()
+        assert _code(await peer.request(_wrong_login("tarpitted"))) == "auth_failed"
+        started = loop.time()
+        assert _code(await peer.request(_wrong_login("tarpitted"))) == "rate_limited"
+        assert loop.time() - started >= 0.35
+        assert isinstance(await peer.request(f.Ping(id=rid())), f.Pong)
+        assert isinstance(await peer.request(f.Ping(id=rid())), f.Pong)  # the 4th frame
+        started = loop.time()
+        assert _code(await peer.request(f.Ping(id=rid()))) == "rate_limited"
+        assert loop.time() - started >= 0.35
+        await peer.close()

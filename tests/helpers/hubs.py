@@ -57,6 +57,7 @@ TEST_LENIENT_LIMITS: dict[str, Any] = {
     "max_disputes_per_case": 1000,
     "account_request_rate": (1e6, 1_000_000),
     "account_message_rate": (1e6, 1_000_000),
+    "tarpit_s": 0.0,
 }
 #: The same for a hub run as a child process (``chat-server serve`` flags).
 TEST_LENIENT_FLAGS = (
