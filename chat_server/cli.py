@@ -92,7 +92,11 @@ def _limit_flags(serve: argparse.ArgumentParser) -> None:
         f"(repeatable; NAME: {', '.join(BUDGETS)})",
     )
     for flag, field, text in (
-        ("--argon2-concurrency", "argon2_concurrency", "Argon2id hashes at once (default 4)"),
+        (
+            "--argon2-concurrency",
+            "argon2_concurrency",
+            "Argon2id hashes at once (default: one per core)",
+        ),
         ("--argon2-per-ip", "argon2_per_ip", "Argon2id hashes at once per address (default 2)"),
         ("--argon2-queue", "argon2_queue", "logins/registrations waiting for a hash (64)"),
         ("--max-guests", "max_guests", "unauthenticated connections (default 1000)"),

@@ -122,8 +122,10 @@ class Config:
     account_request_rate: tuple[float, int] = (100.0, 400)
     account_message_rate: tuple[float, int] = (20.0, 100)
     #: Unauthenticated work (``guard.py``, docs/PROTOCOL.md 11): Argon2id hashes at once
-    #: on this node, per client address (running or waiting), and waiting in all.
-    argon2_concurrency: int = 4
+    #: on this node (one per core: more only starve the event loop; measured with
+    #: ``scripts/bench --abuse-auth``), per client address (running or waiting), and
+    #: waiting in all.
+    argon2_concurrency: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 2)
     argon2_per_ip: int = 2
     argon2_queue: int = 64
     #: Failed logins per handle and per address, as (tokens per second, burst), and
