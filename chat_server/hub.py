@@ -135,6 +135,10 @@ class Hub:
         self.dispute_watcher = DisputeWatcher(db, self.registry)
         #: Bounds on what strangers can make this hub do (register, login, connect).
         self.guard = AuthGuard(config, self.limiter, config.resolved_data_key())
+        guard = self.guard
+        self.metrics.watch_guard(
+            lambda: (guard.guests.total, guard.argon2.granted, guard.argon2.refused)
+        )
         self.decoys = LoginDecoys(
             config.resolved_data_key(),
             opslimit=config.hash_opslimit,

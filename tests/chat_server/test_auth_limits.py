@@ -103,6 +103,11 @@ async def test_argon2_work_in_all_is_bounded(tmp_path: Path) -> None:
         assert _code(reply) == "busy" and isinstance(reply, f.ErrorFrame)
         assert reply.retry_after_ms
         assert _code(await first.recv(timeout=20)) == "auth_failed"
+        assert hub.server.hub is not None
+        scraped = hub.server.hub.metrics.render()[0].decode()
+        assert "chat_hashes_busy_total 1.0" in scraped
+        assert "chat_hashes_total 1.0" in scraped
+        assert "chat_guests_open 2.0" in scraped
         await first.close()
         await second.close()
 
