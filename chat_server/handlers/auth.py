@@ -54,12 +54,15 @@ async def ping(hub: Hub, who: Guest | Caller, frame: f.Ping) -> f.Pong:
 
 
 async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
-    """Cheap checks first (the schema was checked by the codec; KDF cost, invite, handle),
-    then the address's registration bucket, then one Argon2id in a bounded slot."""
+    """Cheap checks before any hashing: the schema (by the codec), the KDF cost, the
+    address's registration bucket (before the handle check, so ``conflict`` cannot be
+    used to list handles faster than registrations), the invite and the handle; then
+    one Argon2id in a bounded slot."""
     config = hub.config
     if (frame.opslimit, frame.memlimit) != (config.kdf_opslimit, config.kdf_memlimit):
         # One cost for every account, so prelogin cannot tell real handles from unknown.
         raise InvalidFrame("key derivation parameters must be the ones challenge announced")
+    await hub.guard.before_register(guest.ip)
     invite = invite_code_hash(frame.invite) if frame.invite is not None else None
     if invite is not None:
         found = await hub.db.accounts.invite(invite)
@@ -67,7 +70,6 @@ async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
             raise AuthFailed("invalid or used invite")
     if await hub.db.accounts.by_handle(frame.handle) is not None:
         raise Conflict("handle is taken")
-    await hub.guard.before_register(guest.ip)
     async with hub.guard.argon2.slot(guest.ip):
         auth_hash = await asyncio.to_thread(
             nacl.pwhash.argon2id.str,

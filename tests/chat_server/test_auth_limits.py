@@ -158,7 +158,10 @@ async def test_registrations_per_address_are_throttled(tmp_path: Path) -> None:
         refused = await peer.request(_register_frame("third3"))
         assert _code(refused) == "rate_limited" and isinstance(refused, f.ErrorFrame)
         assert refused.retry_after_ms and refused.retry_after_ms > 50_000
+        # Trying taken handles spends the bucket too: register cannot list handles.
+        assert _code(await peer.request(_register_frame("first1"))) == "rate_limited"
         other = await RawClient.connect(hub.url, **OTHER_ADDRESS)
+        assert _code(await other.request(_register_frame("first1"))) == "conflict"
         assert isinstance(await other.request(_register_frame("third3")), f.Registered)
         for p in (peer, other):
             await p.close()
