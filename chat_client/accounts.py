@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from protocol import crypto, opening
 from protocol import errors as pe
@@ -57,10 +58,32 @@ async def preauth_link(url: str, tls: ssl.SSLContext | None = None) -> AsyncIter
         await reader
 
 
+_T = TypeVar("_T")
+
+#: How often a ``register`` or ``login`` answered ``busy`` (the hub is hashing too much
+#: at once) is tried again, each time after the ``retry_after_ms`` the hub gave.
+BUSY_RETRIES = 3
+
+
+async def when_not_busy(ask: Callable[[], Awaitable[_T]]) -> _T:
+    """``await ask()``, again after the hub's ``retry_after_ms`` while it answers
+    ``busy`` (at most :data:`BUSY_RETRIES` times, at most 5 s apart)."""
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            return await ask()
+        except pe.Busy as exc:
+            if attempt == BUSY_RETRIES:
+                raise
+            await asyncio.sleep(min(5.0, (exc.retry_after_ms or 500) / 1000))
+    raise AssertionError("unreachable")
+
+
 async def login_request(link: Link, handle: str, auth_key: bytes) -> f.LoginResult:
     """``login`` on ``link``; a refusal becomes AuthFailed("wrong handle or passphrase")."""
     try:
-        answer = await link.request(f.Login, handle=handle, auth_key=auth_key)
+        answer = await when_not_busy(
+            lambda: link.request(f.Login, handle=handle, auth_key=auth_key)
+        )
     except pe.AuthFailed:
         raise pe.AuthFailed("wrong handle or passphrase") from None
     return expect(answer, f.LoginResult)
@@ -80,10 +103,10 @@ async def register(
     """Make keys locally, register, log in for a token, write the key store.
 
     The passphrase must pass the rule of :func:`policy.check_passphrase` (WeakPassphrase)
-    before anything is sent. ``opslimit``/``memlimit`` None take the cost the hub
-    announces in ``challenge``, which must reach the client's KDF floor (KdfDowngrade);
-    given ones below the floor or the hub's minimum are KdfTooWeak. All is checked
-    before deriving."""
+    before anything is sent. The hub registers every account at one KDF cost, announced
+    in ``challenge``, which must reach the client's KDF floor (KdfDowngrade);
+    ``opslimit``/``memlimit`` None take it, and given ones must equal it (KdfTooWeak).
+    All is checked before deriving."""
     if KeyStore.exists(home):
         raise KeyStoreError(f"{home} already holds an account; use another home directory")
     check_passphrase(passphrase, [handle])
@@ -97,19 +120,20 @@ async def register(
         )
     async with preauth_link(url, tls) as link:
         challenge = expect(await link.request(f.Hello, client=CLIENT_NAME), f.Challenge)
-        if opslimit is None or memlimit is None:
-            # The page and the SDK never take a cost below the floor from the hub.
-            check_kdf_floor(
-                challenge.min_opslimit, challenge.min_memlimit, source="the hub's challenge"
-            )
-            opslimit = challenge.min_opslimit if opslimit is None else opslimit
-            memlimit = challenge.min_memlimit if memlimit is None else memlimit
-        # Checked before the (slow) derivation, with the limits the server advertises.
-        if opslimit < challenge.min_opslimit or memlimit < challenge.min_memlimit:
+        # The page and the SDK never take a cost below the floor from the hub.
+        check_kdf_floor(
+            challenge.min_opslimit, challenge.min_memlimit, source="the hub's challenge"
+        )
+        # Checked before the (slow) derivation, against the cost the server announces.
+        required = (challenge.min_opslimit, challenge.min_memlimit)
+        opslimit = required[0] if opslimit is None else opslimit
+        memlimit = required[1] if memlimit is None else memlimit
+        if (opslimit, memlimit) != required:
+            below = opslimit < required[0] or memlimit < required[1]
             raise KdfTooWeak(
-                f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are below the "
-                f"server minimum (opslimit>={challenge.min_opslimit}, "
-                f"memlimit>={challenge.min_memlimit})"
+                f"Argon2id limits opslimit={opslimit} memlimit={memlimit} are "
+                f"{'below' if below else 'not'} the server's (opslimit={required[0]}, "
+                f"memlimit={required[1]}); every account of this server uses those"
             )
         salt = crypto.new_salt()
         keys = await asyncio.to_thread(
@@ -118,18 +142,20 @@ async def register(
         identity = crypto.Identity.generate()
         wrapped = crypto.wrap_identity(identity, keys.wrap_key)
         registered = expect(
-            await link.request(
-                f.Register,
-                handle=handle,
-                salt=salt,
-                opslimit=opslimit,
-                memlimit=memlimit,
-                auth_key=keys.auth_key,
-                sign_pk=identity.sign_pk,
-                box_pk=identity.box_pk,
-                box_sig=crypto.sign_box_key(identity),
-                wrapped_keys=wrapped,
-                invite=invite,
+            await when_not_busy(
+                lambda: link.request(
+                    f.Register,
+                    handle=handle,
+                    salt=salt,
+                    opslimit=opslimit,
+                    memlimit=memlimit,
+                    auth_key=keys.auth_key,
+                    sign_pk=identity.sign_pk,
+                    box_pk=identity.box_pk,
+                    box_sig=crypto.sign_box_key(identity),
+                    wrapped_keys=wrapped,
+                    invite=invite,
+                )
             ),
             f.Registered,
         )

@@ -48,7 +48,7 @@ from .errors import (
 from .keystore import KeyStore
 from .models import Safety
 from .safetext import block, escape
-from .sdk import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, ChatClient
+from .sdk import ChatClient
 from .terminal import (
     DEFAULT_BACKLOG,
     Names,
@@ -170,14 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kdf-ops",
         type=int,
-        default=DEFAULT_OPSLIMIT,
-        help=f"Argon2id opslimit (default {DEFAULT_OPSLIMIT})",
+        default=None,
+        help="Argon2id opslimit (default: the one the server requires of every account)",
     )
     p.add_argument(
         "--kdf-mem",
         type=int,
-        default=DEFAULT_MEMLIMIT,
-        help=f"Argon2id memlimit in bytes (default {DEFAULT_MEMLIMIT})",
+        default=None,
+        help="Argon2id memlimit in bytes (default: the one the server requires)",
     )
 
     p = sub.add_parser("login", help="log in on this device (fetches the wrapped keys)")
@@ -236,7 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("close-case", help="close a case for both participants")
     p.add_argument("case", help="case id")
 
-    sub.add_parser("logout", help="revoke this device's session token")
+    p = sub.add_parser("logout", help="revoke this device's session token")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="everywhere",
+        help="revoke every session of the account, on every device",
+    )
 
     p = sub.add_parser("consent", help="show the terms (escrow policy) and accept them")
     p.add_argument("--yes", action="store_true", help="accept without asking")
@@ -544,8 +550,11 @@ async def cmd_close_case(args: argparse.Namespace, out: Printer) -> int:
 
 async def cmd_logout(args: argparse.Namespace, out: Printer) -> int:
     client = await _open(args)
-    await client.logout()
-    out.emit("logged out", {"ok": True})
+    await client.logout(everywhere=args.everywhere)
+    out.emit(
+        "logged out everywhere" if args.everywhere else "logged out",
+        {"ok": True, "all": args.everywhere},
+    )
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ Hierarchy::
     ├── ClientClosed             the client was closed while the call was pending
     ├── RequestInterrupted       the link dropped before a non-idempotent request was answered
     ├── KeyStoreError            the local key store is missing, corrupt or already taken
-    ├── KdfTooWeak               the caller's Argon2id limits are below the server's minimum
+    ├── KdfTooWeak               the caller's Argon2id limits are not the server's
     ├── WeakPassphrase           the passphrase fails the length / zxcvbn rule (policy.py)
     ├── CaseNotReady             the case has no counselor yet (or is unknown)
     └── SecurityRefusal          the hub presented something we must not trust (CLI exit 5)
@@ -78,7 +78,8 @@ class KeyStoreError(ClientError):
 
 
 class KdfTooWeak(ClientError):
-    """The requested Argon2id limits are below what the server accepts."""
+    """The requested Argon2id limits are not the ones the server requires (each server
+    registers every account at one announced cost)."""
 
 
 class CaseNotReady(ClientError):
@@ -127,4 +128,4 @@ _CLOSE_MEANINGS: dict[int, str] = {
 def remote_error(frame: ErrorFrame) -> pe.RemoteError:
     """The typed exception for a server ``error`` frame (generic RemoteError if unknown);
     the code -> class map is the protocol's own (:data:`protocol.errors.ERROR_CLASSES`)."""
-    return pe.remote_error(frame.code, frame.message)
+    return pe.remote_error(frame.code, frame.message, frame.retry_after_ms)

@@ -65,7 +65,15 @@ from .models import (
 from .ordering import Ordering
 from .outbox import Outgoing
 
-__all__ = ["PERSIST_DELAY_S", "CaseMap", "Processor", "own_message", "own_record"]
+__all__ = [
+    "PERSIST_DELAY_S",
+    "CaseMap",
+    "Processor",
+    "SeenNonces",
+    "own_message",
+    "own_record",
+    "replay_of",
+]
 
 log = logging.getLogger("chat_client")
 
@@ -195,6 +203,41 @@ def _release(item: _Work) -> None:
         item.done.exception()  # retrieved: the waiter may be gone too
 
 
+#: Nonces remembered per case to name replays (the newest ones; 24 bytes each).
+MAX_NONCES_PER_CASE = 20_000
+
+
+class SeenNonces:
+    """Which seq first carried each nonce of a case, so that a ciphertext stored again
+    (a participant or the hub replaying it) is reported as a replay, not as a mere
+    verification failure. Bounded: the oldest nonces of a case are forgotten first."""
+
+    def __init__(self, per_case: int = MAX_NONCES_PER_CASE) -> None:
+        self._per_case = per_case
+        self._cases: dict[str, dict[bytes, int]] = {}
+
+    def first_seq(self, case_id: str, nonce: bytes, seq: int) -> int | None:
+        """The earlier seq that carried ``nonce`` (None: first seen, now remembered)."""
+        seen = self._cases.setdefault(case_id, {})
+        earlier = seen.get(nonce)
+        if earlier is not None and earlier != seq:
+            return earlier
+        seen[nonce] = seq
+        if len(seen) > self._per_case:
+            del seen[next(iter(seen))]
+        return None
+
+
+def replay_of(message: Message, earlier: int) -> Message:
+    """``message`` refused as the replay of seq ``earlier``."""
+    return dataclasses.replace(
+        message,
+        body=None,
+        verified=False,
+        error=f"replay of seq {earlier}: its nonce was already used in this case",
+    )
+
+
 class Processor:
     """See the module docstring. ``save_cursors`` writes the consumed cursors (the key
     store); it is called from :meth:`persist`."""
@@ -214,6 +257,7 @@ class Processor:
         self._keys = keys
         self._cases = cases
         self._cursors = CursorTracker(cursors)  # what the processor has queued
+        self._nonces = SeenNonces()
         self._delivered: dict[str, Cursor] = dict(cursors)  # what the app consumed
         self._saved: dict[str, Cursor] = dict(cursors)
         self._save_cursors = save_cursors
@@ -403,6 +447,7 @@ class Processor:
             return
         await self._ensure_window(ack.case_id)
         prev = self._cursors.get(ack.case_id).chain_hash
+        self._nonces.first_seq(ack.case_id, out.nonce, ack.seq)
         message = own_message(out, ack, self._account_id, prev)
         self._cursors.advance(ack.case_id, ack.seq, ack.chain_hash)
         self._emit_all(self.ordering.add(own_record(out, ack, self._account_id), message))
@@ -441,6 +486,9 @@ class Processor:
         await self._ensure_window(record.case_id)
         case = await self._cases.lookup(record.case_id)
         message = await self._open(record, case, prev)
+        earlier = self._nonces.first_seq(record.case_id, record.nonce, record.seq)
+        if earlier is not None:
+            message = replay_of(message, earlier)
         self._cursors.raise_to(record.case_id, record.seq, record.chain_hash)
         self._emit_all(self.ordering.add(record, message))
         self.emit(MessageEvent(message))
@@ -524,8 +572,11 @@ class Processor:
         case = await self._cases.lookup(case_id)
         messages: list[Message] = []
         prev = GENESIS
+        nonces = SeenNonces(per_case=len(records) + 1)
         for expected_seq, record in enumerate(records, start=1):
             message = await self._open(record, case, prev)
+            if (earlier := nonces.first_seq(case_id, record.nonce, record.seq)) is not None:
+                message = replay_of(message, earlier)
             if record.seq != expected_seq and message.verified:
                 message = dataclasses.replace(
                     message, body=None, verified=False, error=f"seq {expected_seq} is missing"

@@ -62,7 +62,8 @@ __all__ = ["DEFAULT_MEMLIMIT", "DEFAULT_OPSLIMIT", "ChatClient"]
 
 log = logging.getLogger("chat_client")
 
-#: Argon2id defaults for new accounts (seconds on a laptop would be too slow for chat).
+#: Argon2id of a hub's ``standard`` KDF profile. New accounts take the cost the hub
+#: announces in ``challenge`` (one cost for all its accounts); these are for reference.
 DEFAULT_OPSLIMIT = 3
 DEFAULT_MEMLIMIT = 64 * 1024 * 1024
 
@@ -157,15 +158,16 @@ class ChatClient:
         *,
         home: Path,
         invite: str | None = None,
-        opslimit: int = DEFAULT_OPSLIMIT,
-        memlimit: int = DEFAULT_MEMLIMIT,
+        opslimit: int | None = None,
+        memlimit: int | None = None,
         org_fingerprint: str | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> ChatClient:
         """Create an account (role "counselor" with a valid ``invite``), store its keys in
-        ``home`` and return a connected client. Raises KdfTooWeak if the Argon2id limits
-        are below the server's minimum, ``Conflict`` if the handle is taken,
-        ``AuthFailed`` for a bad invite, KeyStoreError if ``home`` holds an account."""
+        ``home`` and return a connected client. The Argon2id limits are the ones the
+        server announces (one cost for all its accounts); given ones that differ raise
+        KdfTooWeak. ``Conflict`` if the handle is taken, ``AuthFailed`` for a bad invite,
+        KeyStoreError if ``home`` holds an account."""
         creds = await accounts.register(
             url,
             handle,
@@ -442,12 +444,14 @@ class ChatClient:
 
     # -- ending ----------------------------------------------------------------------------
 
-    async def logout(self) -> None:
-        """Revoke the session token on the server, forget it locally, and close."""
+    async def logout(self, *, everywhere: bool = False) -> None:
+        """Revoke the session token on the server, forget it locally, and close.
+        ``everywhere``: revoke every token of the account and end all its sessions on
+        every device (they stop with SessionEnded, close code 4004)."""
         self._session.logging_out = True  # the server's close 1000 that follows is expected
         with contextlib.suppress(LinkClosed, RequestInterrupted, pe.ProtocolError):
             self._session.check_running()
-            await self._request(f.Logout, retry=False)
+            await self._request(f.Logout, all=everywhere, retry=False)
         self._session.forget_token()
         await self.close()
 

@@ -8,7 +8,8 @@ Contract:
 
 * :meth:`start` runs the **supervisor task**: connect, set the session up (``hello``,
   ``auth`` with the stored token, a fresh ``login`` with the kept auth_key if the token
-  is missing, expired or refused), then hand the new link to ``on_session`` (resync,
+  is missing, expired or refused, or the hub ended the session at the token's expiry
+  with 4002), then hand the new link to ``on_session`` (resync,
   resend) before the session counts as *ready*. When the link ends it reconnects with
   jittered backoff if the close is resumable (:func:`connection.is_resumable`), else it
   stops with :class:`SessionEnded`. :meth:`start` returns once the first session is
@@ -223,7 +224,7 @@ class Supervisor:
                     self._first.set_result(None)
             else:
                 failure = setup.exception()
-                if isinstance(failure, TimeoutError | pe.RateLimited):
+                if isinstance(failure, TimeoutError | pe.RateLimited | pe.Busy):
                     await link.abort(f"session set-up failed: {type(failure).__name__}")
                 elif not isinstance(failure, LinkClosed):
                     assert failure is not None
@@ -237,7 +238,12 @@ class Supervisor:
             if self.logging_out:
                 self.stop(ClientClosed("logged out"))
                 return
-            if not is_resumable(info):
+            expired = info.code == pe.CloseCode.SESSION_EXPIRED and not info.by_client
+            if expired:
+                # The token ran out: the next set-up logs in again with the kept auth_key.
+                log.info("session expired; logging in again")
+                self._token = None
+            if not (expired or is_resumable(info)):
                 self.stop(SessionEnded(info.code, info.reason))
                 return
             log.info("connection lost (%s); reconnecting", info)

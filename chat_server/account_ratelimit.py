@@ -97,6 +97,8 @@ class AccountRateLimiter(Protocol):
 
     async def take(self, account_id: str, amount: int = 1) -> RateDecision: ...
 
+    async def peek(self, account_id: str) -> RateDecision: ...
+
 
 def gcra(
     tat_us: int | None, now_us: int, limit: RateLimit, amount: int
@@ -153,6 +155,13 @@ class LocalAccountRateLimiter:
     async def take(self, account_id: str, amount: int = 1) -> RateDecision:
         return self.take_now(account_id, amount)
 
+    async def peek(self, account_id: str) -> RateDecision:
+        return self.peek_now(account_id)
+
+    def peek_now(self, account_id: str) -> RateDecision:
+        """Would one token be granted now? Takes nothing and counts nothing."""
+        return gcra(self._tat.get(account_id), self._now_us(), self.limit, 1)[0]
+
     def take_now(self, account_id: str, amount: int = 1) -> RateDecision:
         """``take`` without an await, for callers that are not coroutines."""
         _check_amount(self.limit, amount)
@@ -198,6 +207,27 @@ return {1, 0, math.floor((burst * interval - (new_tat - now)) / interval)}
 """
 
 
+# The same question without taking: KEYS[1], ARGV interval_us, burst, now_us ('' = TIME).
+_GCRA_PEEK = """
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local stored = redis.call('GET', KEYS[1])
+local tat = stored and tonumber(stored) or now
+if tat < now then tat = now end
+local allow_at = tat + interval - burst * interval
+if allow_at > now then
+  return {0, allow_at - now, math.floor((burst * interval - (tat - now)) / interval)}
+end
+return {1, 0, math.floor((burst * interval - (tat + interval - now)) / interval)}
+"""
+
+
 class RedisAccountRateLimiter:
     """The budget in Redis, shared by all nodes; the local limiter when Redis fails."""
 
@@ -214,6 +244,7 @@ class RedisAccountRateLimiter:
         self._prefix = f"{settings.prefix}rl:{limit.name}:"
         self._redis = make_client(settings)
         self._script = self._redis.register_script(_GCRA)
+        self._peek_script = self._redis.register_script(_GCRA_PEEK)
         self._fallback = fallback or LocalAccountRateLimiter(limit)
         self._now_us = now_us
 
@@ -232,6 +263,21 @@ class RedisAccountRateLimiter:
         decision = RateDecision(bool(allowed), math.ceil(int(retry_us) / 1000), int(remaining))
         return _count(self.stats, decision)
 
+    async def peek(self, account_id: str) -> RateDecision:
+        """Would one token be granted now? Takes nothing (the local fallback's answer
+        when Redis fails)."""
+        now = "" if self._now_us is None else str(self._now_us())
+        try:
+            allowed, retry_us, remaining = await self._peek_script(
+                keys=[self._prefix + account_id],
+                args=[self.limit.interval_us, self.limit.burst, now],
+            )
+        except Exception as exc:
+            self.stats.fallbacks += 1
+            log_event("ratelimit.fallback", logging.WARNING, error=type(exc).__name__)
+            return self._fallback.peek_now(account_id)
+        return RateDecision(bool(allowed), math.ceil(int(retry_us) / 1000), int(remaining))
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -242,4 +288,6 @@ async def require(limiter: AccountRateLimiter, account_id: str, what: str) -> No
     decision = await limiter.take(account_id)
     if not decision.allowed:
         seconds = max(1, -(-decision.retry_after_ms // 1000))
-        raise RateLimited(f"too many {what}; try again in {seconds} s")
+        raise RateLimited(
+            f"too many {what}; try again in {seconds} s", retry_after_ms=decision.retry_after_ms
+        )

@@ -28,9 +28,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from protocol.errors import CloseCode
 from storage.engine import Database, open_database
 
 from .config import Config
+from .guard import client_address
 from .hub import Hub
 from .logs import log_event
 from .session import Session
@@ -127,13 +129,28 @@ class HubServer:
         assert self.hub is not None
         metrics = self.hub.metrics
         metrics.connections.inc()
+        ip = client_address(
+            ws.remote_address,
+            ws.request.headers.get("X-Forwarded-For") if ws.request else None,
+            self.config.trusted_proxies,
+        )
+        guests = self.hub.guard.guests
+        if not guests.admit(ip):
+            # Too many strangers at once (from this address, or in all): refused before
+            # any state is made for it. 1013: try again later.
+            log_event("session.refused", reason="unauthenticated connections")
+            metrics.closed(CloseCode.TRY_AGAIN)
+            await ws.close(CloseCode.TRY_AGAIN, "too many unauthenticated connections")
+            return
         metrics.connections_open.inc()
+        session = Session(self.hub, ws, ip)
         try:
-            session = Session(self.hub, ws)
             self.hub.registry.connect(session)
             await session.run()
         finally:
             metrics.connections_open.dec()
+            if not session.authenticated:
+                guests.leave(ip)
 
     async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -226,8 +243,8 @@ _WEB_PUBLIC_DIRS = ("dist/",)
 def _test_kdf(config: Config) -> bool:
     """True when the hub lets accounts use an Argon2id cost below libsodium INTERACTIVE."""
     return (
-        config.min_opslimit < nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
-        or config.min_memlimit < nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+        config.kdf_opslimit < nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+        or config.kdf_memlimit < nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
     )
 
 

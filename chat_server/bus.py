@@ -67,6 +67,7 @@ __all__ = [
     "PresenceChanged",
     "RedisBus",
     "Resync",
+    "SignOut",
     "bundle",
     "decode_envelope",
     "decode_payload",
@@ -110,6 +111,12 @@ class Evict(msgspec.Struct, tag="evict", frozen=True):
     session_ids: tuple[str, ...]
 
 
+class SignOut(msgspec.Struct, tag="signout", frozen=True):
+    """Close every session of ``account_id`` (``logout{all}``; its tokens are revoked)."""
+
+    account_id: str
+
+
 class Resync(msgspec.Struct, tag="resync", frozen=True):
     """Events the sender published since ``since_ms`` (wall clock, milliseconds) may
     not have reached anyone: catch your sessions up from the database from then on."""
@@ -117,7 +124,7 @@ class Resync(msgspec.Struct, tag="resync", frozen=True):
     since_ms: int
 
 
-BusEvent: TypeAlias = Deliver | CaseChanged | PresenceChanged | Evict | Resync
+BusEvent: TypeAlias = Deliver | CaseChanged | PresenceChanged | Evict | SignOut | Resync
 
 
 class Envelope(msgspec.Struct, frozen=True):

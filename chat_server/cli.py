@@ -31,7 +31,7 @@ from protocol.errors import ProtocolError
 from protocol.exit_codes import ExitCode, epilog
 from storage.engine import open_database, sqlite_url
 
-from .config import Config
+from .config import KDF_PROFILES, Config, kdf_profile
 from .credentials import invite_code_hash
 from .logs import configure
 
@@ -75,6 +75,75 @@ def _config(args: argparse.Namespace, **extra: object) -> Config:
     return Config.from_env(db_url=_db_url(args.db), state_dir=args.state_dir, **extra)
 
 
+#: ``--limit NAME=RATE,BURST``: the Config field each named budget sets.
+BUDGETS = {
+    "case_open": "case_open_rate",
+    "dispute_request": "dispute_request_rate",
+    "login_fail_handle": "login_fail_handle_rate",
+    "login_fail_ip": "login_fail_ip_rate",
+    "register_ip": "register_ip_rate",
+    "account_request": "account_request_rate",
+    "account_message": "account_message_rate",
+}
+
+
+def _budget(text: str) -> tuple[str, tuple[float, int]]:
+    """``NAME=RATE,BURST`` (tokens per second, burst) -> (Config field, value)."""
+    try:
+        name, value = text.split("=", 1)
+        rate, burst = value.split(",", 1)
+        field, parsed = BUDGETS[name.strip()], (float(rate), int(burst))
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=RATE,BURST with NAME one of {', '.join(BUDGETS)}"
+        ) from None
+    if parsed[0] <= 0 or parsed[1] < 1:
+        raise argparse.ArgumentTypeError("RATE must be positive and BURST at least 1")
+    return field, parsed
+
+
+def _limit_flags(serve: argparse.ArgumentParser) -> None:
+    """The abuse limits (docs/PROTOCOL.md 11 lists each with its default and error)."""
+    serve.add_argument(
+        "--limit",
+        type=_budget,
+        action="append",
+        default=[],
+        metavar="NAME=RATE,BURST",
+        help="a shared budget in tokens per second and burst, e.g. register_ip=0.0167,20 "
+        f"(repeatable; NAME: {', '.join(BUDGETS)})",
+    )
+    for flag, field, text in (
+        (
+            "--argon2-concurrency",
+            "argon2_concurrency",
+            "Argon2id hashes at once (default: one per core)",
+        ),
+        ("--argon2-per-ip", "argon2_per_ip", "Argon2id hashes at once per address (default 2)"),
+        ("--argon2-queue", "argon2_queue", "logins/registrations waiting for a hash (64)"),
+        ("--max-guests", "max_guests", "unauthenticated connections (default 1000)"),
+        ("--max-guests-per-ip", "max_guests_per_ip", "... per address (default 50)"),
+        ("--max-waiting-cases", "max_waiting_cases", "cases a client has waiting (default 1)"),
+        ("--max-open-cases", "max_open_cases", "cases a client has not closed (default 3)"),
+        ("--max-disputes-per-case", "max_disputes_per_case", "per client (default 3)"),
+    ):
+        serve.add_argument(flag, type=int, dest=field, metavar="N", help=text)
+    serve.add_argument(
+        "--tarpit-s",
+        type=float,
+        dest="tarpit_s",
+        metavar="S",
+        help="seconds a refused stranger waits for its answer, reading nothing (default 1)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        dest="trusted_proxies",
+        metavar="ADDR",
+        help="a reverse proxy whose X-Forwarded-For names the client address (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-server",
@@ -104,11 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
         "env CHAT_ALLOWED_ORIGINS, comma-separated; default: the hub's own)",
     )
     serve.add_argument(
-        "--min-kdf",
-        choices=["interactive", "test"],
+        "--kdf",
+        "--min-kdf",  # its old name, when it was a minimum
+        dest="kdf",
+        choices=sorted(KDF_PROFILES),
         default=None,
-        help="lowest Argon2id cost clients may register with; 'test' is for "
-        "test suites only (default interactive)",
+        help="the Argon2id cost every account registers with, announced in challenge: "
+        "standard (opslimit 3, 64 MiB), interactive (2, 64 MiB), moderate (3, 256 MiB); "
+        "'test' (1, 8 KiB) is for test suites only (default standard)",
     )
     serve.add_argument(
         "--idle-lock-minutes",
@@ -161,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--rate-burst", type=int, help="frames a session may send in one burst (default 200)"
     )
+    _limit_flags(serve)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
@@ -307,6 +380,21 @@ def _run(args: argparse.Namespace) -> int:
         }
         if args.origins:
             extra["allowed_origins"] = tuple(args.origins)
+        for field in (
+            "argon2_concurrency",
+            "argon2_per_ip",
+            "argon2_queue",
+            "max_guests",
+            "max_guests_per_ip",
+            "max_waiting_cases",
+            "max_open_cases",
+            "max_disputes_per_case",
+            "tarpit_s",
+        ):
+            extra[field] = getattr(args, field)
+        if args.trusted_proxies:
+            extra["trusted_proxies"] = tuple(args.trusted_proxies)
+        extra.update(dict(args.limit))
         if args.presence_ttl is not None:
             if args.presence_ttl <= 0:
                 print("chat-server: --presence-ttl must be positive", file=sys.stderr)
@@ -314,8 +402,8 @@ def _run(args: argparse.Namespace) -> int:
             extra.update(
                 presence_ttl_s=args.presence_ttl, presence_heartbeat_s=args.presence_ttl / 3
             )
-        if args.min_kdf == "test":
-            extra.update(min_opslimit=1, min_memlimit=8192, hash_opslimit=1, hash_memlimit=8192)
+        if args.kdf is not None:
+            extra.update(kdf_profile(args.kdf))
         config = _config(args, **extra)
         if not 0 <= config.port <= 65535:
             print(

@@ -14,7 +14,7 @@ import nacl.pwhash
 from protocol import limits
 from protocol.crypto import ServerKey
 
-__all__ = ["DEFAULT_WEB_ROOT", "Config", "load_key_file"]
+__all__ = ["DEFAULT_WEB_ROOT", "KDF_PROFILES", "Config", "kdf_profile", "load_key_file"]
 
 #: The counselor web chat's built files: the repository's web_client/ next to this
 #: package, which is where the editable install of scripts/setup finds it. A packaged
@@ -23,6 +23,33 @@ __all__ = ["DEFAULT_WEB_ROOT", "Config", "load_key_file"]
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web_client"
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+#: The hub's KDF profiles (``--kdf``): the one (opslimit, memlimit) every account of the
+#: hub registers with, announced in ``challenge`` and answered by ``prelogin`` for real
+#: and unknown handles alike (docs/DECISIONS.md, "One KDF cost per hub"). ``test`` is
+#: below every client's floor and exists for test suites only.
+KDF_PROFILES: dict[str, tuple[int, int]] = {
+    "standard": (3, 64 * 1024 * 1024),
+    "interactive": (
+        nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+        nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+    ),
+    "moderate": (
+        nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
+        nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
+    ),
+    "test": (1, 8192),
+}
+
+
+def kdf_profile(name: str) -> dict[str, int]:
+    """Config values for the ``--kdf`` profile ``name``; ``test`` also lowers the hub's
+    own hash of each auth_key to the minimum."""
+    ops, mem = KDF_PROFILES[name]
+    values = {"kdf_opslimit": ops, "kdf_memlimit": mem}
+    if name == "test":
+        values.update(hash_opslimit=1, hash_memlimit=8192)
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +61,10 @@ class Config:
     state_dir: Path = Path("var")
     #: 32-byte key encrypting personal data at rest (topic, counselor names); None: from file.
     data_key: bytes | None = None
-    #: Lowest Argon2id cost a client may register with (clients choose, server enforces).
-    min_opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
-    min_memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+    #: The Argon2id cost of every account's login KDF (the ``--kdf`` profile): announced
+    #: in ``challenge``, required at ``register``, answered by ``prelogin`` for any handle.
+    kdf_opslimit: int = KDF_PROFILES["standard"][0]
+    kdf_memlimit: int = KDF_PROFILES["standard"][1]
     #: Cost of the server-side Argon2id hash of each auth_key (already 256-bit strong).
     hash_opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MIN + 1
     hash_memlimit: int = 16 * 1024 * 1024
@@ -47,6 +75,8 @@ class Config:
     rate_burst: int = limits.RATE_BURST
     send_queue_frames: int = limits.SEND_QUEUE_FRAMES
     token_ttl_s: int = limits.TOKEN_TTL_S
+    #: Expired session tokens are deleted this often (seconds).
+    token_purge_interval_s: float = 600.0
     #: Largest number of messages committed in one transaction.
     commit_batch: int = 512
     #: Browser origins allowed to open the WebSocket; None: only the hub's own (the
@@ -81,6 +111,37 @@ class Config:
     #: dispute requests filed, as (tokens per second, burst).
     case_open_rate: tuple[float, int] = (1 / 60, 10)
     dispute_request_rate: tuple[float, int] = (1 / 60, 10)
+    #: A client's cases at once: waiting for a counselor, and open (waiting or assigned).
+    max_waiting_cases: int = 1
+    max_open_cases: int = 3
+    #: Dispute requests one client may file about one case (in any state).
+    max_disputes_per_case: int = 3
+    #: Per-account budgets over all of an account's sessions on this node (in memory:
+    #: checked on every frame, so no Redis round trip), as (per second, burst): every
+    #: request after auth, and ``msg.send`` alone.
+    account_request_rate: tuple[float, int] = (100.0, 400)
+    account_message_rate: tuple[float, int] = (20.0, 100)
+    #: Unauthenticated work (``guard.py``, docs/PROTOCOL.md 11): Argon2id hashes at once
+    #: on this node (one per core: more only starve the event loop; measured with
+    #: ``scripts/bench --abuse-auth``), per client address (running or waiting), and
+    #: waiting in all.
+    argon2_concurrency: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 2)
+    argon2_per_ip: int = 2
+    argon2_queue: int = 64
+    #: Failed logins per handle and per address, as (tokens per second, burst), and
+    #: registrations per address (shared by all nodes with ``redis_url``).
+    login_fail_handle_rate: tuple[float, int] = (1 / 60, 10)
+    login_fail_ip_rate: tuple[float, int] = (1 / 6, 50)
+    register_ip_rate: tuple[float, int] = (1 / 60, 20)
+    #: Seconds a refused stranger waits for its answer (``rate_limited`` at login or
+    #: register, or over the session's frame rate before auth), reading nothing meanwhile.
+    tarpit_s: float = 1.0
+    #: Unauthenticated connections on this node, in all and per address.
+    max_guests: int = 1000
+    max_guests_per_ip: int = 50
+    #: Addresses of reverse proxies (HAProxy) whose ``X-Forwarded-For`` names the client
+    #: address the per-address limits count; empty: the connection's own address.
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:

@@ -53,6 +53,8 @@ class Guest:
     peer: Peer
     #: The nonce ``hello`` was answered with; ``auth`` must sign it. None before hello.
     challenge: bytes | None
+    #: The client's address, as the per-address limits count it (``guard.py``).
+    ip: str = ""
 
     @property
     def session_id(self) -> str:
@@ -71,6 +73,9 @@ class Caller:
     sign_pk: bytes
     #: Hash of the session token the connection authenticated with (``logout`` revokes it).
     token_hash: bytes
+    #: When that token expires (ms since the epoch): the session ends then (4002).
+    #: None: never (use-case tests that make a Caller by hand).
+    token_expires: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

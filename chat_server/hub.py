@@ -9,6 +9,7 @@ Nothing here decides anything; each room has its own module:
 ``catchup``          after the bus may have lost events: sessions caught up from the DB
 ``disputes``         dispute requests, approvals, export; the watcher
 ``decoys``           answers for handles that do not exist (``credentials.py``)
+``guard``            bounds on unauthenticated work: Argon2 slots, login/register buckets
 ``bus``              events to and from the other nodes (Redis, or in-process)
 ``presence``         who is online on any node; the cluster-wide session cap
 ``limiter()``        per-account rate limits shared by every node
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 
+from protocol.clock import now_ms
 from protocol.crypto import ServerKey
 from protocol.errors import CloseCode
 from storage.engine import Database
@@ -47,6 +49,7 @@ from .committer import GroupCommitter
 from .config import Config
 from .credentials import LoginDecoys
 from .disputes import DisputeService, DisputeWatcher
+from .guard import AuthGuard
 from .logs import log_event
 from .metrics import HubMetrics
 from .presence import LocalPresence, Presence, RedisPresence
@@ -103,6 +106,16 @@ class Hub:
         self.dispute_limit = self.limiter(
             RateLimit("dispute_request", *config.dispute_request_rate)
         )
+        #: Per account over all its sessions on this node: every request, and messages
+        #: (in memory on purpose: they are asked on every frame; docs/DECISIONS.md).
+        self.account_requests = LocalAccountRateLimiter(
+            RateLimit("account_request", *config.account_request_rate)
+        )
+        self.account_messages = LocalAccountRateLimiter(
+            RateLimit("account_message", *config.account_message_rate)
+        )
+        self.metrics.watch_rate_limiter("account_request", self.account_requests.stats)
+        self.metrics.watch_rate_limiter("account_message", self.account_messages.stats)
         self.registry = SessionRegistry(
             config.max_sessions_per_account,
             node_id=self.node_id,
@@ -120,6 +133,12 @@ class Hub:
         self.registry.on_publish_lost = self.catchup.publish_lost
         self.disputes = DisputeService(db)
         self.dispute_watcher = DisputeWatcher(db, self.registry)
+        #: Bounds on what strangers can make this hub do (register, login, connect).
+        self.guard = AuthGuard(config, self.limiter, config.resolved_data_key())
+        guard = self.guard
+        self.metrics.watch_guard(
+            lambda: (guard.guests.total, guard.argon2.granted, guard.argon2.refused)
+        )
         self.decoys = LoginDecoys(
             config.resolved_data_key(),
             opslimit=config.hash_opslimit,
@@ -128,6 +147,9 @@ class Hub:
         self.metrics.watch_bus(self.bus)
         self.metrics.watch_presence(self.presence.stats)
         self.stopping = False
+        self._purger: asyncio.Task[None] | None = None
+        #: Expired tokens deleted by this node so far.
+        self.tokens_purged = 0
 
     def limiter(self, limit: RateLimit) -> AccountRateLimiter:
         """A per-account budget shared by every node (in Redis when configured, else in
@@ -147,6 +169,21 @@ class Hub:
         self.committer.start()
         await self.presence.start()
         await self.bus.start(self._on_event, self.catchup.on_reconnect)
+        self._purger = asyncio.create_task(self._purge_tokens(), name="token-purge")
+
+    async def _purge_tokens(self) -> None:
+        """Delete expired session tokens every ``token_purge_interval_s`` (every node
+        does; the DELETE is idempotent). A failure is logged and retried next time."""
+        while True:
+            await asyncio.sleep(self.config.token_purge_interval_s)
+            try:
+                purged = await self.db.accounts.purge_expired_tokens(now_ms())
+            except Exception as exc:
+                log_event("tokens.purge_failed", logging.WARNING, error=type(exc).__name__)
+                continue
+            self.tokens_purged += purged
+            if purged:
+                log_event("tokens.purged", count=purged)
 
     def _on_event(self, envelope: Envelope) -> None:
         if isinstance(envelope.event, Resync):
@@ -165,6 +202,10 @@ class Hub:
         work, finish pending commits (their acks and fan-out go out), close every session
         with 1001 (resumable: clients reconnect to another node), then leave the bus."""
         self.stopping = True
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
         await self.presence.close()
         await self.dispute_watcher.stop()
         await self.catchup.stop()

@@ -22,7 +22,7 @@ times more. Everything runs on the event loop's thread, scrapes included.
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -182,6 +182,11 @@ class HubMetrics:
     def watch_presence(self, stats: PresenceStats) -> None:
         self._stats.presence = stats
 
+    def watch_guard(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        """``read()`` -> (unauthenticated connections open, hash slots granted, hash
+        requests refused busy) of ``guard.AuthGuard``, read at scrape time."""
+        self._stats.guard = read
+
     def watch_rate_limiter(self, name: str, stats: RateLimiterStats) -> None:
         """``name`` is the limit's name from code (``RateLimit.name``), never an id."""
         self._stats.limiters[name] = stats
@@ -206,6 +211,7 @@ class _StatsCollector:
         self.presence: PresenceStats | None = None
         self.limiters: dict[str, RateLimiterStats] = {}
         self.tallies: tuple[_Tally, ...] = ()
+        self.guard: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
 
     def collect(self) -> Iterator[Metric]:
         for tally in self.tallies:
@@ -213,6 +219,19 @@ class _StatsCollector:
         yield from self._bus()
         yield from self._presence()
         yield from self._limiters()
+        yield from self._guard()
+
+    def _guard(self) -> Iterator[Metric]:
+        guests, granted, busy = self.guard()
+        yield GaugeMetricFamily(
+            "chat_guests_open", "Unauthenticated connections open now", value=guests
+        )
+        yield CounterMetricFamily(
+            "chat_hashes", "Password hashes (register, login) given a slot", value=granted
+        )
+        yield CounterMetricFamily(
+            "chat_hashes_busy", "Password hash requests refused busy", value=busy
+        )
 
     def _bus(self) -> Iterator[Metric]:
         bus = self.bus

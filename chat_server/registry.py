@@ -16,8 +16,11 @@ cross-node fan-out (DESIGN.md "Scale-out", docs/DECISIONS.md 24 and 32):
 * :meth:`deliver`: the end of a ``msg.send``, called by the group committer right after
   the commit that decided it, in commit order: ``msg.ack`` (or the error) to the sending
   peer, then ``msg.new`` to every other live session of the case's participants.
+* :meth:`sign_out`: ``logout{all}``: every session of the account closes (4004), here
+  and, through a ``SignOut`` on the bus, on every other node.
 * :meth:`on_event`: what another node published: ``Deliver`` is pushed to the local
-  sessions of its accounts, ``Evict`` closes the named local sessions.
+  sessions of its accounts, ``Evict`` closes the named local sessions, ``SignOut`` all
+  of an account's.
 * :meth:`push_local`: frames for this node's sessions only (the catch-up after a bus gap).
 * :meth:`close_all`: shutdown.
 
@@ -40,7 +43,7 @@ from protocol import frames as f
 from protocol.errors import CloseCode, ErrorCode, ProtocolError, RemoteError
 from storage.records import AccountRecord, AlreadyStored
 
-from .bus import Deliver, Envelope, EventBus, Evict, LocalBus
+from .bus import Deliver, Envelope, EventBus, Evict, LocalBus, SignOut
 from .context import Peer
 from .logs import log_event
 from .metrics import HubMetrics
@@ -49,6 +52,7 @@ from .presence import LocalPresence, Presence, SessionRef
 __all__ = ["SessionRegistry"]
 
 _REPLACED = "replaced by a newer session"
+_SIGNED_OUT = "signed out on every device: sign in again"
 
 
 class _Online:
@@ -173,6 +177,18 @@ class SessionRegistry:
         if peer is not None:
             peer.close(CloseCode.REPLACED, _REPLACED)
 
+    def sign_out(self, account_id: str, *, exclude: Peer | None = None) -> None:
+        """Close every session of the account on every node with 4004 (``exclude``: the
+        session that asked, which closes normally after its answer)."""
+        self._sign_out_local(account_id, exclude)
+        self._bus.publish(SignOut(account_id))
+
+    def _sign_out_local(self, account_id: str, exclude: Peer | None = None) -> None:
+        online = self._accounts.get(account_id)
+        for peer in list(online.peers) if online is not None else []:
+            if peer is not exclude:
+                peer.close(CloseCode.SIGNED_OUT, _SIGNED_OUT)
+
     def local_accounts(self) -> list[str]:
         """Accounts with at least one live session on this node."""
         return list(self._accounts)
@@ -277,6 +293,8 @@ class SessionRegistry:
         elif isinstance(event, Evict):
             for session_id in event.session_ids:
                 self._close_local(session_id)
+        elif isinstance(event, SignOut):
+            self._sign_out_local(event.account_id)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection, attached or not (shutdown)."""

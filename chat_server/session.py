@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from protocol import codec
+from protocol.clock import now_ms
 from protocol.errors import (
     RESUMABLE_CLOSE_CODES,
     CloseCode,
@@ -57,9 +58,11 @@ class Session:
     ``push`` never blocks: a full queue closes the session (4008).
     """
 
-    def __init__(self, hub: Hub, ws: ServerConnection) -> None:
+    def __init__(self, hub: Hub, ws: ServerConnection, ip: str = "") -> None:
         self.hub = hub
         self.ws = ws
+        #: The client's address as the per-address limits count it (``guard.py``).
+        self.ip = ip
         self.session_id = "s_" + secrets.token_hex(8)
         self._machine = SessionMachine()
         #: Who the connection speaks for, once ``auth`` succeeded.
@@ -72,6 +75,11 @@ class Session:
         # True while a _flush of frames written by the fast path is scheduled.
         self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self._caller is not None
 
     # -- outbound --------------------------------------------------------------
 
@@ -182,6 +190,8 @@ class Session:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+            if self._expiry is not None:
+                self._expiry.cancel()
             await self.hub.registry.detach(self)
             self._closing = True
             self._machine.close()
@@ -219,6 +229,8 @@ class Session:
             if self._closing:
                 return
             if not self._bucket.take():
+                if self._caller is None:
+                    await hub.guard.tarpit()  # a stranger flooding frames: read slower
                 self.push(
                     ErrorFrame(
                         code=ErrorCode.RATE_LIMITED,
@@ -227,6 +239,19 @@ class Session:
                     )
                 )
                 continue
+            if self._caller is not None:
+                # One budget for all of the account's sessions on this node, too.
+                account = hub.account_requests.take_now(self._caller.account_id)
+                if not account.allowed:
+                    self.push(
+                        ErrorFrame(
+                            code=ErrorCode.RATE_LIMITED,
+                            message="too many requests from this account; slow down",
+                            id=codec.request_id_of(raw),
+                            retry_after_ms=account.retry_after_ms,
+                        )
+                    )
+                    continue
             try:
                 frame = codec.decode_client(raw)
             except RemoteError as exc:
@@ -250,12 +275,19 @@ class Session:
                     reply = await ROUTES[type(frame)](hub, caller, frame)
                 else:
                     outcome = await GUEST_ROUTES[type(frame)](
-                        hub, Guest(self, machine.challenge), frame
+                        hub, Guest(self, machine.challenge, self.ip), frame
                     )
                     reply = self._apply(outcome)
             except RemoteError as exc:
                 # Refused: answered with the error, and the state stays as it was.
-                self.push(ErrorFrame(code=exc.code, message=exc.message, id=frame.id))
+                self.push(
+                    ErrorFrame(
+                        code=exc.code,
+                        message=exc.message,
+                        id=frame.id,
+                        retry_after_ms=exc.retry_after_ms,
+                    )
+                )
                 continue
             except ConnectionClosed:
                 raise
@@ -288,5 +320,12 @@ class Session:
         if isinstance(outcome, SignedIn):
             self._machine.authenticated()
             self._caller = outcome.caller
+            self.hub.guard.guests.leave(self.ip)  # no longer counted as a stranger
+            if (expires := outcome.caller.token_expires) is not None:
+                # The session lives as long as its token (docs/PROTOCOL.md 10: 4002).
+                delay = max(0.0, (expires - now_ms()) / 1000)
+                self._expiry = asyncio.get_running_loop().call_later(
+                    delay, self.close, CloseCode.SESSION_EXPIRED, "session expired: log in again"
+                )
             return None  # welcome was sent by the use case, before its matching
         return outcome

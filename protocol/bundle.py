@@ -302,6 +302,7 @@ def _check_messages(
         report.tampered.append(f"message seq {seq} is missing")
     seen: set[int] = set()
     opened: dict[int, crypto.Envelope] = {}
+    nonces: dict[bytes, int] = {}  # the seq that first carried each nonce
     for message in bundle.messages:
         sender = participants.get(message.sender_id)
         verdict = MessageVerdict(
@@ -317,6 +318,9 @@ def _check_messages(
         if message.seq in seen:
             verdict.problems.append("seq appears twice")
         seen.add(message.seq)
+        first = nonces.setdefault(message.nonce, message.seq)
+        if first != message.seq:
+            verdict.problems.append(f"replay of seq {first} (its nonce was already used)")
         if message.seq in broken:
             verdict.problems.append("hash chain broken here (altered, removed or reordered)")
         key = epoch_keys.get(message.epoch)

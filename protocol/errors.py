@@ -13,6 +13,8 @@ Hierarchy::
     │   ├── AuthFailed            bad credentials / signature / token -> error frame
     │   ├── Forbidden             not a participant of the case       -> error frame
     │   ├── NotFound, Conflict, Duplicate, RateLimited, LimitExceeded, ConsentRequired,
+    │   ├── Busy                  too much Argon2 work at once: retry after retry_after_ms
+    │   ├── Replayed              a message nonce already stored in the case
     │   └── Unavailable           server shutting down: retry on a new connection
     └── CryptoError               a signature, MAC or commitment did not verify (local)
         └── Noncanonical          a signed envelope is not in its one encoding
@@ -33,6 +35,7 @@ __all__ = [
     "ERROR_CLASSES",
     "RESUMABLE_CLOSE_CODES",
     "AuthFailed",
+    "Busy",
     "CloseCode",
     "Conflict",
     "ConsentRequired",
@@ -50,6 +53,7 @@ __all__ = [
     "ProtocolError",
     "RateLimited",
     "RemoteError",
+    "Replayed",
     "Unavailable",
     "UnknownType",
     "UnsupportedVersion",
@@ -73,6 +77,8 @@ class ErrorCode(enum.StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     CONSENT_REQUIRED = "consent_required"
     UNAVAILABLE = "unavailable"
+    BUSY = "busy"
+    REPLAYED = "replayed"
     INTERNAL = "internal"
 
 
@@ -87,7 +93,9 @@ class CloseCode(enum.IntEnum):
     INTERNAL = 1011  # unexpected failure; the reason is always generic
     TRY_AGAIN = 1013
     AUTH_TIMEOUT = 4001  # no successful auth in time
+    SESSION_EXPIRED = 4002  # the session's token expired or was revoked: log in again
     SESSION_LIMIT = 4003  # too many sessions for this account
+    SIGNED_OUT = 4004  # logout{all} ended every session of the account: sign in again
     SLOW_CONSUMER = 4008  # send queue overflowed: reconnect and sync, nothing is lost
     REPLACED = 4009  # evicted by a newer session when at the per-account limit
 
@@ -101,12 +109,15 @@ RESUMABLE_CLOSE_CODES = frozenset(
 
 
 class ProtocolError(Exception):
-    """Base class; ``code`` is the stable wire code."""
+    """Base class; ``code`` is the stable wire code. ``retry_after_ms``, when not None,
+    says how long to wait before the same request can succeed (``rate_limited``,
+    ``busy``)."""
 
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(self, message: str = "", *, retry_after_ms: int | None = None) -> None:
         super().__init__(message or self.code.value.replace("_", " "))
+        self.retry_after_ms = retry_after_ms
 
     @property
     def message(self) -> str:
@@ -173,6 +184,19 @@ class ConsentRequired(RemoteError):
     code = ErrorCode.CONSENT_REQUIRED
 
 
+class Busy(RemoteError):
+    """Too much password-hashing work in progress (for everyone, or from this address);
+    retry after ``retry_after_ms``."""
+
+    code = ErrorCode.BUSY
+
+
+class Replayed(RemoteError):
+    """``msg.send`` carries a nonce already stored in the case: a replayed ciphertext."""
+
+    code = ErrorCode.REPLAYED
+
+
 class Unavailable(RemoteError):
     """The server is shutting down or overloaded; retry on a new connection."""
 
@@ -207,14 +231,16 @@ ERROR_CLASSES: dict[str, type[RemoteError]] = {
         RateLimited,
         LimitExceeded,
         ConsentRequired,
+        Busy,
+        Replayed,
         Unavailable,
     )
 }
 
 
-def remote_error(code: str, message: str = "") -> RemoteError:
+def remote_error(code: str, message: str = "", retry_after_ms: int | None = None) -> RemoteError:
     """The typed exception for an ``error`` frame's ``code`` and ``message``: its class
     from :data:`ERROR_CLASSES`, or a plain RemoteError for a code this version does not
     know (a newer server); an empty message becomes the code in words."""
     cls = ERROR_CLASSES.get(code, RemoteError)
-    return cls(message or code.replace("_", " "))
+    return cls(message or code.replace("_", " "), retry_after_ms=retry_after_ms)

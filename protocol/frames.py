@@ -339,7 +339,8 @@ class AuthRequest(_Request, tag="auth", frozen=True):
 
 
 class Logout(_Request, tag="logout", frozen=True):
-    pass
+    #: True: end every session of the account, on every node, and revoke all its tokens.
+    all: bool = False
 
 
 class DirectoryGet(_Request, tag="directory.get", frozen=True):
@@ -596,6 +597,8 @@ class ErrorFrame(_Frame, tag="error", frozen=True):
     code: Annotated[str, Meta(max_length=64)]
     message: Annotated[str, Meta(max_length=256)]
     id: Id | None = None
+    #: ``rate_limited`` / ``busy``: milliseconds until the request may succeed.
+    retry_after_ms: Annotated[int, Meta(ge=0, le=86_400_000)] | None = None
 
 
 # -- server -> client: events (no id) ----------------------------------------------

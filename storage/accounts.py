@@ -366,17 +366,26 @@ class AccountRepository:
     async def token_valid(self, token_hash: bytes, account_id: str, now_ms: int) -> bool:
         """True if the token exists, belongs to ``account_id`` and ``now_ms`` is before its
         expiry. A token presented for another account is simply invalid."""
+        return await self.token_expiry(token_hash, account_id, now_ms) is not None
+
+    async def token_expiry(self, token_hash: bytes, account_id: str, now_ms: int) -> int | None:
+        """When the token expires (ms), if it exists, belongs to ``account_id`` and has
+        not expired at ``now_ms``; else None."""
         async with self._tx.read() as conn:
-            found = await conn.scalar(
-                select(
-                    exists().where(
-                        _TOKENS.c.token_hash == token_hash,
-                        _TOKENS.c.account_id == account_id,
-                        _TOKENS.c.expires_at > now_ms,
-                    )
+            expires = await conn.scalar(
+                select(_TOKENS.c.expires_at).where(
+                    _TOKENS.c.token_hash == token_hash,
+                    _TOKENS.c.account_id == account_id,
+                    _TOKENS.c.expires_at > now_ms,
                 )
             )
-        return bool(found)
+        return None if expires is None else int(expires)
+
+    async def revoke_account_tokens(self, account_id: str) -> int:
+        """Forget every token of the account (logout everywhere); returns how many."""
+        async with self._tx.write() as conn:
+            res = await conn.execute(delete(_TOKENS).where(_TOKENS.c.account_id == account_id))
+        return int(res.rowcount)
 
     async def revoke_token(self, token_hash: bytes) -> None:
         """Forget a token (logout). Revoking an unknown token is not an error."""

@@ -32,6 +32,14 @@ ciphertext is a retry and answers with the original record (:class:`AlreadyStore
 the same key with different content is refused with :class:`~protocol.errors.Duplicate`.
 Either way nothing is stored twice.
 
+Replays (issue 13, item 9): a message whose nonce is already stored in its case under
+another idempotency key (a participant resending the other side's exact ciphertext) is
+refused with :class:`~protocol.errors.Replayed`. The unique index on (case_id, nonce)
+decides; the hot path does not look nonces up. An insert that hits the index rolls back,
+the batch's stored nonces are read once, and the batch is appended again with the
+replays refused (the rare path pays the cost). Two messages of one batch with one nonce
+are caught while planning.
+
 What this module does not check: membership, sizes and rates. Those are the server's
 rules, checked before a message reaches the batch.
 """
@@ -44,11 +52,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from msgspec.structs import asdict, astuple
-from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from protocol.chain import GENESIS, chain_hash
-from protocol.errors import Duplicate, Forbidden, InvalidFrame, NotFound, RemoteError
+from protocol.errors import Duplicate, Forbidden, InvalidFrame, NotFound, RemoteError, Replayed
 from protocol.frames import MessageRecord
 
 from .models import Case, Message, table
@@ -67,6 +76,8 @@ _MESSAGES = table(Message)
 _LOOKUP_CHUNK = 256
 
 _Key = tuple[str, str, str]
+#: (case_id, nonce): unique among a case's stored messages.
+_NonceKey = tuple[str, bytes]
 
 
 class _Prior(NamedTuple):
@@ -169,8 +180,10 @@ def _plan(
     heads: dict[str, _Head],
     prior: dict[_Key, _Prior],
     now_ms: int,
+    used_nonces: set[_NonceKey] | None = None,
 ) -> tuple[list[AppendResult], list[MessageRecord], list[tuple[int, bytes, str]]]:
-    """Seqs and chain hashes for ``batch`` given the case heads and stored keys.
+    """Seqs and chain hashes for ``batch`` given the case heads and stored keys, and the
+    nonces known to be stored under other keys (``used_nonces``; updated in place).
 
     Returns the result slots, the new records to insert and the new heads as
     ``(last_seq, chain_head, case_id)``, sorted by case id. ``heads`` and ``prior`` are
@@ -179,6 +192,7 @@ def _plan(
     results: list[AppendResult] = []
     new: list[MessageRecord] = []
     touched: dict[str, tuple[int, bytes]] = {}
+    nonces: set[_NonceKey] = set() if used_nonces is None else used_nonces
     for m in batch:
         head = heads.get(m.case_id)
         if head is None:
@@ -198,6 +212,10 @@ def _plan(
             else:
                 results.append(Duplicate("client_msg_id already used"))
             continue
+        if (m.case_id, m.nonce) in nonces:
+            results.append(Replayed("this nonce is already used in the case: a replay"))
+            continue
+        nonces.add((m.case_id, m.nonce))
         seq = head.last_seq + 1
         digest = chain_hash(
             head.chain_head,
@@ -274,8 +292,19 @@ class MessageRepository:
         """
         if not batch:
             return []
+        try:
+            return await self._append(batch, now_ms, None)
+        except (IntegrityError, sqlite3.IntegrityError):
+            # A nonce already stored in its case (the only constraint the plan cannot
+            # see coming): find the replays, then append again refusing them.
+            used = await self._stored_nonces(batch)
+            return await self._append(batch, now_ms, used)
+
+    async def _append(
+        self, batch: Sequence[NewMessage], now_ms: int, used: set[_NonceKey] | None
+    ) -> list[AppendResult]:
         if not self._tx.is_postgresql:
-            return await self._append_batch_sqlite(batch, now_ms)
+            return await self._append_batch_sqlite(batch, now_ms, used)
         case_ids = sorted({m.case_id for m in batch})
         async with self._tx.write() as conn:
             heads_q = (
@@ -295,7 +324,7 @@ class MessageRepository:
                 for r in await conn.execute(heads_q)
             }
             prior = await self._lookup(conn, {_key(m) for m in batch if m.case_id in heads})
-            results, new, touched = _plan(batch, heads, prior, now_ms)
+            results, new, touched = _plan(batch, heads, prior, now_ms, used)
             if new:
                 # executemany: asyncpg pipelines the rows; one call from here, not one
                 # await per message.
@@ -309,7 +338,7 @@ class MessageRepository:
         return results
 
     async def _append_batch_sqlite(
-        self, batch: Sequence[NewMessage], now_ms: int
+        self, batch: Sequence[NewMessage], now_ms: int, used: set[_NonceKey] | None
     ) -> list[AppendResult]:
         """SQLite: the same transaction in 4 thread round trips instead of 6.
 
@@ -329,13 +358,30 @@ class MessageRepository:
                     r[0]: _Head(r[1], bytes(r[2]), r[3], r[4])
                     for r in db.execute(_sqlite_heads_sql(len(case_ids)), case_ids)
                 }
-                results, new, touched = _plan(batch, heads, prior, now_ms)
+                results, new, touched = _plan(batch, heads, prior, now_ms, used)
                 if new:
                     db.executemany(_SQLITE_INSERT, [astuple(r) for r in new])
                     db.executemany(_SQLITE_UPDATE, touched)
                 return results
 
             return await self._tx.in_sqlite_thread(conn, rest)
+
+    async def _stored_nonces(self, batch: Sequence[NewMessage]) -> set[_NonceKey]:
+        """The batch's (case_id, nonce) pairs already stored. The plan answers an
+        identical retry (same key, same nonce) before it looks at nonces, so only
+        messages under another key are refused as replays."""
+        wanted = sorted({(m.case_id, m.nonce) for m in batch})
+        found: set[_NonceKey] = set()
+        async with self._tx.read() as conn:
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[start : start + _LOOKUP_CHUNK]
+                rows = await conn.execute(
+                    select(_MESSAGES.c.case_id, _MESSAGES.c.nonce).where(
+                        tuple_(_MESSAGES.c.case_id, _MESSAGES.c.nonce).in_(chunk)
+                    )
+                )
+                found.update((r.case_id, bytes(r.nonce)) for r in rows)
+        return found
 
     async def _lookup(self, conn: AsyncConnection, key_set: set[_Key]) -> dict[_Key, _Prior]:
         """Already-stored messages with these idempotency keys."""

@@ -180,6 +180,9 @@ class Message(Base):
     __table_args__ = (
         # Idempotency key of msg.send; also the index the append path's lookup uses.
         UniqueConstraint("case_id", "sender_id", "client_msg_id"),
+        # A nonce is used once per case: a replayed ciphertext is refused (migration 0003;
+        # a unique index, which SQLite can add without rebuilding the table).
+        Index("ix_messages_case_id_nonce", "case_id", "nonce", unique=True),
     )
 
     case_id: Mapped[str] = mapped_column(ID, ForeignKey("cases.id"), primary_key=True)

@@ -22,7 +22,7 @@ import nacl.utils
 from protocol import crypto
 from protocol import frames as f
 from protocol.clock import now_ms
-from protocol.errors import AuthFailed, CryptoError, InvalidFrame
+from protocol.errors import AuthFailed, Conflict, CryptoError, InvalidFrame
 from storage.records import AccountRecord
 
 from ..casebook import case_info
@@ -52,8 +52,8 @@ async def hello(hub: Hub, guest: Guest, frame: f.Hello) -> Challenged:
             id=frame.id,
             nonce=nacl.utils.random(NONCE_BYTES),
             server_key=hub.server_key.sign_pk,
-            min_opslimit=hub.config.min_opslimit,
-            min_memlimit=hub.config.min_memlimit,
+            min_opslimit=hub.config.kdf_opslimit,
+            min_memlimit=hub.config.kdf_memlimit,
         )
     )
 
@@ -72,16 +72,30 @@ def _check_box_sig(sign_pk: bytes, box_pk: bytes, box_sig: bytes) -> None:
 
 
 async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
-    # Cheap checks first: a bad request must not cost the hub an Argon2id hash.
+    """Cheap checks before any hashing: the schema (by the codec), the box key's
+    signature, the KDF cost, the address's registration bucket (before the handle check,
+    so ``conflict`` cannot be used to list handles faster than registrations), the invite
+    and the handle; then one Argon2id in a bounded slot."""
+    config = hub.config
     _check_box_sig(frame.sign_pk, frame.box_pk, frame.box_sig)
-    if frame.opslimit < hub.config.min_opslimit or frame.memlimit < hub.config.min_memlimit:
-        raise InvalidFrame("key derivation parameters are below the server minimum")
-    auth_hash = await asyncio.to_thread(
-        nacl.pwhash.argon2id.str,
-        frame.auth_key,
-        opslimit=hub.config.hash_opslimit,
-        memlimit=hub.config.hash_memlimit,
-    )
+    if (frame.opslimit, frame.memlimit) != (config.kdf_opslimit, config.kdf_memlimit):
+        # One cost for every account, so prelogin cannot tell real handles from unknown.
+        raise InvalidFrame("key derivation parameters must be the ones challenge announced")
+    await hub.guard.before_register(guest.ip)
+    invite = invite_code_hash(frame.invite) if frame.invite is not None else None
+    if invite is not None:
+        found = await hub.db.accounts.invite(invite)
+        if found is None or found.used_by is not None:
+            raise AuthFailed("invalid or used invite")
+    if await hub.db.accounts.by_handle(frame.handle) is not None:
+        raise Conflict("handle is taken")
+    async with hub.guard.argon2.slot(guest.ip):
+        auth_hash = await asyncio.to_thread(
+            nacl.pwhash.argon2id.str,
+            frame.auth_key,
+            opslimit=config.hash_opslimit,
+            memlimit=config.hash_memlimit,
+        )
     account = AccountRecord(
         id="acc_" + secrets.token_hex(10),
         handle=frame.handle,
@@ -99,7 +113,6 @@ async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
         created_at=now_ms(),
         box_sig=frame.box_sig,
     )
-    invite = invite_code_hash(frame.invite) if frame.invite is not None else None
     created = await hub.db.accounts.create(account, invite)
     log_event("account.registered", account=created.id, role=created.role)
     return f.Registered(id=frame.id, account_id=created.id, role=created.role)
@@ -108,12 +121,13 @@ async def register(hub: Hub, guest: Guest, frame: f.Register) -> f.Registered:
 async def prelogin(hub: Hub, guest: Guest, frame: f.Prelogin) -> f.PreloginResult:
     account = await hub.db.accounts.by_handle(frame.handle)
     if account is None:
-        # A stable fake answer, so that prelogin does not reveal which handles exist.
+        # A stable fake answer with the hub's one KDF cost, the same as a real account's,
+        # so that prelogin does not reveal which handles exist.
         return f.PreloginResult(
             id=frame.id,
             salt=hub.decoys.salt(frame.handle),
-            opslimit=hub.config.min_opslimit,
-            memlimit=hub.config.min_memlimit,
+            opslimit=hub.config.kdf_opslimit,
+            memlimit=hub.config.kdf_memlimit,
         )
     return f.PreloginResult(
         id=frame.id, salt=account.salt, opslimit=account.opslimit, memlimit=account.memlimit
@@ -128,12 +142,17 @@ def _check_auth_key(auth_hash: bytes, auth_key: bytes) -> bool:
 
 
 async def login(hub: Hub, guest: Guest, frame: f.Login) -> f.LoginResult:
+    """A handle or address with too many failed logins is refused before any hashing;
+    then one Argon2id in a bounded slot; a failure fills both buckets."""
+    await hub.guard.before_login(frame.handle, guest.ip)
     account = await hub.db.accounts.by_handle(frame.handle)
     stored = account.auth_hash.encode() if account is not None else hub.decoys.dummy_auth_hash
     # Verify even for unknown handles so both answers take the same time.
-    ok = await asyncio.to_thread(_check_auth_key, stored, frame.auth_key)
+    async with hub.guard.argon2.slot(guest.ip):
+        ok = await asyncio.to_thread(_check_auth_key, stored, frame.auth_key)
     if account is None or not ok:
         log_event("auth.login_failed")
+        await hub.guard.login_failed(frame.handle, guest.ip)
         raise AuthFailed("wrong handle or passphrase")
     token = secrets.token_urlsafe(32)
     expires = now_ms() + hub.config.token_ttl_s * 1000
@@ -163,10 +182,12 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
         raise InvalidFrame("send hello first to get a challenge")
     account = await hub.db.accounts.by_id(frame.account_id)
     hashed = token_hash(frame.token)
-    valid = account is not None and await hub.db.accounts.token_valid(
-        hashed, frame.account_id, now_ms()
+    expires = (
+        await hub.db.accounts.token_expiry(hashed, frame.account_id, now_ms())
+        if account is not None
+        else None
     )
-    if account is None or not valid:
+    if account is None or expires is None:
         log_event("auth.failed", reason="token")
         raise AuthFailed("invalid or expired session token")
     try:
@@ -181,6 +202,7 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
         role=account.role,
         sign_pk=account.sign_pk,
         token_hash=hashed,
+        token_expires=expires,
     )
     await hub.registry.attach(guest.peer, account)
     cases = await hub.casebook.for_account(account.id)
@@ -213,7 +235,13 @@ async def account_attest(hub: Hub, caller: Caller, frame: f.AccountAttest) -> f.
 
 
 async def logout(hub: Hub, caller: Caller, frame: f.Logout) -> f.Ok:
-    """Revoke the session token; the state machine then closes the connection (1000)."""
-    await hub.db.accounts.revoke_token(caller.token_hash)
-    log_event("auth.logout", account=caller.account_id)
+    """Revoke the session token; the state machine then closes the connection (1000).
+    With ``all``: every token of the account, and every other session of it on every
+    node closes with 4004."""
+    if frame.all:
+        await hub.db.accounts.revoke_account_tokens(caller.account_id)
+        hub.registry.sign_out(caller.account_id, exclude=caller.peer)
+    else:
+        await hub.db.accounts.revoke_token(caller.token_hash)
+    log_event("auth.logout", account=caller.account_id, everywhere=frame.all)
     return f.Ok(id=frame.id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from protocol import crypto
 from protocol import frames as f
 from protocol.clock import now_ms
-from protocol.errors import Conflict, CryptoError, Forbidden, InvalidFrame
+from protocol.errors import Conflict, CryptoError, Forbidden, InvalidFrame, LimitExceeded
 from storage.records import EpochKeyRecord
 
 from ..account_ratelimit import require
@@ -36,9 +36,26 @@ async def case_open(hub: Hub, caller: Caller, frame: f.CaseOpen) -> f.CaseOpened
             f"no counselor of this service speaks {frame.language!r}; "
             f"languages offered: {', '.join(sorted(offered))}"
         )
+    await _within_case_caps(hub, caller.account_id)
     case = await hub.casebook.open(caller.account_id, frame.topic, frame.language)
     queue = await hub.casebook.queue(case)
     return f.CaseOpened(id=frame.id, case=case_info(case), queue=queue)
+
+
+async def _within_case_caps(hub: Hub, client_id: str) -> None:
+    """A client may have ``max_waiting_cases`` waiting and ``max_open_cases`` not closed
+    (docs/PROTOCOL.md 11). Read before the insert, so sessions opening cases at the same
+    moment may pass it together: at most one extra case per concurrent session."""
+    cases = await hub.casebook.for_account(client_id)
+    mine = [c for c in cases if c.client_id == client_id]
+    waiting = sum(1 for c in mine if c.state == "waiting")
+    open_ = sum(1 for c in mine if c.state != "closed")
+    if waiting >= hub.config.max_waiting_cases:
+        raise LimitExceeded(
+            f"{waiting} case(s) already waiting for a counselor; wait for it or close it"
+        )
+    if open_ >= hub.config.max_open_cases:
+        raise LimitExceeded(f"{open_} cases already open; close one first")
 
 
 async def case_list(hub: Hub, caller: Caller, frame: f.CaseList) -> f.CaseListResult:

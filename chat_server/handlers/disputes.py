@@ -12,7 +12,7 @@ the requester's live sessions of each state change (``dispute.updated``).
 from __future__ import annotations
 
 from protocol import frames as f
-from protocol.errors import Forbidden
+from protocol.errors import Forbidden, LimitExceeded
 
 from ..account_ratelimit import require
 from ..context import Caller
@@ -27,6 +27,9 @@ async def dispute_request(hub: Hub, caller: Caller, frame: f.DisputeRequest) -> 
     if participants[0] != caller.account_id:
         raise Forbidden("only the case's client files a dispute request")
     await require(hub.dispute_limit, caller.account_id, "dispute requests")
+    filed = await hub.disputes.of_requester(caller.account_id)
+    if sum(1 for r in filed if r.case_id == frame.case_id) >= hub.config.max_disputes_per_case:
+        raise LimitExceeded("too many dispute requests about this case")
     record = await hub.disputes.file(caller.account_id, caller.sign_pk, frame)
     hub.dispute_watcher.ensure_running()
     return f.DisputeCreated(id=frame.id, dispute=dispute_info(record))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from protocol import crypto
 from protocol import frames as f
-from protocol.errors import CryptoError, Forbidden, InvalidFrame
+from protocol.errors import CryptoError, Forbidden, InvalidFrame, RateLimited
 from protocol.limits import MAX_SERVER_FRAME_BYTES
 from storage.records import NewMessage
 
@@ -24,6 +24,13 @@ __all__ = ["msg_send", "receipt", "sync", "typing"]
 
 
 async def msg_send(hub: Hub, caller: Caller, frame: f.MsgSend) -> None:
+    decision = hub.account_messages.take_now(caller.account_id)
+    if not decision.allowed:
+        # One budget for all of the account's sessions (each also has its own).
+        raise RateLimited(
+            "too many messages from this account; slow down",
+            retry_after_ms=decision.retry_after_ms,
+        )
     participants = await hub.casebook.participants(frame.case_id, caller.account_id)
     hub.committer.submit(
         NewMessage(

@@ -1,5 +1,6 @@
 """``scripts/bench [--quick] [--uvloop] [--out DIR] [--update-docs]``: run the benchmark.
 ``scripts/bench --db postgresql://... [--nodes N]``: the cluster comparison instead.
+``scripts/bench --abuse-auth [--quick]``: login latency under hostile load (abuse_auth.py).
 
 Starts the hub and the baseline relay as child processes on 127.0.0.1, drives them with
 load-generator processes, checks that every message was delivered exactly once, and
@@ -177,6 +178,10 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--abuse-auth" in (sys.argv[1:] if argv is None else argv):
+        from . import abuse_auth  # a benchmark of its own (docs/PERFORMANCE.md)
+
+        return abuse_auth.main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.quick and args.update_docs:

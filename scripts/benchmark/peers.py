@@ -28,7 +28,7 @@ __all__ = ["Pair", "Peer", "PeerError", "encrypt_frames", "open_ws", "setup_pair
 
 _ids = itertools.count(1)
 
-#: Argon2id at the protocol minimum (the hub runs with --min-kdf test).
+#: Argon2id at the protocol minimum (the hub runs with --kdf test).
 KDF_OPS, KDF_MEM = 1, 8192
 
 

@@ -3,7 +3,7 @@ Redis, for trying several nodes by hand. Ctrl-C stops everything.
 
     scripts/cluster                       2 nodes, https://localhost:8443/
     scripts/cluster --nodes 3 --db postgresql+asyncpg://postgres@127.0.0.1/chat_cluster
-    scripts/cluster -- --min-kdf test     anything after -- goes to every chat-server serve
+    scripts/cluster -- --kdf test     anything after -- goes to every chat-server serve
 
 Everything it makes lives in ``--dir`` (default ``./var/cluster``): the throwaway CA
 and certificate (``tls/``, kept across runs so a client's trust survives a restart),
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         for i in range(1, args.nodes + 1):
             node_port = args.first_node_port + i - 1 if args.first_node_port else _free_port()
             log = work / f"node{i}.log"
-            extra = ["--redis", args.redis, "--node-id", f"node{i}"]
+            extra = ["--redis", args.redis, "--node-id", f"node{i}", "--trusted-proxy", "127.0.0.1"]
             command = [
                 *_chat_server(), "serve", *common, "--port", str(node_port),
                 "--log-file", str(log), *extra, *args.serve_args,

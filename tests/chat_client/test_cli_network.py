@@ -140,3 +140,24 @@ async def test_cli_connection_failure_exit_4(tmp_path: Path, hub, command: str) 
     assert rc == 0, err
     rc, _, err = await cli(home, *command.split(), url="ws://127.0.0.1:9/ws")
     assert rc == 4 and "cannot connect" in err
+
+
+async def test_cli_logout_all_ends_the_other_devices_session(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from chat_client import ChatClient, SessionEnded
+    from protocol.errors import CloseCode
+
+    home = tmp_path / "hal"
+    rc, _, err = await cli(home, "register", "--handle", "hal", *KDF, url=hub.url)
+    assert rc == 0, err
+    other_device = await ChatClient.login(hub.url, "hal", "pw-secret", home=tmp_path / "hal2")
+    try:
+        rc, out, err = await cli(home, "--json", "logout", "--all")
+        assert rc == 0, err
+        assert one_json(out) == {"ok": True, "all": True}
+        with pytest.raises(SessionEnded) as ended:
+            async with asyncio.timeout(10):
+                async for _ in other_device.events():
+                    pass
+        assert ended.value.code == CloseCode.SIGNED_OUT
+    finally:
+        await other_device.close()

@@ -233,8 +233,8 @@ async def test_register_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-
 
 
 async def test_kdf_below_server_minimum(tmp_path: Path) -> None:
-    async with start_hub(tmp_path / "hub", min_opslimit=2) as hub:
-        with pytest.raises(KdfTooWeak, match="below the server minimum"):
+    async with start_hub(tmp_path / "hub", kdf_opslimit=2) as hub:
+        with pytest.raises(KdfTooWeak, match="below the server's"):
             await ChatClient.register(
                 hub.url, "dave", "dave passphrase", home=tmp_path / "d", **TEST_KDF
             )

@@ -137,3 +137,34 @@ def test_amounts_and_limits_are_checked() -> None:
     for bad in (("x", 0, 1), ("x", 1, 0), ("", 1, 1), ("a:b", 1, 1)):
         with pytest.raises(ValueError):
             RateLimit(*bad)
+
+
+async def test_peek_answers_like_take_without_taking(settings: RedisSettings) -> None:
+    """``peek`` (failed-login buckets: checked before hashing, filled only by failures)
+    says what one ``take`` would, in Redis exactly as in memory, and changes nothing."""
+    limit = RateLimit("peek", rate_per_s=5, burst=3)
+    clock = Clock()
+    local = LocalAccountRateLimiter(limit, now_us=clock)
+    shared = RedisAccountRateLimiter(settings, limit, now_us=clock)
+    try:
+        for limiter in (local, shared):
+            assert await limiter.peek("acc") == RateDecision(True, 0, 2)
+            for _ in range(3):
+                assert (await limiter.take("acc")).allowed
+            assert await limiter.peek("acc") == RateDecision(False, 200, 0)
+            assert await limiter.peek("acc") == RateDecision(False, 200, 0)  # took nothing
+        clock.advance_ms(200)
+        assert await local.peek("acc") == await shared.peek("acc") == RateDecision(True, 0, 0)
+        assert local.stats.allowed == 3 and local.stats.refused == 0  # peeks are not counted
+    finally:
+        await shared.close()
+
+
+async def test_peek_falls_back_to_the_local_bucket() -> None:
+    dead = RedisSettings(f"redis://127.0.0.1:{free_port()}/0", connect_timeout_s=0.2)
+    limiter = RedisAccountRateLimiter(dead, FIVE_PER_S)
+    try:
+        assert (await limiter.peek("acc")).allowed
+        assert limiter.stats.fallbacks == 1
+    finally:
+        await limiter.close()

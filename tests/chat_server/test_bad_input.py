@@ -200,7 +200,7 @@ async def test_invite_is_single_use(hub: RunningHub) -> None:
 
 
 async def test_weak_kdf_parameters_are_refused(tmp_path: Path) -> None:
-    async with start_hub(tmp_path, min_opslimit=2) as hub:
+    async with start_hub(tmp_path, kdf_opslimit=2) as hub:
         peer = await RawClient.connect(hub.url)
         with pytest.raises(AssertionError, match="invalid"):
             await peer.register("weakkdf")

@@ -110,7 +110,10 @@ async def test_a_reconnection_catches_local_sessions_up_and_tells_the_others(
     since = now_ms()
     # Stored meanwhile by another node, whose wake-ups never arrived here.
     stored = await hub.db.messages.append_batch(
-        [NewMessage(case.id, 1, counselor.id, f"m{i}", bytes(24), bytes(40)) for i in range(3)],
+        [
+            NewMessage(case.id, 1, counselor.id, f"m{i}", i.to_bytes(24, "big"), bytes(40))
+            for i in range(3)
+        ],
         now_ms(),
     )
     rematched = _count_rematches(hub)

@@ -38,7 +38,7 @@ from scripts.localcluster.postgres import scratch_database
 from storage.engine import Database, open_database
 from tests.helpers.clients import PASS_CLIENT, PASS_COUNSELOR
 from tests.helpers.haproxy import RunningProxy
-from tests.helpers.hubs import TEST_KDF, free_port
+from tests.helpers.hubs import TEST_KDF, TEST_LENIENT_FLAGS, free_port
 
 __all__ = ["Cluster", "Node", "fresh_database", "people", "run_cluster"]
 
@@ -210,8 +210,8 @@ async def run_cluster(
             sys.executable, "-m", "chat_server.cli", "serve",
             "--port", str(port), "--db", db_url, "--state-dir", str(state),
             "--redis", redis_url, "--redis-prefix", prefix, "--node-id", name,
-            "--min-kdf", "test", "--log-file", str(log), "--log-level", "DEBUG",
-            *serve_args,
+            "--kdf", "test", "--log-file", str(log), "--log-level", "DEBUG",
+            *TEST_LENIENT_FLAGS, *serve_args,
         ]  # fmt: skip
         cluster.nodes.append(Node(name, command, log, port))
     try:

@@ -30,6 +30,8 @@ from storage.engine import sqlite_url
 
 __all__ = [
     "TEST_KDF",
+    "TEST_LENIENT_FLAGS",
+    "TEST_LENIENT_LIMITS",
     "HubProcess",
     "RunningHub",
     "free_port",
@@ -40,7 +42,31 @@ __all__ = [
 
 #: Argon2id at the protocol minimum: for tests only.
 TEST_KDF = {"opslimit": 1, "memlimit": 8192}
-_TEST_COSTS = {"min_opslimit": 1, "min_memlimit": 8192, "hash_opslimit": 1, "hash_memlimit": 8192}
+_TEST_COSTS = {"kdf_opslimit": 1, "kdf_memlimit": 8192, "hash_opslimit": 1, "hash_memlimit": 8192}
+#: Every test connects from 127.0.0.1, many register dozens of accounts at once, open
+#: several cases per client or send hundreds of messages a second, so the abuse limits
+#: are lifted unless a test sets them (tests/chat_server/test_auth_limits.py and
+#: test_account_limits.py test each with small values).
+TEST_LENIENT_LIMITS: dict[str, Any] = {
+    "argon2_per_ip": 64,
+    "register_ip_rate": (1000.0, 100_000),
+    "login_fail_ip_rate": (1000.0, 100_000),
+    "max_guests_per_ip": 1000,
+    "max_waiting_cases": 1000,
+    "max_open_cases": 1000,
+    "max_disputes_per_case": 1000,
+    "account_request_rate": (1e6, 1_000_000),
+    "account_message_rate": (1e6, 1_000_000),
+    "tarpit_s": 0.0,
+}
+#: The same for a hub run as a child process (``chat-server serve`` flags).
+TEST_LENIENT_FLAGS = (
+    "--argon2-per-ip", "64", "--max-guests-per-ip", "1000",
+    "--limit", "register_ip=1000,100000", "--limit", "login_fail_ip=1000,100000",
+    "--max-waiting-cases", "1000", "--max-open-cases", "1000",
+    "--max-disputes-per-case", "1000",
+    "--limit", "account_request=1000000,1000000", "--limit", "account_message=1000000,1000000",
+)  # fmt: skip
 
 
 def test_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -52,6 +78,7 @@ def test_config(tmp_path: Path, **overrides: Any) -> Config:
         "log_file": tmp_path / "hub.log",
         "log_level": "DEBUG",
         **_TEST_COSTS,
+        **TEST_LENIENT_LIMITS,
     }
     values.update(overrides)
     return Config(**values)
@@ -155,8 +182,9 @@ class HubProcess:
                 str(self.db_path),
                 "--state-dir",
                 str(self.tmp_path / "state"),
-                "--min-kdf",
+                "--kdf",
                 "test",
+                *TEST_LENIENT_FLAGS,
                 "--log-file",
                 str(self.log_file),
                 "--log-level",

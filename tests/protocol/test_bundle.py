@@ -364,6 +364,21 @@ def test_duplicated_message_exit_10() -> None:
     only(report.tampered, "message seq 2: seq appears twice")
 
 
+def test_replayed_ciphertext_is_named_exit_10() -> None:
+    """Seq 3 carries seq 1's nonce and ciphertext again (a replay the hub stored)."""
+    s = build()
+    messages = list(s.bundle.messages)
+    first = messages[0]
+    messages[2] = msgspec.structs.replace(
+        messages[2], nonce=first.nonce, ciphertext=first.ciphertext
+    )
+    report = check(s, msgspec.structs.replace(s.bundle, messages=messages))
+    assert report.exit_code == 10
+    assert "replay of seq 1 (its nonce was already used)" in report.messages[2].problems
+    assert not any("replay" in p for p in report.messages[0].problems)
+    only(report.tampered, "message seq 3: ")
+
+
 def test_head_past_the_last_message_exit_10() -> None:
     s = build()
     report = check(s, msgspec.structs.replace(s.bundle, messages=[]))

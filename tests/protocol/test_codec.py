@@ -371,4 +371,8 @@ def test_request_id_of_ignores_the_size_limit() -> None:
 
 def test_encode_is_compact_utf8() -> None:
     data = codec.encode(f.ErrorFrame(code="invalid", message="caf\u00e9", id="a"))
-    assert data == '{"type":"error","code":"invalid","message":"caf\u00e9","id":"a","v":2}'.encode()
+    expected = (
+        '{"type":"error","code":"invalid","message":"caf\u00e9","id":"a",'
+        '"retry_after_ms":null,"v":2}'
+    )
+    assert data == expected.encode()

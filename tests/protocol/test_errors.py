@@ -24,6 +24,8 @@ EXPECTED_CODES = {
     e.LimitExceeded: "limit_exceeded",
     e.ConsentRequired: "consent_required",
     e.Unavailable: "unavailable",
+    e.Busy: "busy",
+    e.Replayed: "replayed",
 }
 
 
@@ -75,7 +77,9 @@ def test_close_codes() -> None:
         "INTERNAL": 1011,
         "TRY_AGAIN": 1013,
         "AUTH_TIMEOUT": 4001,
+        "SESSION_EXPIRED": 4002,
         "SESSION_LIMIT": 4003,
+        "SIGNED_OUT": 4004,
         "SLOW_CONSUMER": 4008,
         "REPLACED": 4009,
     }
@@ -100,6 +104,17 @@ def test_an_unknown_code_is_a_plain_remote_error() -> None:
     err = e.remote_error("from_the_future", "")
     assert type(err) is e.RemoteError and err.message == "from the future"
     assert set(e.ERROR_CLASSES) == set(EXPECTED_CODES.values())  # "internal" is never sent
+
+
+def test_retry_after_travels_with_the_error() -> None:
+    assert e.Busy("wait", retry_after_ms=250).retry_after_ms == 250
+    assert e.RateLimited().retry_after_ms is None
+    assert e.remote_error("busy", "", 1200).retry_after_ms == 1200
+
+
+def test_session_expired_is_not_resumed_without_a_new_login() -> None:
+    assert e.CloseCode.SESSION_EXPIRED not in e.RESUMABLE_CLOSE_CODES
+    assert e.CloseCode.SIGNED_OUT not in e.RESUMABLE_CLOSE_CODES
 
 
 def test_auth_timeout_is_not_resumable() -> None:

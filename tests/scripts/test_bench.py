@@ -133,3 +133,28 @@ def test_quick_cluster_comparison_is_complete(tmp_path: Path, pg_admin_url: str)
     model = results["summary"]["model"]
     assert [row["nodes"] for row in model["projection"]] == [1, 2, 4, 8, 16, 32]
     assert (out / "cluster-cpu-asyncio-quick.png").stat().st_size > 0
+
+
+@pytest.mark.bench
+def test_quick_abuse_auth_benchmark_reports_every_phase(tmp_path: Path) -> None:
+    """scripts/bench --abuse-auth --quick: a legitimate user logs in alone and under
+    hostile login/register load from one and from 16 addresses; none of its logins fail,
+    and the hostile requests meet the limits (busy or rate_limited)."""
+    out = tmp_path / "abuse.json"
+    proc = subprocess.run(
+        [*BENCH, "--abuse-auth", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=ENV,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    results = json.loads(out.read_text())
+    phases = results["phases"]
+    assert set(phases) == {"alone", "one_attacker_address", "attackers_on_16_addresses"}
+    for phase in phases.values():
+        assert phase["logins"] > 0 and phase["failed"] == {}
+        assert phase["p50_ms"] is not None and phase["p99_ms"] >= phase["p50_ms"]
+    limited = phases["one_attacker_address"]["hostile_answers"]
+    assert limited.get("busy", 0) + limited.get("rate_limited", 0) > 0
+    assert "| one attacker address |" in proc.stdout

@@ -46,7 +46,7 @@ def test_cluster_serves_wss_through_haproxy_and_stops_on_ctrl_c(
     command = [
         "bash", str(REPO / "scripts" / "cluster"), "--nodes", "2", "--db", pg_url,
         "--redis", redis_url, "--port", "0", "--first-node-port", "0", "--stats-port", "0",
-        "--dir", str(work), "--", "--min-kdf", "test", "--redis-prefix", f"{redis_prefix}cl:",
+        "--dir", str(work), "--", "--kdf", "test", "--redis-prefix", f"{redis_prefix}cl:",
     ]  # fmt: skip
     proc = subprocess.Popen(
         command,

@@ -132,3 +132,17 @@ async def test_list_fields_reject_commas(db: Database) -> None:
     bad = dataclasses.replace(account_record("a1"), languages=("en,de",))
     with pytest.raises(ValueError, match="comma"):
         await db.accounts.create(bad)
+
+
+async def test_token_expiry_and_revoking_every_token_of_an_account(db: Database) -> None:
+    await db.accounts.create(account_record("a1"))
+    await db.accounts.create(account_record("a2"))
+    await db.accounts.add_token(b"t1", "a1", expires_at_ms=1_000)
+    await db.accounts.add_token(b"t2", "a1", expires_at_ms=5_000)
+    await db.accounts.add_token(b"t3", "a2", expires_at_ms=5_000)
+    assert await db.accounts.token_expiry(b"t1", "a1", now_ms=0) == 1_000
+    assert await db.accounts.token_expiry(b"t1", "a1", now_ms=1_000) is None
+    assert await db.accounts.token_expiry(b"t3", "a1", now_ms=0) is None
+    assert await db.accounts.revoke_account_tokens("a1") == 2
+    assert await db.accounts.token_expiry(b"t2", "a1", now_ms=0) is None
+    assert await db.accounts.token_expiry(b"t3", "a2", now_ms=0) == 5_000  # not a2's

@@ -271,3 +271,41 @@ async def test_sqlite_idempotency_lookup_uses_the_index(tmp_path: Path) -> None:
     details = [str(row[-1]) for row in plan]
     assert not any(d.startswith("SCAN messages") for d in details), details
     assert any("USING INDEX" in d for d in details), details
+
+
+async def test_a_replayed_nonce_is_refused_and_the_rest_of_the_batch_stored(
+    db: Database,
+) -> None:
+    """The other side's exact bytes resent under a new key: ``Replayed``, not stored;
+    the batch's other messages commit, and an identical retry is still a retry."""
+    from protocol.errors import Replayed
+
+    await assigned_case(db, "k1", "cl", "co")
+    await assigned_case(db, "k2", "cl2", "co2")
+    original = message("k1", "co", "from-counselor")
+    [stored] = await db.messages.append_batch([original], now_ms=1)
+    assert isinstance(stored, MessageRecord)
+    replay = dataclasses.replace(original, sender_id="cl", client_msg_id="replayed-1")
+    fresh = message("k1", "cl")
+    other_case = dataclasses.replace(message("k2", "cl2"), nonce=original.nonce)
+    results = await db.messages.append_batch([fresh, replay, original, other_case], now_ms=2)
+    assert isinstance(results[0], MessageRecord) and results[0].seq == 2
+    assert isinstance(results[1], Replayed) and results[1].code == "replayed"
+    assert results[2] == AlreadyStored(stored)  # the sender's own retry
+    assert isinstance(results[3], MessageRecord)  # nonces are unique per case only
+    assert [m.client_msg_id for m in await all_messages(db, "k1")] == [
+        "from-counselor",
+        fresh.client_msg_id,
+    ]
+    assert verify_chain(await all_messages(db, "k1")) == []
+
+
+async def test_one_nonce_twice_in_a_batch_stores_the_first(db: Database) -> None:
+    from protocol.errors import Replayed
+
+    await assigned_case(db, "k1", "cl", "co")
+    first = message("k1", "co")
+    again = dataclasses.replace(first, sender_id="cl", client_msg_id="copy")
+    results = await db.messages.append_batch([first, again], now_ms=1)
+    assert isinstance(results[0], MessageRecord) and isinstance(results[1], Replayed)
+    assert await _row_count(db) == 1

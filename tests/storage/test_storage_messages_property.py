@@ -1,5 +1,5 @@
-"""Property test of append_batch: random batches (with retries and conflicts) against a
-simple in-memory model of what the server promises."""
+"""Property test of append_batch: random batches (with retries, conflicts and replayed
+nonces) against a simple in-memory model of what the server promises."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.chain import GENESIS, verify_chain
-from protocol.errors import Duplicate, NotFound
+from protocol.errors import Duplicate, NotFound, Replayed
 from storage import AlreadyStored, Database, MessageRecord, NewMessage
 from tests.helpers.storage_factories import add_account, all_messages, epoch_key
 
@@ -19,7 +19,8 @@ CMIDS = ["a", "b", "c", "d", "e"]
 N_CASES = 2  # index N_CASES stands for a case that does not exist
 
 # One message: (case index, sender index, client_msg_id index, content variant).
-# Few ids and two variants make identical retries and conflicting reuse common.
+# Few ids and two variants make identical retries and conflicting reuse common; the
+# content depends on (cmid, variant) only, so two senders with one cmid make a replay.
 _message = st.tuples(
     st.integers(0, N_CASES),
     st.integers(0, len(SENDERS) - 1),
@@ -59,6 +60,7 @@ async def test_append_batch_matches_model(
 
     # The model: per idempotency key the record first stored; per case the head.
     stored: dict[tuple[str, str, str], MessageRecord] = {}
+    nonces: set[tuple[str, bytes]] = set()  # a nonce is stored once per case
     heads = {c: (0, GENESIS) for c in cases}
     for round_, batch in enumerate(batches):
         msgs = []
@@ -77,6 +79,8 @@ async def test_append_batch_matches_model(
                     assert r == AlreadyStored(first)
                 else:
                     assert isinstance(r, Duplicate)
+            elif (m.case_id, m.nonce) in nonces:
+                assert isinstance(r, Replayed)
             else:
                 assert isinstance(r, MessageRecord)
                 assert r.seq == heads[m.case_id][0] + 1 and r.server_ts == round_
@@ -84,6 +88,7 @@ async def test_append_batch_matches_model(
                 assert (r.nonce, r.ciphertext) == (m.nonce, m.ciphertext)
                 heads[m.case_id] = (r.seq, r.chain_hash)
                 stored[key] = r
+                nonces.add((m.case_id, m.nonce))
 
     for case_id in cases:
         rows = await all_messages(db, case_id)

@@ -19,7 +19,7 @@ from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, regis
 from tests.helpers.hubs import start_hub
 
 #: libsodium INTERACTIVE: the page's floor, and the cost a production hub announces.
-INTERACTIVE = {"min_opslimit": 2, "min_memlimit": 64 * 1024 * 1024}
+INTERACTIVE = {"kdf_opslimit": 2, "kdf_memlimit": 64 * 1024 * 1024}
 
 
 class Wire:

@@ -88,6 +88,9 @@ function enterWorkspace(creds) {
     outbox,
     orgFingerprint: app.orgFingerprint,
     onChange: (kind, caseId) => app.view?.update(kind, caseId),
+    // The hub ended the session for good (4002 token expired, 4004 signed out on every
+    // device): drop the keys and go back to signing in, saying why.
+    onSignedOut: (reason) => lock(reason.charAt(0).toUpperCase() + reason.slice(1) + "."),
   });
   app.workspace = workspace;
   app.view = new WorkspaceView(workspace, {

@@ -32,6 +32,12 @@ export function isResumable({ code, local = false }) {
   return local || code === ABNORMAL_CLOSURE || resumable.has(code);
 }
 
+/** Closes after which the page drops its keys and returns to sign-in (the token is
+ *  spent: 4002 at its expiry, 4004 after a logout on every device). */
+export function isSignedOut({ code }) {
+  return code === CloseCode.SESSION_EXPIRED || code === CloseCode.SIGNED_OUT;
+}
+
 /** What the banner says after a close the page does not resume by itself. */
 export function closeReason(code) {
   switch (code) {
@@ -43,6 +49,10 @@ export function closeReason(code) {
       return "a frame was too large";
     case CloseCode.AUTH_TIMEOUT:
       return "signing in to the hub took too long";
+    case CloseCode.SESSION_EXPIRED:
+      return "signed out: session expired";
+    case CloseCode.SIGNED_OUT:
+      return "signed out on every device";
     case CloseCode.SESSION_LIMIT:
     case CloseCode.REPLACED:
       return "this account signed in on too many devices; this page was disconnected";

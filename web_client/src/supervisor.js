@@ -26,6 +26,7 @@ import {
   RemoteError,
   closeReason,
   isResumable,
+  isSignedOut,
 } from "./protocol.js";
 
 const BACKOFF_START_MS = 500;
@@ -36,13 +37,15 @@ export class Supervisor {
    * @param {Credentials} creds the unlocked account (identity, token, auth_key)
    * @param {object} hooks onSession(welcome) brings the page up to date on a new
    *   connection; onEvent(frame) gets the hub's events; onStatus() is told of changes
-   *   to `status`.
+   *   to `status`; onSignedOut(reason) is called once when the hub ended the session
+   *   for good (token expired, or signed out everywhere): the supervisor has stopped.
    */
-  constructor(creds, { onSession, onEvent, onStatus }) {
+  constructor(creds, { onSession, onEvent, onStatus, onSignedOut = () => {} }) {
     this.creds = creds;
     this.onSession = onSession;
     this.onEvent = onEvent;
     this.onStatus = onStatus;
+    this.onSignedOut = onSignedOut;
     this.conn = null; // the current authenticated connection
     this.generation = 0;
     this.status = { state: "connecting", detail: "" };
@@ -115,6 +118,12 @@ export class Supervisor {
       }
       this.conn = null;
       if (this.stopped) break;
+      if (isSignedOut(info)) {
+        this.stopped = true;
+        this.#setStatus("offline", `${closeReason(info.code)}.`);
+        this.onSignedOut(closeReason(info.code));
+        break;
+      }
       // Not resumable (§10): reconnecting would repeat the problem or evict another
       // session, so wait for the counselor to ask. A drop without a close frame, or a
       // connection this page gave up on itself, is retried.

@@ -37,13 +37,17 @@ export class Workspace {
    * @param {object} opts onChange(kind, caseId) for the view; outbox carried over a lock;
    *   orgFingerprint: the organisation key the escrow policy must be signed with
    */
-  constructor(creds, { onChange = () => {}, outbox = [], orgFingerprint = null } = {}) {
+  constructor(
+    creds,
+    { onChange = () => {}, outbox = [], orgFingerprint = null, onSignedOut = () => {} } = {},
+  ) {
     this.creds = creds;
     this.onChange = onChange;
     const session = new Supervisor(creds, {
       onSession: (welcome) => this.#onSession(welcome),
       onEvent: (frame) => this.processor.onEvent(frame),
       onStatus: () => onChange("status"),
+      onSignedOut,
     });
     const request = (type, fields) => session.request(type, fields);
     this.session = session;

@@ -4,6 +4,8 @@ the requester's session about each state change."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import pytest
 from nacl.public import PrivateKey
@@ -11,11 +13,12 @@ from nacl.signing import SigningKey
 
 from chat_server.disputes import NotEnoughApprovals
 from chat_server.handlers import disputes, messages
+from chat_server.hub import Hub
 from protocol import crypto
 from protocol import frames as f
 from protocol.bundle import decode_bundle, verify_bundle
 from protocol.clock import now_ms
-from protocol.errors import Conflict, Forbidden, InvalidFrame, NotFound
+from protocol.errors import Conflict, Forbidden, InvalidFrame, LimitExceeded, NotFound
 from protocol.escrow import (
     DisputeDocument,
     EscrowError,
@@ -25,7 +28,9 @@ from protocol.escrow import (
     sign_dispute,
     sign_policy,
 )
+from storage.engine import open_database, sqlite_url
 from storage.records import CaseRecord
+from tests.helpers import hubs
 from tests.helpers.usecases import Person, World
 
 ORG = SigningKey(bytes([7]) * 32)
@@ -207,3 +212,26 @@ def _unsigned() -> f.SignedEscrowPolicy:
         org_sign_pk=bytes(ORG.verify_key),
     )
     return sign_policy(ORG, policy)
+
+
+async def test_dispute_requests_per_case_are_capped(tmp_path: Path) -> None:
+    config = hubs.test_config(tmp_path, max_disputes_per_case=2)
+    db = await open_database(sqlite_url(tmp_path / "chat.db"), config.resolved_data_key())
+    hub = Hub(config, db, config.server_key())
+    await hub.start()
+    try:
+        world = World(hub)
+        client, counselor = await world.person(), await world.person("counselor")
+        case = await world.case(client, counselor)
+        other_case = await world.case(client, counselor)
+        signed = await install_policy(world)
+        for _ in range(2):
+            await disputes.dispute_request(hub, client.caller, request(client, case, signed))
+        with pytest.raises(LimitExceeded, match="about this case"):
+            await disputes.dispute_request(hub, client.caller, request(client, case, signed))
+        # Another case has its own allowance.
+        await disputes.dispute_request(hub, client.caller, request(client, other_case, signed))
+        assert len(await hub.disputes.of_requester(client.id)) == 3
+    finally:
+        await hub.shutdown()
+        await db.close()

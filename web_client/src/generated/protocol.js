@@ -14,7 +14,9 @@ export const CloseCode = Object.freeze({
   INTERNAL: 1011,
   TRY_AGAIN: 1013,
   AUTH_TIMEOUT: 4001,
+  SESSION_EXPIRED: 4002,
   SESSION_LIMIT: 4003,
+  SIGNED_OUT: 4004,
   SLOW_CONSUMER: 4008,
   REPLACED: 4009,
 });
@@ -39,6 +41,8 @@ export const ErrorCode = Object.freeze({
   LIMIT_EXCEEDED: "limit_exceeded",
   CONSENT_REQUIRED: "consent_required",
   UNAVAILABLE: "unavailable",
+  BUSY: "busy",
+  REPLAYED: "replayed",
   INTERNAL: "internal",
 });
 
