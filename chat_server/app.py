@@ -80,7 +80,10 @@ class HubServer:
             self.config.port,
             compression=None,  # ciphertext does not compress; compression beside secrets leaks
             max_size=self.config.max_frame_bytes,
+            # Frames read ahead of the session's read loop; beyond this websockets stops
+            # reading the socket (a closing session drains them: session.py).
             max_queue=16,
+            close_timeout=self.config.close_timeout_s,
             write_limit=64 * 1024,
             process_request=self._http,
             server_header="counsel-chat",

@@ -46,6 +46,8 @@ class Config:
     rate_per_s: float = limits.RATE_PER_S
     rate_burst: int = limits.RATE_BURST
     send_queue_frames: int = limits.SEND_QUEUE_FRAMES
+    send_queue_bytes: int = limits.SEND_QUEUE_BYTES
+    close_timeout_s: float = limits.CLOSE_TIMEOUT_S
     token_ttl_s: int = limits.TOKEN_TTL_S
     #: Largest number of messages committed in one transaction.
     commit_batch: int = 512
