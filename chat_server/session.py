@@ -93,6 +93,8 @@ class Session:
         self._closer: asyncio.Task[None] | None = None
         #: Aborts the socket if a decided close has not finished in time.
         self._deadline: asyncio.TimerHandle | None = None
+        #: Closed as a slow consumer: megabytes were freed (see memory.Trimmer).
+        self._abandoned = False
 
     # -- outbound --------------------------------------------------------------
 
@@ -141,7 +143,13 @@ class Session:
         ):
             # A reader that cannot keep up must not make us buffer without bound. Its
             # messages are safe in the database; it reconnects and syncs (4008 is resumable).
-            log_event("session.slow_consumer", logging.WARNING, session=self.session_id)
+            log_event(
+                "session.slow_consumer",
+                logging.WARNING,
+                session=self.session_id,
+                queued_frames=self._queue.qsize(),
+                queued_bytes=self._queued_bytes,
+            )
             self._abandon(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and sync")
             return
         self._queued_bytes += len(data)
@@ -180,6 +188,7 @@ class Session:
         if not self._begin_close(code, reason):
             return
         self._release_queue()
+        self._abandoned = True
         if self._writer_task is not None:
             self._writer_task.cancel()  # it may be waiting for a drain that never comes
         self._closer = asyncio.get_running_loop().create_task(
@@ -290,6 +299,9 @@ class Session:
         # Nothing of a finished session may wait for a garbage collection: the tasks
         # refer to the session (their coroutines' frames), and the session to them.
         self._writer_task = self._closer = self._deadline = None
+        self._caller = None  # the Caller refers back to this session (its peer)
+        if self._abandoned:
+            self.hub.trimmer.freed()
         self._release_queue()
         code = self.ws.close_code
         log_event(
