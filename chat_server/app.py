@@ -32,6 +32,7 @@ from storage.engine import Database, open_database
 from .config import Config
 from .hub import Hub
 from .logs import log_event
+from .origins import OriginPolicy, normalize_origin
 from .session import Session
 
 __all__ = ["HubServer", "run_forever"]
@@ -54,6 +55,7 @@ class HubServer:
         #: Set when a graceful stop begins: /healthz answers 503 from then on.
         self.draining = False
         self._db_probe: tuple[float, bool] = (0.0, False)
+        self._origins: OriginPolicy | None = None
 
     @property
     def port(self) -> int:
@@ -70,6 +72,8 @@ class HubServer:
         return f"http://{self.config.host}:{self.port}/"
 
     async def start(self) -> None:
+        for origin in (*(self.config.allowed_origins or ()), self.config.public_url or "http://x"):
+            normalize_origin(origin)  # ValueError before anything is opened
         self.db = await open_database(self.config.db_url, self.config.resolved_data_key())
         # The hub's own signing-only key (it signs chain heads; nothing is sealed to it).
         self.hub = Hub(self.config, self.db, self.config.server_key())
@@ -88,6 +92,7 @@ class HubServer:
             process_request=self._http,
             server_header="counsel-chat",
         )
+        self._origins = None
         log_event("hub.listening", host=self.config.host, port=self.port)
 
     async def stop(self) -> None:
@@ -123,14 +128,33 @@ class HubServer:
             headers = Headers({"Content-Type": content_type, "Cache-Control": "no-store"})
             headers["Content-Length"] = str(len(body))
             return Response(http.HTTPStatus.OK, "OK", headers, body)
+        # Everything below is for browsers (the page, its files, the socket it opens),
+        # so DNS rebinding is refused here: Host and Origin must be ours (origins.py).
+        origin = request.headers.get("Origin")
+        if path == WS_PATH and origin is None:
+            return None  # a native client: it authenticates with keys, Origin is moot
+        policy = self._origin_policy()
+        if not policy.host_allowed(request.headers.get("Host")):
+            log_event("http.host_refused")
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "host not allowed\n")
+        if origin is not None and not policy.origin_allowed(origin):
+            log_event("http.origin_refused")
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        if path == WS_PATH:
+            return None
         if path == "/config.json":
             return _web_config(self.config)
-        if path == WS_PATH:
-            if not _origin_allowed(request.headers, self.config.allowed_origins):
-                log_event("http.origin_refused")
-                return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
-            return None
         return _static(connection, path, self.config.web_root)
+
+    def _origin_policy(self) -> OriginPolicy:
+        if self._origins is None:  # built once the port is bound (it may have been 0)
+            self._origins = OriginPolicy.build(
+                listen_host=self.config.host,
+                port=self.port,
+                allowed_origins=self.config.allowed_origins,
+                public_url=self.config.public_url,
+            )
+        return self._origins
 
     async def _health(self, connection: ServerConnection) -> Response:
         """200 while this node serves, 503 while it drains or its database is away."""
@@ -155,22 +179,6 @@ class HubServer:
             ok = True
         self._db_probe = (time.monotonic(), ok)
         return ok
-
-
-def _origin_allowed(headers: Headers, allowed: tuple[str, ...] | None) -> bool:
-    """Browsers always send Origin; a page may open our socket only from an allowed origin.
-
-    No Origin at all means a native client (the SDK, a mobile app), which is fine: they
-    authenticate with keys, and Origin only defends browser users against other sites.
-    By default only the hub's own origin (same host and port as the request) is allowed.
-    """
-    origin = headers.get("Origin")
-    if origin is None:
-        return True
-    if allowed is not None:
-        return origin in allowed
-    host = headers.get("Host")
-    return host is not None and origin in (f"http://{host}", f"https://{host}")
 
 
 _TYPES = {

@@ -24,6 +24,7 @@ from storage.engine import open_database, sqlite_url
 from .config import Config
 from .credentials import invite_code_hash
 from .logs import configure
+from .origins import normalize_origin
 
 __all__ = ["main"]
 
@@ -77,8 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="origins",
         metavar="ORIGIN",
-        help="browser Origin allowed to open the WebSocket (repeatable; "
-        "env CHAT_ALLOWED_ORIGINS, comma-separated; default: the hub's own)",
+        help="browser Origin allowed to open the WebSocket and the web chat (repeatable; "
+        "env CHAT_ALLOWED_ORIGINS, comma-separated; default: the listen address's); the "
+        "Host header must name one of them",
+    )
+    serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="URL clients reach the hub at through a proxy, e.g. https://chat.example.org "
+        "(env CHAT_PUBLIC_URL); its origin is always allowed",
     )
     serve.add_argument(
         "--min-kdf",
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate_per_s": args.rate_per_s,
             "rate_burst": args.rate_burst,
             "org_fingerprint": args.org_fingerprint,
+            "public_url": args.public_url,
             "web_root": args.web_root,
             "redis_url": args.redis,
             "node_id": args.node_id,
@@ -240,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args, **extra)
         try:
             config.resolved_node_id()
+            for origin in (*(config.allowed_origins or ()), config.public_url or "http://x"):
+                normalize_origin(origin)
         except ValueError as exc:
             print(f"chat-server: {exc}", file=sys.stderr)
             return 2
