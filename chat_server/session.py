@@ -53,6 +53,7 @@ from protocol.errors import (
 )
 from protocol.frames import ErrorFrame
 from protocol.session import Close, SessionMachine
+from storage import is_outage
 
 from .context import Caller, Challenged, Guest, SignedIn
 from .hub import Hub
@@ -370,7 +371,25 @@ class Session:
                 continue
             except ConnectionClosed:
                 raise
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    # The database could not do it (rolled back, nothing stored): a typed,
+                    # retryable answer, and the session stays (storage/outage.py).
+                    log_event(
+                        "session.storage_unavailable",
+                        logging.WARNING,
+                        session=self.session_id,
+                        frame=type(frame).__name__,
+                        exc_type=type(exc).__name__,
+                    )
+                    self.push(
+                        ErrorFrame(
+                            code=ErrorCode.UNAVAILABLE,
+                            message="database unavailable; retry",
+                            id=frame.id,
+                        )
+                    )
+                    continue
                 # Details go to the log (type and place only), never to the peer.
                 log_event(
                     "session.internal_error",
