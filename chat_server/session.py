@@ -52,6 +52,7 @@ from protocol.errors import (
     Unavailable,
 )
 from protocol.frames import ErrorFrame
+from protocol.limits import RATE_PAUSE_MAX_S
 from protocol.session import Close, SessionMachine
 from storage import is_outage
 
@@ -338,6 +339,10 @@ class Session:
                         id=codec.request_id_of(raw),
                     )
                 )
+                # Read nothing more until a token is back: what the peer sends meanwhile
+                # waits in its socket (TCP backpressure), so a flood costs the hub one
+                # refusal per token interval instead of one per frame (limits.py).
+                await asyncio.sleep(min(self._bucket.wait_s(), RATE_PAUSE_MAX_S))
                 continue
             try:
                 frame = codec.decode_client(raw)

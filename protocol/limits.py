@@ -16,6 +16,7 @@ __all__ = [
     "MAX_SESSIONS_PER_ACCOUNT",
     "MAX_SYNC_BATCH",
     "RATE_BURST",
+    "RATE_PAUSE_MAX_S",
     "RATE_PER_S",
     "SEND_QUEUE_BYTES",
     "SEND_QUEUE_FRAMES",
@@ -43,6 +44,10 @@ MAX_SESSIONS_PER_ACCOUNT = 8
 #: Frames a session may send per second on average, and in a burst (token bucket).
 RATE_PER_S = 50.0
 RATE_BURST = 200
+#: After refusing a frame for the rate limit, the hub reads nothing more from that
+#: connection until its bucket holds a token again, but pauses at most this long: a
+#: flood then costs one refusal per token interval, not one per frame sent.
+RATE_PAUSE_MAX_S = 0.25
 #: Frames queued to one session before it is closed as a slow consumer (4008).
 SEND_QUEUE_FRAMES = 1024
 #: Bytes queued to one session before it is closed as a slow consumer (4008): four of

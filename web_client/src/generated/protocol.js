@@ -56,6 +56,7 @@ export const MAX_SERVER_FRAME_BYTES = 1048576;
 export const MAX_SESSIONS_PER_ACCOUNT = 8;
 export const MAX_SYNC_BATCH = 500;
 export const RATE_BURST = 200;
+export const RATE_PAUSE_MAX_S = 0.25;
 export const RATE_PER_S = 50.0;
 export const SEND_QUEUE_BYTES = 4194304;
 export const SEND_QUEUE_FRAMES = 1024;
