@@ -385,7 +385,7 @@ class Session:
                         logging.WARNING,
                         session=self.session_id,
                         frame=type(frame).__name__,
-                        exc_type=type(exc).__name__,
+                        error=type(exc).__name__,
                     )
                     self.push(
                         ErrorFrame(
