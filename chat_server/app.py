@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import http
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -115,6 +116,11 @@ class HubServer:
             session = Session(self.hub, ws)
             self.hub.registry.connect(session)
             await session.run()
+        except Exception:
+            # Session.run handles its own faults; this is one around it. Left to
+            # websockets it would close 1011 with an empty reason and log the details.
+            log_event("session.internal_error", logging.ERROR, exc=True)
+            await ws.close(1011, "internal error")
         finally:
             metrics.connections_open.dec()
 

@@ -310,3 +310,20 @@ async def test_hostile_flood_is_not_read_faster_than_the_rate_limit(tmp_path: Pa
         # hub stops reading: ~35 in 1.5 s. Answering every frame would be 2000.
         assert answers <= 5 + 2 * 10 * window + 10, answers
         assert peer.ws.close_code is None
+
+
+async def test_a_fault_before_the_session_runs_closes_1011_with_the_generic_reason(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat_server.registry import SessionRegistry
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("SECRET-DETAIL")
+
+    monkeypatch.setattr(SessionRegistry, "connect", broken)
+    peer = await RawClient.connect(hub.url)
+    with pytest.raises(ConnectionClosed):
+        await _answer(peer)
+    assert (peer.ws.close_code, peer.ws.close_reason) == (CloseCode.INTERNAL, "internal error")
+    log = hub.log_file.read_text()
+    assert "session.internal_error" in log and "SECRET-DETAIL" not in log
