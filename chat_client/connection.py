@@ -205,6 +205,12 @@ class Link:
             raise LinkClosed(self.close_info) from None
         finally:
             self._pending.pop(rid, None)
+            if future.done() and not future.cancelled():
+                # When the hub dies while this frame is still being sent, run() fails
+                # the future and the send raises too: the caller gets the send's error,
+                # so the future's must count as seen, or asyncio logs "Future exception
+                # was never retrieved" when it is freed.
+                future.exception()
 
     async def run(self) -> CloseInfo:
         """Read frames until the connection ends; return how it ended. Run exactly once."""

@@ -194,6 +194,7 @@ class Outbox:
             return None
         if ack.client_msg_id != out.client_msg_id or ack.case_id != out.case_id:
             out.future.set_exception(pe.InvalidFrame("ack names another message"))
+            out.future.exception()  # mark retrieved: the caller may have stopped waiting
             return None
         sent = Sent(
             case_id=ack.case_id,
@@ -210,6 +211,7 @@ class Outbox:
         self._pending.pop(out.client_msg_id, None)
         if not out.future.done():
             out.future.set_exception(exc)
+            out.future.exception()  # mark retrieved: the caller may have stopped waiting
 
     def fail_all(self, exc: BaseException) -> None:
         """The client stopped: every pending send fails with ``exc``."""

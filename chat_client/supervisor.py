@@ -134,6 +134,7 @@ class Supervisor:
         self._on_stop(exc)
         if self._first is not None and not self._first.done():
             self._first.set_exception(exc)
+            self._first.exception()  # mark retrieved: start() may have been cancelled
 
     def check_running(self) -> None:
         if self.stop_error is not None:

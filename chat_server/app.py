@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import http
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from .config import Config
 from .guard import client_address
 from .hub import Hub
 from .logs import log_event
+from .origins import OriginPolicy, normalize_origin
 from .session import Session
 
 __all__ = ["HubServer", "ListenFailed", "run_forever"]
@@ -66,6 +68,7 @@ class HubServer:
         #: Set when a graceful stop begins: /healthz answers 503 from then on.
         self.draining = False
         self._db_probe: tuple[float, bool] = (0.0, False)
+        self._origins: OriginPolicy | None = None
 
     @property
     def port(self) -> int:
@@ -82,6 +85,8 @@ class HubServer:
         return f"http://{self.config.host}:{self.port}/"
 
     async def start(self) -> None:
+        for origin in (*(self.config.allowed_origins or ()), self.config.public_url or "http://x"):
+            normalize_origin(origin)  # ValueError before anything is opened
         # Bind first (without accepting), so a busy port fails before anything is opened.
         try:
             self._server = await serve(
@@ -90,7 +95,10 @@ class HubServer:
                 self.config.port,
                 compression=None,  # ciphertext does not compress; compression beside secrets leaks
                 max_size=self.config.max_frame_bytes,
+                # Frames read ahead of the session's read loop; beyond this websockets stops
+                # reading the socket (a closing session drains them: session.py).
                 max_queue=16,
+                close_timeout=self.config.close_timeout_s,
                 write_limit=64 * 1024,
                 process_request=self._http,
                 server_header="counsel-chat",
@@ -111,6 +119,7 @@ class HubServer:
             if self.db is not None:
                 await self.db.close()
             raise
+        self._origins = None
         await self._server.start_serving()
         log_event("hub.listening", host=self.config.host, port=self.port)
 
@@ -147,6 +156,11 @@ class HubServer:
         try:
             self.hub.registry.connect(session)
             await session.run()
+        except Exception:
+            # Session.run handles its own faults; this is one around it. Left to
+            # websockets it would close 1011 with an empty reason and log the details.
+            log_event("session.internal_error", logging.ERROR, exc=True)
+            await ws.close(1011, "internal error")
         finally:
             metrics.connections_open.dec()
             if not session.authenticated:
@@ -162,14 +176,33 @@ class HubServer:
             headers = Headers({"Content-Type": content_type, "Cache-Control": "no-store"})
             headers["Content-Length"] = str(len(body))
             return Response(http.HTTPStatus.OK, "OK", headers, body)
+        # Everything below is for browsers (the page, its files, the socket it opens),
+        # so DNS rebinding is refused here: Host and Origin must be ours (origins.py).
+        origin = request.headers.get("Origin")
+        if path == WS_PATH and origin is None:
+            return None  # a native client: it authenticates with keys, Origin is moot
+        policy = self._origin_policy()
+        if not policy.host_allowed(request.headers.get("Host")):
+            log_event("http.host_refused")
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "host not allowed\n")
+        if origin is not None and not policy.origin_allowed(origin):
+            log_event("http.origin_refused")
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        if path == WS_PATH:
+            return None
         if path == "/config.json":
             return _web_config(self.config)
-        if path == WS_PATH:
-            if not _origin_allowed(request.headers, self.config.allowed_origins):
-                log_event("http.origin_refused")
-                return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
-            return None
         return _static(connection, path, self.config.web_root)
+
+    def _origin_policy(self) -> OriginPolicy:
+        if self._origins is None:  # built once the port is bound (it may have been 0)
+            self._origins = OriginPolicy.build(
+                listen_host=self.config.host,
+                port=self.port,
+                allowed_origins=self.config.allowed_origins,
+                public_url=self.config.public_url,
+            )
+        return self._origins
 
     async def _health(self, connection: ServerConnection) -> Response:
         """200 while this node serves, 503 while it drains or its database is away."""
@@ -194,22 +227,6 @@ class HubServer:
             ok = True
         self._db_probe = (time.monotonic(), ok)
         return ok
-
-
-def _origin_allowed(headers: Headers, allowed: tuple[str, ...] | None) -> bool:
-    """Browsers always send Origin; a page may open our socket only from an allowed origin.
-
-    No Origin at all means a native client (the SDK, a mobile app), which is fine: they
-    authenticate with keys, and Origin only defends browser users against other sites.
-    By default only the hub's own origin (same host and port as the request) is allowed.
-    """
-    origin = headers.get("Origin")
-    if origin is None:
-        return True
-    if allowed is not None:
-        return origin in allowed
-    host = headers.get("Host")
-    return host is not None and origin in (f"http://{host}", f"https://{host}")
 
 
 _TYPES = {

@@ -34,6 +34,7 @@ from storage.engine import open_database, sqlite_url
 from .config import KDF_PROFILES, Config, kdf_profile
 from .credentials import invite_code_hash
 from .logs import configure
+from .origins import normalize_origin
 
 if TYPE_CHECKING:
     from .app import ListenFailed
@@ -169,8 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="origins",
         metavar="ORIGIN",
-        help="browser Origin allowed to open the WebSocket (repeatable; "
-        "env CHAT_ALLOWED_ORIGINS, comma-separated; default: the hub's own)",
+        help="browser Origin allowed to open the WebSocket and the web chat (repeatable; "
+        "env CHAT_ALLOWED_ORIGINS, comma-separated; default: the listen address's); the "
+        "Host header must name one of them",
+    )
+    serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="URL clients reach the hub at through a proxy, e.g. https://chat.example.org "
+        "(env CHAT_PUBLIC_URL); its origin is always allowed",
     )
     serve.add_argument(
         "--kdf",
@@ -373,6 +381,7 @@ def _run(args: argparse.Namespace) -> int:
             "rate_per_s": args.rate_per_s,
             "rate_burst": args.rate_burst,
             "org_fingerprint": args.org_fingerprint,
+            "public_url": args.public_url,
             "web_root": args.web_root,
             "redis_url": args.redis,
             "node_id": args.node_id,
@@ -414,6 +423,8 @@ def _run(args: argparse.Namespace) -> int:
             return ExitCode.USAGE
         try:
             config.resolved_node_id()
+            for origin in (*(config.allowed_origins or ()), config.public_url or "http://x"):
+                normalize_origin(origin)
         except ValueError as exc:
             print(f"chat-server: {exc}", file=sys.stderr)
             return 2

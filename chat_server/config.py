@@ -74,14 +74,20 @@ class Config:
     rate_per_s: float = limits.RATE_PER_S
     rate_burst: int = limits.RATE_BURST
     send_queue_frames: int = limits.SEND_QUEUE_FRAMES
+    send_queue_bytes: int = limits.SEND_QUEUE_BYTES
+    close_timeout_s: float = limits.CLOSE_TIMEOUT_S
     token_ttl_s: int = limits.TOKEN_TTL_S
     #: Expired session tokens are deleted this often (seconds).
     token_purge_interval_s: float = 600.0
     #: Largest number of messages committed in one transaction.
     commit_batch: int = 512
-    #: Browser origins allowed to open the WebSocket; None: only the hub's own (the
-    #: request's Host). Requests without an Origin (native clients) are always allowed.
+    #: Browser origins allowed to open the WebSocket and load the web chat; None: those of
+    #: the listen address (``origins.OriginPolicy``). ``Host`` must name one of them.
+    #: Requests without an Origin (native clients) are always allowed to the WebSocket.
     allowed_origins: tuple[str, ...] | None = None
+    #: The URL the hub is reached at through a proxy (``https://chat.example.org``); its
+    #: origin is always allowed, besides ``allowed_origins`` or the listen address's.
+    public_url: str | None = None
     #: The counselor web chat locks itself after this long without input (served to the
     #: page by ``/config.json``; the passphrase unlocks it).
     idle_lock_minutes: float = 10.0
@@ -159,6 +165,8 @@ class Config:
             env["data_key"] = _parse_key(key)
         if origins := os.environ.get("CHAT_ALLOWED_ORIGINS"):
             env["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+        if public_url := os.environ.get("CHAT_PUBLIC_URL"):
+            env["public_url"] = public_url.strip()
         if log_file := os.environ.get("CHAT_LOG_FILE"):
             env["log_file"] = Path(log_file)
         if level := os.environ.get("CHAT_LOG_LEVEL"):

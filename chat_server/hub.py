@@ -51,6 +51,7 @@ from .credentials import LoginDecoys
 from .disputes import DisputeService, DisputeWatcher
 from .guard import AuthGuard
 from .logs import log_event
+from .memory import Trimmer
 from .metrics import HubMetrics
 from .presence import LocalPresence, Presence, RedisPresence
 from .redis_client import RedisSettings
@@ -83,6 +84,8 @@ class Hub:
         self.server_key = server_key
         self.node_id = config.resolved_node_id()
         self.metrics = HubMetrics(self.node_id)
+        #: Gives freed memory back to the OS after slow consumers are cut (memory.py).
+        self.trimmer = Trimmer()
         self._redis = (
             RedisSettings(config.redis_url, prefix=config.redis_prefix)
             if config.redis_url
@@ -214,6 +217,7 @@ class Hub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.bus.flush(), _FLUSH_S)
         await self.bus.close()
+        self.trimmer.cancel()
         for limiter in self._limiters:
             if isinstance(limiter, RedisAccountRateLimiter):
                 await limiter.close()

@@ -3,7 +3,17 @@
 Like python-websockets' asyncio adapter around its Sans-I/O protocol, a :class:`Session`
 owns the socket-side concerns only: the read loop, the bounded send queue and its writer
 (backpressure: a reader that cannot keep up is closed with 4008, never buffered without
-bound), the auth timer and the rate limit. What a frame means is decided elsewhere:
+bound; the bound is in frames and in bytes), the auth timer and the rate limit.
+
+Closing is prompt and gives memory back (issue 13): once the hub decides to close, the
+peer's frames that will never be handled are read and dropped (unread, they would pause
+the socket, so the peer's close frame would stay unread until websockets' close
+timeout); a slow consumer's queue is dropped at once and its socket aborted if the close
+frame cannot get through within ``close_timeout_s``; every closing session is aborted at
+the latest ``2 * close_timeout_s`` after the decision; and nothing keeps a finished
+session (its queue, its tasks) alive in a reference cycle until a garbage collection.
+
+What a frame means is decided elsewhere:
 
 * :class:`protocol.session.SessionMachine` says whether a frame is legal now and decides
   every transition and every protocol close (logout, too big, malformed, auth timeout);
@@ -13,8 +23,10 @@ bound), the auth timer and the rate limit. What a frame means is decided elsewhe
 
 Everything that turns an exception into an error frame or a close code happens here, in
 one place (:meth:`Session._read_loop`): a refused request (``RemoteError``) becomes an
-``error`` frame with its code; anything unexpected closes with 1011 and a generic
-reason, the details going to the log only. The session is the use cases'
+``error`` frame with its code; bytes that are not a frame (invalid UTF-8, nesting too
+deep, not JSON) are a typed ``malformed`` error from the codec, never an exception;
+anything unexpected closes with 1011 and the reason ``internal error``, the details
+going to the log only. The session is the use cases'
 :class:`~chat_server.context.Peer`.
 """
 
@@ -41,7 +53,9 @@ from protocol.errors import (
     Unavailable,
 )
 from protocol.frames import ErrorFrame
+from protocol.limits import RATE_PAUSE_MAX_S
 from protocol.session import Close, SessionMachine
+from storage import is_outage
 
 from .context import Caller, Challenged, Guest, SignedIn
 from .hub import Hub
@@ -55,7 +69,7 @@ __all__ = ["Session"]
 class Session:
     """One connection, and the use cases' :class:`~chat_server.context.Peer` for it.
 
-    ``push`` never blocks: a full queue closes the session (4008).
+    ``push`` never blocks: a queue over its frame or byte budget closes the session (4008).
     """
 
     def __init__(self, hub: Hub, ws: ServerConnection, ip: str = "") -> None:
@@ -67,15 +81,26 @@ class Session:
         self._machine = SessionMachine()
         #: Who the connection speaks for, once ``auth`` succeeded.
         self._caller: Caller | None = None
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(hub.config.send_queue_frames)
+        # Unbounded as a Queue: the frame and byte budgets are checked in push_raw, so
+        # the close marker (None) always fits.
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        #: Bytes of the frames in ``_queue`` (the byte budget, ``send_queue_bytes``).
+        self._queued_bytes = 0
         self._bucket = TokenBucket(hub.config.rate_per_s, hub.config.rate_burst)
         self._closing = False
+        self._close_code: tuple[int, str] = (CloseCode.NORMAL, "")
         # True while the writer task is inside ws.send (it took a frame off the queue).
         self._writing = False
         # True while a _flush of frames written by the fast path is scheduled.
         self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        #: Aborts the socket if a decided close has not finished in time.
+        self._deadline: asyncio.TimerHandle | None = None
+        #: Closed as a slow consumer: megabytes were freed (see memory.Trimmer).
+        self._abandoned = False
 
     @property
     def authenticated(self) -> bool:
@@ -121,13 +146,24 @@ class Session:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
             return
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
+        config = self.hub.config
+        if (
+            self._queue.qsize() >= config.send_queue_frames
+            or self._queued_bytes + len(data) > config.send_queue_bytes
+        ):
             # A reader that cannot keep up must not make us buffer without bound. Its
             # messages are safe in the database; it reconnects and syncs (4008 is resumable).
-            log_event("session.slow_consumer", logging.WARNING, session=self.session_id)
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+            log_event(
+                "session.slow_consumer",
+                logging.WARNING,
+                session=self.session_id,
+                queued_frames=self._queue.qsize(),
+                queued_bytes=self._queued_bytes,
+            )
+            self._abandon(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+            return
+        self._queued_bytes += len(data)
+        self._queue.put_nowait(data)
 
     def _flush(self) -> None:
         """Write what the fast path left in the protocol's buffer, joined into one write."""
@@ -153,24 +189,61 @@ class Session:
 
     def close(self, code: int, reason: str) -> None:
         """Close after what is queued so far has been written (idempotent)."""
-        if self._closing:
+        if not self._begin_close(code, reason):
             return
+        self._queue.put_nowait(None)
+
+    def _abandon(self, code: int, reason: str) -> None:
+        """Close now, dropping what is queued: the peer does not read it anyway."""
+        if not self._begin_close(code, reason):
+            return
+        self._release_queue()
+        self._abandoned = True
+        if self._writer_task is not None:
+            self._writer_task.cancel()  # it may be waiting for a drain that never comes
+        self._closer = asyncio.get_running_loop().create_task(
+            self._close_socket(), name=f"close-{self.session_id}"
+        )
+
+    def _begin_close(self, code: int, reason: str) -> bool:
+        if self._closing:
+            return False
         self._closing = True
         self.hub.metrics.closed(code)
         self._machine.close()
         self._close_code = (code, reason)
-        with contextlib.suppress(asyncio.QueueFull):
+        # Whatever happens to the close handshake, the socket is gone by this deadline.
+        self._deadline = asyncio.get_running_loop().call_later(
+            2 * self.hub.config.close_timeout_s, self.ws.transport.abort
+        )
+        return True
+
+    def _release_queue(self) -> None:
+        """Drop the queued frames now (their memory), keeping a close marker if any."""
+        marker = False
+        while not self._queue.empty():
+            marker = self._queue.get_nowait() is None or marker
+        self._queued_bytes = 0
+        if marker:
             self._queue.put_nowait(None)
-        if self._queue.full():  # no room for the marker: close right away
-            asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+    async def _close_socket(self) -> None:
+        """Send the close frame; abort the socket if the handshake cannot finish in time
+        (websockets' close waits for a drain without a deadline when the peer does not
+        read; ``close_timeout`` bounds only the wait for the peer's close frame)."""
+        code, reason = self._close_code
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), self.hub.config.close_timeout_s)
+        except TimeoutError:
+            self.ws.transport.abort()
 
     async def _writer(self) -> None:
         while True:
             data = await self._queue.get()
             if data is None:
-                code, reason = self._close_code
-                await self.ws.close(code, reason)
+                await self._close_socket()
                 return
+            self._queued_bytes -= len(data)
             self._writing = True
             try:
                 await self.ws.send(data, text=True)
@@ -180,36 +253,76 @@ class Session:
     # -- inbound ---------------------------------------------------------------
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self._writer(), name=f"writer-{self.session_id}")
+        self._writer_task = writer = asyncio.create_task(
+            self._writer(), name=f"writer-{self.session_id}"
+        )
         self._watchdog = asyncio.create_task(self._auth_watchdog(), name=f"auth-{self.session_id}")
         log_event("session.open", session=self.session_id)
         try:
-            await self._read_loop()
+            try:
+                await self._read_loop()
+            except ConnectionClosed:
+                raise
+            except Exception:
+                # Not a refused frame and not a use case's fault (those are handled in
+                # the loop): a fault of ours. Type and place to the log, nothing to the peer.
+                log_event(
+                    "session.internal_error", logging.ERROR, exc=True, session=self.session_id
+                )
+                self.close(CloseCode.INTERNAL, "internal error")
+            await self._discard_unread()
         except ConnectionClosed:
             pass
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-            if self._expiry is not None:
-                self._expiry.cancel()
-            await self.hub.registry.detach(self)
-            self._closing = True
-            self._machine.close()
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
-            try:
-                await asyncio.wait_for(writer, timeout=5)
-            except (TimeoutError, ConnectionClosed, asyncio.CancelledError):
-                writer.cancel()
-            except Exception:
-                writer.cancel()
-            code = self.ws.close_code
-            log_event(
-                "session.closed",
-                session=self.session_id,
-                code=code,
-                resumable=code in RESUMABLE_CLOSE_CODES,
-            )
+            await self._finish(writer)
+
+    async def _discard_unread(self) -> None:
+        """Read and drop what the peer still sends until the connection has closed.
+
+        Frames nobody reads would fill websockets' receive queue (``max_queue``), which
+        then pauses reading from the socket, and the peer's close frame behind them would
+        wait for the close timeout: a close that should take a round trip took 10 s.
+        """
+        while True:
+            await self.ws.recv(decode=False)
+
+    async def _finish(self, writer: asyncio.Task[None]) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        await self.hub.registry.detach(self)
+        self._closing = True
+        self._machine.close()
+        self._release_queue()
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(writer, timeout=self.hub.config.close_timeout_s)
+        except (TimeoutError, ConnectionClosed, asyncio.CancelledError):
+            writer.cancel()
+        except Exception:
+            writer.cancel()
+        if self._closer is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._closer
+        if self._deadline is not None:
+            self._deadline.cancel()
+        # Nothing of a finished session may wait for a garbage collection: the tasks
+        # refer to the session (their coroutines' frames), and the session to them.
+        self._writer_task = self._closer = self._deadline = None
+        self._caller = None  # the Caller refers back to this session (its peer)
+        if self._abandoned:
+            self.hub.trimmer.freed()
+        self._release_queue()
+        code = self.ws.close_code
+        log_event(
+            "session.closed",
+            session=self.session_id,
+            code=code,
+            resumable=code in RESUMABLE_CLOSE_CODES,
+        )
 
     async def _auth_watchdog(self) -> None:
         await asyncio.sleep(self.hub.config.auth_timeout_s)
@@ -222,6 +335,7 @@ class Session:
         self.close(decision.code, decision.reason)
 
     async def _read_loop(self) -> None:
+        """Handle frames until the session decides to close (or the peer closes)."""
         machine = self._machine
         hub = self.hub
         while not self._closing:
@@ -238,6 +352,10 @@ class Session:
                         id=codec.request_id_of(raw),
                     )
                 )
+                # Read nothing more until a token is back: what the peer sends meanwhile
+                # waits in its socket (TCP backpressure), so a flood costs the hub one
+                # refusal per token interval instead of one per frame (limits.py).
+                await asyncio.sleep(min(self._bucket.wait_s(), RATE_PAUSE_MAX_S))
                 continue
             if self._caller is not None:
                 # One budget for all of the account's sessions on this node, too.
@@ -291,7 +409,25 @@ class Session:
                 continue
             except ConnectionClosed:
                 raise
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    # The database could not do it (rolled back, nothing stored): a typed,
+                    # retryable answer, and the session stays (storage/outage.py).
+                    log_event(
+                        "session.storage_unavailable",
+                        logging.WARNING,
+                        session=self.session_id,
+                        frame=type(frame).__name__,
+                        error=type(exc).__name__,
+                    )
+                    self.push(
+                        ErrorFrame(
+                            code=ErrorCode.UNAVAILABLE,
+                            message="database unavailable; retry",
+                            id=frame.id,
+                        )
+                    )
+                    continue
                 # Details go to the log (type and place only), never to the peer.
                 log_event(
                     "session.internal_error",

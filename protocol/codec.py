@@ -35,6 +35,12 @@ class _Envelope(msgspec.Struct):
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 
+#: Everything a parser may raise on hostile input, besides msgspec's own errors: invalid
+#: UTF-8 in a string (msgspec raises UnicodeDecodeError), a str with lone surrogates
+#: (UnicodeEncodeError), and nesting deeper than the parser's recursion limit
+#: (RecursionError, for ~1,000 levels in 2 KB). All of them mean "not a frame".
+_UNDECODABLE = (msgspec.DecodeError, UnicodeError, RecursionError)
+
 # The frames.Id constraint: an id echoed in an error frame must itself be a valid Id,
 # or the peer could not decode the error that names it.
 _ID_RE = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_ID_CHARS}}}")
@@ -56,10 +62,14 @@ def decode_server(data: bytes | str) -> ServerFrame:
 
 
 def request_id_of(data: bytes | str) -> str | None:
-    """Best-effort ``id`` of a frame that failed to decode, so the error can name it."""
+    """Best-effort ``id`` of a frame that failed to decode, so the error can name it.
+
+    Never raises: whatever the bytes are (invalid UTF-8, lone surrogates, nesting too
+    deep for the parser), the answer is the id, or None when there is none to name.
+    """
     try:
         rid = _envelope_decoder.decode(data).id
-    except msgspec.DecodeError:
+    except _UNDECODABLE:
         return None
     if isinstance(rid, str) and _ID_RE.fullmatch(rid):
         return rid
@@ -75,11 +85,20 @@ def _decode(data: bytes | str, decoder: msgspec.json.Decoder[_T], limit: int) ->
         frame = decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise _classify(data, str(exc)) from None
-    except msgspec.DecodeError:
-        raise MalformedFrame("frame is not valid JSON") from None
+    except _UNDECODABLE as exc:
+        raise _malformed(exc) from None
     if frame.v != PROTOCOL_VERSION:  # type: ignore[attr-defined]
         raise UnsupportedVersion(f"protocol version must be {PROTOCOL_VERSION}")
     return frame
+
+
+def _malformed(exc: Exception) -> MalformedFrame:
+    """The error for bytes that are not a JSON document at all (details stay here)."""
+    if isinstance(exc, UnicodeError):
+        return MalformedFrame("frame is not valid UTF-8")
+    if isinstance(exc, RecursionError):
+        return MalformedFrame("frame is nested too deeply")
+    return MalformedFrame("frame is not valid JSON")
 
 
 def _classify(
@@ -87,8 +106,10 @@ def _classify(
 ) -> InvalidFrame | UnknownType | MalformedFrame | UnsupportedVersion:
     try:
         envelope = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return MalformedFrame("frame is not valid JSON")
+    except _UNDECODABLE as exc:
+        # The typed decoder stopped at a schema error before reaching what the untyped
+        # one cannot parse (deep nesting in a field the schema would have refused).
+        return _malformed(exc)
     if not isinstance(envelope, dict):
         return MalformedFrame("frame must be a JSON object")
     # A frame of another version may well have other fields or types: say so, not "invalid".

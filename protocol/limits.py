@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AUTH_TIMEOUT_S",
+    "CLOSE_TIMEOUT_S",
     "MAX_CAPSULE_SUBSETS",
     "MAX_CIPHERTEXT_BYTES",
     "MAX_ESCROW_OFFICERS",
@@ -18,7 +19,9 @@ __all__ = [
     "MAX_SYNC_BATCH",
     "PADDING_BUCKETS",
     "RATE_BURST",
+    "RATE_PAUSE_MAX_S",
     "RATE_PER_S",
+    "SEND_QUEUE_BYTES",
     "SEND_QUEUE_FRAMES",
     "TOKEN_TTL_S",
 ]
@@ -52,8 +55,18 @@ MAX_SESSIONS_PER_ACCOUNT = 8
 #: Frames a session may send per second on average, and in a burst (token bucket).
 RATE_PER_S = 50.0
 RATE_BURST = 200
+#: After refusing a frame for the rate limit, the hub reads nothing more from that
+#: connection until its bucket holds a token again, but pauses at most this long: a
+#: flood then costs one refusal per token interval, not one per frame sent.
+RATE_PAUSE_MAX_S = 0.25
 #: Frames queued to one session before it is closed as a slow consumer (4008).
 SEND_QUEUE_FRAMES = 1024
+#: Bytes queued to one session before it is closed as a slow consumer (4008): four of
+#: the largest server frames, so a catch-up of several full sync batches still fits.
+SEND_QUEUE_BYTES = 4 * MAX_SERVER_FRAME_BYTES
+#: Seconds the hub waits for a closing handshake (and to flush a slow consumer's close
+#: frame) before it drops the TCP connection; a decided close ends within twice this.
+CLOSE_TIMEOUT_S = 2.0
 #: Session tokens (reconnect without the passphrase) expire after this many seconds.
 TOKEN_TTL_S = 12 * 3600
 #: Escrow officers in one policy, and capsule subsets (C(n, k)) one capsule may hold:

@@ -8,6 +8,7 @@ records in :mod:`storage.records` (a stored message is the protocol's
 """
 
 from .engine import Database, open_database, sqlite_url
+from .outage import is_outage
 from .records import (
     AccountRecord,
     AlreadyStored,
@@ -29,6 +30,7 @@ __all__ = [
     "InviteRecord",
     "MessageRecord",
     "NewMessage",
+    "is_outage",
     "open_database",
     "sqlite_url",
 ]

@@ -140,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             node_port = args.first_node_port + i - 1 if args.first_node_port else _free_port()
             log = work / f"node{i}.log"
             extra = ["--redis", args.redis, "--node-id", f"node{i}", "--trusted-proxy", "127.0.0.1"]
+            # The web chat is served through HAProxy: its origin is the proxy's.
+            extra += ["--public-url", f"https://localhost:{port}"]
             command = [
                 *_chat_server(), "serve", *common, "--port", str(node_port),
                 "--log-file", str(log), *extra, *args.serve_args,

@@ -23,6 +23,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CHAT_STATE_DIR",
         "CHAT_DATA_KEY",
         "CHAT_ALLOWED_ORIGINS",
+        "CHAT_PUBLIC_URL",
         "CHAT_LOG_FILE",
         "CHAT_LOG_LEVEL",
         "CHAT_ORG_FINGERPRINT",
@@ -36,11 +37,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_are_the_protocol_limits() -> None:
     config = Config.from_env()
     assert (config.host, config.port) == ("127.0.0.1", 8765)
-    assert config.allowed_origins is None  # only the hub's own origin (app._origin_allowed)
+    assert config.allowed_origins is None  # the listen address's (origins.OriginPolicy)
+    assert config.public_url is None
     assert config.max_frame_bytes == limits.MAX_FRAME_BYTES
     assert config.auth_timeout_s == limits.AUTH_TIMEOUT_S
     assert (config.rate_per_s, config.rate_burst) == (limits.RATE_PER_S, limits.RATE_BURST)
     assert config.send_queue_frames == limits.SEND_QUEUE_FRAMES
+    assert config.send_queue_bytes == limits.SEND_QUEUE_BYTES
+    assert config.close_timeout_s == limits.CLOSE_TIMEOUT_S
 
 
 def test_environment_then_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -53,12 +57,14 @@ def test_environment_then_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("CHAT_LOG_FILE", str(tmp_path / "hub.log"))
     monkeypatch.setenv("CHAT_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("CHAT_ORG_FINGERPRINT", "abcd")
+    monkeypatch.setenv("CHAT_PUBLIC_URL", " https://chat.example.org ")
     config = Config.from_env(port=9001, host=None)  # None: keep what the environment says
     assert (config.db_url, config.host, config.port) == ("postgresql://db/chat", "0.0.0.0", 9001)
     assert config.state_dir == tmp_path and config.data_key == bytes([0xAB]) * 32
     assert config.allowed_origins == ("https://a.example", "https://b.example")
     assert (config.log_file, config.log_level) == (tmp_path / "hub.log", "DEBUG")
     assert config.org_fingerprint == "abcd"
+    assert config.public_url == "https://chat.example.org"
     assert config.resolved_data_key() == bytes([0xAB]) * 32
 
 

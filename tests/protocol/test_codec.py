@@ -99,6 +99,32 @@ def test_json_that_is_not_an_object(data: bytes) -> None:
     assert err.message == "frame must be a JSON object"
 
 
+#: ~2 KB nested 1,000 levels deep: past msgspec's recursion limit (issue 13).
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "rid"),
+    [
+        (b'{"v":1,"type":"ping","id":"a\xff"}', "frame is not valid UTF-8", None),
+        # The lenient envelope skips the field it does not read, so the id is named.
+        (b'{"v":1,"type":"ping","id":"ok","x":"\xc3\x28"}', "frame is not valid UTF-8", "ok"),
+        ('{"v":1,"type":"ping","id":"a\ud800"}', "frame is not valid UTF-8", None),
+        (b'{"a":' * 1000 + b"1" + b"}" * 1000, "frame is nested too deeply", None),
+        (DEEP, "frame is nested too deeply", None),
+        # A schema error comes first, then the untyped parse meets the nesting.
+        (b'{"v":1,"type":"nope","x":' + DEEP + b"}", "frame is nested too deeply", None),
+        (b'{"v":1,"type":"ping","id":"p","x":' + DEEP + b"}", "frame is nested too deeply", None),
+    ],
+)
+def test_undecodable_text_and_nesting_are_malformed(
+    data: bytes | str, message: str, rid: str | None
+) -> None:
+    err = refuse(data, MalformedFrame)
+    assert err.message == message
+    assert codec.request_id_of(data) == rid
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_raise_only_typed_errors(data: bytes) -> None:
@@ -349,6 +375,10 @@ def test_server_decoder_checks_the_version_too() -> None:
         (b'"id"', None),
         (b"", None),
         (b"\xff", None),
+        (b'{"id":"a\xff"}', None),
+        ('{"id":"a\ud800"}', None),
+        (b'{"x":' + DEEP + b',"id":"a"}', None),
+        (b'{"id":"a","x":' + b'{"a":' * 1000 + b"}" * 1000 + b"}", None),
     ],
 )
 def test_request_id_of(data: bytes | str, expected: str | None) -> None:

@@ -178,3 +178,49 @@ def test_escrow_policy_is_fetched_once_per_session(node: Callable[[str], Any]) -
     assert got["counts"] == [1, 1, 2, 3]
     assert got["none"] is None  # no escrow on this hub: no capsule
     assert got["shown"] == {"installed": False} and got["changes"] == ["policy"]
+
+
+def test_outbox_resends_an_unavailable_send_instead_of_failing_it(
+    node: Callable[[str], Any],
+) -> None:
+    # The hub answers `unavailable` when its database is away (issue 13, item 10): the
+    # message was not stored, so the page sends the same bytes again shortly.
+    got = node(
+        PRELUDE
+        + """
+        const { RemoteError } = await import("./src/protocol.js");
+        const key = c.newCaseKey();
+        cs.keys.set(1, key);
+        const frames = [];
+        const answered = [];
+        const sendRequest = async (type, fields) => {
+          if (type !== "msg.send") return request(type, fields);
+          frames.push([fields.client_msg_id, hex(fields.nonce), hex(fields.ciphertext)]);
+          if (frames.length === 1) {
+            answered.push("unavailable");
+            throw new RemoteError("unavailable", "database unavailable; retry");
+          }
+          answered.push("ack");
+          return { case_id: fields.case_id, client_msg_id: fields.client_msg_id, seq: 1,
+                   chain_hash: c.toB64(new Uint8Array(32)), duplicate: false };
+        };
+        const outbox = new Outbox({
+          me, identity, request: sendRequest, isOnline: () => true, keys, processor,
+          onChange: (kind) => changes.push(kind),
+        });
+        await outbox.send(info.case_id, "sent while the database was away");
+        await cs.queue;
+        const [entry] = outbox.pendingFor(info.case_id);
+        const statusAfterRefusal = entry.status;
+        const deadline = Date.now() + 5000;
+        while (answered.length < 2 && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        console.log(JSON.stringify({ frames, answered, statusAfterRefusal, status: entry.status }));
+        """
+    )
+    assert got["answered"] == ["unavailable", "ack"]
+    first, again = got["frames"]
+    assert first == again  # the same client_msg_id, nonce and ciphertext
+    assert got["statusAfterRefusal"] == "pending"
+    assert got["status"] == "acked"

@@ -65,7 +65,8 @@ async def test_index_config_and_bundle_are_served_with_csp(tmp_path: Path) -> No
             assert status == 404, bad
         # A raw request with ".." inside dist/ (clients normalise it away) is refused too.
         reader, writer = await asyncio.open_connection("127.0.0.1", hub.server.port)
-        writer.write(b"GET /dist/../package.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        host = f"127.0.0.1:{hub.server.port}".encode()
+        writer.write(b"GET /dist/../package.json HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
         await writer.drain()
         assert (await reader.readline()).startswith(b"HTTP/1.1 404")
         writer.close()

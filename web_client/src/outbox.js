@@ -23,6 +23,9 @@ import * as c from "./crypto.js";
 import { ConnectionLost, ErrorCode, RemoteError, newClientMsgId } from "./protocol.js";
 
 const SEND_TIMEOUT_MS = 15000;
+/** An `unavailable` send (the hub's database is away, or the hub is stopping) was not
+ * stored: the same bytes go again after about this long (plus up to as much jitter). */
+const UNAVAILABLE_RETRY_MS = 500;
 
 export class Outbox {
   /**
@@ -151,6 +154,16 @@ export class Outbox {
         chainHash: c.fromB64(ack.chain_hash), serverTs: Date.now(),
       });
     } catch (err) {
+      if (err instanceof RemoteError && err.code === ErrorCode.UNAVAILABLE) {
+        // Not stored, and retryable (docs/PROTOCOL.md §9): stays pending, resent shortly
+        // with the same bytes (the same client_msg_id, so never stored twice).
+        setTimeout(() => {
+          if (this.entries.get(entry.cmid) === entry && entry.status === "pending") {
+            this.#transmit(entry);
+          }
+        }, UNAVAILABLE_RETRY_MS * (1 + Math.random()));
+        return;
+      }
       if (!(err instanceof ConnectionLost)) this.#fail(entry, err);
       // ConnectionLost: stays pending; the resume step resends it with the same bytes.
     } finally {

@@ -48,6 +48,7 @@ export const ErrorCode = Object.freeze({
 
 /** Limits of the wire protocol (protocol/limits.py). */
 export const AUTH_TIMEOUT_S = 20.0;
+export const CLOSE_TIMEOUT_S = 2.0;
 export const MAX_CAPSULE_SUBSETS = 70;
 export const MAX_CIPHERTEXT_BYTES = 40960;
 export const MAX_ESCROW_OFFICERS = 8;
@@ -62,7 +63,9 @@ export const MAX_SESSIONS_PER_ACCOUNT = 8;
 export const MAX_SYNC_BATCH = 500;
 export const PADDING_BUCKETS = Object.freeze([256, 512, 1024, 2048, 4096, 8192, 16384]);
 export const RATE_BURST = 200;
+export const RATE_PAUSE_MAX_S = 0.25;
 export const RATE_PER_S = 50.0;
+export const SEND_QUEUE_BYTES = 4194304;
 export const SEND_QUEUE_FRAMES = 1024;
 export const TOKEN_TTL_S = 43200;
 
