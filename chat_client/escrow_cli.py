@@ -1,8 +1,9 @@
 """``chat-escrow``: the organisation's and the officers' offline tool.
 
-    chat-escrow keygen --kind org|officer --name NAME --out FILE
+    chat-escrow keygen --kind org|officer --name NAME --out FILE [--org-fingerprint FP]
     chat-escrow policy --org-key org.key --officer o1.pub [--officer o2.pub ...]
-                       --threshold K [--days 365] [--version 1] --out policy.json
+                       --threshold K [--allow-single-officer] [--days 365] [--version 1]
+                       --out policy.json
     chat-escrow approve REQUEST.json --key officerN.key --out approvalN.json
                         [--org-fingerprint FP]
     chat-escrow fingerprint FILE
@@ -11,6 +12,12 @@ Runs without a network or a database; private keys never leave the officer's mac
 (the hub only ever receives the signed approval file). Passphrases come from
 --passphrase-file, else $CHAT_ESCROW_PASSPHRASE, else a prompt.
 
+The organisation key is always pinned for ``approve``: ``--org-fingerprint``, else
+$CHAT_ORG_FINGERPRINT, else the pin file an officer keygen with ``--org-fingerprint``
+wrote next to the key (``officerN.org-pin``); with none of them ``approve`` refuses
+(exit 2) rather than trust the key a policy names. A policy whose threshold is below 2
+(one officer alone can open) needs ``--allow-single-officer``.
+
 Exit codes: 0 ok, 1 error, 2 usage, 12 the request or policy does not verify (forged,
 foreign, not signed by the client), 13 wrong passphrase.
 """
@@ -18,6 +25,7 @@ foreign, not signed by the client), 13 wrong passphrase.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -47,11 +55,14 @@ from .keyfiles import (
     DEFAULT_OPSLIMIT,
     KeyFile,
     KeyFileError,
+    PinError,
     WrongPassphrase,
     load_key,
     load_public,
     read_passphrase,
+    resolve_org_pin,
     write_key,
+    write_org_pin,
 )
 
 __all__ = ["EXIT_FOREIGN", "EXIT_PASSPHRASE", "main"]
@@ -78,15 +89,25 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--kdf-ops", type=int, default=DEFAULT_OPSLIMIT, help="Argon2id opslimit")
         p.add_argument("--kdf-mem", type=int, default=DEFAULT_MEMLIMIT, help="Argon2id memlimit")
 
+    def pin_option(p: argparse.ArgumentParser, help_text: str) -> None:
+        p.add_argument(
+            "--org-fingerprint",
+            default=os.environ.get("CHAT_ORG_FINGERPRINT"),
+            help=help_text + " (env CHAT_ORG_FINGERPRINT)",
+        )
+
+    pin_help = "officer keys: pin this organisation fingerprint next to the key"
     p = sub.add_parser("keygen", help="make an organisation or officer key file (+ .pub)")
     p.add_argument("--kind", choices=["org", "officer"], required=True)
     keygen_options(p)
+    pin_option(p, pin_help)
     # The spellings of the key-ceremony guide: org-keygen, officer-keygen.
     p = sub.add_parser("org-keygen", help="make the organisation key file (+ .pub)")
     keygen_options(p, name_required=False)
     p.set_defaults(command="keygen", kind="org", name_default="organisation")
     p = sub.add_parser("officer-keygen", help="make a dispute officer's key file (+ .pub)")
     keygen_options(p)
+    pin_option(p, pin_help)
     p.set_defaults(command="keygen", kind="officer")
 
     p = sub.add_parser("policy", help="sign a k-of-n escrow policy with the org key")
@@ -94,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--org-key", type=Path, required=True)
     p.add_argument("--officer", type=Path, action="append", required=True, help="officer .pub")
     p.add_argument("--threshold", type=int, required=True)
+    p.add_argument(
+        "--allow-single-officer",
+        action="store_true",
+        help="allow a threshold below 2 (one officer alone could open every case)",
+    )
     p.add_argument("--days", type=int, default=365, help="validity from now (default 365)")
     p.add_argument("--version", type=int, default=1, help="policy version (default 1)")
     p.add_argument("--out", type=Path, required=True)
@@ -102,11 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("request", type=Path, help="output of chat-server disputes show ID --json")
     p.add_argument("--key", type=Path, required=True, help="your officer key file")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--org-fingerprint",
-        default=os.environ.get("CHAT_ORG_FINGERPRINT"),
-        help="pinned organisation key fingerprint (env CHAT_ORG_FINGERPRINT)",
-    )
+    pin_option(p, "pinned organisation key fingerprint (else the key's .org-pin file)")
 
     p = sub.add_parser("fingerprint", help="print the fingerprint of a key, .pub or policy")
     p.add_argument("file", type=Path)
@@ -130,10 +152,20 @@ def _keygen(args: argparse.Namespace) -> int:
     pub = write_key(args.out, key, passphrase, opslimit=args.kdf_ops, memlimit=args.kdf_mem)
     print(f"{args.kind} key {args.name}: {args.out} (public part: {pub})")
     print(f"fingerprint: {key.fingerprint}")
+    pin = args.org_fingerprint if args.kind == "officer" else None
+    if pin:
+        print(f"organisation fingerprint pinned in {write_org_pin(args.out, pin)}")
     return EXIT_OK
 
 
 def _policy(args: argparse.Namespace) -> int:
+    if args.threshold < 2 and not args.allow_single_officer:
+        print(
+            f"chat-escrow: a threshold of {args.threshold} lets one officer alone open "
+            "every escrowed case; pass --allow-single-officer if that is intended",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     org = load_key(args.org_key, read_passphrase(args.passphrase_file, "Org passphrase: "), "org")
     officers = [load_public(p) for p in args.officer]
     now = now_ms()
@@ -154,6 +186,7 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
+    org_fp = resolve_org_pin(args.org_fingerprint, [args.key])
     try:
         view = msgspec.json.decode(args.request.read_bytes(), type=RequestView)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -163,7 +196,7 @@ def _approve(args: argparse.Namespace) -> int:
         args.key, read_passphrase(args.passphrase_file, "Officer passphrase: "), "officer"
     )
     try:
-        verify_policy(view.policy, args.org_fingerprint)
+        verify_policy(view.policy, org_fp)
         if view.request.policy_fingerprint != policy_fingerprint(view.policy.policy):
             raise EscrowError("the request was made under another policy")
         verify_dispute(view.request)
@@ -177,9 +210,20 @@ def _approve(args: argparse.Namespace) -> int:
         print("chat-escrow: this key is not an officer of the request's policy", file=sys.stderr)
         return EXIT_FOREIGN
     print(f"request {request.request_id} for case {request.case_id} ({request.kind})")
+    print(f"filed {_time(request.timestamp)}; policy {request.policy_fingerprint}")
     if request.kind == "legal":
         print(f"legal order: {request.legal_order}")
-    elif index < len(request.reason_ct):
+    else:
+        assert request.requester_sign_pk is not None  # verify_dispute checked
+        print(
+            f"client {request.requester_id}, key fingerprint "
+            f"{crypto.fingerprint(request.requester_sign_pk)}"
+        )
+        print("  (the same key signed the client's consent and case key; compare this")
+        print("   fingerprint with the client's own before approving)")
+        if index >= len(request.reason_ct):
+            print("chat-escrow: the reason is not sealed to this officer", file=sys.stderr)
+            return EXIT_FOREIGN
         try:
             print(f"reason: {open_reason(request.reason_ct[index], key.box_key)}")
         except EscrowError as exc:
@@ -189,6 +233,12 @@ def _approve(args: argparse.Namespace) -> int:
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(approval), indent=1) + b"\n")
     print(f"approval by officer #{index} ({policy.officers[index].name}) written to {args.out}")
     return EXIT_OK
+
+
+def _time(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
@@ -220,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WrongPassphrase as exc:
         print(f"chat-escrow: {exc}", file=sys.stderr)
         return EXIT_PASSPHRASE
+    except PinError as exc:
+        print(f"chat-escrow: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (KeyFileError, EscrowError, OSError, ValueError) as exc:
         print(f"chat-escrow: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -37,14 +37,24 @@ from protocol import frames as f
 __all__ = [
     "DEFAULT_MEMLIMIT",
     "DEFAULT_OPSLIMIT",
+    "ORG_PIN_SUFFIX",
     "KeyFile",
     "KeyFileError",
+    "NoPassphrase",
+    "PinError",
     "WrongPassphrase",
     "load_key",
     "load_public",
+    "org_pin_path",
     "read_passphrase",
+    "resolve_org_pin",
     "write_key",
+    "write_org_pin",
+    "write_private",
 ]
+
+#: Next to an officer key file: the organisation fingerprint pinned at keygen.
+ORG_PIN_SUFFIX = ".org-pin"
 
 #: Officer keys are unlocked rarely, so they get the "moderate" Argon2id cost.
 DEFAULT_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
@@ -60,6 +70,14 @@ class KeyFileError(Exception):
 
 class WrongPassphrase(KeyFileError):
     """The passphrase does not unwrap the key file."""
+
+
+class NoPassphrase(KeyFileError):
+    """No passphrase file, no environment variable and no terminal to ask on."""
+
+
+class PinError(Exception):
+    """No organisation fingerprint is pinned, or the pins given disagree (usage)."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -100,11 +118,13 @@ def _unb64(text: Any, what: str) -> bytes:
         raise KeyFileError(f"{what} is not base64") from None
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write ``path`` readable by its owner only (0600, also when it existed before)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
 
 
 def pub_path(path: Path) -> Path:
@@ -142,7 +162,7 @@ def write_key(
         "memlimit": memlimit,
     }
     private["wrapped"] = _b64(bytes(nacl.secret.SecretBox(wrap).encrypt(secret)))
-    _write_private(path, json.dumps(private, indent=1) + "\n")
+    write_private(path, json.dumps(private, indent=1) + "\n")
     pub = pub_path(path)
     pub.write_text(json.dumps(public, indent=1) + "\n")
     return pub
@@ -224,7 +244,56 @@ def read_passphrase(file: Path | None, prompt: str, *, confirm: bool = False) ->
     env = os.environ.get("CHAT_ESCROW_PASSPHRASE")
     if env is not None:
         return env
-    first = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat: ") != first:
-        raise KeyFileError("passphrases do not match")
+    try:
+        first = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Repeat: ") != first:
+            raise KeyFileError("passphrases do not match")
+    except EOFError:  # no terminal to ask on (a script, a pipe)
+        raise NoPassphrase(
+            "no passphrase: set CHAT_ESCROW_PASSPHRASE or use --passphrase-file"
+        ) from None
     return first
+
+
+# -- the organisation pin ------------------------------------------------------------
+
+
+def org_pin_path(key_path: Path) -> Path:
+    return key_path.with_suffix(ORG_PIN_SUFFIX)
+
+
+def write_org_pin(key_path: Path, fingerprint: str) -> Path:
+    """Pin the organisation key next to an officer key file (at keygen)."""
+    path = org_pin_path(key_path)
+    path.write_text(" ".join(fingerprint.split()) + "\n")
+    return path
+
+
+def _normal(fp: str) -> str:
+    return "".join(fp.split()).lower()
+
+
+def resolve_org_pin(given: str | None, key_paths: list[Path]) -> str:
+    """The organisation fingerprint to verify against: ``given`` (flag or environment)
+    and every pin file next to ``key_paths`` must agree, and at least one must exist.
+    PinError otherwise: nothing is trusted just because a policy embeds it."""
+    found: dict[str, str] = {}
+    if given:
+        found[_normal(given)] = given
+    for key in key_paths:
+        pin = org_pin_path(key)
+        if pin.exists():
+            text = pin.read_text().strip()
+            found.setdefault(_normal(text), text)
+    if not found:
+        raise PinError(
+            "no organisation fingerprint is pinned: pass --org-fingerprint, set "
+            "CHAT_ORG_FINGERPRINT, or keep the pin file written at keygen "
+            f"(`{org_pin_path(key_paths[0]).name if key_paths else 'officer.org-pin'}`) "
+            "next to the key"
+        )
+    if len(found) > 1:
+        raise PinError(
+            "the pinned organisation fingerprints disagree: " + " / ".join(found.values())
+        )
+    return next(iter(found.values()))

@@ -9,13 +9,22 @@ each epoch key against its binding and signed commitment, decrypts every message
 verifies every sender signature, the hash chain and the server-signed chain head, the
 request (the client's signature, or the legal order) and the officers' approvals.
 
-It writes DIR/transcript.html (readable and printable, one verdict per message) and
-DIR/transcript.json, and prints a verification summary. A message that fails any check
-is still listed, with why, and never shown as verified.
+The organisation key must be pinned: ``--org-fingerprint``, else $CHAT_ORG_FINGERPRINT,
+else the ``.org-pin`` files written next to the officer keys at keygen (all that are
+given must agree); with none, nothing is opened (exit 2).
+
+The authority to open is checked before any capsule is opened: the policy under the
+pinned organisation key, the request and the evidence that its signer is the case's
+client, and k valid approvals. If any of that fails (exit 12), or the keys are wrong or
+too few (exit 11), nothing is decrypted and nothing is written. Otherwise it writes
+DIR/transcript.html (readable and printable, one verdict per message) and
+DIR/transcript.json (DIR 0700, files 0600: they hold plaintext), and prints a
+verification summary. A message that fails any check is still listed, with why, and
+never shown as verified.
 
 Exit codes:
    0  everything verified
-   2  usage (bad arguments, unreadable files)
+   2  usage (bad arguments, unreadable files, no organisation fingerprint pinned)
   10  a message is tampered, missing or out of order (or the chain head does not match)
   11  wrong officer keys, or too few for the policy's threshold
   12  malformed or foreign bundle: not a bundle, request/approvals/capsule for another
@@ -41,7 +50,16 @@ from nacl.public import PrivateKey
 from protocol.bundle import Bundle, Report, decode_bundle, verify_bundle
 from protocol.escrow import ForeignMaterial
 
-from .keyfiles import KeyFileError, WrongPassphrase, load_key, read_passphrase
+from .keyfiles import (
+    KeyFileError,
+    NoPassphrase,
+    PinError,
+    WrongPassphrase,
+    load_key,
+    read_passphrase,
+    resolve_org_pin,
+    write_private,
+)
 
 __all__ = [
     "EXIT_FOREIGN",
@@ -79,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--org-fingerprint",
         default=os.environ.get("CHAT_ORG_FINGERPRINT"),
-        help="pinned organisation key fingerprint (env CHAT_ORG_FINGERPRINT)",
+        help="pinned organisation key fingerprint (env CHAT_ORG_FINGERPRINT; else the "
+        ".org-pin files next to the keys)",
     )
     parser.add_argument(
         "--server-fingerprint",
@@ -239,8 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
     try:
+        org_fp = resolve_org_pin(args.org_fingerprint, args.key)
         data = args.bundle.read_bytes()
-    except OSError as exc:
+    except (OSError, PinError) as exc:
         print(f"chat-unseal: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -253,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WrongPassphrase as exc:
         print(f"chat-unseal: {exc}", file=sys.stderr)
         return EXIT_PASSPHRASE
+    except NoPassphrase as exc:
+        print(f"chat-unseal: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyFileError as exc:
         print(f"chat-unseal: {exc}", file=sys.stderr)
         return EXIT_KEYS
@@ -262,17 +285,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = verify_bundle(
         bundle,
         keys,
-        org_fingerprint=args.org_fingerprint,
+        org_fingerprint=org_fp,
         server_fingerprint=args.server_fingerprint,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transcript.html").write_text(render_html(bundle, report), encoding="utf-8")
-    (args.out / "transcript.json").write_text(
-        json.dumps(transcript_json(bundle, report), indent=1, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
+    if report.exit_code in (EXIT_OK, EXIT_TAMPERED):
+        _write_review(args.out, bundle, report)
+    else:
+        print(f"chat-unseal: nothing opened; nothing written to {args.out}", file=sys.stderr)
     print(_summary(bundle, report))
     return report.exit_code
+
+
+def _write_review(out: Path, bundle: Bundle, report: Report) -> None:
+    """The transcript files, readable by their owner only (they hold plaintext)."""
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out.chmod(0o700)
+    write_private(out / "transcript.html", render_html(bundle, report))
+    write_private(
+        out / "transcript.json",
+        json.dumps(transcript_json(bundle, report), indent=1, ensure_ascii=False) + "\n",
+    )
 
 
 if __name__ == "__main__":

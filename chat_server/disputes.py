@@ -47,9 +47,10 @@ from protocol.bundle_format import (
 from protocol.chain import GENESIS, sign_head
 from protocol.clock import now_ms
 from protocol.crypto import ServerKey
-from protocol.errors import InvalidFrame, NotFound, ProtocolError
+from protocol.errors import ConsentRequired, InvalidFrame, NotFound, ProtocolError
 from protocol.escrow import (
     Approval,
+    ClientEvidence,
     DisputeDocument,
     EscrowError,
     RequestView,
@@ -161,6 +162,7 @@ def _document(
     requester_sign_pk: bytes | None = None,
     sig: bytes | None = None,
     legal_order: str | None = None,
+    evidence: ClientEvidence | None = None,
 ) -> DisputeDocument:
     """The one place a dispute request document is made (a fresh random request id)."""
     return DisputeDocument(
@@ -176,6 +178,7 @@ def _document(
         sig=sig,
         legal_order=legal_order,
         created_at=created_at,
+        evidence=evidence,
     )
 
 
@@ -215,6 +218,7 @@ class DisputeService:
             requester_id=client_id,
             requester_sign_pk=client_sign_pk,
             sig=frame.sig,
+            evidence=await self._evidence(client_id, frame.case_id, installed),
         )
         try:
             verify_dispute(doc)
@@ -223,6 +227,28 @@ class DisputeService:
         record = await self._store(doc, installed.fingerprint, now)
         log_event("dispute.request", request=record.id, case=doc.case_id, account=client_id)
         return record
+
+    async def _evidence(
+        self, client_id: str, case_id: str, installed: InstalledPolicy
+    ) -> ClientEvidence:
+        """The client's own signatures that tie its key to the case (ClientEvidence):
+        its consent to the policy, and the newest epoch key commitment it made."""
+        terms = installed.record.terms_version
+        consent = await self._db.consents.get(client_id, terms, installed.fingerprint)
+        if consent is None:
+            raise ConsentRequired("accept the current terms before filing a dispute request")
+        case = await self._db.cases.get(case_id)
+        for epoch in range(case.epoch if case is not None else 0, 0, -1):
+            key = await self._db.cases.epoch_key(case_id, epoch)
+            if key is not None and key.creator_id == client_id:
+                return ClientEvidence(
+                    terms_version=terms,
+                    consent_sig=consent.sig,
+                    epoch=epoch,
+                    commitment=key.commitment,
+                    commitment_sig=key.commitment_sig,
+                )
+        return ClientEvidence(terms_version=terms, consent_sig=consent.sig)
 
     async def open_legal(self, case_id: str, order: str) -> DisputeDocument:
         """Open a request for a legal order (no client signature; same approvals)."""

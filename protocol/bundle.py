@@ -125,11 +125,15 @@ def verify_bundle(
     bundle: Bundle,
     officer_keys: Sequence[PrivateKey],
     *,
-    org_fingerprint: str | None = None,
+    org_fingerprint: str,
     server_fingerprint: str | None = None,
 ) -> Report:
     """Check everything in ``bundle`` with the given officers' box keys (see the
-    module docstring for what is checked and how findings are classified)."""
+    module docstring for what is checked and how findings are classified).
+
+    The authority to open comes first: the policy under the pinned organisation key,
+    the participants, the request and its evidence, k valid approvals. If any of it
+    fails (``report.foreign``), no capsule is opened and no message decrypted."""
     case = bundle.case
     report = Report(case_id=case.case_id)
     report.server_fingerprint = crypto.fingerprint(bundle.server_sign_pk)
@@ -146,6 +150,8 @@ def verify_bundle(
     participants = _check_participants(bundle, report)
     _check_request(bundle, participants, report)
     _check_approvals(bundle, report)
+    if report.foreign:
+        return report
 
     # Officer keys -> policy indices; a key of no officer is a wrong key.
     held: dict[int, PrivateKey] = {}
@@ -183,19 +189,34 @@ def _check_request(
         report.foreign.append("the dispute request is for another case")
     if request.policy_fingerprint != report.policy_fingerprint:
         report.foreign.append("the dispute request was made under another escrow policy")
+    client = participants.get(bundle.case.client_id)
     if request.kind == "client":
-        client = participants.get(bundle.case.client_id)
-        if request.requester_id != bundle.case.client_id or (
-            client is None or request.requester_sign_pk != client.sign_pk
-        ):
+        if request.requester_id != bundle.case.client_id or client is None:
             report.foreign.append("the dispute request is not from the case's client")
         report.request_note = f"filed by the client {request.requester_id}"
+        _check_evidence(bundle, report)
     else:
         report.request_note = f"legal order {request.legal_order!r}"
     try:
-        verify_dispute(request)
+        verify_dispute(request, client.sign_pk if client is not None else None)
     except EscrowError as exc:
         report.foreign.append(f"dispute request: {exc}")
+
+
+def _check_evidence(bundle: Bundle, report: Report) -> None:
+    """The commitment a client request cites must be the bundle's own for that epoch,
+    made by the client (verify_dispute checks the signatures)."""
+    evidence = bundle.request.evidence
+    if evidence is None or evidence.commitment is None:
+        return
+    epoch = next((e for e in bundle.epochs if e.epoch == evidence.epoch), None)
+    if (
+        epoch is None
+        or epoch.creator_id != bundle.case.client_id
+        or epoch.commitment != evidence.commitment
+        or epoch.commitment_sig != evidence.commitment_sig
+    ):
+        report.foreign.append("the request's evidence cites a key commitment not in the case")
 
 
 def _check_approvals(bundle: Bundle, report: Report) -> None:

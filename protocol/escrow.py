@@ -16,9 +16,14 @@ length-prefixed with :func:`protocol.crypto.lp`, integers as 8-byte big-endian:
 * consent = Ed25519 over lp("chat.consent.v1", account_id, u64(terms_version), policy_fp).
 * client request = Ed25519 over lp("chat.dispute.v1", case_id, scope, u64(timestamp),
   policy_fp, lp(reason seal per officer)).
+* client evidence (:class:`ClientEvidence`, in every client request the hub stores):
+  the client's consent signature for the request's policy and, when the client made an
+  epoch key of the case, that key's commitment signature; :func:`verify_dispute`
+  accepts the request only if one key verifies the request, the consent and the
+  commitment, so a request signed by any other key (one the hub made) is refused.
 * request digest = BLAKE2b-256 over every field of the stored request (see
-  :func:`request_digest`); an approval is Ed25519 over lp("chat.approval.v1",
-  request_id, digest, policy_fp, u64(officer_index), officer_sign_pk).
+  :func:`request_digest`; version 2 adds the evidence); an approval is Ed25519 over
+  lp("chat.approval.v1", request_id, digest, policy_fp, u64(officer_index), officer_sign_pk).
 
 Nothing here opens anything: opening a capsule or a sealed reason takes officer private
 keys and lives in :mod:`protocol.opening`, which the hub may not import; the server
@@ -47,6 +52,7 @@ from .errors import CryptoError
 from .frames import (
     Capsule,
     CapsuleLayer,
+    Epoch,
     EscrowOfficer,
     EscrowPolicy,
     Fingerprint,
@@ -61,6 +67,7 @@ from .limits import MAX_CAPSULE_SUBSETS, MAX_ESCROW_OFFICERS
 __all__ = [
     "MAX_REASON_BYTES",
     "Approval",
+    "ClientEvidence",
     "DisputeDocument",
     "EscrowError",
     "ForeignMaterial",
@@ -272,18 +279,32 @@ def sign_dispute(
     return identity.sign(dispute_transcript(case_id, scope, timestamp, policy_fp, reason_ct))
 
 
-def verify_dispute(doc: DisputeDocument) -> None:
-    """A client request must carry the case client's signature; a legal-order request
-    must name its order. EscrowError otherwise."""
+def verify_dispute(doc: DisputeDocument, client_sign_pk: bytes | None = None) -> None:
+    """A client request must be signed by the key that also signed the client's consent
+    to the request's policy and (if present) the case-key commitment in its evidence;
+    with ``client_sign_pk`` (the case client's key, known from elsewhere, e.g. a
+    bundle's participants) that key must be it. A legal-order request must name its
+    order. EscrowError otherwise."""
     if doc.kind == "legal":
-        if not doc.legal_order or doc.sig is not None or doc.requester_id is not None:
+        if (
+            not doc.legal_order
+            or doc.sig is not None
+            or doc.requester_id is not None
+            or doc.evidence is not None
+        ):
             raise EscrowError("a legal-order request names its order and carries no signature")
         return
     if doc.requester_id is None or doc.requester_sign_pk is None or doc.sig is None:
         raise EscrowError("a client request must be signed by the client")
+    evidence = doc.evidence
+    if evidence is None:
+        raise EscrowError("the request carries no evidence that its key is the client's")
+    key = doc.requester_sign_pk
+    if client_sign_pk is not None and not hmac.compare_digest(key, client_sign_pk):
+        raise EscrowError("the request is not signed by the case client's key")
     try:
         crypto.verify_signature(
-            doc.requester_sign_pk,
+            key,
             dispute_transcript(
                 doc.case_id, doc.scope, doc.timestamp, doc.policy_fingerprint, doc.reason_ct
             ),
@@ -291,13 +312,49 @@ def verify_dispute(doc: DisputeDocument) -> None:
         )
     except CryptoError:
         raise EscrowError("the request is not signed by the requesting client") from None
+    try:
+        verify_consent(
+            key,
+            doc.requester_id,
+            evidence.terms_version,
+            doc.policy_fingerprint,
+            evidence.consent_sig,
+        )
+    except CryptoError:
+        raise EscrowError(
+            "the request's key did not sign the client's consent to its policy"
+        ) from None
+    if evidence.commitment is None:
+        return
+    try:
+        crypto.verify_commitment(
+            key, doc.case_id, evidence.epoch, evidence.commitment, evidence.commitment_sig
+        )
+    except CryptoError:
+        raise EscrowError(
+            "the request's key did not sign the case-key commitment in its evidence"
+        ) from None
+
+
+class ClientEvidence(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What ties a client request's key to the case's client, all signed by that client
+    (the hub copies it from its records when the request is filed): the consent to the
+    request's policy, and the commitment of an epoch key the client made in the case
+    (None when the counselor made every key so far)."""
+
+    terms_version: Annotated[int, Meta(ge=1, le=2**31)]
+    consent_sig: Sig
+    epoch: Epoch = 1
+    commitment: Key32 | None = None
+    commitment_sig: Sig = bytes(64)
 
 
 class DisputeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A stored dispute request, as officers see it (``disputes show --json``) and as
     a bundle carries it. Officers approve its :func:`request_digest`."""
 
-    version: Literal[1] = 1
+    #: 2: client requests carry :class:`ClientEvidence` (version 1 ones are refused).
+    version: Literal[1, 2] = 2
     request_id: Id
     kind: Literal["client", "legal"]
     case_id: Id
@@ -310,6 +367,7 @@ class DisputeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     sig: Sig | None = None
     legal_order: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     created_at: Millis
+    evidence: ClientEvidence | None = None
 
 
 def request_digest(doc: DisputeDocument) -> bytes:
@@ -328,8 +386,26 @@ def request_digest(doc: DisputeDocument) -> bytes:
         doc.sig or b"",
         (doc.legal_order or "").encode(),
         u64(doc.created_at),
+        *_evidence_bytes(doc),
     )
     return nacl.hash.blake2b(data, digest_size=32, person=b"chat-request-dg1", encoder=RawEncoder)
+
+
+def _evidence_bytes(doc: DisputeDocument) -> tuple[bytes, ...]:
+    if doc.version == 1:
+        return ()
+    e = doc.evidence
+    if e is None:
+        return (b"",)
+    return (
+        lp(
+            u64(e.terms_version),
+            e.consent_sig,
+            u64(e.epoch),
+            e.commitment or b"",
+            e.commitment_sig,
+        ),
+    )
 
 
 # -- approvals -------------------------------------------------------------------------

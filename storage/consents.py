@@ -60,17 +60,31 @@ class ConsentRepository:
         return True
 
     async def has(self, account_id: str, terms_version: int, policy_fingerprint: str) -> bool:
+        return await self.get(account_id, terms_version, policy_fingerprint) is not None
+
+    async def get(
+        self, account_id: str, terms_version: int, policy_fingerprint: str
+    ) -> ConsentRecord | None:
+        """The account's signed acceptance of these terms and policy, if any."""
         async with self._tx.read() as conn:
-            row = (
+            r = (
                 await conn.execute(
-                    select(_CONSENTS.c.account_id).where(
+                    select(_CONSENTS).where(
                         _CONSENTS.c.account_id == account_id,
                         _CONSENTS.c.terms_version == terms_version,
                         _CONSENTS.c.policy_fingerprint == policy_fingerprint,
                     )
                 )
             ).first()
-        return row is not None
+        if r is None:
+            return None
+        return ConsentRecord(
+            r.account_id,
+            int(r.terms_version),
+            r.policy_fingerprint,
+            bytes(r.sig),
+            int(r.accepted_at),
+        )
 
     async def all(self) -> list[ConsentRecord]:
         async with self._tx.read() as conn:

@@ -70,6 +70,7 @@ def ceremony(tmp_path: Path, n: int, k: int, version: int = 1) -> tuple[Path, st
                 str(version),
                 "--out",
                 str(policy),
+                *(["--allow-single-officer"] if k < 2 else []),
             ]
         )
         == 0

@@ -21,11 +21,13 @@ from protocol.bundle import (
 )
 from protocol.chain import GENESIS, chain_hash, sign_head
 from protocol.escrow import (
+    ClientEvidence,
     DisputeDocument,
     make_approval,
     make_capsule,
     policy_fingerprint,
     seal_reasons,
+    sign_consent,
     sign_dispute,
     sign_policy,
 )
@@ -190,6 +192,13 @@ def build(
         requester_sign_pk=client.sign_pk,
         sig=sign_dispute(client, case_id, "all", NOW, fp, reason_ct),
         created_at=NOW + 5,
+        evidence=ClientEvidence(
+            terms_version=1,
+            consent_sig=sign_consent(client, ids["client"], 1, fp),
+            epoch=1,
+            commitment=epoch.commitment,
+            commitment_sig=epoch.commitment_sig,
+        ),
     )
     if legal_order is not None:  # no requester, reason or signature: the order is the reason
         doc = msgspec.structs.replace(
@@ -200,6 +209,7 @@ def build(
             requester_sign_pk=None,
             sig=None,
             legal_order=legal_order,
+            evidence=None,
         )
     approvals = [
         make_approval(people[i].sign, doc, policy, NOW + 10)

@@ -23,7 +23,13 @@ from protocol.bundle import (
     verify_bundle,
 )
 from protocol.chain import GENESIS, sign_head
-from protocol.escrow import ForeignMaterial, make_approval, policy_fingerprint, sign_dispute
+from protocol.escrow import (
+    DisputeDocument,
+    ForeignMaterial,
+    make_approval,
+    policy_fingerprint,
+    sign_dispute,
+)
 from tests.helpers.escrow_factory import NOW, ORG, Scenario, build, make_policy, officers
 
 ORG_FP = crypto.fingerprint(bytes(ORG.verify_key))
@@ -89,7 +95,9 @@ def test_too_few_or_wrong_keys_exit_11() -> None:
     assert one.exit_code == 11
     assert all(m.body is None for m in one.messages)
     assert not one.tampered
-    wrong = verify_bundle(s.bundle, [s.people[0].box, PrivateKey(bytes([201]) * 32)])
+    wrong = verify_bundle(
+        s.bundle, [s.people[0].box, PrivateKey(bytes([201]) * 32)], org_fingerprint=ORG_FP
+    )
     assert wrong.exit_code == 11
 
 
@@ -100,7 +108,9 @@ def test_flipped_ciphertext_byte_exit_10() -> None:
     flipped[5] ^= 1
     msgs = list(s.bundle.messages)
     msgs[1] = msgspec.structs.replace(m, ciphertext=bytes(flipped))
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     bad = [m.seq for m in report.messages if not m.ok]
     assert 2 in bad
@@ -111,12 +121,16 @@ def test_flipped_ciphertext_byte_exit_10() -> None:
 def test_removed_message_exit_10() -> None:
     s = build()
     msgs = [m for m in s.bundle.messages if m.seq != 2]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     assert report.missing_seqs == [2]
     # Dropping the last message is caught by the signed head.
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, messages=s.bundle.messages[:-1]), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, messages=s.bundle.messages[:-1]),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 10
     assert report.missing_seqs == [3]
@@ -128,7 +142,9 @@ def test_message_labelled_with_another_case_exit_10() -> None:
     s = build()
     msgs = list(s.bundle.messages)
     msgs[0] = msgspec.structs.replace(msgs[0], case_id="case_other")
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     assert report.messages[0].problems == [
         "belongs to another case",
@@ -151,7 +167,9 @@ def test_swapped_messages_exit_10() -> None:
     s = build()
     m = list(s.bundle.messages)
     m[0], m[1] = m[1], m[0]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=m), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=m), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     assert {v.seq for v in report.messages if not v.ok} >= {1, 2}
 
@@ -160,10 +178,15 @@ def test_resigned_head_by_another_server_is_caught_by_the_pin() -> None:
     s = build()
     head = s.bundle.chain_head
     bad_sig = msgspec.structs.replace(head, sig=bytes(64))
-    report = verify_bundle(msgspec.structs.replace(s.bundle, chain_head=bad_sig), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, chain_head=bad_sig), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     report = verify_bundle(
-        s.bundle, keys(s, 0, 1), server_fingerprint=crypto.fingerprint(bytes(32))
+        s.bundle,
+        keys(s, 0, 1),
+        server_fingerprint=crypto.fingerprint(bytes(32)),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
 
@@ -177,7 +200,9 @@ def test_capsule_from_another_case_exit_12() -> None:
             capsules=[other.bundle.epochs[0].capsules[0], s.bundle.epochs[0].capsules[1]],
         )
     ]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 12
     assert any("another case" in p for p in report.foreign)
 
@@ -188,6 +213,7 @@ def test_forged_approval_exit_12() -> None:
     report = verify_bundle(
         msgspec.structs.replace(s.bundle, approvals=[s.bundle.approvals[0], forged]),
         keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
     # An approval by a non-officer key claiming an officer's index.
@@ -196,18 +222,22 @@ def test_forged_approval_exit_12() -> None:
         s.bundle.approvals[0], officer_index=1, officer_sign_pk=bytes(impostor.verify_key)
     )
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, approvals=[s.bundle.approvals[0], fake]), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, approvals=[s.bundle.approvals[0], fake]),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
 
 
 def test_too_few_approvals_exit_12() -> None:
     s = build(approvers=[0])
-    report = verify_bundle(s.bundle, keys(s, 0, 1))
+    report = verify_bundle(s.bundle, keys(s, 0, 1), org_fingerprint=ORG_FP)
     assert report.exit_code == 12
     # The same officer twice counts once.
     dup = [s.bundle.approvals[0], s.bundle.approvals[0]]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, approvals=dup), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, approvals=dup), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 12
 
 
@@ -225,17 +255,62 @@ def test_request_signed_by_someone_else_exit_12() -> None:
     # Approvals re-made over the forged request, so only the signer check can catch it.
     approvals = [make_approval(s.people[i].sign, forged, s.policy.policy, NOW) for i in (0, 1)]
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, request=forged, approvals=approvals), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, request=forged, approvals=approvals),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
-    assert any("not from the case's client" in p for p in report.foreign)
+    only(report.foreign, "the request is not signed by the case client's key")
+    # Nothing was opened: the authority to open failed first.
+    assert report.messages == [] and report.keys_used == []
+
+
+def without_commitment_evidence(s: Scenario) -> Bundle:
+    """``s.bundle`` whose request cites no key commitment (the counselor made every
+    key), approvals re-made over it."""
+    doc = s.bundle.request
+    assert doc.evidence is not None
+    request = msgspec.structs.replace(
+        doc, evidence=msgspec.structs.replace(doc.evidence, commitment=None)
+    )
+    approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+    return msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
+
+
+def test_request_evidence_must_be_the_clients_own_exit_12() -> None:
+    s = build()
+    assert check(s, without_commitment_evidence(s)).exit_code == 0
+    doc = s.bundle.request
+    assert doc.evidence is not None
+
+    def with_request(request: DisputeDocument) -> Report:
+        approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+        return check(s, msgspec.structs.replace(s.bundle, request=request, approvals=approvals))
+
+    no_evidence = with_request(msgspec.structs.replace(doc, evidence=None))
+    only(no_evidence.foreign, "carries no evidence that its key is the client's")
+    assert no_evidence.messages == []
+    bad_consent = msgspec.structs.replace(doc.evidence, consent_sig=bytes(64))
+    report = with_request(msgspec.structs.replace(doc, evidence=bad_consent))
+    only(report.foreign, "did not sign the client's consent to its policy")
+    bad_commit = msgspec.structs.replace(doc.evidence, commitment_sig=bytes(64))
+    report = with_request(msgspec.structs.replace(doc, evidence=bad_commit))
+    only(report.foreign, "did not sign the case-key commitment")
+    only(report.foreign, "cites a key commitment not in the case")
+    report = with_request(msgspec.structs.replace(doc, requester_id=STRANGER))
+    only(report.foreign, "the dispute request is not from the case's client")
+    elsewhere = msgspec.structs.replace(doc.evidence, epoch=7)
+    report = with_request(msgspec.structs.replace(doc, evidence=elsewhere))
+    only(report.foreign, "cites a key commitment not in the case")
 
 
 def test_request_for_another_case_exit_12() -> None:
     s = build()
     other = build(case_id="case_9999")
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, request=other.bundle.request), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, request=other.bundle.request),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
 
@@ -249,7 +324,9 @@ def test_policy_not_from_the_pinned_org_exit_12() -> None:
 def test_unsigned_commitment_exit_12() -> None:
     s = build()
     epochs = [msgspec.structs.replace(s.bundle.epochs[0], commitment_sig=bytes(64))]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 12
 
 
@@ -303,7 +380,8 @@ def test_request_with_a_bad_signature_exit_12() -> None:
 def test_epoch_created_by_a_non_participant_exit_12() -> None:
     s = build()
     epoch = msgspec.structs.replace(s.bundle.epochs[0], creator_id=STRANGER)
-    report = check(s, msgspec.structs.replace(s.bundle, epochs=[epoch]))
+    bundle = without_commitment_evidence(s)
+    report = check(s, msgspec.structs.replace(bundle, epochs=[epoch]))
     assert report.exit_code == 12
     only(report.foreign, "epoch 1: key commitment not signed by its creator")
 

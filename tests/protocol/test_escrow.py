@@ -337,6 +337,26 @@ def test_request_must_be_signed_by_the_requester() -> None:
         verify_dispute(msgspec.structs.replace(doc, case_id="case_other"))
     with pytest.raises(EscrowError, match="must be signed"):
         verify_dispute(msgspec.structs.replace(doc, sig=None))
+    # The hub's forgery: its own key signs the request, the client's evidence copied.
+    forged = msgspec.structs.replace(doc, requester_sign_pk=mallory.sign_pk, sig=sig)
+    with pytest.raises(EscrowError, match="did not sign the client's consent"):
+        verify_dispute(forged)
+    with pytest.raises(EscrowError, match="case client's key"):
+        verify_dispute(forged, s.client.sign_pk)
+    verify_dispute(doc, s.client.sign_pk)
+
+
+def test_request_digest_covers_the_evidence() -> None:
+    doc = build().bundle.request
+    assert doc.version == 2 and doc.evidence is not None
+    bare = msgspec.structs.replace(doc, evidence=None)
+    old = msgspec.structs.replace(bare, version=1)
+    assert len({request_digest(doc), request_digest(bare), request_digest(old)}) == 3
+    other_epoch = msgspec.structs.replace(doc.evidence, epoch=2)
+    assert request_digest(msgspec.structs.replace(doc, evidence=other_epoch)) != request_digest(doc)
+    # Version 1 requests (no evidence) are refused.
+    with pytest.raises(EscrowError, match="no evidence"):
+        verify_dispute(old)
 
 
 def test_legal_requests_name_an_order_and_carry_no_signature() -> None:
@@ -355,3 +375,6 @@ def test_legal_requests_name_an_order_and_carry_no_signature() -> None:
         verify_dispute(msgspec.structs.replace(doc, legal_order=None))
     with pytest.raises(EscrowError):
         verify_dispute(msgspec.structs.replace(doc, sig=bytes(64)))
+    evidence = build().bundle.request.evidence
+    with pytest.raises(EscrowError):
+        verify_dispute(msgspec.structs.replace(doc, evidence=evidence))
