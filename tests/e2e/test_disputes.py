@@ -170,7 +170,15 @@ async def test_dispute_round_trip(
             if k > 1:
                 assert (
                     unseal.main(
-                        [str(bundle), "--key", str(keys / "officer3.key"), "--out", str(out)]
+                        [
+                            str(bundle),
+                            "--key",
+                            str(keys / "officer3.key"),
+                            "--out",
+                            str(tmp_path / "one-key"),
+                            "--org-fingerprint",
+                            org_fp,
+                        ]
                     )
                     == 11
                 )

@@ -15,16 +15,19 @@ from protocol import crypto
 from protocol import frames as f
 from protocol.bundle import decode_bundle, verify_bundle
 from protocol.clock import now_ms
-from protocol.errors import Conflict, Forbidden, InvalidFrame, NotFound
+from protocol.errors import Conflict, ConsentRequired, Forbidden, InvalidFrame, NotFound
 from protocol.escrow import (
     DisputeDocument,
     EscrowError,
     make_approval,
     policy_fingerprint,
     seal_reasons,
+    sign_consent,
     sign_dispute,
     sign_policy,
+    verify_dispute,
 )
+from storage.consents import ConsentRecord
 from storage.records import CaseRecord
 from tests.helpers.usecases import Person, World
 
@@ -33,7 +36,10 @@ OFFICERS = [(PrivateKey(bytes([i + 1]) * 32), SigningKey(bytes([i + 41]) * 32)) 
 DAY = 86_400_000
 
 
-async def install_policy(world: World, k: int = 2) -> f.SignedEscrowPolicy:
+async def install_policy(
+    world: World, k: int = 2, consenting: tuple[Person, ...] = ()
+) -> f.SignedEscrowPolicy:
+    """Install a k-of-3 policy; each of ``consenting`` signs the consent to it."""
     now = now_ms()
     policy = f.EscrowPolicy(
         version=1,
@@ -49,9 +55,11 @@ async def install_policy(world: World, k: int = 2) -> f.SignedEscrowPolicy:
         org_sign_pk=bytes(ORG.verify_key),
     )
     signed = sign_policy(ORG, policy)
-    await world.hub.db.escrow.install(
-        policy_fingerprint(policy), msgspec.json.encode(signed), 1, now
-    )
+    fp = policy_fingerprint(policy)
+    await world.hub.db.escrow.install(fp, msgspec.json.encode(signed), 1, now)
+    for person in consenting:
+        sig = sign_consent(person.identity, person.id, 1, fp)
+        assert await world.hub.db.consents.record(ConsentRecord(person.id, 1, fp, sig, now))
     return signed
 
 
@@ -78,6 +86,9 @@ async def test_a_client_request_is_stored_and_listed(world: World) -> None:
     client, counselor = await world.person(), await world.person("counselor")
     case = await world.case(client, counselor)
     signed = await install_policy(world)
+    with pytest.raises(ConsentRequired, match="accept the current terms"):
+        await disputes.dispute_request(hub, client.caller, request(client, case, signed))
+    signed = await install_policy(world, consenting=(client,))
     created = await disputes.dispute_request(hub, client.caller, request(client, case, signed))
     assert (created.dispute.case_id, created.dispute.state) == (case.id, "pending")
     listed = await disputes.dispute_list(hub, client.caller, f.DisputeList(id="l"))
@@ -92,6 +103,9 @@ async def test_a_client_request_is_stored_and_listed(world: World) -> None:
         client.id,
         client.identity.sign_pk,
     )
+    # The evidence: the client's own consent and key commitment signatures.
+    assert doc.evidence is not None and doc.evidence.commitment is not None
+    verify_dispute(doc, client.identity.sign_pk)
 
 
 async def test_what_a_request_is_refused_for(world: World) -> None:
@@ -100,7 +114,7 @@ async def test_what_a_request_is_refused_for(world: World) -> None:
     case = await world.case(client, counselor)
     with pytest.raises(NotFound, match="no escrow policy"):
         await disputes.dispute_request(hub, client.caller, request(client, case, _unsigned()))
-    signed = await install_policy(world)
+    signed = await install_policy(world, consenting=(client,))
     good = request(client, case, signed)
     with pytest.raises(Forbidden, match="only the case's client"):
         await disputes.dispute_request(hub, counselor.caller, request(counselor, case, signed))
@@ -124,7 +138,7 @@ async def test_approvals_export_and_the_watcher_tell_the_client(world: World) ->
     hub = world.hub
     client, counselor = await world.person(), await world.person("counselor")
     case = await world.case(client, counselor)
-    signed = await install_policy(world, k=2)
+    signed = await install_policy(world, k=2, consenting=(client,))
     created = await disputes.dispute_request(hub, client.caller, request(client, case, signed))
     request_id = created.dispute.request_id
     doc: DisputeDocument = (await hub.disputes.view(await hub.disputes.get(request_id))).request

@@ -1,0 +1,208 @@
+"""The escrow gates of issue 11 against the real hub and its real SQLite file, played as
+the hub's operator (who can write the database directly):
+
+* a client request the hub forged (its own key, the client's evidence copied from the
+  database) is refused by ``chat-escrow approve`` (exit 12, no approval file), while the
+  client's real request shows the client's key fingerprint and the reason;
+* a bundle without k approvals, or for the forged request, opens nothing and writes no
+  file (exit 12);
+* ``chat-client consent`` signs the policy it displayed, and a hub serving an older
+  policy version than one the client has seen is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from chat_client import ChatClient, escrow_cli, unseal
+from protocol import crypto
+from protocol import frames as f
+from protocol.clock import now_ms
+from protocol.escrow import (
+    ClientEvidence,
+    DisputeDocument,
+    policy_fingerprint,
+    seal_reasons,
+    sign_dispute,
+)
+from tests.helpers.clients import take
+from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
+from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAT_ESCROW_PASSPHRASE", ESCROW_PASS)
+    monkeypatch.delenv("CHAT_ORG_FINGERPRINT", raising=False)
+
+
+async def chatting(
+    hub: RunningHub, tmp_path: Path, policy: Path, org_fp: str
+) -> tuple[ChatClient, ChatClient, str]:
+    """Policy installed, a consenting client and a counselor, one message each way,
+    both capsules deposited: (client, counselor, case id)."""
+    assert (
+        await server(
+            hub, "admin", "escrow-policy", "install", str(policy), "--org-fingerprint", org_fp
+        )
+        == 0
+    )
+    code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
+    counselor = await ChatClient.register(
+        hub.url,
+        "dr-who",
+        "pc",
+        home=tmp_path / "co",
+        invite=code,
+        org_fingerprint=org_fp,
+        **TEST_KDF,
+    )
+    client = await ChatClient.register(
+        hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+    )
+    assert await client.consent()
+    case = await client.open_case("anxiety", "en")
+    await client.send(case.case_id, "my private words")
+    await take(counselor, 1)
+    await counselor.send(case.case_id, "the counselor's answer")
+    await take(client, 2)
+    both = {client.account_id, counselor.account_id}
+    await capsule_depositors(hub, case.case_id, both)
+    return client, counselor, case.case_id
+
+
+def db_file(hub: RunningHub) -> str:
+    return hub.config.db_url.split("///", 1)[1]
+
+
+async def show(
+    hub: RunningHub, request_id: str, out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert await server(hub, "disputes", "show", request_id, "--json") == 0
+    out.write_text(capsys.readouterr().out)
+
+
+def approve(request: Path, key: Path, out: Path, org_fp: str) -> int:
+    return escrow_cli.main(
+        ["approve", str(request), "--key", str(key), "--out", str(out), "--org-fingerprint", org_fp]
+    )
+
+
+async def test_hostile_hub_forged_client_request_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys"
+    policy_file, org_fp = ceremony(keys, 3, 2)
+    signed = msgspec.json.decode(policy_file.read_bytes(), type=f.SignedEscrowPolicy)
+    fp = policy_fingerprint(signed.policy)
+    async with start_hub(tmp_path / "hub") as hub:
+        client, counselor, case_id = await chatting(hub, tmp_path, policy_file, org_fp)
+        try:
+            # The operator writes a "client" request the client never made: signed with
+            # a key of its own, carrying the client's real consent and key commitment
+            # signatures copied from the database.
+            hub_key = crypto.Identity.from_secret_bytes(bytes([66]) * 64)
+            now = now_ms()
+            reasons = seal_reasons(signed.policy, "please open everything")
+            with sqlite3.connect(db_file(hub)) as conn:
+                (consent_sig,) = conn.execute(
+                    "SELECT sig FROM consents WHERE account_id = ?", (client.account_id,)
+                ).fetchone()
+                epoch, commitment, commitment_sig = conn.execute(
+                    "SELECT epoch, commitment, commitment_sig FROM case_keys "
+                    "WHERE case_id = ? AND creator_id = ?",
+                    (case_id, client.account_id),
+                ).fetchone()
+                forged = DisputeDocument(
+                    request_id="dsp_forged",
+                    kind="client",
+                    case_id=case_id,
+                    timestamp=now,
+                    policy_fingerprint=fp,
+                    reason_ct=reasons,
+                    requester_id=client.account_id,
+                    requester_sign_pk=hub_key.sign_pk,
+                    sig=sign_dispute(hub_key, case_id, "all", now, fp, reasons),
+                    created_at=now,
+                    evidence=ClientEvidence(
+                        terms_version=1,
+                        consent_sig=bytes(consent_sig),
+                        epoch=epoch,
+                        commitment=bytes(commitment),
+                        commitment_sig=bytes(commitment_sig),
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO disputes (id, case_id, kind, state, requester_id, document, "
+                    "created_at, updated_at) VALUES (?, ?, 'client', 'pending', ?, ?, ?, ?)",
+                    (
+                        "dsp_forged",
+                        case_id,
+                        client.account_id,
+                        msgspec.json.encode(forged),
+                        now,
+                        now,
+                    ),
+                )
+            request = tmp_path / "forged.json"
+            await show(hub, "dsp_forged", request, capsys)
+            for i in (1, 2):
+                out = tmp_path / f"forged-approval{i}.json"
+                assert approve(request, keys / f"officer{i}.key", out, org_fp) == 12
+                err = capsys.readouterr().err
+                assert "refusing to approve" in err and "consent" in err
+                assert not out.exists()
+
+            # The client's own request: approved, with the client's key fingerprint and
+            # the reason shown to each officer.
+            real = await client.file_dispute(case_id, "I was treated unfairly")
+            request = tmp_path / "real.json"
+            await show(hub, real.request_id, request, capsys)
+            for i in (1, 2):
+                out = tmp_path / f"approval{i}.json"
+                assert approve(request, keys / f"officer{i}.key", out, org_fp) == 0
+                said = capsys.readouterr().out
+                assert client.fingerprint in said and "I was treated unfairly" in said
+                assert (
+                    await server(
+                        hub, "disputes", "approve", real.request_id, "--approval", str(out)
+                    )
+                    == 0
+                )
+            bundle = tmp_path / "case.bundle"
+            assert (
+                await server(hub, "disputes", "export", real.request_id, "--out", str(bundle)) == 0
+            )
+
+            # The operator swaps the bundle's request for its forgery: nothing opens.
+            data = json.loads(bundle.read_text())
+            data["request"] = json.loads(msgspec.json.encode(forged))
+            swapped = tmp_path / "swapped.bundle"
+            swapped.write_text(json.dumps(data))
+            key_args = ["--key", str(keys / "officer1.key"), "--key", str(keys / "officer2.key")]
+            review = tmp_path / "review"
+            argv = ["--out", str(review), "--org-fingerprint", org_fp, *key_args]
+            assert unseal.main([str(swapped), *argv]) == 12
+            assert not review.exists()
+            # No approvals at all: exit 12, no file, no plaintext on the terminal.
+            data["request"] = json.loads(bundle.read_text())["request"]
+            data["approvals"] = []
+            swapped.write_text(json.dumps(data))
+            capsys.readouterr()
+            assert unseal.main([str(swapped), *argv]) == 12
+            assert not review.exists()
+            assert "my private words" not in capsys.readouterr().out
+            # The real bundle opens, into a private directory.
+            assert unseal.main([str(bundle), *argv]) == 0
+            assert review.stat().st_mode & 0o777 == 0o700
+            page = (review / "transcript.json").read_text()
+            assert "my private words" in page and "the counselor's answer" in page
+        finally:
+            await client.close()
+            await counselor.close()
