@@ -39,7 +39,8 @@ from . import accounts
 from .connection import Link, LinkClosed, expect
 from .cursors import Cursor
 from .errors import RequestInterrupted
-from .escrow import Escrow, PolicyView
+from .escrow import Escrow, PolicyView, Terms
+from .escrowpins import EscrowPins
 from .keymanager import KeyManager
 from .models import Event, Message, Sent
 from .outbox import Outbox
@@ -107,6 +108,7 @@ class ChatClient:
             self._identity,
             self._account_id,
             org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT"),
+            EscrowPins(credentials.store.home),
         )
         self._keys.make_capsule = self._escrow.capsule
         self._keys.on_foreign_key = self._escrow.on_foreign_key
@@ -307,14 +309,16 @@ class ChatClient:
         Raises escrow.PolicyError if the policy does not verify (or nothing is pinned)."""
         return await self._escrow.policy(fresh=True)
 
-    async def terms(self) -> tuple[int, str, str] | None:
-        """(terms version, terms text, policy fingerprint) to show before consenting."""
+    async def terms(self) -> Terms | None:
+        """The terms to show before consenting (version, text, policy fingerprint, the
+        signed policy, its organisation and whether that is pinned yet)."""
         return await self._escrow.terms()
 
-    async def consent(self) -> bool:
-        """Sign and send acceptance of the current terms and policy (after showing
-        :meth:`terms`). Returns False if the hub has no escrow (nothing to accept)."""
-        return await self._escrow.consent()
+    async def consent(self, shown: Terms | None = None) -> bool:
+        """Sign and send acceptance of ``shown`` (what :meth:`terms` returned and the
+        person read), exactly that policy and version; without it, of the hub's current
+        terms. Returns False if the hub has no escrow (nothing to accept)."""
+        return await self._escrow.consent(shown)
 
     async def file_dispute(self, case_id: str, reason: str) -> f.DisputeInfo:
         """Ask the escrow officers to review the whole case. The reason is sealed to

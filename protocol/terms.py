@@ -29,6 +29,15 @@ def render_terms(terms_version: int, policy: EscrowPolicy) -> str:
     names = ", ".join(o.name for o in policy.officers)
     n = len(policy.officers)
     k = policy.threshold
+    single = (
+        [
+            "",
+            f"WARNING: this policy's threshold is {k}: ONE escrow officer alone, with their",
+            "own key, can open a conversation; no second person has to agree.",
+        ]
+        if k < 2
+        else []
+    )
     return "\n".join(
         [
             f"Terms of service, version {terms_version}",
@@ -43,6 +52,7 @@ def render_terms(terms_version: int, policy: EscrowPolicy) -> str:
             "written dispute request (signed by you, or a legal order), and every",
             "request, approval and export is recorded in an append-only audit log.",
             f"The policy is in force from {_date(policy.not_before)} to {_date(policy.not_after)}.",
+            *single,
             "",
             "By accepting you sign this terms version and this policy fingerprint.",
             "A new policy or a new terms version asks for your consent again.",

@@ -12,7 +12,9 @@ the hub's operator (who can write the database directly):
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +22,10 @@ import msgspec
 import pytest
 
 from chat_client import ChatClient, escrow_cli, unseal
+from chat_client import cli as client_cli
+from chat_client.escrowpins import PINS_FILE, OrgPinChanged, PolicyRollback
 from protocol import crypto
+from protocol import errors as pe
 from protocol import frames as f
 from protocol.clock import now_ms
 from protocol.escrow import (
@@ -206,3 +211,97 @@ async def test_hostile_hub_forged_client_request_is_refused(
         finally:
             await client.close()
             await counselor.close()
+
+
+async def test_hostile_hub_rolls_the_policy_back(tmp_path: Path) -> None:
+    """The organisation replaced policy 1 by policy 2; the operator deletes policy 2's
+    row so the hub serves policy 1 again. A client that has seen 2 refuses 1, also
+    after a restart (the highest version is kept in its home)."""
+    keys = tmp_path / "keys"
+    policy1, org_fp = ceremony(keys, 3, 2)
+    policy2, _ = ceremony(keys, 3, 2, version=2)
+    async with start_hub(tmp_path / "hub") as hub:
+        install = ["admin", "escrow-policy", "install"]
+        assert await server(hub, *install, str(policy1), "--org-fingerprint", org_fp) == 0
+        client = await ChatClient.register(
+            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+        )
+        try:
+            assert await client.consent()
+            assert await server(hub, *install, str(policy2), "--org-fingerprint", org_fp) == 0
+            shown = await client.terms()
+            assert shown is not None and shown.signed.policy.version == 2
+            assert await client.consent(shown)
+            with sqlite3.connect(db_file(hub)) as conn:
+                conn.execute(
+                    "DELETE FROM escrow_policies WHERE fingerprint = ?",
+                    (shown.policy_fingerprint,),
+                )
+            with pytest.raises(PolicyRollback, match="already seen version 2"):
+                await client.terms()
+            with pytest.raises(PolicyRollback):
+                await client.escrow_policy()
+        finally:
+            await client.close()
+        pins = json.loads((tmp_path / "cl" / PINS_FILE).read_text())
+        assert list(pins["policy_versions"].values()) == [2]
+        assert (tmp_path / "cl" / PINS_FILE).stat().st_mode & 0o777 == 0o600
+        again = await ChatClient.open(hub.url, tmp_path / "cl", "pa", org_fingerprint=org_fp)
+        try:
+            with pytest.raises(PolicyRollback):
+                await again.terms()
+        finally:
+            await again.close()
+
+
+async def test_consent_signs_the_terms_shown_and_pins_the_org_on_first_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys"
+    policy1, org_fp = ceremony(keys, 3, 2)
+    policy2, _ = ceremony(keys, 3, 2, version=2)
+    async with start_hub(tmp_path / "hub") as hub:
+        install = ["admin", "escrow-policy", "install"]
+        assert await server(hub, *install, str(policy1), "--org-fingerprint", org_fp) == 0
+        client = await ChatClient.register(
+            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+        )
+        try:
+            shown = await client.terms()
+            assert shown is not None and not shown.tofu
+            # The policy changes between reading and accepting: what was read is what
+            # is signed, so the hub refuses it rather than record consent to policy 2.
+            assert await server(hub, *install, str(policy2), "--org-fingerprint", org_fp) == 0
+            with pytest.raises(pe.InvalidFrame, match="changed"):
+                await client.consent(shown)
+            with sqlite3.connect(db_file(hub)) as conn:
+                assert conn.execute("SELECT count(*) FROM consents").fetchone() == (0,)
+        finally:
+            await client.close()
+
+        # A new home with no pin at all: `chat-client consent` shows the organisation
+        # fingerprint and pins it (trust on first use); later commands need no pin.
+        fresh = await ChatClient.register(hub.url, "bob", "pb", home=tmp_path / "bob", **TEST_KDF)
+        await fresh.close()
+        os.environ["CHAT_PASSPHRASE"] = "pb"
+        try:
+            base = ["--home", str(tmp_path / "bob")]
+            capsys.readouterr()
+            assert await asyncio.to_thread(client_cli.main, [*base, "consent", "--yes"]) == 0
+            said = capsys.readouterr().out
+            assert f"Organisation key fingerprint: {org_fp}" in said
+            assert "trust on first use" in said and "ONE escrow officer" not in said
+            pins = json.loads((tmp_path / "bob" / PINS_FILE).read_text())
+            assert pins["org_fingerprint"] == org_fp
+            argv = [*base, "--json", "open-case", "--topic", "anxiety", "--language", "en"]
+            assert await asyncio.to_thread(client_cli.main, argv) == 0
+        finally:
+            del os.environ["CHAT_PASSPHRASE"]
+        # The stored pin holds: another organisation's fingerprint given later is refused.
+        other = crypto.fingerprint(bytes(32))
+        again = await ChatClient.open(hub.url, tmp_path / "bob", "pb", org_fingerprint=other)
+        try:
+            with pytest.raises(OrgPinChanged):
+                await again.terms()
+        finally:
+            await again.close()

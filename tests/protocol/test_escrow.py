@@ -271,6 +271,10 @@ def test_terms_name_the_policy_and_threshold() -> None:
     assert policy_fingerprint(policy) in text
     assert "any 2 of its 3" in text
     assert "officer1, officer2, officer3" in text
+    assert "WARNING" not in text
+    # A single-officer policy says so plainly.
+    single = render_terms(1, make_policy(officers(2), 1).policy)
+    assert "any 1 of its 2" in single and "ONE escrow officer alone" in single
 
 
 def test_reasons_open_only_for_their_officer() -> None:
