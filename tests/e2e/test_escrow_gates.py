@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import urllib.request
 from pathlib import Path
 
 import msgspec
@@ -305,3 +306,55 @@ async def test_consent_signs_the_terms_shown_and_pins_the_org_on_first_use(
                 await again.terms()
         finally:
             await again.close()
+
+
+async def test_server_commands_speak_json_and_the_install_pins_the_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every `disputes`, `consents` and `audit` command takes --json; the organisation
+    confirmed at `escrow-policy install` becomes the web chat's pin without a restart."""
+    keys = tmp_path / "keys"
+    policy, org_fp = ceremony(keys, 3, 2)
+
+    async def as_json(*argv: str) -> object:
+        capsys.readouterr()
+        assert await server(hub, *argv, "--json") == 0
+        return json.loads(capsys.readouterr().out)
+
+    async with start_hub(tmp_path / "hub") as hub:
+        url = hub.http_url + "config.json"
+        config = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(url).read()))
+        assert config["org_fingerprint"] is None
+        client, counselor, case_id = await chatting(hub, tmp_path, policy, org_fp)
+        try:
+            config = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(url).read()))
+            assert config["org_fingerprint"] == org_fp
+            real = await client.file_dispute(case_id, "I was treated unfairly")
+            listed = await as_json("disputes", "list")
+            assert isinstance(listed, dict)
+            assert [(d["request_id"], d["state"]) for d in listed["disputes"]] == [
+                (real.request_id, "pending")
+            ]
+            request = tmp_path / "real.json"
+            await show(hub, real.request_id, request, capsys)
+            for i in (1, 2):
+                out = tmp_path / f"approval{i}.json"
+                assert approve(request, keys / f"officer{i}.key", out, org_fp) == 0
+                got = await as_json("disputes", "approve", real.request_id, "--approval", str(out))
+                assert isinstance(got, dict) and got["approvals"] == i
+            bundle = tmp_path / "case.bundle"
+            got = await as_json("disputes", "export", real.request_id, "--out", str(bundle))
+            assert isinstance(got, dict) and got["messages"] == 2 and len(got["blake2b"]) == 64
+            got = await as_json("disputes", "open-legal", case_id, "--order", "Court 1/26")
+            assert isinstance(got, dict) and got["kind"] == "legal"
+            got = await as_json("consents", "export", "--out", str(tmp_path / "c.json"))
+            assert got == {"out": str(tmp_path / "c.json"), "consents": 1}
+            entries = await as_json("audit", "list")
+            assert isinstance(entries, dict)
+            assert [e["action"] for e in entries["entries"]][-1] == "dispute.legal"
+            assert all(len(e["hash"]) == 64 for e in entries["entries"])
+            verdict = await as_json("audit", "verify")
+            assert verdict == {"intact": True, "entries": len(entries["entries"]), "problems": []}
+        finally:
+            await client.close()
+            await counselor.close()
