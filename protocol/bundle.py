@@ -10,8 +10,11 @@ which ``chat-unseal`` maps to its exit codes (docs/DISPUTES.md):
 
 * **foreign** (exit 12): material that belongs elsewhere or is forged: a policy not
   signed by the pinned organisation key, a request for another case or not signed by
-  the case's client, an approval that does not verify, fewer than k valid approvals, a
-  capsule bound to another case or epoch, a key commitment its creator did not sign;
+  the case's client (the key that signed its evidence: consent and key commitment), a
+  reason that does not open, an approval that does not verify, fewer than k valid
+  approvals, a capsule bound to another case or epoch, a key commitment its creator
+  did not sign. The authority to open (policy, participants, request, approvals) is
+  checked first: if it fails, no capsule is opened and no message decrypted;
 * **keys** (exit 11): the officer keys given are not a threshold subset of the policy;
 * **tampered** (exit 10): a message that does not decrypt or whose sender signature
   fails, a broken hash chain, a missing, extra or reordered message, a chain head that
@@ -52,7 +55,7 @@ from .escrow import (
     verify_policy,
 )
 from .frames import case_participants
-from .opening import decrypt_message, open_capsule
+from .opening import decrypt_message, open_capsule, open_reason
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -97,6 +100,8 @@ class Report:
     server_fingerprint: str = ""
     request_kind: str = ""
     request_note: str = ""
+    #: The client's reason, opened with the first officer key given (None: legal order).
+    reason: str | None = None
     approvals_valid: list[int] = dataclasses.field(default_factory=list)
     keys_used: list[int] = dataclasses.field(default_factory=list)
     messages: list[MessageVerdict] = dataclasses.field(default_factory=list)
@@ -163,6 +168,9 @@ def verify_bundle(
         else:
             held[index] = key
     report.keys_used = sorted(held)
+    _open_reason(bundle, held, report)
+    if report.foreign:
+        return report
     epoch_keys = _open_epochs(bundle, participants, held, report)
     _check_messages(bundle, participants, epoch_keys, report)
     return report
@@ -217,6 +225,19 @@ def _check_evidence(bundle: Bundle, report: Report) -> None:
         or epoch.commitment_sig != evidence.commitment_sig
     ):
         report.foreign.append("the request's evidence cites a key commitment not in the case")
+
+
+def _open_reason(bundle: Bundle, held: dict[int, PrivateKey], report: Report) -> None:
+    """The reason the officers read before approving; one that does not open for an
+    officer it claims to be sealed to makes the request malformed."""
+    request = bundle.request
+    if request.kind != "client" or not held:
+        return
+    index = min(held)
+    try:
+        report.reason = open_reason(request.reason_ct[index], held[index])
+    except (EscrowError, IndexError):
+        report.foreign.append(f"the request's reason does not open for officer #{index}")
 
 
 def _check_approvals(bundle: Bundle, report: Report) -> None:

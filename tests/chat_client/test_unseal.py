@@ -390,3 +390,46 @@ def test_no_terminal_no_passphrase_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "CHAT_ESCROW_PASSPHRASE" in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "org.key").exists()
+
+
+def test_transcript_names_the_authority_to_open(tmp_path: Path) -> None:
+    """Who approved (names, key fingerprints, when), the request (kind, reason, signer,
+    time), the consent it rests on, the chain and audit heads and what each verdict
+    means; legal orders name the order."""
+    s = build()
+    keys = key_files(tmp_path, s)
+    assert run_unseal(tmp_path, s, s.bundle, keys[0], keys[1]) == 0
+    data = json.loads((tmp_path / "out" / "transcript.json").read_text())
+    assert [(a["name"], a["fingerprint"]) for a in data["approvals"]] == [
+        (o.name, crypto.fingerprint(bytes(o.sign.verify_key))) for o in s.people[:2]
+    ]
+    request = data["request"]
+    assert request["reason"] == "The counselor was rude to me."
+    assert request["signer_fingerprint"] == crypto.fingerprint(s.client.sign_pk)
+    assert request["consent"] == {
+        "terms_version": 1,
+        "policy_fingerprint": data["policy_fingerprint"],
+        "key_commitment_epoch": 1,
+    }
+    page = (tmp_path / "out" / "transcript.html").read_text()
+    for words in (
+        "officer1",
+        crypto.fingerprint(bytes(s.people[1].sign.verify_key)),
+        "The counselor was rude to me.",
+        crypto.fingerprint(s.client.sign_pk),
+        "Consent",
+        "Approvals (2 of 2 needed)",
+        "Audit head",
+        "What the verdicts mean",
+        "@media print",
+        "@page",
+    ):
+        assert words in page, words
+
+    legal = build(legal_order="Court <2025>/17")
+    keys = key_files(tmp_path / "legal", legal)
+    assert run_unseal(tmp_path / "legal", legal, legal.bundle, keys[0], keys[1]) == 0
+    page = (tmp_path / "legal" / "out" / "transcript.html").read_text()
+    assert "Legal order" in page and "Court &lt;2025&gt;/17" in page
+    data = json.loads((tmp_path / "legal" / "out" / "transcript.json").read_text())
+    assert data["request"]["legal_order"] == "Court <2025>/17" and "reason" not in data["request"]

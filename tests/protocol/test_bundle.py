@@ -466,3 +466,21 @@ def test_head_that_is_not_the_last_message_exit_10() -> None:
     report = check(s, msgspec.structs.replace(s.bundle, chain_head=head))
     assert report.exit_code == 10
     only(report.tampered, "the last message (seq 3) is not the signed chain head (seq 2)")
+
+
+def test_reason_is_opened_or_the_request_is_malformed_exit_12() -> None:
+    s = build()
+    assert check(s, s.bundle).reason == "The counselor was rude to me."
+    # Sealed to officer #0's key for someone else: it does not open, nothing else does.
+    doc = s.bundle.request
+    garbled = [bytes(len(doc.reason_ct[0])), *doc.reason_ct[1:]]
+    for reasons in (garbled, []):
+        sig = sign_dispute(
+            s.client, doc.case_id, "all", doc.timestamp, doc.policy_fingerprint, reasons
+        )
+        request = msgspec.structs.replace(doc, reason_ct=reasons, sig=sig)
+        approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+        bundle = msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
+        report = check(s, bundle)
+        only(report.foreign, "reason does not open for officer #0")
+        assert report.messages == []
