@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -50,7 +51,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, **extra: object) -> Config:
-    return Config.from_env(db_url=_db_url(args.db), state_dir=args.state_dir, **extra)
+    # CHAT_DB_URL may be a plain SQLite path too, like --db (README, Configuration).
+    db = _db_url(args.db or os.environ.get("CHAT_DB_URL"))
+    return Config.from_env(db_url=db, state_dir=args.state_dir, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
