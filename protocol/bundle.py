@@ -173,7 +173,25 @@ def verify_bundle(
         return report
     epoch_keys = _open_epochs(bundle, participants, held, report)
     _check_messages(bundle, participants, epoch_keys, report)
+    _check_client_history(bundle, report)
     return report
+
+
+def _check_client_history(bundle: Bundle, report: Report) -> None:
+    """A client request's key must be the key the client wrote with: if the case keys
+    opened (some message verified) and the client wrote messages, at least one of them
+    must verify under the request's key. Otherwise the request, its evidence and the
+    participant key may all be one invented identity (docs/DISPUTES.md), and the case
+    is not opened on its word."""
+    if bundle.request.kind != "client" or not any(m.ok for m in report.messages):
+        return
+    client = bundle.case.client_id
+    written = [m for m in report.messages if m.sender_id == client]
+    if written and not any(m.ok for m in written):
+        report.foreign.append(
+            f"none of the client's {len(written)} messages verifies under the request's "
+            "key: the request is not shown to be the client's"
+        )
 
 
 def _check_participants(bundle: Bundle, report: Report) -> dict[str, BundleParticipant]:

@@ -28,6 +28,7 @@ from protocol.escrow import (
     ForeignMaterial,
     make_approval,
     policy_fingerprint,
+    sign_consent,
     sign_dispute,
 )
 from tests.helpers.escrow_factory import NOW, ORG, Scenario, build, make_policy, officers
@@ -484,3 +485,46 @@ def test_reason_is_opened_or_the_request_is_malformed_exit_12() -> None:
         report = check(s, bundle)
         only(report.foreign, "reason does not open for officer #0")
         assert report.messages == []
+
+
+def test_an_invented_client_identity_is_foreign_exit_12() -> None:
+    """The hub invents key X for the client: request, consent, key commitment and the
+    participant entry all under X, approvals over that. Everything is consistent, but
+    the client's real messages do not verify under X: nothing is reported opened."""
+    s = build()
+    x = crypto.Identity.from_secret_bytes(bytes([123]) * 64)
+    b = s.bundle
+    doc = b.request
+    assert doc.evidence is not None
+    fp = doc.policy_fingerprint
+    epoch = b.epochs[0]
+    epochs = [
+        msgspec.structs.replace(
+            epoch,
+            commitment_sig=crypto.sign_commitment(x, s.case_id, 1, epoch.commitment),
+        )
+    ]
+    request = msgspec.structs.replace(
+        doc,
+        requester_sign_pk=x.sign_pk,
+        sig=sign_dispute(x, doc.case_id, "all", doc.timestamp, fp, doc.reason_ct),
+        evidence=msgspec.structs.replace(
+            doc.evidence,
+            consent_sig=sign_consent(x, doc.requester_id or "", 1, fp),
+            commitment_sig=epochs[0].commitment_sig,
+        ),
+    )
+    participants = [
+        msgspec.structs.replace(p, sign_pk=x.sign_pk) if p.role == "client" else p
+        for p in b.participants
+    ]
+    approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+    forged = msgspec.structs.replace(
+        b, request=request, epochs=epochs, participants=participants, approvals=approvals
+    )
+    report = check(s, forged)
+    assert report.exit_code == 12
+    only(report.foreign, "none of the client's 2 messages verifies under the request's key")
+    # A legal order on the same bundle is not a claim about the client's key.
+    legal = build(legal_order="Court 1/26")
+    assert check(legal, legal.bundle).exit_code == 0
