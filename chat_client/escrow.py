@@ -17,9 +17,12 @@ Contract:
   is always the hub's current policy), or at once when the hub refuses a capsule made
   under the old one (:meth:`forget_policy`; the key manager and :meth:`deposit` then
   retry once).
-* Capsules: :meth:`capsule` seals a new epoch key of ours for the key manager's
-  ``case.key``; :meth:`on_foreign_key` deposits our own capsule (``case.capsule``) of
-  a key the other participant made, once the key manager has verified it.
+* Capsules: :meth:`binding` is what a new epoch key is bound to (the verified policy's
+  fingerprint, or "none"); :meth:`capsule` seals a new epoch key of ours for the key
+  manager's ``case.key``; :meth:`on_foreign_key` deposits our own capsule
+  (``case.capsule``) of a key the other participant made, once the key manager has
+  verified it, and only under the policy that key is bound to: a key bound to "none"
+  or to a policy no longer in force is never escrowed.
 * :meth:`terms` returns what to show (:class:`Terms`) and :meth:`consent` signs
   exactly that policy and terms version, with no second fetch (if the hub changed
   them meanwhile it refuses, and the person must read the new ones).
@@ -41,6 +44,7 @@ from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
 from protocol.clock import now_ms
+from protocol.crypto import NO_ESCROW
 from protocol.escrow import (
     PolicyError,
     make_capsule,
@@ -221,6 +225,12 @@ class Escrow:
 
     # -- capsules ------------------------------------------------------------------------
 
+    async def binding(self) -> str:
+        """The escrow binding of a key made now (PolicyError if the policy does not
+        verify)."""
+        got = await self.policy()
+        return NO_ESCROW if got is None else policy_fingerprint(got[0].policy)
+
     async def capsule(self, case: f.CaseInfo, epoch: int, key: bytes) -> f.Capsule | None:
         """Our capsule of ``key`` under this session's policy (None: no escrow)."""
         got = await self.policy()
@@ -228,18 +238,28 @@ class Escrow:
             return None
         return make_capsule(got[0].policy, case.case_id, epoch, key)
 
-    def on_foreign_key(self, case: f.CaseInfo, epoch: int, key: bytes) -> None:
+    def on_foreign_key(self, case: f.CaseInfo, epoch: int, key: bytes, escrow: str) -> None:
         """Each participant vouches for K on its own: deposit our capsule of a key the
-        other side made (after open_epoch_key checked it against the commitment)."""
-        self._session.spawn(self.deposit(case, epoch, key))
+        other side made (after open_epoch_key checked it against the commitment), under
+        the policy its creator bound it to."""
+        if escrow == NO_ESCROW:
+            return  # made without escrow: it stays that way
+        self._session.spawn(self.deposit(case, epoch, key, escrow))
 
-    async def deposit(self, case: f.CaseInfo, epoch: int, key: bytes) -> None:
-        """``case.capsule`` for ``key``; a refusal under a cached policy is retried once
-        with the policy fetched again."""
+    async def deposit(self, case: f.CaseInfo, epoch: int, key: bytes, escrow: str) -> None:
+        """``case.capsule`` for ``key`` if the policy in force is the one it is bound to;
+        a refusal or a mismatch under a cached policy is retried once with the policy
+        fetched again."""
         for attempt in (1, 2):
             try:
                 capsule = await self.capsule(case, epoch, key)
                 if capsule is None:
+                    return
+                if capsule.policy_fingerprint != escrow:
+                    if attempt == 1:
+                        self.forget_policy()
+                        continue
+                    log.info("epoch %d key is bound to another escrow policy: not escrowed", epoch)
                     return
                 expect(
                     await self._session.request(

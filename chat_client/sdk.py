@@ -111,6 +111,7 @@ class ChatClient:
             EscrowPins(credentials.store.home),
         )
         self._keys.make_capsule = self._escrow.capsule
+        self._keys.escrow_binding = self._escrow.binding
         self._keys.on_foreign_key = self._escrow.on_foreign_key
         self._keys.capsule_refused = self._escrow.forget_policy
         self._processor = Processor(

@@ -39,6 +39,7 @@ from protocol.bundle_format import (
     Bundle,
     BundleCapsule,
     BundleCase,
+    BundleConsent,
     BundleEpoch,
     BundleParticipant,
     ChainHead,
@@ -232,7 +233,8 @@ class DisputeService:
         self, client_id: str, case_id: str, installed: InstalledPolicy
     ) -> ClientEvidence:
         """The client's own signatures that tie its key to the case (ClientEvidence):
-        its consent to the policy, and the newest epoch key commitment it made."""
+        its consent to the policy, and the newest epoch key commitment it made under
+        that policy."""
         terms = installed.record.terms_version
         consent = await self._db.consents.get(client_id, terms, installed.fingerprint)
         if consent is None:
@@ -240,7 +242,11 @@ class DisputeService:
         case = await self._db.cases.get(case_id)
         for epoch in range(case.epoch if case is not None else 0, 0, -1):
             key = await self._db.cases.epoch_key(case_id, epoch)
-            if key is not None and key.creator_id == client_id:
+            if (
+                key is not None
+                and key.creator_id == client_id
+                and key.escrow == installed.fingerprint
+            ):
                 return ClientEvidence(
                     terms_version=terms,
                     consent_sig=consent.sig,
@@ -375,6 +381,8 @@ class DisputeService:
                         creator_id=key.creator_id,
                         commitment=key.commitment,
                         commitment_sig=key.commitment_sig,
+                        escrow=key.escrow,
+                        created_at=key.created_at,
                         capsules=capsules.get(epoch, []),
                     )
                 )
@@ -409,6 +417,21 @@ class DisputeService:
             server_sign_pk=server_key.sign_pk,
             request=view.request,
             approvals=sorted(approvals, key=lambda a: a.officer_index),
+            client_consent=await self._client_consent(case.client_id, fingerprint),
+        )
+
+    async def _client_consent(self, client_id: str, policy_fp: str) -> BundleConsent | None:
+        """The client's earliest signed consent to ``policy_fp`` (any terms version)."""
+        found = [
+            c
+            for c in await self._db.consents.of_account(client_id)
+            if c.policy_fingerprint == policy_fp
+        ]
+        if not found:
+            return None
+        first = found[0]
+        return BundleConsent(
+            terms_version=first.terms_version, sig=first.sig, accepted_at=first.accepted_at
         )
 
 

@@ -38,6 +38,7 @@ from .bundle_format import (
     Bundle,
     BundleCapsule,
     BundleCase,
+    BundleConsent,
     BundleEpoch,
     BundleParticipant,
     ChainHead,
@@ -51,6 +52,7 @@ from .escrow import (
     ForeignMaterial,
     InsufficientKeys,
     verify_approval,
+    verify_consent,
     verify_dispute,
     verify_policy,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "Bundle",
     "BundleCapsule",
     "BundleCase",
+    "BundleConsent",
     "BundleEpoch",
     "BundleParticipant",
     "ChainHead",
@@ -155,6 +158,7 @@ def verify_bundle(
     participants = _check_participants(bundle, report)
     _check_request(bundle, participants, report)
     _check_approvals(bundle, report)
+    escrowed = _check_epochs(bundle, participants, report)
     if report.foreign:
         return report
 
@@ -171,7 +175,7 @@ def verify_bundle(
     _open_reason(bundle, held, report)
     if report.foreign:
         return report
-    epoch_keys = _open_epochs(bundle, participants, held, report)
+    epoch_keys = _open_epochs(bundle, escrowed, participants, held, report)
     _check_messages(bundle, participants, epoch_keys, report)
     _check_client_history(bundle, report)
     return report
@@ -275,27 +279,91 @@ def _check_approvals(bundle: Bundle, report: Report) -> None:
         )
 
 
-def _open_epochs(
-    bundle: Bundle,
-    participants: dict[str, BundleParticipant],
-    held: dict[int, PrivateKey],
-    report: Report,
-) -> dict[int, bytes]:
-    """Each epoch's K, opened from every capsule deposited for it; every capsule must
-    open to the same committed key (each participant vouched for K on its own)."""
+def _check_epochs(
+    bundle: Bundle, participants: dict[str, BundleParticipant], report: Report
+) -> list[BundleEpoch]:
+    """Before anything is opened: each epoch's commitment and escrow binding must be
+    signed by its creator; an epoch may be opened only if its creator bound it to this
+    policy and the client's consent to the policy predates it. Capsules of an epoch
+    bound to no policy or another one are foreign (escrowed against its binding). The
+    epochs that may be opened, in bundle order."""
     case_id = bundle.case.case_id
-    keys: dict[int, bytes] = {}
+    policy_fp = report.policy_fingerprint
+    consent = _client_consent(bundle, participants, report)
+    allowed = []
     for epoch in bundle.epochs:
         creator = participants.get(epoch.creator_id)
         try:
             if creator is None:
                 raise CryptoError("creator is not a participant")
             crypto.verify_commitment(
-                creator.sign_pk, case_id, epoch.epoch, epoch.commitment, epoch.commitment_sig
+                creator.sign_pk,
+                case_id,
+                epoch.epoch,
+                epoch.commitment,
+                epoch.commitment_sig,
+                escrow=epoch.escrow,
             )
         except CryptoError:
             report.foreign.append(f"epoch {epoch.epoch}: key commitment not signed by its creator")
             continue
+        if epoch.escrow != policy_fp:
+            if epoch.capsules:
+                report.foreign.append(
+                    f"epoch {epoch.epoch}: its key is bound to escrow policy {epoch.escrow!r}, "
+                    "but capsules under this policy were deposited for it"
+                )
+            else:
+                report.tampered.append(
+                    f"epoch {epoch.epoch}: not escrowed under this policy (its key is bound "
+                    f"to {epoch.escrow!r}); its messages cannot be opened"
+                )
+            continue
+        if consent is None or consent > epoch.created_at:
+            report.foreign.append(
+                f"epoch {epoch.epoch}: its key was made before the client consented to this policy"
+            )
+            continue
+        allowed.append(epoch)
+    return allowed
+
+
+def _client_consent(
+    bundle: Bundle, participants: dict[str, BundleParticipant], report: Report
+) -> int | None:
+    """When the case's client consented to the bundle's policy (its signature checked),
+    or None if the bundle carries no valid consent."""
+    consent = bundle.client_consent
+    client = participants.get(bundle.case.client_id)
+    if consent is None or client is None:
+        return None
+    try:
+        verify_consent(
+            client.sign_pk,
+            bundle.case.client_id,
+            consent.terms_version,
+            report.policy_fingerprint,
+            consent.sig,
+        )
+    except CryptoError:
+        report.foreign.append("the client's consent to the policy is not signed by the client")
+        return None
+    return consent.accepted_at
+
+
+def _open_epochs(
+    bundle: Bundle,
+    epochs: list[BundleEpoch],
+    participants: dict[str, BundleParticipant],
+    held: dict[int, PrivateKey],
+    report: Report,
+) -> dict[int, bytes]:
+    """Each escrowed epoch's K, opened from every capsule deposited for it; every
+    capsule must open to the same committed key (each participant vouched for K on its
+    own)."""
+    case_id = bundle.case.case_id
+    keys: dict[int, bytes] = {}
+    for epoch in epochs:
         if not epoch.capsules:
             report.tampered.append(f"epoch {epoch.epoch}: no escrow capsule in the bundle")
         for deposit in epoch.capsules:

@@ -328,7 +328,12 @@ def verify_dispute(doc: DisputeDocument, client_sign_pk: bytes | None = None) ->
         return
     try:
         crypto.verify_commitment(
-            key, doc.case_id, evidence.epoch, evidence.commitment, evidence.commitment_sig
+            key,
+            doc.case_id,
+            evidence.epoch,
+            evidence.commitment,
+            evidence.commitment_sig,
+            escrow=doc.policy_fingerprint,
         )
     except CryptoError:
         raise EscrowError(

@@ -102,6 +102,8 @@ Salt = Annotated[bytes, Meta(min_length=16, max_length=16)]
 WrappedKeys = Annotated[bytes, Meta(min_length=104, max_length=104)]
 #: SealedBox of a 32-byte key: ephemeral pk (32) + MAC (16) + 32
 SealedKey = Annotated[bytes, Meta(min_length=80, max_length=80)]
+#: What an epoch key is escrowed under: a policy fingerprint, or "none" (docs/PROTOCOL.md 12.7).
+EscrowBinding = Annotated[str, Meta(pattern=r"^(none|[0-9a-f]{4}( [0-9a-f]{4}){9})\Z")]
 Ciphertext = Annotated[bytes, Meta(min_length=17, max_length=MAX_CIPHERTEXT_BYTES)]
 Seq = Annotated[int, Meta(ge=0, le=2**53)]
 Epoch = Annotated[int, Meta(ge=1, le=2**31)]
@@ -164,6 +166,8 @@ class EpochKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     creator_id: Id
     commitment: Key32
     commitment_sig: Sig
+    #: The escrow policy fingerprint the creator bound the key to, or "none" (§12.7).
+    escrow: EscrowBinding
     sealed: SealedKey
 
 
@@ -304,6 +308,9 @@ class CaseKeyDeposit(_Request, tag="case.key", frozen=True):
     epoch: Epoch
     commitment: Key32
     commitment_sig: Sig
+    #: The installed escrow policy's fingerprint, or "none" without one; signed with
+    #: the commitment, and it must be what the hub has installed.
+    escrow: EscrowBinding
     seals: Annotated[list[KeySeal], Meta(min_length=1, max_length=8)]
     #: The creator's escrow capsule of K under the installed policy; omitted on the wire
     #: when unset, and required by a hub that has an escrow policy installed.

@@ -284,6 +284,7 @@ class CaseRepository:
                     creator_id=rec.creator_id,
                     commitment=rec.commitment,
                     commitment_sig=rec.commitment_sig,
+                    escrow=rec.escrow,
                     created_at=rec.created_at,
                 )
             )
@@ -375,4 +376,5 @@ def _key(row: AnyRow, seals: dict[str, bytes]) -> EpochKeyRecord:
         commitment_sig=bytes(row.commitment_sig),
         seals=seals,
         created_at=row.created_at,
+        escrow=row.escrow,
     )

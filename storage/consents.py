@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .audit import append_in
@@ -86,13 +86,19 @@ class ConsentRepository:
             int(r.accepted_at),
         )
 
+    async def of_account(self, account_id: str) -> list[ConsentRecord]:
+        """One account's acceptances, oldest first."""
+        return await self._select(_CONSENTS.c.account_id == account_id)
+
     async def all(self) -> list[ConsentRecord]:
+        return await self._select(None)
+
+    async def _select(self, where: ColumnElement[bool] | None) -> list[ConsentRecord]:
+        query = select(_CONSENTS).order_by(_CONSENTS.c.accepted_at, _CONSENTS.c.account_id)
+        if where is not None:
+            query = query.where(where)
         async with self._tx.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(_CONSENTS).order_by(_CONSENTS.c.accepted_at, _CONSENTS.c.account_id)
-                )
-            ).all()
+            rows = (await conn.execute(query)).all()
         return [
             ConsentRecord(
                 r.account_id,

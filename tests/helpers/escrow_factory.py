@@ -15,6 +15,7 @@ from protocol.bundle import (
     Bundle,
     BundleCapsule,
     BundleCase,
+    BundleConsent,
     BundleEpoch,
     BundleParticipant,
     ChainHead,
@@ -133,7 +134,9 @@ def build(
         epoch=1,
         creator_id=ids["client"],
         commitment=commitment,
-        commitment_sig=crypto.sign_commitment(client, case_id, 1, commitment),
+        commitment_sig=crypto.sign_commitment(client, case_id, 1, commitment, escrow=fp),
+        escrow=fp,
+        created_at=NOW - 500,
         capsules=[
             BundleCapsule(
                 depositor_id=ids["client"], capsule=make_capsule(policy, case_id, 1, key)
@@ -248,5 +251,10 @@ def build(
         server_sign_pk=server.sign_pk,
         request=doc,
         approvals=approvals,
+        client_consent=BundleConsent(
+            terms_version=1,
+            sig=sign_consent(client, ids["client"], 1, fp),
+            accepted_at=NOW - 900,
+        ),
     )
     return Scenario(people, signed, client, counselor, server, case_id, texts, bundle)

@@ -501,7 +501,9 @@ def test_an_invented_client_identity_is_foreign_exit_12() -> None:
     epochs = [
         msgspec.structs.replace(
             epoch,
-            commitment_sig=crypto.sign_commitment(x, s.case_id, 1, epoch.commitment),
+            commitment_sig=crypto.sign_commitment(
+                x, s.case_id, 1, epoch.commitment, escrow=epoch.escrow
+            ),
         )
     ]
     request = msgspec.structs.replace(
@@ -519,8 +521,17 @@ def test_an_invented_client_identity_is_foreign_exit_12() -> None:
         for p in b.participants
     ]
     approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+    assert b.client_consent is not None
+    consent = msgspec.structs.replace(
+        b.client_consent, sig=sign_consent(x, doc.requester_id or "", 1, fp)
+    )
     forged = msgspec.structs.replace(
-        b, request=request, epochs=epochs, participants=participants, approvals=approvals
+        b,
+        request=request,
+        epochs=epochs,
+        participants=participants,
+        approvals=approvals,
+        client_consent=consent,
     )
     report = check(s, forged)
     assert report.exit_code == 12
@@ -528,3 +539,61 @@ def test_an_invented_client_identity_is_foreign_exit_12() -> None:
     # A legal order on the same bundle is not a claim about the client's key.
     legal = build(legal_order="Court 1/26")
     assert check(legal, legal.bundle).exit_code == 0
+
+
+def rebound(
+    s: Scenario, escrow: str, *, capsules: bool = True, created_at: int | None = None
+) -> Bundle:
+    """``s.bundle`` with epoch 1's key bound, under its creator's signature, to
+    ``escrow``; the request cites no commitment (it would name the old binding)."""
+    b = without_commitment_evidence(s)
+    epoch = b.epochs[0]
+    changed = msgspec.structs.replace(
+        epoch,
+        escrow=escrow,
+        commitment_sig=crypto.sign_commitment(
+            s.client, s.case_id, 1, epoch.commitment, escrow=escrow
+        ),
+        capsules=epoch.capsules if capsules else [],
+        created_at=epoch.created_at if created_at is None else created_at,
+    )
+    return msgspec.structs.replace(b, epochs=[changed])
+
+
+def test_escrow_reaching_backwards_is_foreign_exit_12() -> None:
+    """A key made without escrow ("none"), or under another policy, for which capsules
+    under this policy turn up: escrowed against what its creator signed. Nothing opens."""
+    s = build()
+    for escrow in (crypto.NO_ESCROW, "abcd " * 9 + "abcd"):
+        report = check(s, rebound(s, escrow))
+        assert report.exit_code == 12 and report.messages == []
+        only(report.foreign, f"epoch 1: its key is bound to escrow policy {escrow!r}")
+    # The same key with no capsules is simply not escrowed: its messages do not open.
+    report = check(s, rebound(s, crypto.NO_ESCROW, capsules=False))
+    assert report.exit_code == 10 and not report.foreign
+    only(report.tampered, "epoch 1: not escrowed under this policy")
+    assert all(m.body is None for m in report.messages)
+    # A wrong binding claimed without the creator's signature over it.
+    forged = msgspec.structs.replace(s.bundle.epochs[0], escrow=crypto.NO_ESCROW)
+    report = check(s, msgspec.structs.replace(s.bundle, epochs=[forged]))
+    only(report.foreign, "epoch 1: key commitment not signed by its creator")
+
+
+def test_escrowed_epochs_must_follow_the_clients_consent_exit_12() -> None:
+    s = build()
+    assert s.bundle.client_consent is not None
+    # Made before the client consented.
+    consented = s.bundle.client_consent.accepted_at
+    report = check(s, rebound(s, s.bundle.epochs[0].escrow, created_at=consented - 1))
+    only(report.foreign, "epoch 1: its key was made before the client consented")
+    assert report.messages == []
+    # No consent in the bundle, or one not signed by the client.
+    report = check(s, msgspec.structs.replace(s.bundle, client_consent=None))
+    only(report.foreign, "epoch 1: its key was made before the client consented")
+    bad = msgspec.structs.replace(s.bundle.client_consent, sig=bytes(64))
+    report = check(s, msgspec.structs.replace(s.bundle, client_consent=bad))
+    only(report.foreign, "the client's consent to the policy is not signed by the client")
+    # A legal order rests on the same consent.
+    legal = build(legal_order="Court 1/26")
+    report = check(legal, msgspec.structs.replace(legal.bundle, client_consent=None))
+    assert report.exit_code == 12

@@ -233,6 +233,7 @@ def test_capsule_fits_the_frame_limit_at_the_maximum_policy() -> None:
         epoch=1,
         commitment=bytes(32),
         commitment_sig=bytes(64),
+        escrow=policy_fingerprint(policy),
         seals=[f.KeySeal(account_id="a" * 64, sealed=bytes(80))] * 2,
         capsules=[capsule],
     )
@@ -250,6 +251,7 @@ def test_case_key_frame_without_capsules_is_unchanged_on_the_wire() -> None:
         epoch=1,
         commitment=bytes(32),
         commitment_sig=bytes(64),
+        escrow="none",
         seals=[f.KeySeal(account_id="a", sealed=bytes(80))],
     )
     assert b"capsules" not in codec.encode(frame)

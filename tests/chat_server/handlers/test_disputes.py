@@ -103,8 +103,16 @@ async def test_a_client_request_is_stored_and_listed(world: World) -> None:
         client.id,
         client.identity.sign_pk,
     )
-    # The evidence: the client's own consent and key commitment signatures.
+    # The evidence: the client's own consent; the case's only key was made before the
+    # policy (bound to "none"), so no commitment under the policy is cited.
+    assert doc.evidence is not None and doc.evidence.commitment is None
+    verify_dispute(doc, client.identity.sign_pk)
+    # A case whose key the client made under the policy: that commitment is cited too.
+    bound = await world.case(client, counselor, escrow=policy_fingerprint(signed.policy))
+    again = await disputes.dispute_request(hub, client.caller, request(client, bound, signed))
+    doc = (await hub.disputes.view(await hub.disputes.get(again.dispute.request_id))).request
     assert doc.evidence is not None and doc.evidence.commitment is not None
+    assert doc.evidence.epoch == 1
     verify_dispute(doc, client.identity.sign_pk)
 
 
@@ -167,9 +175,12 @@ async def test_approvals_export_and_the_watcher_tell_the_client(world: World) ->
     assert bundle.request == doc and [a.officer_index for a in bundle.approvals] == [0, 2]
     org_fp = crypto.fingerprint(bytes(ORG.verify_key))
     report = verify_bundle(bundle, [OFFICERS[0][0], OFFICERS[2][0]], org_fingerprint=org_fp)
-    # The epoch-1 key was deposited without an escrow capsule (before the policy).
+    # The epoch-1 key was made before the policy (bound to "none"): never escrowed.
     assert not report.foreign and not report.keys
-    assert report.tampered == ["epoch 1: no escrow capsule in the bundle"]
+    assert report.tampered == [
+        "epoch 1: not escrowed under this policy (its key is bound to 'none'); "
+        "its messages cannot be opened"
+    ]
 
 
 async def test_a_legal_order_needs_a_case_and_a_policy(world: World) -> None:
