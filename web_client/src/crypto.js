@@ -240,14 +240,18 @@ export const newCaseKey = () => randomBytes(KEY_BYTES);
 export const keyCommitment = (caseKey, caseId, epoch) =>
   blake2b(lp(caseId, u64(epoch)), { key: caseKey, person: "chat-key-commit1" });
 
-export const commitmentTranscript = (caseId, epoch, commitment) =>
-  lp("chat.keycommit.v1", caseId, u64(epoch), commitment);
+/** The escrow binding of a key made while the hub has no escrow policy (§12.7). */
+export const NO_ESCROW = "none";
 
-export const signCommitment = (identity, caseId, epoch, commitment) =>
-  sign(identity, commitmentTranscript(caseId, epoch, commitment));
+// v2: the creator also signs the escrow policy the key is made under ("none" without one).
+export const commitmentTranscript = (caseId, epoch, commitment, escrow) =>
+  lp("chat.keycommit.v2", caseId, u64(epoch), commitment, escrow);
 
-export function verifyCommitment(signPk, caseId, epoch, commitment, sig) {
-  verifySignature(signPk, commitmentTranscript(caseId, epoch, commitment), sig);
+export const signCommitment = (identity, caseId, epoch, commitment, escrow) =>
+  sign(identity, commitmentTranscript(caseId, epoch, commitment, escrow));
+
+export function verifyCommitment(signPk, caseId, epoch, commitment, escrow, sig) {
+  verifySignature(signPk, commitmentTranscript(caseId, epoch, commitment, escrow), sig);
 }
 
 /**

@@ -37,6 +37,7 @@ export class CaseState {
     this.isNew = false;
     this.queue = Promise.resolve(); // serialises record processing and key creation
     this.capsuleDue = new Set(); // epochs of the other side's keys we owe a capsule for
+    this.keyEscrow = new Map(); // epoch -> the escrow binding its creator signed (§12.7)
     this.depositing = false;
   }
 
@@ -169,6 +170,7 @@ export class Processor {
     for (const cs of this.cases.values()) {
       for (const key of cs.keys.values()) c.wipe(key);
       cs.keys.clear();
+      cs.keyEscrow.clear();
       cs.messages.clear();
     }
     this.cases.clear();
