@@ -32,6 +32,7 @@ from protocol.clock import now_ms
 from protocol.escrow import (
     ClientEvidence,
     DisputeDocument,
+    make_capsule,
     policy_fingerprint,
     seal_reasons,
     sign_dispute,
@@ -355,6 +356,122 @@ async def test_server_commands_speak_json_and_the_install_pins_the_page(
             assert all(len(e["hash"]) == 64 for e in entries["entries"])
             verdict = await as_json("audit", "verify")
             assert verdict == {"intact": True, "entries": len(entries["entries"]), "problems": []}
+        finally:
+            await client.close()
+            await counselor.close()
+
+
+async def test_hostile_pre_policy_conversation_stays_closed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A conversation from before any policy: its key is bound to "none" by its creator.
+    After the install the next message starts a new epoch bound to the policy (only
+    once the client has consented); nobody escrows the old key, the hub refuses a
+    capsule for it, and one the operator writes into the database makes the bundle
+    foreign: chat-unseal opens nothing. The honest bundle opens only the new epoch."""
+    keys = tmp_path / "keys"
+    policy_file, org_fp = ceremony(keys, 3, 2)
+    signed = msgspec.json.decode(policy_file.read_bytes(), type=f.SignedEscrowPolicy)
+    fp = policy_fingerprint(signed.policy)
+    async with start_hub(tmp_path / "hub") as hub:
+        code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
+        counselor = await ChatClient.register(
+            hub.url,
+            "dr-who",
+            "pc",
+            home=tmp_path / "co",
+            invite=code,
+            org_fingerprint=org_fp,
+            **TEST_KDF,
+        )
+        client = await ChatClient.register(
+            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+        )
+        try:
+            case = await client.open_case("anxiety", "en")
+            await client.send(case.case_id, "said before any policy")
+            await take(counselor, 1)
+            install = ["admin", "escrow-policy", "install", str(policy_file)]
+            assert await server(hub, *install, "--org-fingerprint", org_fp) == 0
+            # No key can be made under the policy before the client consents.
+            with pytest.raises(pe.ConsentRequired):
+                await counselor.send(case.case_id, "reply before the client consented")
+            assert await client.consent()
+            await client.send(case.case_id, "said under the policy")
+            await take(counselor, 1)
+            await counselor.send(case.case_id, "answered under the policy")
+            await take(client, 2)
+            await capsule_depositors(
+                hub, case.case_id, {client.account_id, counselor.account_id}, epoch=2
+            )
+            with sqlite3.connect(db_file(hub)) as conn:
+                bindings = conn.execute(
+                    "SELECT epoch, escrow FROM case_keys WHERE case_id = ? ORDER BY epoch",
+                    (case.case_id,),
+                ).fetchall()
+                escrowed = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT epoch FROM escrow_capsules WHERE case_id = ?", (case.case_id,)
+                    )
+                }
+            assert bindings == [(1, "none"), (2, fp)] and escrowed == {2}
+
+            # A device that tries to escrow the old key anyway is refused.
+            old_key = client._keys.keyring.get(case.case_id, 1)
+            assert old_key is not None
+            backwards = make_capsule(signed.policy, case.case_id, 1, old_key)
+            with pytest.raises(pe.InvalidFrame, match="not bound to the installed"):
+                await client._session.request(
+                    f.CaseCapsule, case_id=case.case_id, epoch=1, capsule=backwards
+                )
+
+            real = await client.file_dispute(case.case_id, "I was treated unfairly")
+            request = tmp_path / "real.json"
+            await show(hub, real.request_id, request, capsys)
+            for i in (1, 2):
+                out = tmp_path / f"approval{i}.json"
+                assert approve(request, keys / f"officer{i}.key", out, org_fp) == 0
+                argv = ["disputes", "approve", real.request_id, "--approval", str(out)]
+                assert await server(hub, *argv) == 0
+            key_args = ["--key", str(keys / "officer1.key"), "--key", str(keys / "officer2.key")]
+
+            # The honest bundle: epoch 2 opens; epoch 1 was never escrowed (exit 10).
+            bundle = tmp_path / "case.bundle"
+            argv = ["disputes", "export", real.request_id, "--out", str(bundle)]
+            assert await server(hub, *argv) == 0
+            review = tmp_path / "review"
+            opts = ["--out", str(review), "--org-fingerprint", org_fp, *key_args]
+            assert unseal.main([str(bundle), *opts]) == 10
+            data = json.loads((review / "transcript.json").read_text())
+            bodies = [(m["epoch"], m["body"]) for m in data["messages"]]
+            assert bodies == [
+                (1, None),
+                (2, "said under the policy"),
+                (2, "answered under the policy"),
+            ]
+            assert "said before any policy" not in (review / "transcript.html").read_text()
+
+            # The operator writes the old key's capsule into the database itself.
+            with sqlite3.connect(db_file(hub)) as conn:
+                conn.execute(
+                    "INSERT INTO escrow_capsules (case_id, epoch, depositor_id, "
+                    "policy_fingerprint, capsule, created_at) VALUES (?, 1, ?, ?, ?, ?)",
+                    (
+                        case.case_id,
+                        client.account_id,
+                        fp,
+                        msgspec.json.encode(backwards),
+                        now_ms(),
+                    ),
+                )
+            assert await server(hub, *argv) == 0
+            hostile_review = tmp_path / "hostile-review"
+            opts = ["--out", str(hostile_review), "--org-fingerprint", org_fp, *key_args]
+            capsys.readouterr()
+            assert unseal.main([str(bundle), *opts]) == 12
+            assert "epoch 1: its key is bound to escrow policy 'none'" in capsys.readouterr().out
+            assert not hostile_review.exists()
         finally:
             await client.close()
             await counselor.close()
