@@ -133,9 +133,14 @@ export class WorkspaceView {
       ? `Policy fingerprint ${policy.fingerprint}, signed by the pinned organisation key.`
       : `Warning: the policy is refused (${policy.problem}); this page cannot escrow ` +
         "case keys, so it cannot write first in a case.";
+    // A threshold below 2 is allowed only with an explicit flag at signing; say so.
+    const single =
+      policy.threshold < 2
+        ? " WARNING: one officer alone, with their own key, can open a case."
+        : "";
     this.dom.escrowText.textContent =
       `In a dispute, any ${policy.threshold} of ${policy.officers.length} escrow officers ` +
-      `(${who}) could together unseal a case. ${fp} Valid until ` +
+      `(${who}) could together unseal a case.${single} ${fp} Valid until ` +
       `${dateTimeFormat.format(policy.notAfter)}.`;
     box.dataset.verified = policy.fingerprint ? "yes" : "no";
   }
