@@ -226,9 +226,18 @@ def _check_request(
         report.request_note = f"filed by the client {request.requester_id}"
         _check_evidence(bundle, report)
     else:
-        report.request_note = f"legal order {request.legal_order!r}"
+        signers = bundle.policy.policy.legal_signers
+        order = request.order
+        by = (
+            f", signed by {signers[order.signer_index].name}"
+            if order is not None and order.signer_index < len(signers)
+            else ""
+        )
+        report.request_note = f"legal order {request.legal_order!r}{by}"
     try:
-        verify_dispute(request, client.sign_pk if client is not None else None)
+        verify_dispute(
+            request, client.sign_pk if client is not None else None, policy=bundle.policy.policy
+        )
     except EscrowError as exc:
         report.foreign.append(f"dispute request: {exc}")
 

@@ -59,6 +59,7 @@ __all__ = [
     "EscrowPolicy",
     "Hello",
     "KeySeal",
+    "LegalSigner",
     "Login",
     "LoginResult",
     "Logout",
@@ -216,13 +217,26 @@ class EscrowOfficer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     sign_pk: Key32
 
 
-class EscrowPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class LegalSigner(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A key that may sign legal orders (kept offline, like officer keys)."""
+
+    name: OfficerName
+    sign_pk: Key32
+
+
+class EscrowPolicy(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     version: Annotated[int, Meta(ge=1, le=2**31)]
     officers: Annotated[list[EscrowOfficer], Meta(min_length=1, max_length=MAX_ESCROW_OFFICERS)]
     threshold: Annotated[int, Meta(ge=1, le=MAX_ESCROW_OFFICERS)]
     not_before: Millis
     not_after: Millis
     org_sign_pk: Key32
+    #: Who may sign a legal order (none: no legal-order path). Omitted on the wire when
+    #: empty, and then not part of the signed bytes, so older policies keep their
+    #: fingerprints.
+    legal_signers: Annotated[list[LegalSigner], Meta(max_length=MAX_ESCROW_OFFICERS)] = []
 
 
 class SignedEscrowPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -26,6 +26,7 @@ from protocol.escrow import (
     DisputeDocument,
     make_approval,
     make_capsule,
+    make_legal_order,
     policy_fingerprint,
     seal_reasons,
     sign_consent,
@@ -36,6 +37,7 @@ from protocol.escrow import (
 __all__ = [
     "DAY",
     "NOW",
+    "LEGAL",
     "ORG",
     "Officer",
     "Scenario",
@@ -73,11 +75,18 @@ def officers(n: int, seed: int = 0) -> list[Officer]:
 
 
 ORG = SigningKey(bytes([7]) * 32)
+#: The policy's one legal-order signer (kept offline like an officer key).
+LEGAL = SigningKey(bytes([9]) * 32)
 
 
 def make_policy(
-    people: list[Officer], k: int, org: SigningKey = ORG, version: int = 1
+    people: list[Officer],
+    k: int,
+    org: SigningKey = ORG,
+    version: int = 1,
+    legal: list[SigningKey] | None = None,
 ) -> f.SignedEscrowPolicy:
+    signers = [LEGAL] if legal is None else legal
     policy = f.EscrowPolicy(
         version=version,
         officers=[o.public for o in people],
@@ -85,6 +94,10 @@ def make_policy(
         not_before=NOW - DAY,
         not_after=NOW + 365 * DAY,
         org_sign_pk=bytes(org.verify_key),
+        legal_signers=[
+            f.LegalSigner(name=f"legal{i + 1}", sign_pk=bytes(key.verify_key))
+            for i, key in enumerate(signers)
+        ],
     )
     return sign_policy(org, policy)
 
@@ -203,7 +216,7 @@ def build(
             commitment_sig=epoch.commitment_sig,
         ),
     )
-    if legal_order is not None:  # no requester, reason or signature: the order is the reason
+    if legal_order is not None:  # no requester, reason or signature: the signed order
         doc = msgspec.structs.replace(
             doc,
             kind="legal",
@@ -213,6 +226,7 @@ def build(
             sig=None,
             legal_order=legal_order,
             evidence=None,
+            order=make_legal_order(LEGAL, policy, case_id, legal_order, NOW + 1),
         )
     approvals = [
         make_approval(people[i].sign, doc, policy, NOW + 10)

@@ -27,11 +27,20 @@ from protocol.escrow import (
     DisputeDocument,
     ForeignMaterial,
     make_approval,
+    make_legal_order,
     policy_fingerprint,
     sign_consent,
     sign_dispute,
 )
-from tests.helpers.escrow_factory import NOW, ORG, Scenario, build, make_policy, officers
+from tests.helpers.escrow_factory import (
+    LEGAL,
+    NOW,
+    ORG,
+    Scenario,
+    build,
+    make_policy,
+    officers,
+)
 
 ORG_FP = crypto.fingerprint(bytes(ORG.verify_key))
 
@@ -339,7 +348,34 @@ def test_legal_order_bundle_verifies() -> None:
     report = check(s, s.bundle)
     assert report.exit_code == 0, (report.foreign, report.tampered)
     assert report.request_kind == "legal"
-    assert report.request_note == "legal order 'Court 2025/17'"
+    assert report.request_note == "legal order 'Court 2025/17', signed by legal1"
+
+
+def test_legal_order_not_signed_by_a_legal_signer_exit_12() -> None:
+    """The hub's operator records an order of its own: unsigned, signed by a key the
+    policy does not name, or an order for another case. Nothing opens."""
+    s = build(legal_order="Court 2025/17")
+    doc = s.bundle.request
+    assert doc.order is not None
+    mallory = SigningKey(bytes([66]) * 32)
+    policy = s.policy.policy
+    rogue = msgspec.structs.replace(
+        doc.order,
+        signer_sign_pk=bytes(mallory.verify_key),
+        sig=make_legal_order(LEGAL, policy, s.case_id, "x", NOW).sig,
+    )
+    elsewhere = make_legal_order(LEGAL, policy, "case_other", "Court 2025/17", NOW)
+    for request, words in (
+        (msgspec.structs.replace(doc, order=None), "must carry the signed order"),
+        (msgspec.structs.replace(doc, order=rogue), "not the legal signer's"),
+        (msgspec.structs.replace(doc, order=elsewhere), "for another case"),
+        (msgspec.structs.replace(doc, legal_order="Court 9999/1"), "another case, reference"),
+    ):
+        approvals = [make_approval(s.people[i].sign, request, policy, NOW) for i in (0, 1)]
+        bundle = msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
+        report = check(s, bundle)
+        only(report.foreign, words)
+        assert report.messages == []
 
 
 def test_participants_must_be_exactly_the_case_parties_exit_12() -> None:

@@ -24,6 +24,7 @@ from protocol.escrow import (
     check_policy,
     make_approval,
     make_capsule,
+    make_legal_order,
     policy_bytes,
     policy_fingerprint,
     request_digest,
@@ -35,12 +36,13 @@ from protocol.escrow import (
     verify_approval,
     verify_consent,
     verify_dispute,
+    verify_legal_order,
     verify_policy,
 )
 from protocol.limits import MAX_ESCROW_OFFICERS
 from protocol.opening import open_capsule, open_reason
 from protocol.terms import render_terms
-from tests.helpers.escrow_factory import NOW, ORG, build, make_policy, officers
+from tests.helpers.escrow_factory import LEGAL, NOW, ORG, build, make_policy, officers
 
 KEY = bytes(range(32))
 CASE = "case_abc"
@@ -365,22 +367,72 @@ def test_request_digest_covers_the_evidence() -> None:
         verify_dispute(old)
 
 
-def test_legal_requests_name_an_order_and_carry_no_signature() -> None:
+def test_legal_requests_carry_an_order_signed_by_a_legal_signer() -> None:
+    signed = make_policy(officers(1), 1)
+    policy = signed.policy
+    fp = policy_fingerprint(policy)
+    order = make_legal_order(LEGAL, policy, "case_1", "Court order 2025/123", NOW)
+    assert order.signer_index == 0 and order.policy_fingerprint == fp
+    verify_legal_order(order, policy)
     doc = DisputeDocument(
         request_id="dsp_l",
         kind="legal",
         case_id="case_1",
         timestamp=NOW,
-        policy_fingerprint=policy_fingerprint(make_policy(officers(1), 1).policy),
+        policy_fingerprint=fp,
         reason_ct=[],
         legal_order="Court order 2025/123",
         created_at=NOW,
+        order=order,
     )
-    verify_dispute(doc)
-    with pytest.raises(EscrowError):
-        verify_dispute(msgspec.structs.replace(doc, legal_order=None))
-    with pytest.raises(EscrowError):
-        verify_dispute(msgspec.structs.replace(doc, sig=bytes(64)))
+    verify_dispute(doc, policy=policy)
+    with pytest.raises(EscrowError, match="checked against its policy"):
+        verify_dispute(doc)
+    with pytest.raises(EscrowError, match="must carry the signed order"):
+        verify_dispute(msgspec.structs.replace(doc, legal_order=None), policy=policy)
+    with pytest.raises(EscrowError, match="no client signature"):
+        verify_dispute(msgspec.structs.replace(doc, sig=bytes(64)), policy=policy)
     evidence = build().bundle.request.evidence
-    with pytest.raises(EscrowError):
-        verify_dispute(msgspec.structs.replace(doc, evidence=evidence))
+    with pytest.raises(EscrowError, match="no client signature"):
+        verify_dispute(msgspec.structs.replace(doc, evidence=evidence), policy=policy)
+    with pytest.raises(EscrowError, match="another case, reference or policy"):
+        verify_dispute(
+            msgspec.structs.replace(doc, policy_fingerprint="0" * 4 + " 0000" * 9), policy=policy
+        )
+    # Signed by a key the policy does not name, under another policy, or forged.
+    mallory = SigningKey(bytes([66]) * 32)
+    with pytest.raises(ForeignMaterial, match="not a legal signer"):
+        make_legal_order(mallory, policy, "case_1", "x", NOW)
+    other = make_policy(officers(1), 1, version=2).policy
+    with pytest.raises(ForeignMaterial, match="another escrow policy"):
+        verify_legal_order(order, other)
+    with pytest.raises(ForeignMaterial, match="names no legal signer"):
+        verify_legal_order(msgspec.structs.replace(order, signer_index=1), policy)
+    with pytest.raises(ForeignMaterial, match="does not verify"):
+        verify_legal_order(msgspec.structs.replace(order, order_ref="Court 1/1"), policy)
+    # The digest covers the order.
+    changed = msgspec.structs.replace(doc, order=msgspec.structs.replace(order, issued_at=1))
+    assert request_digest(changed) != request_digest(doc)
+
+
+def test_policies_with_and_without_legal_signers() -> None:
+    people = officers(2)
+    bare = make_policy(people, 2, legal=[]).policy
+    assert b"legal_signers" not in msgspec.json.encode(bare)
+    with_legal = make_policy(people, 2).policy
+    assert policy_fingerprint(bare) != policy_fingerprint(with_legal)
+    assert policy_bytes(bare) in policy_bytes(with_legal)  # an extension, not a rewrite
+    same = msgspec.structs.replace(
+        with_legal, legal_signers=[*with_legal.legal_signers, *with_legal.legal_signers]
+    )
+    with pytest.raises(PolicyError, match="distinct"):
+        check_policy(same)
+    renamed = msgspec.structs.replace(
+        same,
+        legal_signers=[
+            same.legal_signers[0],
+            msgspec.structs.replace(same.legal_signers[0], sign_pk=bytes(range(32))),
+        ],
+    )
+    with pytest.raises(PolicyError, match="legal signer names"):
+        check_policy(renamed)
