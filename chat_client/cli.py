@@ -435,6 +435,8 @@ def _dispute_json(d: Any) -> dict[str, Any]:
         "case_id": d.case_id,
         "state": d.state,
         "created_at": d.created_at,
+        "kind": d.kind,
+        "legal_order": d.legal_order,
     }
 
 
@@ -452,7 +454,8 @@ async def cmd_disputes(args: argparse.Namespace, out: Printer) -> int:
             out.json([_dispute_json(d) for d in items])
         else:
             for d in items:
-                out.line(f"{d.request_id}  {d.case_id}  {d.state}")
+                legal = f"  LEGAL ORDER {d.legal_order}" if d.kind == "legal" else ""
+                out.line(f"{d.request_id}  {d.case_id}  {d.state}{legal}")
     return EXIT_OK
 
 

@@ -1,9 +1,12 @@
 """``chat-escrow``: the organisation's and the officers' offline tool.
 
-    chat-escrow keygen --kind org|officer --name NAME --out FILE [--org-fingerprint FP]
+    chat-escrow keygen --kind org|officer|legal --name NAME --out FILE [--org-fingerprint FP]
     chat-escrow policy --org-key org.key --officer o1.pub [--officer o2.pub ...]
+                       [--legal-signer legal.pub ...]
                        --threshold K [--allow-single-officer] [--days 365] [--version 1]
                        --out policy.json
+    chat-escrow legal-order --key legal.key --policy policy.json --case CASE
+                            --order REF --out order.json [--org-fingerprint FP]
     chat-escrow approve REQUEST.json --key officerN.key --out approvalN.json
                         [--org-fingerprint FP]
     chat-escrow fingerprint FILE
@@ -43,6 +46,7 @@ from protocol.escrow import (
     EscrowError,
     RequestView,
     make_approval,
+    make_legal_order,
     policy_fingerprint,
     sign_policy,
     verify_dispute,
@@ -58,11 +62,13 @@ from .keyfiles import (
     PinError,
     WrongPassphrase,
     load_key,
+    load_legal_public,
     load_public,
     read_passphrase,
     resolve_org_pin,
     write_key,
     write_org_pin,
+    write_private,
 )
 
 __all__ = ["EXIT_FOREIGN", "EXIT_PASSPHRASE", "main"]
@@ -98,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pin_help = "officer keys: pin this organisation fingerprint next to the key"
     p = sub.add_parser("keygen", help="make an organisation or officer key file (+ .pub)")
-    p.add_argument("--kind", choices=["org", "officer"], required=True)
+    p.add_argument("--kind", choices=["org", "officer", "legal"], required=True)
     keygen_options(p)
     pin_option(p, pin_help)
     # The spellings of the key-ceremony guide: org-keygen, officer-keygen.
@@ -114,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["create"], help="optional: `policy create`")
     p.add_argument("--org-key", type=Path, required=True)
     p.add_argument("--officer", type=Path, action="append", required=True, help="officer .pub")
+    p.add_argument(
+        "--legal-signer",
+        type=Path,
+        action="append",
+        default=[],
+        help="a legal-order key's .pub: it may sign legal orders under this policy",
+    )
     p.add_argument("--threshold", type=int, required=True)
     p.add_argument(
         "--allow-single-officer",
@@ -127,6 +140,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("approve", help="sign an approval of a dispute request")
     p.add_argument("request", type=Path, help="output of chat-server disputes show ID --json")
     p.add_argument("--key", type=Path, required=True, help="your officer key file")
+    p.add_argument("--out", type=Path, required=True)
+    pin_option(p, "pinned organisation key fingerprint (else the key's .org-pin file)")
+
+    p = sub.add_parser("legal-order", help="sign a legal order to open one case")
+    p.add_argument("--key", type=Path, required=True, help="your legal-order key file")
+    p.add_argument("--policy", type=Path, required=True, help="the installed policy.json")
+    p.add_argument("--case", required=True, help="the case to open")
+    p.add_argument("--order", required=True, help="the order's reference (e.g. court file)")
     p.add_argument("--out", type=Path, required=True)
     pin_option(p, "pinned organisation key fingerprint (else the key's .org-pin file)")
 
@@ -152,7 +173,7 @@ def _keygen(args: argparse.Namespace) -> int:
     pub = write_key(args.out, key, passphrase, opslimit=args.kdf_ops, memlimit=args.kdf_mem)
     print(f"{args.kind} key {args.name}: {args.out} (public part: {pub})")
     print(f"fingerprint: {key.fingerprint}")
-    pin = args.org_fingerprint if args.kind == "officer" else None
+    pin = args.org_fingerprint if args.kind in ("officer", "legal") else None
     if pin:
         print(f"organisation fingerprint pinned in {write_org_pin(args.out, pin)}")
     return EXIT_OK
@@ -168,6 +189,7 @@ def _policy(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     org = load_key(args.org_key, read_passphrase(args.passphrase_file, "Org passphrase: "), "org")
     officers = [load_public(p) for p in args.officer]
+    legal = [load_legal_public(p) for p in args.legal_signer]
     now = now_ms()
     policy = f.EscrowPolicy(
         version=args.version,
@@ -176,6 +198,7 @@ def _policy(args: argparse.Namespace) -> int:
         not_before=now - DAY_MS,  # tolerate clocks a little behind
         not_after=now + args.days * DAY_MS,
         org_sign_pk=org.sign_pk,
+        legal_signers=legal,
     )
     signed = sign_policy(org.sign_key, policy)
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(signed), indent=1) + b"\n")
@@ -199,7 +222,7 @@ def _approve(args: argparse.Namespace) -> int:
         verify_policy(view.policy, org_fp)
         if view.request.policy_fingerprint != policy_fingerprint(view.policy.policy):
             raise EscrowError("the request was made under another policy")
-        verify_dispute(view.request)
+        verify_dispute(view.request, policy=view.policy.policy)
     except EscrowError as exc:
         print(f"chat-escrow: refusing to approve: {exc}", file=sys.stderr)
         return EXIT_FOREIGN
@@ -212,7 +235,14 @@ def _approve(args: argparse.Namespace) -> int:
     print(f"request {request.request_id} for case {request.case_id} ({request.kind})")
     print(f"filed {_time(request.timestamp)}; policy {request.policy_fingerprint}")
     if request.kind == "legal":
+        order = request.order
+        assert order is not None  # verify_dispute checked
+        signer = policy.legal_signers[order.signer_index]
         print(f"legal order: {request.legal_order}")
+        print(
+            f"  signed {_time(order.issued_at)} by {signer.name}, key fingerprint "
+            f"{crypto.fingerprint(signer.sign_pk)} (a legal signer of the policy)"
+        )
     else:
         assert request.requester_sign_pk is not None  # verify_dispute checked
         print(
@@ -241,6 +271,26 @@ def _time(ms: int) -> str:
     )
 
 
+def _legal_order(args: argparse.Namespace) -> int:
+    org_fp = resolve_org_pin(args.org_fingerprint, [args.key])
+    try:
+        signed = msgspec.json.decode(args.policy.read_bytes(), type=f.SignedEscrowPolicy)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        print(f"chat-escrow: {args.policy} is not a policy: {exc}", file=sys.stderr)
+        return EXIT_FOREIGN
+    key = load_key(args.key, read_passphrase(args.passphrase_file, "Passphrase: "), "legal")
+    try:
+        verify_policy(signed, org_fp, now_ms())
+        order = make_legal_order(key.sign_key, signed.policy, args.case, args.order, now_ms())
+    except EscrowError as exc:
+        print(f"chat-escrow: refusing to sign: {exc}", file=sys.stderr)
+        return EXIT_FOREIGN
+    write_private(args.out, msgspec.json.format(msgspec.json.encode(order), indent=1) + b"\n")
+    print(f"legal order {args.order!r} for case {args.case} signed as {key.name}: {args.out}")
+    print("record it with: chat-server disputes open-legal --order-file " + str(args.out))
+    return EXIT_OK
+
+
 def _fingerprint(args: argparse.Namespace) -> int:
     data = json.loads(args.file.read_text())
     if isinstance(data, dict) and "policy" in data and "sig" in data:
@@ -263,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keygen": _keygen,
         "policy": _policy,
         "approve": _approve,
+        "legal-order": _legal_order,
         "fingerprint": _fingerprint,
     }
     try:

@@ -44,6 +44,7 @@ __all__ = [
     "PinError",
     "WrongPassphrase",
     "load_key",
+    "load_legal_public",
     "load_public",
     "org_pin_path",
     "read_passphrase",
@@ -60,8 +61,13 @@ ORG_PIN_SUFFIX = ".org-pin"
 DEFAULT_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
 DEFAULT_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 
-Kind = Literal["org", "officer"]
-_KINDS = {"org": "counsel-chat/org-key", "officer": "counsel-chat/officer-key"}
+Kind = Literal["org", "officer", "legal"]
+_KINDS: dict[Kind, str] = {
+    "org": "counsel-chat/org-key",
+    "officer": "counsel-chat/officer-key",
+    # Signs legal orders (chat-escrow legal-order); named in the policy, kept offline.
+    "legal": "counsel-chat/legal-key",
+}
 
 
 class KeyFileError(Exception):
@@ -85,7 +91,7 @@ class KeyFile:
     kind: Kind
     name: str
     sign_key: SigningKey
-    box_key: PrivateKey | None  # None for the organisation key
+    box_key: PrivateKey | None  # None for the organisation and legal-order keys
 
     @property
     def sign_pk(self) -> bytes:
@@ -181,11 +187,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def load_key(path: Path, passphrase: str, kind: Kind | None = None) -> KeyFile:
     """Unwrap a key file. WrongPassphrase if the passphrase does not open it."""
     data = _read_json(path)
-    found: Kind | None = None
-    if data.get("kind") == _KINDS["org"]:
-        found = "org"
-    elif data.get("kind") == _KINDS["officer"]:
-        found = "officer"
+    found: Kind | None = next((k for k, v in _KINDS.items() if data.get("kind") == v), None)
     if found is None or (kind is not None and found != kind):
         raise KeyFileError(f"{path} is not an {kind or 'escrow'} key file")
     try:
@@ -232,6 +234,17 @@ def load_public(path: Path) -> f.EscrowOfficer:
             box_pk=_unb64(data["box_pk"], "box_pk"),
             sign_pk=_unb64(data["sign_pk"], "sign_pk"),
         )
+    except (KeyError, TypeError) as exc:
+        raise KeyFileError(f"{path} is malformed: {exc}") from None
+
+
+def load_legal_public(path: Path) -> f.LegalSigner:
+    """A legal-order signer's public key from its ``.pub`` (or its key file)."""
+    data = _read_json(path)
+    if data.get("kind") not in (_KINDS["legal"], _KINDS["legal"] + ".pub"):
+        raise KeyFileError(f"{path} is not a legal-order key or .pub file")
+    try:
+        return f.LegalSigner(name=str(data["name"]), sign_pk=_unb64(data["sign_pk"], "sign_pk"))
     except (KeyError, TypeError) as exc:
         raise KeyFileError(f"{path} is malformed: {exc}") from None
 

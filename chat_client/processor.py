@@ -305,7 +305,7 @@ class Processor:
             self.emit(ReceiptEvent(item.case_id, item.account_id, item.kind, item.up_to_seq))
         elif isinstance(item, f.DisputeUpdated):
             d = item.dispute
-            self.emit(DisputeEvent(d.request_id, d.case_id, d.state))
+            self.emit(DisputeEvent(d.request_id, d.case_id, d.state, d.kind, d.legal_order))
         else:
             log.debug("ignoring unexpected event %s", type(item).__name__)
 

@@ -79,6 +79,12 @@ def _request(bundle: Bundle, report: Report) -> dict[str, Any]:
     }
     if doc.kind == "legal":
         info["legal_order"] = doc.legal_order
+        signers = bundle.policy.policy.legal_signers
+        if doc.order is not None and doc.order.signer_index < len(signers):
+            signer = signers[doc.order.signer_index]
+            info["order_signed_by"] = signer.name
+            info["order_signer_fingerprint"] = crypto.fingerprint(signer.sign_pk)
+            info["order_issued_at"] = doc.order.issued_at
         return info
     info["signer_id"] = doc.requester_id
     info["signer_handle"] = handles.get(doc.requester_id or "", "")
@@ -211,6 +217,15 @@ def render_html(bundle: Bundle, report: Report) -> str:
     pairs = [("Request", f"{e(req['request_id'])} ({e(req['kind'])})")]
     if req["kind"] == "legal":
         pairs.append(("Legal order", e(str(req.get("legal_order")))))
+        if "order_signed_by" in req:
+            pairs.append(
+                (
+                    "Order signed by",
+                    f"{e(req['order_signed_by'])}, key "
+                    f"<span class='fp'>{e(req['order_signer_fingerprint'])}</span>, "
+                    f"{e(_time(req['order_issued_at']))} (a legal signer named in the policy)",
+                )
+            )
     else:
         pairs += [
             (

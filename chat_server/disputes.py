@@ -12,9 +12,11 @@ database) only parse, call this and print. Here:
   the policy and recorded (the state moves to ``approved`` at the threshold);
 * :meth:`DisputeService.export`: the bundle, built only from k distinct valid approvals,
   its chain head signed with the hub's :class:`~protocol.crypto.ServerKey`;
-* :class:`DisputeWatcher`: approvals and exports are recorded by that other process, so
-  the hub polls the disputes table (every :data:`WATCH_INTERVAL_S`, only while a request
-  is not yet exported) and tells the requester's live sessions with ``dispute.updated``.
+* :class:`DisputeWatcher`: legal orders, approvals and exports are recorded by that
+  other process, so the hub polls the disputes table (every :data:`WATCH_INTERVAL_S`,
+  once started: by a request, a list, or a client session on a hub with escrow, until
+  the hub stops) and tells the case client's live sessions with ``dispute.updated``,
+  for its own requests and for legal orders on its cases alike.
 
 Every request document is a :class:`protocol.escrow.DisputeDocument` made by
 :func:`_document`. No code here reads an officer's or the organisation's private key, and
@@ -54,10 +56,12 @@ from protocol.escrow import (
     ClientEvidence,
     DisputeDocument,
     EscrowError,
+    LegalOrder,
     RequestView,
     policy_fingerprint,
     verify_approval,
     verify_dispute,
+    verify_legal_order,
 )
 from storage.disputes import DisputeRecord
 from storage.engine import Database
@@ -118,12 +122,15 @@ async def installed_policy(db: Database) -> InstalledPolicy | None:
 
 
 def dispute_info(record: DisputeRecord) -> f.DisputeInfo:
-    """A request as its client sees it."""
+    """A request as its case's client sees it (a legal order with its reference)."""
+    legal = record.kind == "legal"
     return f.DisputeInfo(
         request_id=record.id,
         case_id=record.case_id,
         state=record.state,
         created_at=record.created_at,
+        kind="legal" if legal else "client",
+        legal_order=_document_decoder.decode(record.document).legal_order if legal else None,
     )
 
 
@@ -164,6 +171,7 @@ def _document(
     sig: bytes | None = None,
     legal_order: str | None = None,
     evidence: ClientEvidence | None = None,
+    order: LegalOrder | None = None,
 ) -> DisputeDocument:
     """The one place a dispute request document is made (a fresh random request id)."""
     return DisputeDocument(
@@ -180,6 +188,7 @@ def _document(
         legal_order=legal_order,
         created_at=created_at,
         evidence=evidence,
+        order=order,
     )
 
 
@@ -256,18 +265,29 @@ class DisputeService:
                 )
         return ClientEvidence(terms_version=terms, consent_sig=consent.sig)
 
-    async def open_legal(self, case_id: str, order: str) -> DisputeDocument:
-        """Open a request for a legal order (no client signature; same approvals)."""
-        if await self._db.cases.get(case_id) is None:
+    async def open_legal(self, order: LegalOrder) -> DisputeDocument:
+        """Record a legal order signed offline by a legal signer the installed policy
+        names (no client signature; the same k approvals). EscrowError if the order
+        does not verify; NotFound without such a case or policy."""
+        if await self._db.cases.get(order.case_id) is None:
             raise NotFound("no such case")
-        installed = await self._db.escrow.current()
+        installed = await installed_policy(self._db)
         if installed is None:
             raise NotFound("no escrow policy is installed")
+        verify_legal_order(order, installed.policy)
         now = now_ms()
         doc = _document(
-            "legal", case_id, installed.fingerprint, now, timestamp=now, legal_order=order
+            "legal",
+            order.case_id,
+            installed.fingerprint,
+            now,
+            timestamp=order.issued_at,
+            legal_order=order.order_ref,
+            order=order,
         )
+        verify_dispute(doc, policy=installed.policy)
         await self._store(doc, installed.fingerprint, now)
+        log_event("dispute.legal", request=doc.request_id, case=doc.case_id)
         return doc
 
     async def _store(self, doc: DisputeDocument, policy_fp: str, now: int) -> DisputeRecord:
@@ -282,8 +302,9 @@ class DisputeService:
             now_ms=now,
         )
 
-    async def of_requester(self, account_id: str) -> list[DisputeRecord]:
-        return await self._db.disputes.find(requester_id=account_id)
+    async def of_client(self, account_id: str) -> list[DisputeRecord]:
+        """Every request on the account's cases: its own, and legal orders."""
+        return await self._db.disputes.find(client_id=account_id)
 
     async def all(self) -> list[DisputeRecord]:
         return await self._db.disputes.find()
@@ -436,8 +457,8 @@ class DisputeService:
 
 
 class DisputeWatcher:
-    """Tells requesters' live sessions when their request changes state (see the module
-    docstring). Started on demand, by a request or a list with something pending."""
+    """Tells a case client's live sessions when a request on their case appears or
+    changes state (see the module docstring). Started on demand; runs until stopped."""
 
     __slots__ = ("_db", "_registry", "_stopped", "_task")
 
@@ -482,9 +503,11 @@ class DisputeWatcher:
                 if seen.get(record.id) == record.state:
                     continue
                 seen[record.id] = record.state
-                if record.requester_id is not None:
+                # The case's client hears of its own requests and of legal orders alike.
+                case = await self._db.cases.get(record.case_id)
+                if case is not None:
                     self._registry.publish(
-                        [record.requester_id], f.DisputeUpdated(dispute=dispute_info(record))
+                        [case.client_id], f.DisputeUpdated(dispute=dispute_info(record))
                     )
-            if seen and all(state == "exported" for state in seen.values()):
-                return
+            # No early end: a legal order may be recorded at any time, and its client is
+            # told at once (the terms promise it).

@@ -7,7 +7,7 @@ inside the hub process) by ``chat-server``:
     chat-server disputes show ID
     chat-server disputes approve ID --approval approvalN.json
     chat-server disputes export ID --out BUNDLE
-    chat-server disputes open-legal CASE --order REF
+    chat-server disputes open-legal --order-file order.json
     chat-server consents export --out FILE
     chat-server audit verify | list
 
@@ -41,7 +41,7 @@ from protocol import crypto
 from protocol import frames as f
 from protocol.clock import now_ms
 from protocol.errors import ProtocolError
-from protocol.escrow import Approval, EscrowError, verify_policy
+from protocol.escrow import Approval, EscrowError, LegalOrder, verify_policy
 from protocol.terms import CURRENT_TERMS_VERSION
 from storage.engine import Database, open_database
 
@@ -76,10 +76,9 @@ def add_parsers(sub: Any, common_options: Any) -> None:
     common(p)
     p.add_argument("request_id")
     p.add_argument("--out", type=Path, required=True)
-    p = dsub.add_parser("open-legal", help="open a request for a legal order")
+    p = dsub.add_parser("open-legal", help="record a signed legal order (chat-escrow legal-order)")
     common(p)
-    p.add_argument("case_id")
-    p.add_argument("--order", required=True, help="the order's reference")
+    p.add_argument("--order-file", type=Path, required=True, help="from chat-escrow legal-order")
 
     consents = sub.add_parser("consents", help="terms-of-service acceptances")
     csub = consents.add_subparsers(dest="consents_command", required=True)
@@ -251,7 +250,12 @@ async def _approve(args: argparse.Namespace, disputes: DisputeService) -> int:
 
 
 async def _open_legal(args: argparse.Namespace, disputes: DisputeService) -> int:
-    doc = await disputes.open_legal(args.case_id, args.order)
+    order = msgspec.json.decode(args.order_file.read_bytes(), type=LegalOrder)
+    try:
+        doc = await disputes.open_legal(order)
+    except EscrowError as exc:
+        print(f"chat-server: legal order refused: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     _emit(
         args,
         [doc.request_id],

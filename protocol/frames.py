@@ -259,11 +259,18 @@ class Capsule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     subsets: Annotated[list[CapsuleLayer], Meta(min_length=1, max_length=MAX_CAPSULE_SUBSETS)]
 
 
-class DisputeInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class DisputeInfo(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     request_id: Id
     case_id: Id
     state: DisputeState
     created_at: Millis
+    #: "legal": a legal order on the client's case (not filed by them); omitted when
+    #: "client", so a client's own requests look as before on the wire.
+    kind: Literal["client", "legal"] = "client"
+    #: The order's reference (legal orders only).
+    legal_order: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
 
 
 # -- client -> server ----------------------------------------------------------

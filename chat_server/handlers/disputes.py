@@ -33,7 +33,7 @@ async def dispute_request(hub: Hub, caller: Caller, frame: f.DisputeRequest) -> 
 
 
 async def dispute_list(hub: Hub, caller: Caller, frame: f.DisputeList) -> f.DisputeListResult:
-    records = await hub.disputes.of_requester(caller.account_id)
+    records = await hub.disputes.of_client(caller.account_id)
     if any(r.state != "exported" for r in records):
         hub.dispute_watcher.ensure_running()
     return f.DisputeListResult(id=frame.id, disputes=[dispute_info(r) for r in records])

@@ -15,7 +15,7 @@ from chat_client.keyfiles import KeyFile, WrongPassphrase, load_key, write_key
 from protocol import crypto
 from protocol.bundle import encode_bundle
 from protocol.escrow import sign_dispute
-from tests.helpers.escrow_factory import ORG, Scenario, build
+from tests.helpers.escrow_factory import LEGAL, ORG, Scenario, build
 
 PASS = "officer passphrase"
 KDF = {"opslimit": 1, "memlimit": 8192}
@@ -431,5 +431,53 @@ def test_transcript_names_the_authority_to_open(tmp_path: Path) -> None:
     assert run_unseal(tmp_path / "legal", legal, legal.bundle, keys[0], keys[1]) == 0
     page = (tmp_path / "legal" / "out" / "transcript.html").read_text()
     assert "Legal order" in page and "Court &lt;2025&gt;/17" in page
+    assert "Order signed by" in page and crypto.fingerprint(bytes(LEGAL.verify_key)) in page
     data = json.loads((tmp_path / "legal" / "out" / "transcript.json").read_text())
     assert data["request"]["legal_order"] == "Court <2025>/17" and "reason" not in data["request"]
+
+
+def test_legal_order_ceremony(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A legal-order key named in the policy signs orders; any other key is refused,
+    and so is a policy not from the pinned organisation."""
+    kdf = ["--kdf-ops", "1", "--kdf-mem", "8192"]
+
+    def keygen(kind: str, name: str) -> Path:
+        out = tmp_path / f"{name}.key"
+        assert (
+            escrow_cli.main(["keygen", "--kind", kind, "--name", name, "--out", str(out), *kdf])
+            == 0
+        )
+        return out
+
+    org, officer, legal, stray = (
+        keygen("org", "org"),
+        keygen("officer", "o1"),
+        keygen("legal", "court"),
+        keygen("legal", "stray"),
+    )
+    policy = tmp_path / "policy.json"
+    argv = ["policy", "--org-key", str(org), "--officer", str(officer.with_suffix(".pub"))]
+    argv += ["--legal-signer", str(legal.with_suffix(".pub")), "--threshold", "1"]
+    assert escrow_cli.main([*argv, "--allow-single-officer", "--out", str(policy)]) == 0
+    org_fp = json.loads(org.with_suffix(".pub").read_text())["fingerprint"]
+
+    def sign(key: Path, fp: str) -> int:
+        out = tmp_path / f"order-{key.stem}.json"
+        argv = ["legal-order", "--key", str(key), "--policy", str(policy), "--case", "case_1"]
+        return escrow_cli.main(
+            [*argv, "--order", "Court 1/26", "--out", str(out), "--org-fingerprint", fp]
+        )
+
+    capsys.readouterr()
+    assert sign(legal, org_fp) == 0
+    order = json.loads((tmp_path / "order-court.json").read_text())
+    assert (order["case_id"], order["order_ref"], order["signer_index"]) == (
+        "case_1",
+        "Court 1/26",
+        0,
+    )
+    assert (tmp_path / "order-court.json").stat().st_mode & 0o777 == 0o600
+    assert sign(stray, org_fp) == 12
+    assert "not a legal signer" in capsys.readouterr().err
+    assert sign(legal, crypto.fingerprint(bytes(32))) == 12
+    assert sign(officer, org_fp) == 1  # an officer key is not a legal-order key

@@ -38,7 +38,13 @@ from protocol.escrow import (
     sign_dispute,
 )
 from tests.helpers.clients import take
-from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
+from tests.helpers.disputes import (
+    ESCROW_PASS,
+    capsule_depositors,
+    ceremony,
+    legal_order,
+    server,
+)
 from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
 
 
@@ -346,7 +352,8 @@ async def test_server_commands_speak_json_and_the_install_pins_the_page(
             bundle = tmp_path / "case.bundle"
             got = await as_json("disputes", "export", real.request_id, "--out", str(bundle))
             assert isinstance(got, dict) and got["messages"] == 2 and len(got["blake2b"]) == 64
-            got = await as_json("disputes", "open-legal", case_id, "--order", "Court 1/26")
+            order = legal_order(keys, policy, case_id, "Court 1/26", org_fp)
+            got = await as_json("disputes", "open-legal", "--order-file", str(order))
             assert isinstance(got, dict) and got["kind"] == "legal"
             got = await as_json("consents", "export", "--out", str(tmp_path / "c.json"))
             assert got == {"out": str(tmp_path / "c.json"), "consents": 1}

@@ -36,8 +36,8 @@ from protocol.escrow import (
 
 __all__ = [
     "DAY",
-    "NOW",
     "LEGAL",
+    "NOW",
     "ORG",
     "Officer",
     "Scenario",

@@ -276,6 +276,9 @@ def test_terms_name_the_policy_and_threshold() -> None:
     assert "any 2 of its 3" in text
     assert "officer1, officer2, officer3" in text
     assert "WARNING" not in text
+    assert "legal order signed by\nlegal1" in text and "told of any legal order" in text
+    bare = render_terms(1, make_policy(officers(3), 2, legal=[]).policy)
+    assert "names no one who\nmay sign a legal order" in bare
     # A single-officer policy says so plainly.
     single = render_terms(1, make_policy(officers(2), 1).policy)
     assert "any 1 of its 2" in single and "ONE escrow officer alone" in single

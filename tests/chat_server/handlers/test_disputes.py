@@ -20,6 +20,7 @@ from protocol.escrow import (
     DisputeDocument,
     EscrowError,
     make_approval,
+    make_legal_order,
     policy_fingerprint,
     seal_reasons,
     sign_consent,
@@ -32,6 +33,7 @@ from storage.records import CaseRecord
 from tests.helpers.usecases import Person, World
 
 ORG = SigningKey(bytes([7]) * 32)
+LEGAL = SigningKey(bytes([8]) * 32)
 OFFICERS = [(PrivateKey(bytes([i + 1]) * 32), SigningKey(bytes([i + 41]) * 32)) for i in range(3)]
 DAY = 86_400_000
 
@@ -53,6 +55,7 @@ async def install_policy(
         not_before=now - DAY,
         not_after=now + DAY,
         org_sign_pk=bytes(ORG.verify_key),
+        legal_signers=[f.LegalSigner(name="court", sign_pk=bytes(LEGAL.verify_key))],
     )
     signed = sign_policy(ORG, policy)
     fp = policy_fingerprint(policy)
@@ -183,24 +186,45 @@ async def test_approvals_export_and_the_watcher_tell_the_client(world: World) ->
     ]
 
 
-async def test_a_legal_order_needs_a_case_and_a_policy(world: World) -> None:
+async def test_a_legal_order_needs_a_case_a_policy_and_a_legal_signer(world: World) -> None:
     hub = world.hub
     client, counselor = await world.person(), await world.person("counselor")
     case = await world.case(client, counselor)
-    with pytest.raises(NotFound, match="no escrow policy is installed"):
-        await hub.disputes.open_legal(case.id, "order 1")
-    await install_policy(world)
+    signed = await install_policy(world)
+    order = make_legal_order(LEGAL, signed.policy, case.id, "order 1", now_ms())
+    elsewhere = make_legal_order(LEGAL, signed.policy, "case_none", "order 1", now_ms())
     with pytest.raises(NotFound, match="no such case"):
-        await hub.disputes.open_legal("case_none", "order 1")
-    doc = await hub.disputes.open_legal(case.id, "order 1")
-    assert (doc.kind, doc.legal_order, doc.requester_id, doc.reason_ct) == (
+        await hub.disputes.open_legal(elsewhere)
+    # Signed by a key the policy does not name (the hub's own, say): refused.
+    rogue = msgspec.structs.replace(order, signer_sign_pk=bytes(ORG.verify_key))
+    with pytest.raises(EscrowError, match="not the legal signer's"):
+        await hub.disputes.open_legal(rogue)
+    doc = await hub.disputes.open_legal(order)
+    assert (doc.kind, doc.legal_order, doc.requester_id, doc.reason_ct, doc.order) == (
         "legal",
         "order 1",
         None,
         [],
+        order,
     )
     [record] = await hub.disputes.all()
     assert (record.id, record.kind, record.requester_id) == (doc.request_id, "legal", None)
+    # The case's client sees it on their case, with its reference; the counselor not.
+    listed = await disputes.dispute_list(hub, client.caller, f.DisputeList(id="l"))
+    assert [(d.request_id, d.kind, d.legal_order) for d in listed.disputes] == [
+        (doc.request_id, "legal", "order 1")
+    ]
+    none = await disputes.dispute_list(hub, counselor.caller, f.DisputeList(id="m"))
+    assert none.disputes == []
+
+
+async def test_a_legal_order_needs_an_installed_policy(world: World) -> None:
+    client, counselor = await world.person(), await world.person("counselor")
+    case = await world.case(client, counselor)
+    unsigned = _unsigned()
+    order = make_legal_order(LEGAL, unsigned.policy, case.id, "order 1", now_ms())
+    with pytest.raises(NotFound, match="no escrow policy is installed"):
+        await world.hub.disputes.open_legal(order)
 
 
 def _unsigned() -> f.SignedEscrowPolicy:
@@ -216,5 +240,6 @@ def _unsigned() -> f.SignedEscrowPolicy:
         not_before=now - DAY,
         not_after=now + DAY,
         org_sign_pk=bytes(ORG.verify_key),
+        legal_signers=[f.LegalSigner(name="court", sign_pk=bytes(LEGAL.verify_key))],
     )
     return sign_policy(ORG, policy)
