@@ -191,12 +191,13 @@ class KeyManager:
 
     async def _policy_changed(self, case_id: str, epoch: int) -> bool:
         """Is the escrow policy in force not the one ``epoch``'s key is bound to? A
-        policy that does not verify decides nothing here (the key stays in use)."""
+        policy that does not verify, or a hub that does not answer the question, decides
+        nothing here (the key stays in use)."""
         if self.escrow_binding is None:
             return False
         try:
             current = await self.escrow_binding()
-        except pe.CryptoError:
+        except (pe.CryptoError, pe.RemoteError):
             return False
         return self.keyring.escrow(case_id, epoch) != current
 

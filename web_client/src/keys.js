@@ -131,8 +131,8 @@ export class Keys {
     try {
       current = await this.escrow.binding();
     } catch (err) {
-      if (err instanceof c.PolicyError) return false;
-      throw err;
+      if (err instanceof ConnectionLost) throw err;
+      return false; // a refused policy, or a hub that does not answer: keep the key
     }
     return cs.keyEscrow.get(epoch) !== current;
   }
