@@ -259,7 +259,11 @@ def _approve(args: argparse.Namespace) -> int:
         except EscrowError as exc:
             print(f"chat-escrow: the reason does not open: {exc}", file=sys.stderr)
             return EXIT_FOREIGN
-    approval = make_approval(key.sign_key, request, policy, now_ms())
+    head = view.audit_head
+    print(
+        f"audit log head you are shown: seq {head.seq}, {head.hash.hex()} (your approval signs it)"
+    )
+    approval = make_approval(key.sign_key, request, policy, now_ms(), head)
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(approval), indent=1) + b"\n")
     print(f"approval by officer #{index} ({policy.officers[index].name}) written to {args.out}")
     return EXIT_OK

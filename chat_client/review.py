@@ -24,10 +24,10 @@ from protocol.bundle import Bundle, Report
 
 __all__ = ["render_html", "summary", "transcript_json"]
 
-#: The bundle format carries no audit-log head yet; say so rather than stay silent.
+#: What the audit head in a bundle is for.
 _AUDIT_NOTE = (
-    "not carried by this bundle: check the hub's log with `chat-server audit verify` "
-    "and compare the export's BLAKE2b with the audit entry"
+    "the hub's audit log at export; keep this bundle: `chat-server audit verify --anchor "
+    "BUNDLE` detects any later removal of rows up to it"
 )
 
 _MEANING = [
@@ -111,6 +111,7 @@ def _approvals(bundle: Bundle, report: Report) -> list[dict[str, Any]]:
             "name": officers[a.officer_index].name,
             "fingerprint": crypto.fingerprint(a.officer_sign_pk),
             "approved_at": a.approved_at,
+            "audit_head_seen": {"seq": a.audit_head.seq, "hash": a.audit_head.hash.hex()},
         }
         for a in bundle.approvals
         if a.officer_index in report.approvals_valid
@@ -135,7 +136,7 @@ def transcript_json(bundle: Bundle, report: Report) -> dict[str, Any]:
         },
         "server_fingerprint": report.server_fingerprint,
         "chain_head": {"seq": bundle.chain_head.seq, "hash": bundle.chain_head.hash.hex()},
-        "audit_head": None,
+        "audit_head": {"seq": bundle.audit_head.seq, "hash": bundle.audit_head.hash.hex()},
         "exported_at": bundle.exported_at,
         "request": _request(bundle, report),
         "approvals": _approvals(bundle, report),
@@ -254,7 +255,7 @@ def render_html(bundle: Bundle, report: Report) -> str:
     policy = data["policy"]
     approvals = "<br>".join(
         f"{e(a['name'])} <span class='fp'>{e(a['fingerprint'])}</span>, "
-        f"{e(_time(a['approved_at']))}"
+        f"{e(_time(a['approved_at']))}, having seen audit seq {a['audit_head_seen']['seq']}"
         for a in data["approvals"]
     )
     pairs += [
@@ -272,7 +273,11 @@ def render_html(bundle: Bundle, report: Report) -> str:
             f"seq {data['chain_head']['seq']}, "
             f"<span class='fp'>{e(data['chain_head']['hash'])}</span>",
         ),
-        ("Audit head", e(_AUDIT_NOTE)),
+        (
+            "Audit head",
+            f"seq {data['audit_head']['seq']}, "
+            f"<span class='fp'>{e(data['audit_head']['hash'])}</span>: {e(_AUDIT_NOTE)}",
+        ),
         ("Exported", e(_time(bundle.exported_at))),
     ]
     out += _rows(pairs)

@@ -53,6 +53,7 @@ from protocol.crypto import ServerKey
 from protocol.errors import ConsentRequired, InvalidFrame, NotFound, ProtocolError
 from protocol.escrow import (
     Approval,
+    AuditHead,
     ClientEvidence,
     DisputeDocument,
     EscrowError,
@@ -324,7 +325,12 @@ class DisputeService:
             policy=_policy_decoder.decode(policy.signed_policy),
             state=record.state,
             approvals=[_approval_decoder.decode(a) for a in record.approvals],
+            audit_head=await self.audit_head(),
         )
+
+    async def audit_head(self) -> AuditHead:
+        seq, digest = await self._db.audit.head()
+        return AuditHead(seq=seq, hash=digest)
 
     # -- approvals and export ----------------------------------------------------------
 
@@ -337,6 +343,12 @@ class DisputeService:
         view = await self.view(record)
         policy = view.policy.policy
         verify_approval(approval, view.request, policy)
+        # The head the officer signed must be in this log as they saw it.
+        problem = await self._db.audit.check_anchor(
+            approval.audit_head.seq, approval.audit_head.hash
+        )
+        if problem is not None:
+            raise EscrowError(f"the approval's audit head does not match this log: {problem}")
         updated = await self._db.disputes.add_approval(
             record.id, approval.officer_index, _encoder.encode(approval), policy.threshold, now_ms()
         )
@@ -438,6 +450,7 @@ class DisputeService:
             server_sign_pk=server_key.sign_pk,
             request=view.request,
             approvals=sorted(approvals, key=lambda a: a.officer_index),
+            audit_head=await self.audit_head(),
             client_consent=await self._client_consent(case.client_id, fingerprint),
         )
 

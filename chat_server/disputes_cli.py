@@ -9,13 +9,18 @@ inside the hub process) by ``chat-server``:
     chat-server disputes export ID --out BUNDLE
     chat-server disputes open-legal --order-file order.json
     chat-server consents export --out FILE
-    chat-server audit verify | list
+    chat-server audit verify [--anchor FILE ...] | list
 
 Every ``disputes``, ``consents`` and ``audit`` command takes ``--json``: one JSON
 document on stdout instead of the text lines (``show --json`` is the file officers
 approve). ``escrow-policy install`` also records the organisation fingerprint the
 operator confirmed in ``state_dir/org-fingerprint``, which the hub then serves to the
 counselor web chat as its pin when it was started without ``--org-fingerprint``.
+
+``audit verify`` checks the log's hash chain; each ``--anchor`` (an approval file, a
+request shown with ``show --json``, or a bundle, kept outside the database) names an
+audit head the log must still hold as it was: deleting the newest rows leaves a chain
+that is whole, but shorter than an anchor (exit 3).
 
 No command here reads an officer's or the organisation's private key: officers sign
 approvals offline with ``chat-escrow approve`` and hand over only the approval file,
@@ -39,9 +44,17 @@ import msgspec
 
 from protocol import crypto
 from protocol import frames as f
+from protocol.bundle_format import decode_bundle
 from protocol.clock import now_ms
 from protocol.errors import ProtocolError
-from protocol.escrow import Approval, EscrowError, LegalOrder, verify_policy
+from protocol.escrow import (
+    Approval,
+    AuditHead,
+    EscrowError,
+    LegalOrder,
+    RequestView,
+    verify_policy,
+)
 from protocol.terms import CURRENT_TERMS_VERSION
 from storage.engine import Database, open_database
 
@@ -88,8 +101,16 @@ def add_parsers(sub: Any, common_options: Any) -> None:
 
     audit = sub.add_parser("audit", help="the escrow audit log")
     asub = audit.add_subparsers(dest="audit_command", required=True)
-    p = asub.add_parser("verify", help="check the audit log's hash chain")
+    p = asub.add_parser("verify", help="check the audit log's hash chain (and anchors)")
     common(p)
+    p.add_argument(
+        "--anchor",
+        type=Path,
+        action="append",
+        default=[],
+        help="an approval, request (show --json) or bundle file: the audit head it "
+        "carries must still be in the log",
+    )
     p = asub.add_parser("list", help="print the audit log")
     common(p)
 
@@ -304,6 +325,26 @@ async def _consents_export(args: argparse.Namespace, db: Database) -> int:
     return EXIT_OK
 
 
+def _anchors(path: Path) -> list[tuple[int, bytes]]:
+    """The audit heads a file carries: an approval's, a shown request's (and its
+    approvals'), or a bundle's (and its approvals'). ValueError if it has none."""
+    data = path.read_bytes()
+    kind = json.loads(data).get("format") if data.lstrip().startswith(b"{") else None
+    heads: list[AuditHead]
+    if kind == "counsel-chat/dispute-bundle":
+        bundle = decode_bundle(data)
+        heads = [bundle.audit_head, *(a.audit_head for a in bundle.approvals)]
+    elif kind == "counsel-chat/dispute-request":
+        view = msgspec.json.decode(data, type=RequestView)
+        heads = [view.audit_head, *(a.audit_head for a in view.approvals)]
+    else:
+        try:
+            heads = [msgspec.json.decode(data, type=Approval).audit_head]
+        except msgspec.ValidationError:
+            raise ValueError(f"{path} is not an approval, request or bundle") from None
+    return [(h.seq, h.hash) for h in heads]
+
+
 async def _audit(args: argparse.Namespace, db: Database) -> int:
     if args.audit_command == "list":
         entries = await db.audit.entries()
@@ -326,6 +367,11 @@ async def _audit(args: argparse.Namespace, db: Database) -> int:
         )
         return EXIT_OK
     problems = await db.audit.verify()
+    for path in args.anchor:
+        for seq, digest in _anchors(path):
+            problem = await db.audit.check_anchor(seq, digest)
+            if problem is not None:
+                problems.append(f"anchor {path.name}: {problem}")
     count = await db.audit.count()
     _emit(
         args,

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from .escrow import Approval, DisputeDocument, ForeignMaterial
+from .escrow import Approval, AuditHead, DisputeDocument, ForeignMaterial
 from .frames import (
     Capsule,
     Epoch,
@@ -125,6 +125,9 @@ class Bundle(_S, frozen=True, kw_only=True):
     approvals: list[Approval]
     #: None: the client never consented to this policy (no epoch may be escrowed).
     client_consent: BundleConsent | None
+    #: The hub's audit-log head at export (before the export's own row): an anchor kept
+    #: outside the database (``chat-server audit verify --anchor BUNDLE``).
+    audit_head: AuditHead
 
 
 _decoder = msgspec.json.Decoder(Bundle)

@@ -26,8 +26,11 @@ length-prefixed with :func:`protocol.crypto.lp`, integers as 8-byte big-endian:
   accepts the request only if one key verifies the request, the consent and the
   commitment, so a request signed by any other key (one the hub made) is refused.
 * request digest = BLAKE2b-256 over every field of the stored request (see
-  :func:`request_digest`; version 2 adds the evidence); an approval is Ed25519 over
-  lp("chat.approval.v1", request_id, digest, policy_fp, u64(officer_index), officer_sign_pk).
+  :func:`request_digest`; version 2 adds the evidence and the legal order); an approval
+  is Ed25519 over lp("chat.approval.v2", request_id, digest, policy_fp,
+  u64(officer_index), officer_sign_pk, u64(audit_seq), audit_hash): the officer also signs
+  the audit-log head they were shown (:class:`AuditHead`), an anchor outside the
+  database against which a later truncation of the log is detected.
 
 Nothing here opens anything: opening a capsule or a sealed reason takes officer private
 keys and lives in :mod:`protocol.opening`, which the hub may not import; the server
@@ -71,6 +74,7 @@ from .limits import MAX_CAPSULE_SUBSETS, MAX_ESCROW_OFFICERS
 __all__ = [
     "MAX_REASON_BYTES",
     "Approval",
+    "AuditHead",
     "ClientEvidence",
     "DisputeDocument",
     "EscrowError",
@@ -550,34 +554,54 @@ def _evidence_bytes(doc: DisputeDocument) -> tuple[bytes, ...]:
 # -- approvals -------------------------------------------------------------------------
 
 
-class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One officer's signed approval of one request under one policy."""
+class AuditHead(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The newest row of the hub's audit log: its seq (0: empty) and hash."""
 
-    version: Literal[1] = 1
+    seq: Annotated[int, Meta(ge=0, le=2**53)]
+    hash: Key32
+
+
+class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One officer's signed approval of one request under one policy, anchoring the
+    audit head the officer was shown."""
+
+    version: Literal[2] = 2
     request_id: Id
     request_digest: Key32
     policy_fingerprint: Fingerprint
     officer_index: Annotated[int, Meta(ge=0, le=MAX_ESCROW_OFFICERS - 1)]
     officer_sign_pk: Key32
+    audit_head: AuditHead
     approved_at: Millis
     sig: Sig
 
 
 def approval_transcript(
-    request_id: str, digest: bytes, policy_fp: str, officer_index: int, officer_sign_pk: bytes
+    request_id: str,
+    digest: bytes,
+    policy_fp: str,
+    officer_index: int,
+    officer_sign_pk: bytes,
+    audit_head: AuditHead,
 ) -> bytes:
     return lp(
-        b"chat.approval.v1",
+        b"chat.approval.v2",
         request_id.encode(),
         digest,
         policy_fp.encode(),
         u64(officer_index),
         officer_sign_pk,
+        u64(audit_head.seq),
+        audit_head.hash,
     )
 
 
 def make_approval(
-    officer_sign_key: SigningKey, doc: DisputeDocument, policy: EscrowPolicy, approved_at: int
+    officer_sign_key: SigningKey,
+    doc: DisputeDocument,
+    policy: EscrowPolicy,
+    approved_at: int,
+    audit_head: AuditHead,
 ) -> Approval:
     """Sign an approval; ForeignMaterial if this key is not an officer of ``policy``
     or the request is under another policy."""
@@ -591,7 +615,7 @@ def make_approval(
     digest = request_digest(doc)
     sig = bytes(
         officer_sign_key.sign(
-            approval_transcript(doc.request_id, digest, fp, index, sign_pk)
+            approval_transcript(doc.request_id, digest, fp, index, sign_pk, audit_head)
         ).signature
     )
     return Approval(
@@ -600,6 +624,7 @@ def make_approval(
         policy_fingerprint=fp,
         officer_index=index,
         officer_sign_pk=sign_pk,
+        audit_head=audit_head,
         approved_at=approved_at,
         sig=sig,
     )
@@ -627,6 +652,7 @@ def verify_approval(approval: Approval, doc: DisputeDocument, policy: EscrowPoli
                 fp,
                 approval.officer_index,
                 approval.officer_sign_pk,
+                approval.audit_head,
             ),
             approval.sig,
         )
@@ -643,3 +669,5 @@ class RequestView(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     policy: SignedEscrowPolicy
     state: Literal["pending", "approved", "exported"]
     approvals: list[Approval]
+    #: The hub's audit-log head when this was shown: what an approval signs.
+    audit_head: AuditHead

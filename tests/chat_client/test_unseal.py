@@ -15,7 +15,7 @@ from chat_client.keyfiles import KeyFile, WrongPassphrase, load_key, write_key
 from protocol import crypto
 from protocol.bundle import encode_bundle
 from protocol.escrow import sign_dispute
-from tests.helpers.escrow_factory import LEGAL, ORG, Scenario, build
+from tests.helpers.escrow_factory import HEAD, LEGAL, ORG, Scenario, build
 
 PASS = "officer passphrase"
 KDF = {"opslimit": 1, "memlimit": 8192}
@@ -315,7 +315,7 @@ def test_no_authority_writes_nothing_exit_12(
     from tests.helpers.escrow_factory import NOW
 
     approvals = [
-        make_approval(full.people[i].sign, forged, full.policy.policy, NOW) for i in (0, 1)
+        make_approval(full.people[i].sign, forged, full.policy.policy, NOW, HEAD) for i in (0, 1)
     ]
     bundle = msgspec.structs.replace(full.bundle, request=forged, approvals=approvals)
     assert run_unseal(tmp_path, full, bundle, keys[0], keys[1]) == 12
@@ -420,6 +420,9 @@ def test_transcript_names_the_authority_to_open(tmp_path: Path) -> None:
         "Consent",
         "Approvals (2 of 2 needed)",
         "Audit head",
+        "seq 9, ",
+        bytes(range(2, 34)).hex(),
+        "having seen audit seq 7",
         "What the verdicts mean",
         "@media print",
         "@page",

@@ -206,6 +206,8 @@ async def test_dispute_round_trip(
     assert actions == [
         "policy.install",
         "consent",
+        "escrow.capsule",  # the client's, with its key
+        "escrow.capsule",  # the counselor's own
         "dispute.request",
         *["dispute.approve"] * k,
         "dispute.export",

@@ -482,3 +482,51 @@ async def test_hostile_pre_policy_conversation_stays_closed(
         finally:
             await client.close()
             await counselor.close()
+
+
+async def test_hostile_hub_trims_the_audit_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator deletes the newest audit rows (the approvals and the export): the
+    shorter chain is still whole, so `audit verify` alone says intact, but against the
+    head the bundle (or an approval) carries, kept outside the database, it is caught."""
+    keys = tmp_path / "keys"
+    policy, org_fp = ceremony(keys, 3, 2)
+    async with start_hub(tmp_path / "hub") as hub:
+        client, counselor, case_id = await chatting(hub, tmp_path, policy, org_fp)
+        try:
+            real = await client.file_dispute(case_id, "I was treated unfairly")
+            request = tmp_path / "real.json"
+            await show(hub, real.request_id, request, capsys)
+            shown = json.loads(request.read_text())["audit_head"]
+            approvals = []
+            for i in (1, 2):
+                out = tmp_path / f"approval{i}.json"
+                assert approve(request, keys / f"officer{i}.key", out, org_fp) == 0
+                assert json.loads(out.read_text())["audit_head"] == shown
+                argv = ["disputes", "approve", real.request_id, "--approval", str(out)]
+                assert await server(hub, *argv) == 0
+                approvals.append(out)
+            bundle = tmp_path / "case.bundle"
+            argv = ["disputes", "export", real.request_id, "--out", str(bundle)]
+            assert await server(hub, *argv) == 0
+            anchors = ["--anchor", str(bundle), "--anchor", str(request)]
+            anchors += [a for p in approvals for a in ("--anchor", str(p))]
+            assert await server(hub, "audit", "verify", *anchors) == 0
+            with sqlite3.connect(db_file(hub)) as conn:
+                actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
+                assert actions[-3:] == ["dispute.approve", "dispute.approve", "dispute.export"]
+                assert actions.count("escrow.capsule") == 2
+                conn.execute(
+                    "DELETE FROM audit_log WHERE seq > (SELECT max(seq) - 3 FROM audit_log)"
+                )
+            capsys.readouterr()
+            assert await server(hub, "audit", "verify") == 0  # a whole, shorter chain
+            assert await server(hub, "audit", "verify", "--anchor", str(bundle)) == 3
+            said = capsys.readouterr().out
+            assert "rows were removed" in said and "BROKEN" in said
+            # The request shown to officers was before the approvals: still in the log.
+            assert await server(hub, "audit", "verify", "--anchor", str(request)) == 0
+        finally:
+            await client.close()
+            await counselor.close()

@@ -22,6 +22,7 @@ from protocol.bundle import (
 )
 from protocol.chain import GENESIS, chain_hash, sign_head
 from protocol.escrow import (
+    AuditHead,
     ClientEvidence,
     DisputeDocument,
     make_approval,
@@ -36,6 +37,7 @@ from protocol.escrow import (
 
 __all__ = [
     "DAY",
+    "HEAD",
     "LEGAL",
     "NOW",
     "ORG",
@@ -75,6 +77,8 @@ def officers(n: int, seed: int = 0) -> list[Officer]:
 
 
 ORG = SigningKey(bytes([7]) * 32)
+#: The audit-log head officers are shown and sign in the factory's approvals.
+HEAD = AuditHead(seq=7, hash=bytes(range(1, 33)))
 #: The policy's one legal-order signer (kept offline like an officer key).
 LEGAL = SigningKey(bytes([9]) * 32)
 
@@ -229,7 +233,7 @@ def build(
             order=make_legal_order(LEGAL, policy, case_id, legal_order, NOW + 1),
         )
     approvals = [
-        make_approval(people[i].sign, doc, policy, NOW + 10)
+        make_approval(people[i].sign, doc, policy, NOW + 10, HEAD)
         for i in (approvers if approvers is not None else list(range(k)))
     ]
     bundle = Bundle(
@@ -265,6 +269,7 @@ def build(
         server_sign_pk=server.sign_pk,
         request=doc,
         approvals=approvals,
+        audit_head=AuditHead(seq=9, hash=bytes(range(2, 34))),
         client_consent=BundleConsent(
             terms_version=1,
             sig=sign_consent(client, ids["client"], 1, fp),

@@ -33,6 +33,7 @@ from protocol.escrow import (
     sign_dispute,
 )
 from tests.helpers.escrow_factory import (
+    HEAD,
     LEGAL,
     NOW,
     ORG,
@@ -263,7 +264,9 @@ def test_request_signed_by_someone_else_exit_12() -> None:
         ),
     )
     # Approvals re-made over the forged request, so only the signer check can catch it.
-    approvals = [make_approval(s.people[i].sign, forged, s.policy.policy, NOW) for i in (0, 1)]
+    approvals = [
+        make_approval(s.people[i].sign, forged, s.policy.policy, NOW, HEAD) for i in (0, 1)
+    ]
     report = verify_bundle(
         msgspec.structs.replace(s.bundle, request=forged, approvals=approvals),
         keys(s, 0, 1),
@@ -283,7 +286,9 @@ def without_commitment_evidence(s: Scenario) -> Bundle:
     request = msgspec.structs.replace(
         doc, evidence=msgspec.structs.replace(doc.evidence, commitment=None)
     )
-    approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+    approvals = [
+        make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+    ]
     return msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
 
 
@@ -294,7 +299,9 @@ def test_request_evidence_must_be_the_clients_own_exit_12() -> None:
     assert doc.evidence is not None
 
     def with_request(request: DisputeDocument) -> Report:
-        approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+        approvals = [
+            make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+        ]
         return check(s, msgspec.structs.replace(s.bundle, request=request, approvals=approvals))
 
     no_evidence = with_request(msgspec.structs.replace(doc, evidence=None))
@@ -371,7 +378,7 @@ def test_legal_order_not_signed_by_a_legal_signer_exit_12() -> None:
         (msgspec.structs.replace(doc, order=elsewhere), "for another case"),
         (msgspec.structs.replace(doc, legal_order="Court 9999/1"), "another case, reference"),
     ):
-        approvals = [make_approval(s.people[i].sign, request, policy, NOW) for i in (0, 1)]
+        approvals = [make_approval(s.people[i].sign, request, policy, NOW, HEAD) for i in (0, 1)]
         bundle = msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
         report = check(s, bundle)
         only(report.foreign, words)
@@ -516,7 +523,9 @@ def test_reason_is_opened_or_the_request_is_malformed_exit_12() -> None:
             s.client, doc.case_id, "all", doc.timestamp, doc.policy_fingerprint, reasons
         )
         request = msgspec.structs.replace(doc, reason_ct=reasons, sig=sig)
-        approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+        approvals = [
+            make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+        ]
         bundle = msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
         report = check(s, bundle)
         only(report.foreign, "reason does not open for officer #0")
@@ -556,7 +565,9 @@ def test_an_invented_client_identity_is_foreign_exit_12() -> None:
         msgspec.structs.replace(p, sign_pk=x.sign_pk) if p.role == "client" else p
         for p in b.participants
     ]
-    approvals = [make_approval(s.people[i].sign, request, s.policy.policy, NOW) for i in (0, 1)]
+    approvals = [
+        make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+    ]
     assert b.client_consent is not None
     consent = msgspec.structs.replace(
         b.client_consent, sig=sign_consent(x, doc.requester_id or "", 1, fp)

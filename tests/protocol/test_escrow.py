@@ -42,7 +42,7 @@ from protocol.escrow import (
 from protocol.limits import MAX_ESCROW_OFFICERS
 from protocol.opening import open_capsule, open_reason
 from protocol.terms import render_terms
-from tests.helpers.escrow_factory import LEGAL, NOW, ORG, build, make_policy, officers
+from tests.helpers.escrow_factory import HEAD, LEGAL, NOW, ORG, build, make_policy, officers
 
 KEY = bytes(range(32))
 CASE = "case_abc"
@@ -304,7 +304,7 @@ def test_dispute_request_and_approvals() -> None:
     doc = s.bundle.request
     policy = s.policy.policy
     verify_dispute(doc)
-    approval = make_approval(s.people[2].sign, doc, policy, NOW)
+    approval = make_approval(s.people[2].sign, doc, policy, NOW, HEAD)
     assert approval.officer_index == 2
     verify_approval(approval, doc, policy)
 
@@ -328,11 +328,11 @@ def test_dispute_request_and_approvals() -> None:
         verify_approval(nobody, doc, policy)
     # A key that is not an officer cannot approve.
     with pytest.raises(ForeignMaterial, match="not an officer"):
-        make_approval(SigningKey(bytes([77]) * 32), doc, policy, NOW)
+        make_approval(SigningKey(bytes([77]) * 32), doc, policy, NOW, HEAD)
     # Nor can an officer approve a request made under another policy.
     other = make_policy(officers(3, seed=20), 2).policy
     with pytest.raises(ForeignMaterial, match="another escrow policy"):
-        make_approval(s.people[0].sign, doc, other, NOW)
+        make_approval(s.people[0].sign, doc, other, NOW, HEAD)
 
 
 def test_request_must_be_signed_by_the_requester() -> None:

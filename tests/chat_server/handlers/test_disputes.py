@@ -17,6 +17,7 @@ from protocol.bundle import decode_bundle, verify_bundle
 from protocol.clock import now_ms
 from protocol.errors import Conflict, ConsentRequired, Forbidden, InvalidFrame, NotFound
 from protocol.escrow import (
+    AuditHead,
     DisputeDocument,
     EscrowError,
     make_approval,
@@ -152,11 +153,21 @@ async def test_approvals_export_and_the_watcher_tell_the_client(world: World) ->
     signed = await install_policy(world, k=2, consenting=(client,))
     created = await disputes.dispute_request(hub, client.caller, request(client, case, signed))
     request_id = created.dispute.request_id
-    doc: DisputeDocument = (await hub.disputes.view(await hub.disputes.get(request_id))).request
+    view = await hub.disputes.view(await hub.disputes.get(request_id))
+    doc: DisputeDocument = view.request
+    head = view.audit_head
+    assert head.seq >= 1  # the request itself is audited
 
     with pytest.raises(NotEnoughApprovals, match="0 valid approvals; the policy requires 2"):
         await hub.disputes.export(request_id, hub.server_key)
-    approve = [make_approval(sign, doc, signed.policy, now_ms()) for _, sign in OFFICERS]
+    # An approval anchoring an audit head this log does not have (a later, or another,
+    # log) is refused.
+    ahead = AuditHead(seq=head.seq + 5, hash=head.hash)
+    with pytest.raises(EscrowError, match="audit head does not match this log"):
+        await hub.disputes.approve(
+            request_id, make_approval(OFFICERS[0][1], doc, signed.policy, now_ms(), ahead)
+        )
+    approve = [make_approval(sign, doc, signed.policy, now_ms(), head) for _, sign in OFFICERS]
     first = await hub.disputes.approve(request_id, approve[0])
     assert (first.officer_name, first.record.state, first.threshold) == ("officer0", "pending", 2)
     with pytest.raises(Conflict):
