@@ -530,3 +530,51 @@ async def test_hostile_hub_trims_the_audit_log(
         finally:
             await client.close()
             await counselor.close()
+
+
+async def test_legal_order_opens_the_case_and_names_who_signed_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signed legal order: officers see the order and its signer, approve, and the
+    transcript names both; the client was told of it."""
+    keys = tmp_path / "keys"
+    policy, org_fp = ceremony(keys, 3, 2)
+    async with start_hub(tmp_path / "hub") as hub:
+        client, counselor, case_id = await chatting(hub, tmp_path, policy, org_fp)
+        try:
+            order = legal_order(keys, policy, case_id, "Court 2026/4", org_fp)
+            got = await _json(hub, capsys, "disputes", "open-legal", "--order-file", str(order))
+            request_id = got["request_id"]
+            [seen] = await client.disputes()
+            assert (seen.kind, seen.legal_order) == ("legal", "Court 2026/4")
+            request = tmp_path / "legal.json"
+            await show(hub, request_id, request, capsys)
+            for i in (1, 2):
+                out = tmp_path / f"approval{i}.json"
+                assert approve(request, keys / f"officer{i}.key", out, org_fp) == 0
+                said = capsys.readouterr().out
+                assert "legal order: Court 2026/4" in said and "court-liaison" in said
+                argv = ["disputes", "approve", request_id, "--approval", str(out)]
+                assert await server(hub, *argv) == 0
+            bundle = tmp_path / "case.bundle"
+            assert await server(hub, "disputes", "export", request_id, "--out", str(bundle)) == 0
+            review = tmp_path / "review"
+            argv = [str(bundle), "--out", str(review), "--org-fingerprint", org_fp]
+            argv += ["--key", str(keys / "officer2.key"), "--key", str(keys / "officer3.key")]
+            assert unseal.main(argv) == 0
+            page = (review / "transcript.html").read_text()
+            assert "Court 2026/4" in page and "court-liaison" in page
+            assert "my private words" in page
+        finally:
+            await client.close()
+            await counselor.close()
+
+
+async def _json(
+    hub: RunningHub, capsys: pytest.CaptureFixture[str], *argv: str
+) -> dict[str, object]:
+    capsys.readouterr()
+    assert await server(hub, *argv, "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert isinstance(data, dict)
+    return data
