@@ -4,10 +4,10 @@ chat-server serve [--host H] [--port P] [--db URL] [--redis URL --node-id NAME]
 chat-server migrate [--db URL]
 chat-server admin invite-counselor --name N --languages en,ur --specialties anxiety,grief
 chat-server admin escrow-policy install policy.json --org-fingerprint FP
-chat-server disputes list | show ID [--json] | approve ID --approval F | export ID --out B
-chat-server disputes open-legal CASE --order REF
-chat-server consents export --out FILE
-chat-server audit verify | list
+chat-server disputes list | show ID | approve ID --approval F | export ID --out B  [--json]
+chat-server disputes open-legal --order-file ORDER  [--json]
+chat-server consents export --out FILE  [--json]
+chat-server audit verify [--anchor FILE ...] | list  [--json]
 """
 
 from __future__ import annotations
