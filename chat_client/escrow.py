@@ -99,6 +99,7 @@ class Escrow:
         self._org_fingerprint = org_fingerprint
         self._pins = pins if pins is not None else EscrowPins(None)
         self._cached: tuple[int, f.PolicyResult] | None = None  # (generation, answer)
+        self._bound: tuple[f.PolicyResult, str] | None = None  # (answer, its binding)
         self._lock = asyncio.Lock()
 
     # -- the policy --------------------------------------------------------------------
@@ -227,9 +228,14 @@ class Escrow:
 
     async def binding(self) -> str:
         """The escrow binding of a key made now (PolicyError if the policy does not
-        verify)."""
+        verify). Asked before every send, so it is verified once per fetched answer."""
+        result = await self._policy_result()
+        if self._bound is not None and self._bound[0] is result:
+            return self._bound[1]
         got = await self.policy()
-        return NO_ESCROW if got is None else policy_fingerprint(got[0].policy)
+        binding = NO_ESCROW if got is None else policy_fingerprint(got[0].policy)
+        self._bound = (result, binding)
+        return binding
 
     async def capsule(self, case: f.CaseInfo, epoch: int, key: bytes) -> f.Capsule | None:
         """Our capsule of ``key`` under this session's policy (None: no escrow)."""

@@ -35,6 +35,7 @@ export class Escrow {
     this.onChange = onChange;
     this.shown = null; // the policy as shown to the counselor, once fetched
     this.cached = null; // { generation, answer: Promise<policy.result> }
+    this.bound = null; // { answer, binding }: the binding verified for that answer
   }
 
   /** The verified policy ({ policy, fingerprint }) of this session, or null. */
@@ -111,8 +112,13 @@ export class Escrow {
   /** The escrow binding of a key made now: the verified policy's fingerprint, or "none"
    *  (PolicyError if the policy does not verify). */
   async binding() {
+    // Asked before every send: verified once per fetched answer.
+    const current = this.cached?.generation === this.session.generation;
+    if (current && this.bound?.answer === this.cached.answer) return this.bound.binding;
     const escrow = await this.policy();
-    return escrow === null ? c.NO_ESCROW : escrow.fingerprint;
+    const binding = escrow === null ? c.NO_ESCROW : escrow.fingerprint;
+    this.bound = { answer: this.cached?.answer, binding };
+    return binding;
   }
 
   /** Our capsule of a new epoch key under this session's policy; null without escrow. */
