@@ -3,10 +3,11 @@
 These are the checks that decide whether anything is shown as verified, so they live
 apart from the asyncio plumbing and are tested without a network:
 
-* a new epoch key is sealed to exactly the case's participants, with a signed commitment;
+* a new epoch key is sealed to exactly the case's participants, with a signed commitment
+  that also names its escrow binding (the policy it is made under, or "none");
 * a fetched epoch key is accepted only if its creator is a participant, the commitment
-  signature verifies under the creator's sign_pk, and the opened key matches the
-  commitment (opening.open_case_key);
+  and binding signature verifies under the creator's sign_pk, and the opened key matches
+  the commitment (opening.open_case_key);
 * a message is verified only if it decrypts under the epoch key, its sender is a
   participant whose signature verifies, its envelope is in the one canonical encoding
   (re-encoded after decoding: "noncanonical" otherwise), and its chain link follows
@@ -53,6 +54,7 @@ class NewEpochKey:
     commitment: bytes
     commitment_sig: bytes
     seals: list[KeySeal]
+    escrow: str
 
 
 def make_epoch_key(
@@ -60,19 +62,21 @@ def make_epoch_key(
     case: CaseInfo,
     epoch: int,
     directory: Mapping[str, DirectoryEntry],
+    escrow: str,
 ) -> NewEpochKey:
-    """Create K for ``epoch`` sealed to every participant (box_pk from the directory)."""
+    """Create K for ``epoch`` sealed to every participant (box_pk from the directory),
+    bound to the escrow policy ``escrow`` (a fingerprint, or crypto.NO_ESCROW)."""
     members = participants(case)
     if len(members) < 2:
         raise ValueError("a case key needs both participants; the case has no counselor")
     key = crypto.new_case_key()
     commitment = crypto.key_commitment(key, case.case_id, epoch)
-    sig = crypto.sign_commitment(identity, case.case_id, epoch, commitment)
+    sig = crypto.sign_commitment(identity, case.case_id, epoch, commitment, escrow=escrow)
     seals = [
         KeySeal(account_id=a, sealed=crypto.seal_case_key(key, directory[a].box_pk))
         for a in members
     ]
-    return NewEpochKey(epoch, key, commitment, sig, seals)
+    return NewEpochKey(epoch, key, commitment, sig, seals, escrow)
 
 
 def open_epoch_key(
@@ -92,6 +96,7 @@ def open_epoch_key(
         epoch_key.epoch,
         epoch_key.commitment,
         epoch_key.commitment_sig,
+        escrow=epoch_key.escrow,
     )
     return opening.open_case_key(
         epoch_key.sealed, identity, case.case_id, epoch_key.epoch, epoch_key.commitment
@@ -183,16 +188,23 @@ def open_record(
 
 
 class Keyring:
-    """In-memory cache of verified case keys: (case_id, epoch) -> K. Never persisted."""
+    """In-memory cache of verified case keys: (case_id, epoch) -> K, with the escrow
+    binding its creator signed. Never persisted."""
 
     def __init__(self) -> None:
         self._keys: dict[tuple[str, int], bytes] = {}
+        self._escrow: dict[tuple[str, int], str] = {}
 
     def get(self, case_id: str, epoch: int) -> bytes | None:
         return self._keys.get((case_id, epoch))
 
-    def put(self, case_id: str, epoch: int, key: bytes) -> None:
+    def escrow(self, case_id: str, epoch: int) -> str | None:
+        """The escrow binding of a held key (None if the key is not held)."""
+        return self._escrow.get((case_id, epoch))
+
+    def put(self, case_id: str, epoch: int, key: bytes, escrow: str = crypto.NO_ESCROW) -> None:
         self._keys[(case_id, epoch)] = key
+        self._escrow[(case_id, epoch)] = escrow
 
     def latest(self, case_id: str) -> int:
         """Highest epoch held for the case (0 if none)."""

@@ -564,18 +564,32 @@ async def cmd_consent(args: argparse.Namespace, out: Printer) -> int:
         if terms is None:
             out.emit("this hub has no escrow policy: nothing to accept", {"escrow": False})
             return EXIT_OK
-        version, text, fp = terms
         if not out.as_json:
-            print(block(text))
+            print(block(terms.text))
+            print()
+            print(f"Organisation key fingerprint: {terms.org_fingerprint}")
+            if terms.tofu:
+                print(
+                    "  Not pinned yet: accepting pins it in this home (trust on first use)."
+                    " Compare it with the fingerprint the service publishes."
+                )
         if not args.yes:
             answer = (await asyncio.to_thread(input, "Accept these terms? [y/N] ")).strip().lower()
             if answer not in ("y", "yes"):
                 out.emit("not accepted", {"accepted": False})
                 return EXIT_ERROR
-        await client.consent()
+        # Exactly the policy and terms version shown above: no second fetch.
+        await client.consent(terms)
         out.emit(
-            f"accepted terms version {version} under policy {fp}",
-            {"accepted": True, "terms_version": version, "policy_fingerprint": fp},
+            f"accepted terms version {terms.version} under policy {terms.policy_fingerprint}"
+            + (f"; organisation {terms.org_fingerprint} pinned" if terms.tofu else ""),
+            {
+                "accepted": True,
+                "terms_version": terms.version,
+                "policy_fingerprint": terms.policy_fingerprint,
+                "org_fingerprint": terms.org_fingerprint,
+                "org_pinned_now": terms.tofu,
+            },
         )
     return EXIT_OK
 
@@ -586,6 +600,8 @@ def _dispute_json(d: Any) -> dict[str, Any]:
         "case_id": d.case_id,
         "state": d.state,
         "created_at": d.created_at,
+        "kind": d.kind,
+        "legal_order": d.legal_order,
     }
 
 
@@ -603,7 +619,8 @@ async def cmd_disputes(args: argparse.Namespace, out: Printer) -> int:
             out.json([_dispute_json(d) for d in items])
         else:
             for d in items:
-                out.line(f"{d.request_id}  {d.case_id}  {d.state}")
+                legal = f"  LEGAL ORDER {d.legal_order}" if d.kind == "legal" else ""
+                out.line(f"{d.request_id}  {d.case_id}  {d.state}{legal}")
     return EXIT_OK
 
 

@@ -37,21 +37,37 @@ from protocol import frames as f
 __all__ = [
     "DEFAULT_MEMLIMIT",
     "DEFAULT_OPSLIMIT",
+    "ORG_PIN_SUFFIX",
     "KeyFile",
     "KeyFileError",
+    "NoPassphrase",
+    "PinError",
     "WrongPassphrase",
     "load_key",
+    "load_legal_public",
     "load_public",
+    "org_pin_path",
     "read_passphrase",
+    "resolve_org_pin",
     "write_key",
+    "write_org_pin",
+    "write_private",
 ]
+
+#: Next to an officer key file: the organisation fingerprint pinned at keygen.
+ORG_PIN_SUFFIX = ".org-pin"
 
 #: Officer keys are unlocked rarely, so they get the "moderate" Argon2id cost.
 DEFAULT_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
 DEFAULT_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 
-Kind = Literal["org", "officer"]
-_KINDS = {"org": "counsel-chat/org-key", "officer": "counsel-chat/officer-key"}
+Kind = Literal["org", "officer", "legal"]
+_KINDS: dict[Kind, str] = {
+    "org": "counsel-chat/org-key",
+    "officer": "counsel-chat/officer-key",
+    # Signs legal orders (chat-escrow legal-order); named in the policy, kept offline.
+    "legal": "counsel-chat/legal-key",
+}
 
 
 class KeyFileError(Exception):
@@ -62,12 +78,20 @@ class WrongPassphrase(KeyFileError):
     """The passphrase does not unwrap the key file."""
 
 
+class NoPassphrase(KeyFileError):
+    """No passphrase file, no environment variable and no terminal to ask on."""
+
+
+class PinError(Exception):
+    """No organisation fingerprint is pinned, or the pins given disagree (usage)."""
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class KeyFile:
     kind: Kind
     name: str
     sign_key: SigningKey
-    box_key: PrivateKey | None  # None for the organisation key
+    box_key: PrivateKey | None  # None for the organisation and legal-order keys
 
     @property
     def sign_pk(self) -> bytes:
@@ -100,11 +124,13 @@ def _unb64(text: Any, what: str) -> bytes:
         raise KeyFileError(f"{what} is not base64") from None
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write ``path`` readable by its owner only (0600, also when it existed before)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
 
 
 def pub_path(path: Path) -> Path:
@@ -142,7 +168,7 @@ def write_key(
         "memlimit": memlimit,
     }
     private["wrapped"] = _b64(bytes(nacl.secret.SecretBox(wrap).encrypt(secret)))
-    _write_private(path, json.dumps(private, indent=1) + "\n")
+    write_private(path, json.dumps(private, indent=1) + "\n")
     pub = pub_path(path)
     pub.write_text(json.dumps(public, indent=1) + "\n")
     return pub
@@ -161,11 +187,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def load_key(path: Path, passphrase: str, kind: Kind | None = None) -> KeyFile:
     """Unwrap a key file. WrongPassphrase if the passphrase does not open it."""
     data = _read_json(path)
-    found: Kind | None = None
-    if data.get("kind") == _KINDS["org"]:
-        found = "org"
-    elif data.get("kind") == _KINDS["officer"]:
-        found = "officer"
+    found: Kind | None = next((k for k, v in _KINDS.items() if data.get("kind") == v), None)
     if found is None or (kind is not None and found != kind):
         raise KeyFileError(f"{path} is not an {kind or 'escrow'} key file")
     try:
@@ -216,6 +238,17 @@ def load_public(path: Path) -> f.EscrowOfficer:
         raise KeyFileError(f"{path} is malformed: {exc}") from None
 
 
+def load_legal_public(path: Path) -> f.LegalSigner:
+    """A legal-order signer's public key from its ``.pub`` (or its key file)."""
+    data = _read_json(path)
+    if data.get("kind") not in (_KINDS["legal"], _KINDS["legal"] + ".pub"):
+        raise KeyFileError(f"{path} is not a legal-order key or .pub file")
+    try:
+        return f.LegalSigner(name=str(data["name"]), sign_pk=_unb64(data["sign_pk"], "sign_pk"))
+    except (KeyError, TypeError) as exc:
+        raise KeyFileError(f"{path} is malformed: {exc}") from None
+
+
 def read_passphrase(file: Path | None, prompt: str, *, confirm: bool = False) -> str:
     """--passphrase-file, else $CHAT_ESCROW_PASSPHRASE, else a prompt."""
     if file is not None:
@@ -224,7 +257,56 @@ def read_passphrase(file: Path | None, prompt: str, *, confirm: bool = False) ->
     env = os.environ.get("CHAT_ESCROW_PASSPHRASE")
     if env is not None:
         return env
-    first = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat: ") != first:
-        raise KeyFileError("passphrases do not match")
+    try:
+        first = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Repeat: ") != first:
+            raise KeyFileError("passphrases do not match")
+    except EOFError:  # no terminal to ask on (a script, a pipe)
+        raise NoPassphrase(
+            "no passphrase: set CHAT_ESCROW_PASSPHRASE or use --passphrase-file"
+        ) from None
     return first
+
+
+# -- the organisation pin ------------------------------------------------------------
+
+
+def org_pin_path(key_path: Path) -> Path:
+    return key_path.with_suffix(ORG_PIN_SUFFIX)
+
+
+def write_org_pin(key_path: Path, fingerprint: str) -> Path:
+    """Pin the organisation key next to an officer key file (at keygen)."""
+    path = org_pin_path(key_path)
+    path.write_text(" ".join(fingerprint.split()) + "\n")
+    return path
+
+
+def _normal(fp: str) -> str:
+    return "".join(fp.split()).lower()
+
+
+def resolve_org_pin(given: str | None, key_paths: list[Path]) -> str:
+    """The organisation fingerprint to verify against: ``given`` (flag or environment)
+    and every pin file next to ``key_paths`` must agree, and at least one must exist.
+    PinError otherwise: nothing is trusted just because a policy embeds it."""
+    found: dict[str, str] = {}
+    if given:
+        found[_normal(given)] = given
+    for key in key_paths:
+        pin = org_pin_path(key)
+        if pin.exists():
+            text = pin.read_text().strip()
+            found.setdefault(_normal(text), text)
+    if not found:
+        raise PinError(
+            "no organisation fingerprint is pinned: pass --org-fingerprint, set "
+            "CHAT_ORG_FINGERPRINT, or keep the pin file written at keygen "
+            f"(`{org_pin_path(key_paths[0]).name if key_paths else 'officer.org-pin'}`) "
+            "next to the key"
+        )
+    if len(found) > 1:
+        raise PinError(
+            "the pinned organisation fingerprints disagree: " + " / ".join(found.values())
+        )
+    return next(iter(found.values()))

@@ -7,10 +7,13 @@ directory entries. It creates epoch 1 of a case when the first message needs it 
 the client's side, as soon as a counselor is assigned: :meth:`first_epoch_due`), and
 resolves the race where both participants create it at once: the server keeps the
 first deposit and answers the second with ``conflict``; the loser fetches and verifies
-the winner's key. A new key goes out with our escrow capsule of it (``make_capsule``,
-escrow.py); if the hub refuses the capsule, ``capsule_refused`` drops the cached policy
-and the deposit is made once more. All network access goes through the ``request``
-callable it is given, so it owns no connection.
+the winner's key. A new key is bound, in its signed commitment, to the escrow policy in
+force (``escrow_binding``: a fingerprint, or "none") and goes out with our escrow
+capsule of it under that policy (``make_capsule``, escrow.py); if the hub refuses it,
+``capsule_refused`` drops the cached policy and a new key is made once more. When the
+policy in force is no longer the one the current epoch's key is bound to, sending
+starts a new epoch rather than escrowing the old key under the new policy. All network
+access goes through the ``request`` callable it is given, so it owns no connection.
 
 Every directory entry passes trust.check_entry (signed box key, pinned keys) before it
 is cached, and a client shares or uses a case key with a counselor only after
@@ -48,7 +51,10 @@ CaseLookup = Callable[[str], Awaitable[f.CaseInfo | None]]
 #: Escrow hooks (docs/DISPUTES.md): the capsule to deposit with a new epoch key (None:
 #: the hub has no escrow policy), and a callback for a verified key someone else made.
 CapsuleMaker = Callable[[f.CaseInfo, int, bytes], Awaitable[f.Capsule | None]]
-ForeignKeyHook = Callable[[f.CaseInfo, int, bytes], None]
+#: The escrow binding for a key made now: the verified policy's fingerprint, or "none".
+EscrowBinding = Callable[[], Awaitable[str]]
+#: (case, epoch, key, the key's signed escrow binding)
+ForeignKeyHook = Callable[[f.CaseInfo, int, bytes, str], None]
 #: Called when the hub refuses a deposit that carried a capsule (``invalid``): the
 #: escrow policy the capsule was made under may have been replaced.
 CapsuleRefusedHook = Callable[[], None]
@@ -87,6 +93,7 @@ class KeyManager:
         self._directory: dict[str, f.DirectoryEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.make_capsule: CapsuleMaker | None = None
+        self.escrow_binding: EscrowBinding | None = None
         self.on_foreign_key: ForeignKeyHook | None = None
         self.capsule_refused: CapsuleRefusedHook | None = None
 
@@ -162,9 +169,9 @@ class KeyManager:
             except pe.CryptoError as exc:
                 log.warning("rejected key for epoch %d: %s", epoch_key.epoch, exc)
                 continue
-            self.keyring.put(case.case_id, epoch_key.epoch, key)
+            self.keyring.put(case.case_id, epoch_key.epoch, key, epoch_key.escrow)
             if epoch_key.creator_id != self._account_id and self.on_foreign_key is not None:
-                self.on_foreign_key(case, epoch_key.epoch, key)
+                self.on_foreign_key(case, epoch_key.epoch, key, epoch_key.escrow)
         self._note_epoch(case, self.keyring.latest(case.case_id))
 
     async def key_for(self, case: f.CaseInfo, epoch: int) -> bytes | None:
@@ -216,6 +223,8 @@ class KeyManager:
                 key = self.keyring.get(case_id, epoch)
             if key is None:
                 raise pe.CryptoError(f"no verified key for epoch {epoch} of case {case_id}")
+            if await self._policy_changed(case_id, epoch):
+                return await self._create(case, epoch + 1)
             return epoch, key
 
     async def check_counselor(self, case: f.CaseInfo) -> None:
@@ -236,9 +245,26 @@ class KeyManager:
                 self._warn(case.case_id, warning)
         self._counselor_ok.add(case.case_id)
 
+    async def _binding(self) -> str:
+        if self.escrow_binding is None:
+            return crypto.NO_ESCROW
+        return await self.escrow_binding()
+
+    async def _policy_changed(self, case_id: str, epoch: int) -> bool:
+        """Is the escrow policy in force not the one ``epoch``'s key is bound to? A
+        policy that does not verify, or a hub that does not answer the question, decides
+        nothing here (the key stays in use)."""
+        if self.escrow_binding is None:
+            return False
+        try:
+            current = await self.escrow_binding()
+        except (pe.CryptoError, pe.RemoteError):
+            return False
+        return self.keyring.escrow(case_id, epoch) != current
+
     async def _create(self, case: f.CaseInfo, epoch: int) -> tuple[int, bytes]:
         entries = await self.entries([a for a in (case.client_id, case.counselor_id) if a])
-        new = make_epoch_key(self._identity, case, epoch, entries)
+        new = make_epoch_key(self._identity, case, epoch, entries, await self._binding())
         try:
             try:
                 await self._deposit(case, new)
@@ -246,6 +272,7 @@ class KeyManager:
                 if self.capsule_refused is None or self.make_capsule is None:
                     raise
                 self.capsule_refused()  # made under a policy the hub replaced: once more
+                new = make_epoch_key(self._identity, case, epoch, entries, await self._binding())
                 await self._deposit(case, new)
         except pe.Conflict:
             # The other participant (or our own retried deposit) won: use the stored key.
@@ -254,17 +281,20 @@ class KeyManager:
             if key is None:
                 raise pe.CryptoError(f"epoch {epoch} key of the case does not verify") from None
             return epoch, key
-        self.keyring.put(case.case_id, epoch, new.key)
+        self.keyring.put(case.case_id, epoch, new.key, new.escrow)
         self._note_epoch(case, epoch)
         return epoch, new.key
 
     async def _deposit(self, case: f.CaseInfo, new: NewEpochKey) -> None:
         """``case.key`` for ``new``, with our escrow capsule of it when there is escrow."""
         extra: dict[str, object] = {}
-        if self.make_capsule is not None:
+        if self.make_capsule is not None and new.escrow != crypto.NO_ESCROW:
             capsule = await self.make_capsule(case, new.epoch, new.key)
-            if capsule is not None:
-                extra["capsules"] = [capsule]
+            if capsule is None or capsule.policy_fingerprint != new.escrow:
+                # The policy changed between binding and sealing: the hub will refuse
+                # this key (invalid) and it is made again under the new one.
+                raise pe.InvalidFrame("the escrow policy changed while the key was made")
+            extra["capsules"] = [capsule]
         expect(
             await self._request(
                 f.CaseKeyDeposit,
@@ -272,6 +302,7 @@ class KeyManager:
                 epoch=new.epoch,
                 commitment=new.commitment,
                 commitment_sig=new.commitment_sig,
+                escrow=new.escrow,
                 seals=new.seals,
                 **extra,
             ),

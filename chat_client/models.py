@@ -124,11 +124,14 @@ class ConnectionEvent:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DisputeEvent:
-    """A dispute request of ours changed state (pending -> approved -> exported)."""
+    """A dispute request on one of our cases appeared or changed state (pending ->
+    approved -> exported): one we filed, or a legal order (``kind`` "legal")."""
 
     request_id: str
     case_id: str
     state: Literal["pending", "approved", "exported"]
+    kind: Literal["client", "legal"] = "client"
+    legal_order: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

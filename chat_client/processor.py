@@ -427,7 +427,7 @@ class Processor:
             )
         elif isinstance(item, f.DisputeUpdated):
             d = item.dispute
-            self.emit(DisputeEvent(d.request_id, d.case_id, d.state))
+            self.emit(DisputeEvent(d.request_id, d.case_id, d.state, d.kind, d.legal_order))
         else:
             log.debug("ignoring unexpected event %s", type(item).__name__)
 

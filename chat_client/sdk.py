@@ -50,7 +50,8 @@ from .connection import Link, LinkClosed, expect
 from .contacts import Contacts
 from .cursors import Cursor
 from .errors import RequestInterrupted
-from .escrow import Escrow, PolicyView
+from .escrow import Escrow, PolicyView, Terms
+from .escrowpins import EscrowPins
 from .keymanager import KeyManager
 from .models import Event, Message, MessageEvent, QueueEvent, Safety, Sent, WarningEvent
 from .outbox import Outbox
@@ -112,7 +113,12 @@ class ChatClient:
         )
         request = self._session.request
         self._cases = CaseMap(request, on_remember=self._on_case)
-        org_fingerprint = org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT") or None
+        # The organisation pin: given, else the environment, else pinned in this home at
+        # consent (trust on first use); a given one must agree with the home's pin.
+        escrow_pins = EscrowPins(credentials.store.home)
+        org_fingerprint = escrow_pins.resolve(
+            org_fingerprint or os.environ.get("CHAT_ORG_FINGERPRINT") or None
+        )
         self._contacts = Contacts.load(self._store.home)
         self._keys = KeyManager(
             self._identity,
@@ -124,8 +130,15 @@ class ChatClient:
             org_fingerprint=org_fingerprint,
             warn=lambda case_id, text: self._processor.emit(WarningEvent(case_id, "no_org", text)),
         )
-        self._escrow = Escrow(self._session, self._identity, self._account_id, org_fingerprint)
+        self._escrow = Escrow(
+            self._session,
+            self._identity,
+            self._account_id,
+            org_fingerprint,
+            escrow_pins,
+        )
         self._keys.make_capsule = self._escrow.capsule
+        self._keys.escrow_binding = self._escrow.binding
         self._keys.on_foreign_key = self._escrow.on_foreign_key
         self._keys.capsule_refused = self._escrow.forget_policy
         self._processor = Processor(
@@ -424,14 +437,16 @@ class ChatClient:
         Raises escrow.PolicyError if the policy does not verify (or nothing is pinned)."""
         return await self._escrow.policy(fresh=True)
 
-    async def terms(self) -> tuple[int, str, str] | None:
-        """(terms version, terms text, policy fingerprint) to show before consenting."""
+    async def terms(self) -> Terms | None:
+        """The terms to show before consenting (version, text, policy fingerprint, the
+        signed policy, its organisation and whether that is pinned yet)."""
         return await self._escrow.terms()
 
-    async def consent(self) -> bool:
-        """Sign and send acceptance of the current terms and policy (after showing
-        :meth:`terms`). Returns False if the hub has no escrow (nothing to accept)."""
-        return await self._escrow.consent()
+    async def consent(self, shown: Terms | None = None) -> bool:
+        """Sign and send acceptance of ``shown`` (what :meth:`terms` returned and the
+        person read), exactly that policy and version; without it, of the hub's current
+        terms. Returns False if the hub has no escrow (nothing to accept)."""
+        return await self._escrow.consent(shown)
 
     async def file_dispute(self, case_id: str, reason: str) -> f.DisputeInfo:
         """Ask the escrow officers to review the whole case. The reason is sealed to

@@ -271,7 +271,7 @@ def _web_config(config: Config) -> Response:
         {
             "idle_lock_seconds": round(config.idle_lock_minutes * 60, 3),
             # The page's escrow pin (public; docs/WEB.md explains why it is a weaker pin).
-            "org_fingerprint": config.org_fingerprint,
+            "org_fingerprint": config.served_org_fingerprint(),
             # A hub on the test KDF profile: the page then honours ?weakkdf=1 (test suites).
             "test_kdf": _test_kdf(config),
         }

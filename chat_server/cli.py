@@ -5,10 +5,10 @@ chat-server migrate [--db URL]
 chat-server admin invite-counselor --name N --languages en,ur --specialties anxiety,grief
 chat-server admin escrow-policy install policy.json --org-fingerprint FP
 chat-server admin counselors pending [--json] | install-certs certs.json
-chat-server disputes list | show ID [--json] | approve ID --approval F | export ID --out B
-chat-server disputes open-legal CASE --order REF
-chat-server consents export --out FILE
-chat-server audit verify | list
+chat-server disputes list | show ID | approve ID --approval F | export ID --out B  [--json]
+chat-server disputes open-legal --order-file ORDER  [--json]
+chat-server consents export --out FILE  [--json]
+chat-server audit verify [--anchor FILE ...] | list  [--json]
 
 Exit codes (the shared table, protocol/exit_codes.py): 0 ok, 1 error, 2 usage (also an
 invalid port), 4 the database cannot be reached, 6 cannot listen (the port is in use,
@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import errno
 import json
+import os
 import secrets
 import socket
 import sys
@@ -73,7 +74,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, **extra: object) -> Config:
-    return Config.from_env(db_url=_db_url(args.db), state_dir=args.state_dir, **extra)
+    # CHAT_DB_URL may be a plain SQLite path too, like --db (README, Configuration).
+    db = _db_url(args.db or os.environ.get("CHAT_DB_URL"))
+    return Config.from_env(db_url=db, state_dir=args.state_dir, **extra)
 
 
 #: ``--limit NAME=RATE,BURST``: the Config field each named budget sets.

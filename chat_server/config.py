@@ -14,7 +14,14 @@ import nacl.pwhash
 from protocol import limits
 from protocol.crypto import ServerKey
 
-__all__ = ["DEFAULT_WEB_ROOT", "KDF_PROFILES", "Config", "kdf_profile", "load_key_file"]
+__all__ = [
+    "DEFAULT_WEB_ROOT",
+    "KDF_PROFILES",
+    "ORG_FINGERPRINT_FILE",
+    "Config",
+    "kdf_profile",
+    "load_key_file",
+]
 
 #: The counselor web chat's built files: the repository's web_client/ next to this
 #: package, which is where the editable install of scripts/setup finds it. A packaged
@@ -199,9 +206,25 @@ class Config:
         host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40] or "node"
         return f"{host}-{os.getpid()}"
 
+    def served_org_fingerprint(self) -> str | None:
+        """The page's escrow pin: ``org_fingerprint``, else the organisation the operator
+        confirmed at ``escrow-policy install`` (``state_dir/org-fingerprint``, read at
+        each use so a hub already running picks it up)."""
+        if self.org_fingerprint:
+            return self.org_fingerprint
+        try:
+            text = (self.state_dir / ORG_FINGERPRINT_FILE).read_text(encoding="utf-8")
+        except OSError:
+            return None
+        return text.strip() or None
+
     def server_key(self) -> ServerKey:
         """The hub's own signing key (``state_dir/server.key``, created on first use)."""
         return ServerKey.from_seed(load_key_file(self.state_dir / "server.key"))
+
+
+#: In ``state_dir``: the organisation fingerprint confirmed at ``escrow-policy install``.
+ORG_FINGERPRINT_FILE = "org-fingerprint"
 
 
 def _parse_key(text: str) -> bytes:

@@ -12,9 +12,11 @@ database) only parse, call this and print. Here:
   the policy and recorded (the state moves to ``approved`` at the threshold);
 * :meth:`DisputeService.export`: the bundle, built only from k distinct valid approvals,
   its chain head signed with the hub's :class:`~protocol.crypto.ServerKey`;
-* :class:`DisputeWatcher`: approvals and exports are recorded by that other process, so
-  the hub polls the disputes table (every :data:`WATCH_INTERVAL_S`, only while a request
-  is not yet exported) and tells the requester's live sessions with ``dispute.updated``.
+* :class:`DisputeWatcher`: legal orders, approvals and exports are recorded by that
+  other process, so the hub polls the disputes table (every :data:`WATCH_INTERVAL_S`,
+  once started: by a request, a list, or a client session on a hub with escrow, until
+  the hub stops) and tells the case client's live sessions with ``dispute.updated``,
+  for its own requests and for legal orders on its cases alike.
 
 Every request document is a :class:`protocol.escrow.DisputeDocument` made by
 :func:`_document`. No code here reads an officer's or the organisation's private key, and
@@ -39,6 +41,7 @@ from protocol.bundle_format import (
     Bundle,
     BundleCapsule,
     BundleCase,
+    BundleConsent,
     BundleEpoch,
     BundleParticipant,
     ChainHead,
@@ -47,15 +50,19 @@ from protocol.bundle_format import (
 from protocol.chain import GENESIS, sign_head
 from protocol.clock import now_ms
 from protocol.crypto import ServerKey
-from protocol.errors import InvalidFrame, NotFound, ProtocolError
+from protocol.errors import ConsentRequired, InvalidFrame, NotFound, ProtocolError
 from protocol.escrow import (
     Approval,
+    AuditHead,
+    ClientEvidence,
     DisputeDocument,
     EscrowError,
+    LegalOrder,
     RequestView,
     policy_fingerprint,
     verify_approval,
     verify_dispute,
+    verify_legal_order,
 )
 from storage.disputes import DisputeRecord
 from storage.engine import Database
@@ -116,12 +123,15 @@ async def installed_policy(db: Database) -> InstalledPolicy | None:
 
 
 def dispute_info(record: DisputeRecord) -> f.DisputeInfo:
-    """A request as its client sees it."""
+    """A request as its case's client sees it (a legal order with its reference)."""
+    legal = record.kind == "legal"
     return f.DisputeInfo(
         request_id=record.id,
         case_id=record.case_id,
         state=record.state,
         created_at=record.created_at,
+        kind="legal" if legal else "client",
+        legal_order=_document_decoder.decode(record.document).legal_order if legal else None,
     )
 
 
@@ -161,6 +171,8 @@ def _document(
     requester_sign_pk: bytes | None = None,
     sig: bytes | None = None,
     legal_order: str | None = None,
+    evidence: ClientEvidence | None = None,
+    order: LegalOrder | None = None,
 ) -> DisputeDocument:
     """The one place a dispute request document is made (a fresh random request id)."""
     return DisputeDocument(
@@ -176,6 +188,8 @@ def _document(
         sig=sig,
         legal_order=legal_order,
         created_at=created_at,
+        evidence=evidence,
+        order=order,
     )
 
 
@@ -215,6 +229,7 @@ class DisputeService:
             requester_id=client_id,
             requester_sign_pk=client_sign_pk,
             sig=frame.sig,
+            evidence=await self._evidence(client_id, frame.case_id, installed),
         )
         try:
             verify_dispute(doc)
@@ -224,18 +239,56 @@ class DisputeService:
         log_event("dispute.request", request=record.id, case=doc.case_id, account=client_id)
         return record
 
-    async def open_legal(self, case_id: str, order: str) -> DisputeDocument:
-        """Open a request for a legal order (no client signature; same approvals)."""
-        if await self._db.cases.get(case_id) is None:
+    async def _evidence(
+        self, client_id: str, case_id: str, installed: InstalledPolicy
+    ) -> ClientEvidence:
+        """The client's own signatures that tie its key to the case (ClientEvidence):
+        its consent to the policy, and the newest epoch key commitment it made under
+        that policy."""
+        terms = installed.record.terms_version
+        consent = await self._db.consents.get(client_id, terms, installed.fingerprint)
+        if consent is None:
+            raise ConsentRequired("accept the current terms before filing a dispute request")
+        case = await self._db.cases.get(case_id)
+        for epoch in range(case.epoch if case is not None else 0, 0, -1):
+            key = await self._db.cases.epoch_key(case_id, epoch)
+            if (
+                key is not None
+                and key.creator_id == client_id
+                and key.escrow == installed.fingerprint
+            ):
+                return ClientEvidence(
+                    terms_version=terms,
+                    consent_sig=consent.sig,
+                    epoch=epoch,
+                    commitment=key.commitment,
+                    commitment_sig=key.commitment_sig,
+                )
+        return ClientEvidence(terms_version=terms, consent_sig=consent.sig)
+
+    async def open_legal(self, order: LegalOrder) -> DisputeDocument:
+        """Record a legal order signed offline by a legal signer the installed policy
+        names (no client signature; the same k approvals). EscrowError if the order
+        does not verify; NotFound without such a case or policy."""
+        if await self._db.cases.get(order.case_id) is None:
             raise NotFound("no such case")
-        installed = await self._db.escrow.current()
+        installed = await installed_policy(self._db)
         if installed is None:
             raise NotFound("no escrow policy is installed")
+        verify_legal_order(order, installed.policy)
         now = now_ms()
         doc = _document(
-            "legal", case_id, installed.fingerprint, now, timestamp=now, legal_order=order
+            "legal",
+            order.case_id,
+            installed.fingerprint,
+            now,
+            timestamp=order.issued_at,
+            legal_order=order.order_ref,
+            order=order,
         )
+        verify_dispute(doc, policy=installed.policy)
         await self._store(doc, installed.fingerprint, now)
+        log_event("dispute.legal", request=doc.request_id, case=doc.case_id)
         return doc
 
     async def _store(self, doc: DisputeDocument, policy_fp: str, now: int) -> DisputeRecord:
@@ -250,8 +303,9 @@ class DisputeService:
             now_ms=now,
         )
 
-    async def of_requester(self, account_id: str) -> list[DisputeRecord]:
-        return await self._db.disputes.find(requester_id=account_id)
+    async def of_client(self, account_id: str) -> list[DisputeRecord]:
+        """Every request on the account's cases: its own, and legal orders."""
+        return await self._db.disputes.find(client_id=account_id)
 
     async def all(self) -> list[DisputeRecord]:
         return await self._db.disputes.find()
@@ -271,7 +325,12 @@ class DisputeService:
             policy=_policy_decoder.decode(policy.signed_policy),
             state=record.state,
             approvals=[_approval_decoder.decode(a) for a in record.approvals],
+            audit_head=await self.audit_head(),
         )
+
+    async def audit_head(self) -> AuditHead:
+        seq, digest = await self._db.audit.head()
+        return AuditHead(seq=seq, hash=digest)
 
     # -- approvals and export ----------------------------------------------------------
 
@@ -284,6 +343,12 @@ class DisputeService:
         view = await self.view(record)
         policy = view.policy.policy
         verify_approval(approval, view.request, policy)
+        # The head the officer signed must be in this log as they saw it.
+        problem = await self._db.audit.check_anchor(
+            approval.audit_head.seq, approval.audit_head.hash
+        )
+        if problem is not None:
+            raise EscrowError(f"the approval's audit head does not match this log: {problem}")
         updated = await self._db.disputes.add_approval(
             record.id, approval.officer_index, _encoder.encode(approval), policy.threshold, now_ms()
         )
@@ -351,6 +416,8 @@ class DisputeService:
                         creator_id=key.creator_id,
                         commitment=key.commitment,
                         commitment_sig=key.commitment_sig,
+                        escrow=key.escrow,
+                        created_at=key.created_at,
                         capsules=capsules.get(epoch, []),
                     )
                 )
@@ -387,12 +454,28 @@ class DisputeService:
             server_sign_pk=server_key.sign_pk,
             request=view.request,
             approvals=sorted(approvals, key=lambda a: a.officer_index),
+            audit_head=await self.audit_head(),
+            client_consent=await self._client_consent(case.client_id, fingerprint),
+        )
+
+    async def _client_consent(self, client_id: str, policy_fp: str) -> BundleConsent | None:
+        """The client's earliest signed consent to ``policy_fp`` (any terms version)."""
+        found = [
+            c
+            for c in await self._db.consents.of_account(client_id)
+            if c.policy_fingerprint == policy_fp
+        ]
+        if not found:
+            return None
+        first = found[0]
+        return BundleConsent(
+            terms_version=first.terms_version, sig=first.sig, accepted_at=first.accepted_at
         )
 
 
 class DisputeWatcher:
-    """Tells requesters' live sessions when their request changes state (see the module
-    docstring). Started on demand, by a request or a list with something pending."""
+    """Tells a case client's live sessions when a request on their case appears or
+    changes state (see the module docstring). Started on demand; runs until stopped."""
 
     __slots__ = ("_db", "_registry", "_stopped", "_task")
 
@@ -437,9 +520,11 @@ class DisputeWatcher:
                 if seen.get(record.id) == record.state:
                     continue
                 seen[record.id] = record.state
-                if record.requester_id is not None:
+                # The case's client hears of its own requests and of legal orders alike.
+                case = await self._db.cases.get(record.case_id)
+                if case is not None:
                     self._registry.publish(
-                        [record.requester_id], f.DisputeUpdated(dispute=dispute_info(record))
+                        [case.client_id], f.DisputeUpdated(dispute=dispute_info(record))
                     )
-            if seen and all(state == "exported" for state in seen.values()):
-                return
+            # No early end: a legal order may be recorded at any time, and its client is
+            # told at once (the terms promise it).

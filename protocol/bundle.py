@@ -10,8 +10,11 @@ which ``chat-unseal`` maps to its exit codes (docs/DISPUTES.md):
 
 * **foreign** (exit 12): material that belongs elsewhere or is forged: a policy not
   signed by the pinned organisation key, a request for another case or not signed by
-  the case's client, an approval that does not verify, fewer than k valid approvals, a
-  capsule bound to another case or epoch, a key commitment its creator did not sign;
+  the case's client (the key that signed its evidence: consent and key commitment), a
+  reason that does not open, an approval that does not verify, fewer than k valid
+  approvals, a capsule bound to another case or epoch, a key commitment its creator
+  did not sign. The authority to open (policy, participants, request, approvals) is
+  checked first: if it fails, no capsule is opened and no message decrypted;
 * **keys** (exit 11): the officer keys given are not a threshold subset of the policy;
 * **tampered** (exit 10): a message that does not decrypt or whose sender signature
   fails, a broken hash chain, a missing, extra or reordered message, a chain head that
@@ -37,6 +40,7 @@ from .bundle_format import (
     Bundle,
     BundleCapsule,
     BundleCase,
+    BundleConsent,
     BundleEpoch,
     BundleParticipant,
     ChainHead,
@@ -50,11 +54,12 @@ from .escrow import (
     ForeignMaterial,
     InsufficientKeys,
     verify_approval,
+    verify_consent,
     verify_dispute,
     verify_policy,
 )
 from .frames import case_participants
-from .opening import decrypt_message, open_capsule
+from .opening import decrypt_message, open_capsule, open_reason
 from .transcript import OrderProblem, check_order, check_receipts
 
 __all__ = [
@@ -63,6 +68,7 @@ __all__ = [
     "Bundle",
     "BundleCapsule",
     "BundleCase",
+    "BundleConsent",
     "BundleEpoch",
     "BundleParticipant",
     "ChainHead",
@@ -100,6 +106,8 @@ class Report:
     server_fingerprint: str = ""
     request_kind: str = ""
     request_note: str = ""
+    #: The client's reason, opened with the first officer key given (None: legal order).
+    reason: str | None = None
     approvals_valid: list[int] = dataclasses.field(default_factory=list)
     keys_used: list[int] = dataclasses.field(default_factory=list)
     messages: list[MessageVerdict] = dataclasses.field(default_factory=list)
@@ -129,11 +137,15 @@ def verify_bundle(
     bundle: Bundle,
     officer_keys: Sequence[PrivateKey],
     *,
-    org_fingerprint: str | None = None,
+    org_fingerprint: str,
     server_fingerprint: str | None = None,
 ) -> Report:
     """Check everything in ``bundle`` with the given officers' box keys (see the
-    module docstring for what is checked and how findings are classified)."""
+    module docstring for what is checked and how findings are classified).
+
+    The authority to open comes first: the policy under the pinned organisation key,
+    the participants, the request and its evidence, k valid approvals. If any of it
+    fails (``report.foreign``), no capsule is opened and no message decrypted."""
     case = bundle.case
     report = Report(case_id=case.case_id)
     report.server_fingerprint = crypto.fingerprint(bundle.server_sign_pk)
@@ -150,6 +162,9 @@ def verify_bundle(
     participants = _check_participants(bundle, report)
     _check_request(bundle, participants, report)
     _check_approvals(bundle, report)
+    escrowed = _check_epochs(bundle, participants, report)
+    if report.foreign:
+        return report
 
     # Officer keys -> policy indices; a key of no officer is a wrong key.
     held: dict[int, PrivateKey] = {}
@@ -161,9 +176,30 @@ def verify_bundle(
         else:
             held[index] = key
     report.keys_used = sorted(held)
-    epoch_keys = _open_epochs(bundle, participants, held, report)
+    _open_reason(bundle, held, report)
+    if report.foreign:
+        return report
+    epoch_keys = _open_epochs(bundle, escrowed, participants, held, report)
     _check_messages(bundle, participants, epoch_keys, report)
+    _check_client_history(bundle, report)
     return report
+
+
+def _check_client_history(bundle: Bundle, report: Report) -> None:
+    """A client request's key must be the key the client wrote with: if the case keys
+    opened (some message verified) and the client wrote messages, at least one of them
+    must verify under the request's key. Otherwise the request, its evidence and the
+    participant key may all be one invented identity (docs/DISPUTES.md), and the case
+    is not opened on its word."""
+    if bundle.request.kind != "client" or not any(m.ok for m in report.messages):
+        return
+    client = bundle.case.client_id
+    written = [m for m in report.messages if m.sender_id == client]
+    if written and not any(m.ok for m in written):
+        report.foreign.append(
+            f"none of the client's {len(written)} messages verifies under the request's "
+            "key: the request is not shown to be the client's"
+        )
 
 
 def _check_participants(bundle: Bundle, report: Report) -> dict[str, BundleParticipant]:
@@ -194,19 +230,56 @@ def _check_request(
         report.foreign.append("the dispute request is for another case")
     if request.policy_fingerprint != report.policy_fingerprint:
         report.foreign.append("the dispute request was made under another escrow policy")
+    client = participants.get(bundle.case.client_id)
     if request.kind == "client":
-        client = participants.get(bundle.case.client_id)
-        if request.requester_id != bundle.case.client_id or (
-            client is None or request.requester_sign_pk != client.sign_pk
-        ):
+        if request.requester_id != bundle.case.client_id or client is None:
             report.foreign.append("the dispute request is not from the case's client")
         report.request_note = f"filed by the client {request.requester_id}"
+        _check_evidence(bundle, report)
     else:
-        report.request_note = f"legal order {request.legal_order!r}"
+        signers = bundle.policy.policy.legal_signers
+        order = request.order
+        by = (
+            f", signed by {signers[order.signer_index].name}"
+            if order is not None and order.signer_index < len(signers)
+            else ""
+        )
+        report.request_note = f"legal order {request.legal_order!r}{by}"
     try:
-        verify_dispute(request)
+        verify_dispute(
+            request, client.sign_pk if client is not None else None, policy=bundle.policy.policy
+        )
     except EscrowError as exc:
         report.foreign.append(f"dispute request: {exc}")
+
+
+def _check_evidence(bundle: Bundle, report: Report) -> None:
+    """The commitment a client request cites must be the bundle's own for that epoch,
+    made by the client (verify_dispute checks the signatures)."""
+    evidence = bundle.request.evidence
+    if evidence is None or evidence.commitment is None:
+        return
+    epoch = next((e for e in bundle.epochs if e.epoch == evidence.epoch), None)
+    if (
+        epoch is None
+        or epoch.creator_id != bundle.case.client_id
+        or epoch.commitment != evidence.commitment
+        or epoch.commitment_sig != evidence.commitment_sig
+    ):
+        report.foreign.append("the request's evidence cites a key commitment not in the case")
+
+
+def _open_reason(bundle: Bundle, held: dict[int, PrivateKey], report: Report) -> None:
+    """The reason the officers read before approving; one that does not open for an
+    officer it claims to be sealed to makes the request malformed."""
+    request = bundle.request
+    if request.kind != "client" or not held:
+        return
+    index = min(held)
+    try:
+        report.reason = open_reason(request.reason_ct[index], held[index])
+    except (EscrowError, IndexError):
+        report.foreign.append(f"the request's reason does not open for officer #{index}")
 
 
 def _check_approvals(bundle: Bundle, report: Report) -> None:
@@ -226,27 +299,91 @@ def _check_approvals(bundle: Bundle, report: Report) -> None:
         )
 
 
-def _open_epochs(
-    bundle: Bundle,
-    participants: dict[str, BundleParticipant],
-    held: dict[int, PrivateKey],
-    report: Report,
-) -> dict[int, bytes]:
-    """Each epoch's K, opened from every capsule deposited for it; every capsule must
-    open to the same committed key (each participant vouched for K on its own)."""
+def _check_epochs(
+    bundle: Bundle, participants: dict[str, BundleParticipant], report: Report
+) -> list[BundleEpoch]:
+    """Before anything is opened: each epoch's commitment and escrow binding must be
+    signed by its creator; an epoch may be opened only if its creator bound it to this
+    policy and the client's consent to the policy predates it. Capsules of an epoch
+    bound to no policy or another one are foreign (escrowed against its binding). The
+    epochs that may be opened, in bundle order."""
     case_id = bundle.case.case_id
-    keys: dict[int, bytes] = {}
+    policy_fp = report.policy_fingerprint
+    consent = _client_consent(bundle, participants, report)
+    allowed = []
     for epoch in bundle.epochs:
         creator = participants.get(epoch.creator_id)
         try:
             if creator is None:
                 raise CryptoError("creator is not a participant")
             crypto.verify_commitment(
-                creator.sign_pk, case_id, epoch.epoch, epoch.commitment, epoch.commitment_sig
+                creator.sign_pk,
+                case_id,
+                epoch.epoch,
+                epoch.commitment,
+                epoch.commitment_sig,
+                escrow=epoch.escrow,
             )
         except CryptoError:
             report.foreign.append(f"epoch {epoch.epoch}: key commitment not signed by its creator")
             continue
+        if epoch.escrow != policy_fp:
+            if epoch.capsules:
+                report.foreign.append(
+                    f"epoch {epoch.epoch}: its key is bound to escrow policy {epoch.escrow!r}, "
+                    "but capsules under this policy were deposited for it"
+                )
+            else:
+                report.tampered.append(
+                    f"epoch {epoch.epoch}: not escrowed under this policy (its key is bound "
+                    f"to {epoch.escrow!r}); its messages cannot be opened"
+                )
+            continue
+        if consent is None or consent > epoch.created_at:
+            report.foreign.append(
+                f"epoch {epoch.epoch}: its key was made before the client consented to this policy"
+            )
+            continue
+        allowed.append(epoch)
+    return allowed
+
+
+def _client_consent(
+    bundle: Bundle, participants: dict[str, BundleParticipant], report: Report
+) -> int | None:
+    """When the case's client consented to the bundle's policy (its signature checked),
+    or None if the bundle carries no valid consent."""
+    consent = bundle.client_consent
+    client = participants.get(bundle.case.client_id)
+    if consent is None or client is None:
+        return None
+    try:
+        verify_consent(
+            client.sign_pk,
+            bundle.case.client_id,
+            consent.terms_version,
+            report.policy_fingerprint,
+            consent.sig,
+        )
+    except CryptoError:
+        report.foreign.append("the client's consent to the policy is not signed by the client")
+        return None
+    return consent.accepted_at
+
+
+def _open_epochs(
+    bundle: Bundle,
+    epochs: list[BundleEpoch],
+    participants: dict[str, BundleParticipant],
+    held: dict[int, PrivateKey],
+    report: Report,
+) -> dict[int, bytes]:
+    """Each escrowed epoch's K, opened from every capsule deposited for it; every
+    capsule must open to the same committed key (each participant vouched for K on its
+    own)."""
+    case_id = bundle.case.case_id
+    keys: dict[int, bytes] = {}
+    for epoch in epochs:
         if not epoch.capsules:
             report.tampered.append(f"epoch {epoch.epoch}: no escrow capsule in the bundle")
         for deposit in epoch.capsules:

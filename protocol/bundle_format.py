@@ -2,8 +2,9 @@
 
 A bundle is one JSON document (bytes as base64) holding everything needed to check a
 case's history without the server: the case metadata, both participants' public keys,
-the signed escrow policy, every epoch's key commitment (signed by its creator) and all
-escrow capsules, every stored message exactly as the hub stored it (the protocol's
+the signed escrow policy, the client's signed consent to it, every epoch's key
+commitment with its escrow binding (signed by its creator) and all escrow capsules,
+every stored message exactly as the hub stored it (the protocol's
 :class:`~protocol.frames.MessageRecord`), the server-signed chain head and the server's
 public key, the dispute request and the officers' approvals.
 
@@ -14,14 +15,16 @@ verification, which opens capsules and decrypts messages, is :mod:`protocol.bund
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
-from .escrow import Approval, DisputeDocument, ForeignMaterial
+from .escrow import Approval, AuditHead, DisputeDocument, ForeignMaterial
 from .frames import (
     Capsule,
     Epoch,
+    EscrowBinding,
     Handle,
     Id,
     Key32,
@@ -41,6 +44,7 @@ __all__ = [
     "Bundle",
     "BundleCapsule",
     "BundleCase",
+    "BundleConsent",
     "BundleEpoch",
     "BundleParticipant",
     "ChainHead",
@@ -50,7 +54,9 @@ __all__ = [
 
 BUNDLE_FORMAT = "counsel-chat/dispute-bundle"
 #: 2: messages are the protocol's MessageRecord (version 1 had them without case_id).
-#: 3: protocol version 2: participants' box_sig and certificates, signed receipts.
+#: 3: protocol version 2: participants' box_sig and certificates, signed receipts; epochs
+#: carry their signed escrow binding and creation time, and the bundle the client's
+#: consent.
 BUNDLE_VERSION = 3
 
 
@@ -86,7 +92,19 @@ class BundleEpoch(_S, frozen=True, kw_only=True):
     creator_id: Id
     commitment: Key32
     commitment_sig: Sig
+    #: The policy fingerprint (or "none") the creator bound the key to, under its signature.
+    escrow: EscrowBinding
+    #: When the hub stored the key.
+    created_at: Millis
     capsules: list[BundleCapsule]
+
+
+class BundleConsent(_S, frozen=True, kw_only=True):
+    """The case client's signed consent to the bundle's policy, as the hub recorded it."""
+
+    terms_version: Annotated[int, Meta(ge=1, le=2**31)]
+    sig: Sig
+    accepted_at: Millis
 
 
 class ChainHead(_S, frozen=True, kw_only=True):
@@ -112,6 +130,11 @@ class Bundle(_S, frozen=True, kw_only=True):
     server_sign_pk: Key32
     request: DisputeDocument
     approvals: list[Approval]
+    #: None: the client never consented to this policy (no epoch may be escrowed).
+    client_consent: BundleConsent | None
+    #: The hub's audit-log head at export (before the export's own row): an anchor kept
+    #: outside the database (``chat-server audit verify --anchor BUNDLE``).
+    audit_head: AuditHead
 
 
 _decoder = msgspec.json.Decoder(Bundle)

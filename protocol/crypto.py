@@ -51,6 +51,7 @@ from .frames import CounselorCert, Id, Key32, ReceiptKind, SignedReceipt
 from .limits import MAX_MESSAGE_CHARS, PADDING_BUCKETS
 
 __all__ = [
+    "NO_ESCROW",
     "Envelope",
     "Identity",
     "LoginKeys",
@@ -346,18 +347,28 @@ def key_commitment(case_key: bytes, case_id: str, epoch: int) -> bytes:
     return _blake2b(lp(case_id.encode(), u64(epoch)), key=case_key, person=b"chat-key-commit1")
 
 
-def _commitment_transcript(case_id: str, epoch: int, commitment: bytes) -> bytes:
-    return lp(b"chat.keycommit.v1", case_id.encode(), u64(epoch), commitment)
+#: The escrow binding of an epoch key made while the hub had no escrow policy.
+NO_ESCROW = "none"
 
 
-def sign_commitment(identity: Identity, case_id: str, epoch: int, commitment: bytes) -> bytes:
-    return identity.sign(_commitment_transcript(case_id, epoch, commitment))
+def _commitment_transcript(case_id: str, epoch: int, commitment: bytes, escrow: str) -> bytes:
+    # v2: the creator also signs the escrow policy the key is made under ("none" without
+    # one), so a key can never be escrowed under a policy its creator did not name.
+    return lp(b"chat.keycommit.v2", case_id.encode(), u64(epoch), commitment, escrow.encode())
+
+
+def sign_commitment(
+    identity: Identity, case_id: str, epoch: int, commitment: bytes, *, escrow: str
+) -> bytes:
+    """The creator's signature over the key commitment and its escrow binding (the
+    policy fingerprint in force when the key was made, or :data:`NO_ESCROW`)."""
+    return identity.sign(_commitment_transcript(case_id, epoch, commitment, escrow))
 
 
 def verify_commitment(
-    sign_pk: bytes, case_id: str, epoch: int, commitment: bytes, sig: bytes
+    sign_pk: bytes, case_id: str, epoch: int, commitment: bytes, sig: bytes, *, escrow: str
 ) -> None:
-    verify_signature(sign_pk, _commitment_transcript(case_id, epoch, commitment), sig)
+    verify_signature(sign_pk, _commitment_transcript(case_id, epoch, commitment, escrow), sig)
 
 
 def seal_case_key(case_key: bytes, box_pk: bytes) -> bytes:

@@ -6,8 +6,12 @@ length-prefixed with :func:`protocol.crypto.lp`, integers as 8-byte big-endian:
 
 * policy bytes = lp("chat.escrow.policy.v1", u64(version), u64(threshold),
   u64(not_before), u64(not_after), org_sign_pk, u64(n), lp(name, box_pk, sign_pk) per
-  officer). The org Ed25519 key signs them; the policy fingerprint is
-  ``crypto.fingerprint(policy bytes)``.
+  officer[, u64(m), lp(name, sign_pk) per legal signer]) -- the bracketed part only when
+  the policy names legal signers. The org Ed25519 key signs them; the policy
+  fingerprint is ``crypto.fingerprint(policy bytes)``.
+* legal order (:class:`LegalOrder`) = Ed25519 by a legal signer of the policy over
+  lp("chat.legalorder.v1", case_id, order_ref, u64(issued_at), policy_fp,
+  u64(signer_index), signer_sign_pk).
 * capsule: for every k-subset of officers (indices ascending), K sealed in nested
   SealedBoxes, outermost to the subset's first officer, innermost to its last; the
   innermost plaintext is lp("chat.capsule.v1", case_id, u64(epoch), K), so a capsule
@@ -16,9 +20,17 @@ length-prefixed with :func:`protocol.crypto.lp`, integers as 8-byte big-endian:
 * consent = Ed25519 over lp("chat.consent.v1", account_id, u64(terms_version), policy_fp).
 * client request = Ed25519 over lp("chat.dispute.v1", case_id, scope, u64(timestamp),
   policy_fp, lp(reason seal per officer)).
+* client evidence (:class:`ClientEvidence`, in every client request the hub stores):
+  the client's consent signature for the request's policy and, when the client made an
+  epoch key of the case, that key's commitment signature; :func:`verify_dispute`
+  accepts the request only if one key verifies the request, the consent and the
+  commitment, so a request signed by any other key (one the hub made) is refused.
 * request digest = BLAKE2b-256 over every field of the stored request (see
-  :func:`request_digest`); an approval is Ed25519 over lp("chat.approval.v1",
-  request_id, digest, policy_fp, u64(officer_index), officer_sign_pk).
+  :func:`request_digest`; version 2 adds the evidence and the legal order); an approval
+  is Ed25519 over lp("chat.approval.v2", request_id, digest, policy_fp,
+  u64(officer_index), officer_sign_pk, u64(audit_seq), audit_hash): the officer also signs
+  the audit-log head they were shown (:class:`AuditHead`), an anchor outside the
+  database against which a later truncation of the log is detected.
 
 Nothing here opens anything: opening a capsule or a sealed reason takes officer private
 keys and lives in :mod:`protocol.opening`, which the hub may not import; the server
@@ -47,6 +59,7 @@ from .errors import CryptoError
 from .frames import (
     Capsule,
     CapsuleLayer,
+    Epoch,
     EscrowOfficer,
     EscrowPolicy,
     Fingerprint,
@@ -61,10 +74,13 @@ from .limits import MAX_CAPSULE_SUBSETS, MAX_ESCROW_OFFICERS
 __all__ = [
     "MAX_REASON_BYTES",
     "Approval",
+    "AuditHead",
+    "ClientEvidence",
     "DisputeDocument",
     "EscrowError",
     "ForeignMaterial",
     "InsufficientKeys",
+    "LegalOrder",
     "PolicyError",
     "RequestView",
     "approval_transcript",
@@ -72,8 +88,10 @@ __all__ = [
     "check_policy",
     "consent_transcript",
     "dispute_transcript",
+    "legal_order_transcript",
     "make_approval",
     "make_capsule",
+    "make_legal_order",
     "policy_bytes",
     "policy_fingerprint",
     "request_digest",
@@ -85,6 +103,7 @@ __all__ = [
     "verify_approval",
     "verify_consent",
     "verify_dispute",
+    "verify_legal_order",
     "verify_policy",
 ]
 
@@ -122,6 +141,16 @@ def policy_bytes(policy: EscrowPolicy) -> bytes:
         policy.org_sign_pk,
         u64(len(policy.officers)),
         *(lp(o.name.encode(), o.box_pk, o.sign_pk) for o in policy.officers),
+        *_legal_signer_bytes(policy),
+    )
+
+
+def _legal_signer_bytes(policy: EscrowPolicy) -> tuple[bytes, ...]:
+    if not policy.legal_signers:
+        return ()
+    return (
+        u64(len(policy.legal_signers)),
+        *(lp(s.name.encode(), s.sign_pk) for s in policy.legal_signers),
     )
 
 
@@ -136,11 +165,14 @@ def check_policy(policy: EscrowPolicy) -> None:
         raise PolicyError(f"threshold {policy.threshold} is not between 1 and {n}")
     if n > MAX_ESCROW_OFFICERS or math.comb(n, policy.threshold) > MAX_CAPSULE_SUBSETS:
         raise PolicyError("too many officer subsets for one capsule")
-    keys = [o.box_pk for o in policy.officers] + [o.sign_pk for o in policy.officers]
+    legal = [s.sign_pk for s in policy.legal_signers]
+    keys = [o.box_pk for o in policy.officers] + [o.sign_pk for o in policy.officers] + legal
     if len(set(keys)) != len(keys):
-        raise PolicyError("officer keys must all be distinct")
+        raise PolicyError("officer and legal signer keys must all be distinct")
     if len({o.name for o in policy.officers}) != n:
         raise PolicyError("officer names must be distinct")
+    if len({s.name for s in policy.legal_signers}) != len(legal):
+        raise PolicyError("legal signer names must be distinct")
     if policy.not_after <= policy.not_before:
         raise PolicyError("policy validity window is empty")
 
@@ -272,18 +304,29 @@ def sign_dispute(
     return identity.sign(dispute_transcript(case_id, scope, timestamp, policy_fp, reason_ct))
 
 
-def verify_dispute(doc: DisputeDocument) -> None:
-    """A client request must carry the case client's signature; a legal-order request
-    must name its order. EscrowError otherwise."""
+def verify_dispute(
+    doc: DisputeDocument, client_sign_pk: bytes | None = None, *, policy: EscrowPolicy | None = None
+) -> None:
+    """A client request must be signed by the key that also signed the client's consent
+    to the request's policy and (if present) the case-key commitment in its evidence;
+    with ``client_sign_pk`` (the case client's key, known from elsewhere, e.g. a
+    bundle's participants) that key must be it. A legal-order request must carry an
+    order signed by a legal signer named in ``policy`` (the request's policy), for this
+    case and policy. EscrowError otherwise."""
     if doc.kind == "legal":
-        if not doc.legal_order or doc.sig is not None or doc.requester_id is not None:
-            raise EscrowError("a legal-order request names its order and carries no signature")
+        _verify_legal_request(doc, policy)
         return
     if doc.requester_id is None or doc.requester_sign_pk is None or doc.sig is None:
         raise EscrowError("a client request must be signed by the client")
+    evidence = doc.evidence
+    if evidence is None:
+        raise EscrowError("the request carries no evidence that its key is the client's")
+    key = doc.requester_sign_pk
+    if client_sign_pk is not None and not hmac.compare_digest(key, client_sign_pk):
+        raise EscrowError("the request is not signed by the case client's key")
     try:
         crypto.verify_signature(
-            doc.requester_sign_pk,
+            key,
             dispute_transcript(
                 doc.case_id, doc.scope, doc.timestamp, doc.policy_fingerprint, doc.reason_ct
             ),
@@ -291,13 +334,157 @@ def verify_dispute(doc: DisputeDocument) -> None:
         )
     except CryptoError:
         raise EscrowError("the request is not signed by the requesting client") from None
+    try:
+        verify_consent(
+            key,
+            doc.requester_id,
+            evidence.terms_version,
+            doc.policy_fingerprint,
+            evidence.consent_sig,
+        )
+    except CryptoError:
+        raise EscrowError(
+            "the request's key did not sign the client's consent to its policy"
+        ) from None
+    if evidence.commitment is None:
+        return
+    try:
+        crypto.verify_commitment(
+            key,
+            doc.case_id,
+            evidence.epoch,
+            evidence.commitment,
+            evidence.commitment_sig,
+            escrow=doc.policy_fingerprint,
+        )
+    except CryptoError:
+        raise EscrowError(
+            "the request's key did not sign the case-key commitment in its evidence"
+        ) from None
+
+
+def _verify_legal_request(doc: DisputeDocument, policy: EscrowPolicy | None) -> None:
+    if doc.sig is not None or doc.requester_id is not None or doc.evidence is not None:
+        raise EscrowError("a legal-order request carries no client signature")
+    order = doc.order
+    if order is None or not doc.legal_order:
+        raise EscrowError("a legal-order request must carry the signed order")
+    if (
+        order.order_ref != doc.legal_order
+        or order.case_id != doc.case_id
+        or order.policy_fingerprint != doc.policy_fingerprint
+    ):
+        raise EscrowError("the signed order is for another case, reference or policy")
+    if policy is None:
+        raise EscrowError("a legal order is checked against its policy's legal signers")
+    verify_legal_order(order, policy)
+
+
+# -- legal orders ----------------------------------------------------------------------
+
+
+class LegalOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A legal order to open one case, signed offline by a legal signer the policy names
+    (``chat-escrow legal-order``); ``chat-server disputes open-legal`` records it."""
+
+    version: Literal[1] = 1
+    case_id: Id
+    order_ref: Annotated[str, Meta(min_length=1, max_length=200)]
+    issued_at: Millis
+    policy_fingerprint: Fingerprint
+    signer_index: Annotated[int, Meta(ge=0, le=MAX_ESCROW_OFFICERS - 1)]
+    signer_sign_pk: Key32
+    sig: Sig
+
+
+def legal_order_transcript(
+    case_id: str,
+    order_ref: str,
+    issued_at: int,
+    policy_fp: str,
+    signer_index: int,
+    signer_sign_pk: bytes,
+) -> bytes:
+    return lp(
+        b"chat.legalorder.v1",
+        case_id.encode(),
+        order_ref.encode(),
+        u64(issued_at),
+        policy_fp.encode(),
+        u64(signer_index),
+        signer_sign_pk,
+    )
+
+
+def make_legal_order(
+    signer: SigningKey, policy: EscrowPolicy, case_id: str, order_ref: str, issued_at: int
+) -> LegalOrder:
+    """Sign an order; ForeignMaterial if ``signer`` is not a legal signer of ``policy``."""
+    sign_pk = bytes(signer.verify_key)
+    index = next((i for i, s in enumerate(policy.legal_signers) if s.sign_pk == sign_pk), None)
+    if index is None:
+        raise ForeignMaterial("this key is not a legal signer of the escrow policy")
+    fp = policy_fingerprint(policy)
+    sig = signer.sign(
+        legal_order_transcript(case_id, order_ref, issued_at, fp, index, sign_pk)
+    ).signature
+    return LegalOrder(
+        case_id=case_id,
+        order_ref=order_ref,
+        issued_at=issued_at,
+        policy_fingerprint=fp,
+        signer_index=index,
+        signer_sign_pk=sign_pk,
+        sig=bytes(sig),
+    )
+
+
+def verify_legal_order(order: LegalOrder, policy: EscrowPolicy) -> None:
+    """ForeignMaterial unless ``order`` is signed by the legal signer of ``policy`` it
+    names, under exactly this policy."""
+    if order.policy_fingerprint != policy_fingerprint(policy):
+        raise ForeignMaterial("the order is for another escrow policy")
+    if order.signer_index >= len(policy.legal_signers):
+        raise ForeignMaterial("the order names no legal signer of the policy")
+    signer = policy.legal_signers[order.signer_index]
+    if signer.sign_pk != order.signer_sign_pk:
+        raise ForeignMaterial("the order is signed by a key that is not the legal signer's")
+    try:
+        crypto.verify_signature(
+            signer.sign_pk,
+            legal_order_transcript(
+                order.case_id,
+                order.order_ref,
+                order.issued_at,
+                order.policy_fingerprint,
+                order.signer_index,
+                order.signer_sign_pk,
+            ),
+            order.sig,
+        )
+    except CryptoError:
+        raise ForeignMaterial("the order's signature does not verify") from None
+
+
+class ClientEvidence(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What ties a client request's key to the case's client, all signed by that client
+    (the hub copies it from its records when the request is filed): the consent to the
+    request's policy, and the commitment of an epoch key the client made in the case
+    (None when the counselor made every key so far)."""
+
+    terms_version: Annotated[int, Meta(ge=1, le=2**31)]
+    consent_sig: Sig
+    epoch: Epoch = 1
+    commitment: Key32 | None = None
+    commitment_sig: Sig = bytes(64)
 
 
 class DisputeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A stored dispute request, as officers see it (``disputes show --json``) and as
     a bundle carries it. Officers approve its :func:`request_digest`."""
 
-    version: Literal[1] = 1
+    #: 2: client requests carry :class:`ClientEvidence` (version 1 ones are refused).
+    version: Literal[1, 2] = 2
     request_id: Id
     kind: Literal["client", "legal"]
     case_id: Id
@@ -310,6 +497,9 @@ class DisputeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     sig: Sig | None = None
     legal_order: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     created_at: Millis
+    evidence: ClientEvidence | None = None
+    #: Legal orders: the signed order (its ``order_ref`` is ``legal_order``).
+    order: LegalOrder | None = None
 
 
 def request_digest(doc: DisputeDocument) -> bytes:
@@ -328,41 +518,90 @@ def request_digest(doc: DisputeDocument) -> bytes:
         doc.sig or b"",
         (doc.legal_order or "").encode(),
         u64(doc.created_at),
+        *_evidence_bytes(doc),
     )
     return nacl.hash.blake2b(data, digest_size=32, person=b"chat-request-dg1", encoder=RawEncoder)
+
+
+def _evidence_bytes(doc: DisputeDocument) -> tuple[bytes, ...]:
+    if doc.version == 1:
+        return ()
+    e = doc.evidence
+    o = doc.order
+    evidence = (
+        b""
+        if e is None
+        else lp(
+            u64(e.terms_version), e.consent_sig, u64(e.epoch), e.commitment or b"", e.commitment_sig
+        )
+    )
+    order = (
+        b""
+        if o is None
+        else lp(
+            o.case_id.encode(),
+            o.order_ref.encode(),
+            u64(o.issued_at),
+            o.policy_fingerprint.encode(),
+            u64(o.signer_index),
+            o.signer_sign_pk,
+            o.sig,
+        )
+    )
+    return (evidence, order)
 
 
 # -- approvals -------------------------------------------------------------------------
 
 
-class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One officer's signed approval of one request under one policy."""
+class AuditHead(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The newest row of the hub's audit log: its seq (0: empty) and hash."""
 
-    version: Literal[1] = 1
+    seq: Annotated[int, Meta(ge=0, le=2**53)]
+    hash: Key32
+
+
+class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One officer's signed approval of one request under one policy, anchoring the
+    audit head the officer was shown."""
+
+    version: Literal[2] = 2
     request_id: Id
     request_digest: Key32
     policy_fingerprint: Fingerprint
     officer_index: Annotated[int, Meta(ge=0, le=MAX_ESCROW_OFFICERS - 1)]
     officer_sign_pk: Key32
+    audit_head: AuditHead
     approved_at: Millis
     sig: Sig
 
 
 def approval_transcript(
-    request_id: str, digest: bytes, policy_fp: str, officer_index: int, officer_sign_pk: bytes
+    request_id: str,
+    digest: bytes,
+    policy_fp: str,
+    officer_index: int,
+    officer_sign_pk: bytes,
+    audit_head: AuditHead,
 ) -> bytes:
     return lp(
-        b"chat.approval.v1",
+        b"chat.approval.v2",
         request_id.encode(),
         digest,
         policy_fp.encode(),
         u64(officer_index),
         officer_sign_pk,
+        u64(audit_head.seq),
+        audit_head.hash,
     )
 
 
 def make_approval(
-    officer_sign_key: SigningKey, doc: DisputeDocument, policy: EscrowPolicy, approved_at: int
+    officer_sign_key: SigningKey,
+    doc: DisputeDocument,
+    policy: EscrowPolicy,
+    approved_at: int,
+    audit_head: AuditHead,
 ) -> Approval:
     """Sign an approval; ForeignMaterial if this key is not an officer of ``policy``
     or the request is under another policy."""
@@ -376,7 +615,7 @@ def make_approval(
     digest = request_digest(doc)
     sig = bytes(
         officer_sign_key.sign(
-            approval_transcript(doc.request_id, digest, fp, index, sign_pk)
+            approval_transcript(doc.request_id, digest, fp, index, sign_pk, audit_head)
         ).signature
     )
     return Approval(
@@ -385,6 +624,7 @@ def make_approval(
         policy_fingerprint=fp,
         officer_index=index,
         officer_sign_pk=sign_pk,
+        audit_head=audit_head,
         approved_at=approved_at,
         sig=sig,
     )
@@ -412,6 +652,7 @@ def verify_approval(approval: Approval, doc: DisputeDocument, policy: EscrowPoli
                 fp,
                 approval.officer_index,
                 approval.officer_sign_pk,
+                approval.audit_head,
             ),
             approval.sig,
         )
@@ -428,3 +669,5 @@ class RequestView(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     policy: SignedEscrowPolicy
     state: Literal["pending", "approved", "exported"]
     approvals: list[Approval]
+    #: The hub's audit-log head when this was shown: what an approval signs.
+    audit_head: AuditHead

@@ -64,6 +64,7 @@ __all__ = [
     "EscrowPolicy",
     "Hello",
     "KeySeal",
+    "LegalSigner",
     "Login",
     "LoginResult",
     "Logout",
@@ -112,6 +113,8 @@ Salt = Annotated[bytes, Meta(min_length=16, max_length=16)]
 WrappedKeys = Annotated[bytes, Meta(min_length=104, max_length=104)]
 #: SealedBox of a 32-byte key: ephemeral pk (32) + MAC (16) + 32
 SealedKey = Annotated[bytes, Meta(min_length=80, max_length=80)]
+#: What an epoch key is escrowed under: a policy fingerprint, or "none" (docs/PROTOCOL.md 12.7).
+EscrowBinding = Annotated[str, Meta(pattern=r"^(none|[0-9a-f]{4}( [0-9a-f]{4}){9})\Z")]
 Ciphertext = Annotated[bytes, Meta(min_length=17, max_length=MAX_CIPHERTEXT_BYTES)]
 Seq = Annotated[int, Meta(ge=0, le=2**53)]
 Epoch = Annotated[int, Meta(ge=1, le=2**31)]
@@ -188,6 +191,8 @@ class EpochKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     creator_id: Id
     commitment: Key32
     commitment_sig: Sig
+    #: The escrow policy fingerprint the creator bound the key to, or "none" (§12.7).
+    escrow: EscrowBinding
     sealed: SealedKey
 
 
@@ -267,13 +272,26 @@ class EscrowOfficer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     sign_pk: Key32
 
 
-class EscrowPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class LegalSigner(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A key that may sign legal orders (kept offline, like officer keys)."""
+
+    name: OfficerName
+    sign_pk: Key32
+
+
+class EscrowPolicy(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     version: Annotated[int, Meta(ge=1, le=2**31)]
     officers: Annotated[list[EscrowOfficer], Meta(min_length=1, max_length=MAX_ESCROW_OFFICERS)]
     threshold: Annotated[int, Meta(ge=1, le=MAX_ESCROW_OFFICERS)]
     not_before: Millis
     not_after: Millis
     org_sign_pk: Key32
+    #: Who may sign a legal order (none: no legal-order path). Omitted on the wire when
+    #: empty, and then not part of the signed bytes, so older policies keep their
+    #: fingerprints.
+    legal_signers: Annotated[list[LegalSigner], Meta(max_length=MAX_ESCROW_OFFICERS)] = []
 
 
 class SignedEscrowPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -296,11 +314,18 @@ class Capsule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     subsets: Annotated[list[CapsuleLayer], Meta(min_length=1, max_length=MAX_CAPSULE_SUBSETS)]
 
 
-class DisputeInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class DisputeInfo(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     request_id: Id
     case_id: Id
     state: DisputeState
     created_at: Millis
+    #: "legal": a legal order on the client's case (not filed by them); omitted when
+    #: "client", so a client's own requests look as before on the wire.
+    kind: Literal["client", "legal"] = "client"
+    #: The order's reference (legal orders only).
+    legal_order: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
 
 
 # -- client -> server ----------------------------------------------------------
@@ -361,6 +386,9 @@ class CaseKeyDeposit(_Request, tag="case.key", frozen=True):
     epoch: Epoch
     commitment: Key32
     commitment_sig: Sig
+    #: The installed escrow policy's fingerprint, or "none" without one; signed with
+    #: the commitment, and it must be what the hub has installed.
+    escrow: EscrowBinding
     seals: Annotated[list[KeySeal], Meta(min_length=1, max_length=8)]
     #: The creator's escrow capsule of K under the installed policy; omitted on the wire
     #: when unset, and required by a hub that has an escrow policy installed.

@@ -27,8 +27,18 @@ def _date(ms: int) -> str:
 def render_terms(terms_version: int, policy: EscrowPolicy) -> str:
     """The full terms text for ``terms_version`` under ``policy``."""
     names = ", ".join(o.name for o in policy.officers)
+    legal = ", ".join(s.name for s in policy.legal_signers)
     n = len(policy.officers)
     k = policy.threshold
+    single = (
+        [
+            "",
+            f"WARNING: this policy's threshold is {k}: ONE escrow officer alone, with their",
+            "own key, can open a conversation; no second person has to agree.",
+        ]
+        if k < 2
+        else []
+    )
     return "\n".join(
         [
             f"Terms of service, version {terms_version}",
@@ -40,9 +50,22 @@ def render_terms(terms_version: int, policy: EscrowPolicy) -> str:
             f"escrow policy with fingerprint {policy_fingerprint(policy)}:",
             f"any {k} of its {n} escrow officers ({names}) acting together, each with",
             "their own offline key, can open a conversation. They do so only for a",
-            "written dispute request (signed by you, or a legal order), and every",
-            "request, approval and export is recorded in an append-only audit log.",
+            *(
+                [
+                    "written dispute request signed by you, or a legal order signed by",
+                    f"{legal} (named in this policy); you are told of any legal order",
+                    "on your case as soon as it is recorded. Every request, approval and",
+                    "export is recorded in an append-only audit log.",
+                ]
+                if legal
+                else [
+                    "written dispute request signed by you (this policy names no one who",
+                    "may sign a legal order). Every request, approval and export is",
+                    "recorded in an append-only audit log.",
+                ]
+            ),
             f"The policy is in force from {_date(policy.not_before)} to {_date(policy.not_after)}.",
+            *single,
             "",
             "By accepting you sign this terms version and this policy fingerprint.",
             "A new policy or a new terms version asks for your consent again.",

@@ -143,8 +143,12 @@ def build() -> dict[str, Any]:
     auth_sig = crypto.sign_challenge(client, CHALLENGE_NONCE, CLIENT_ID)
 
     commitment = crypto.key_commitment(CASE_KEY, CASE_ID, EPOCH)
-    commitment_transcript = crypto._commitment_transcript(CASE_ID, EPOCH, commitment)
-    commitment_sig = crypto.sign_commitment(client, CASE_ID, EPOCH, commitment)
+    commitment_transcript = crypto._commitment_transcript(
+        CASE_ID, EPOCH, commitment, crypto.NO_ESCROW
+    )
+    commitment_sig = crypto.sign_commitment(
+        client, CASE_ID, EPOCH, commitment, escrow=crypto.NO_ESCROW
+    )
 
     sealed = sealed_box_with_ephemeral(CASE_KEY, counselor.box_pk, SEAL_EPHEMERAL_SECRET)
     assert opening.open_case_key(sealed, counselor, CASE_ID, EPOCH, commitment) == CASE_KEY
@@ -387,6 +391,7 @@ def build() -> dict[str, Any]:
             "key": hx(CASE_KEY),
             "commitment_input": hx(crypto.lp(CASE_ID.encode(), crypto.u64(EPOCH))),
             "commitment": hx(commitment),
+            "escrow": crypto.NO_ESCROW,
             "commitment_transcript": hx(commitment_transcript),
             "commitment_signature": hx(commitment_sig),
         },
@@ -594,6 +599,7 @@ def _frames(
             epoch=EPOCH,
             commitment=commitment,
             commitment_sig=commitment_sig,
+            escrow=crypto.NO_ESCROW,
             seals=[f.KeySeal(account_id=COUNSELOR_ID, sealed=sealed)],
         ),
         f.Ok(id="7"),
@@ -608,6 +614,7 @@ def _frames(
                     creator_id=CLIENT_ID,
                     commitment=commitment,
                     commitment_sig=commitment_sig,
+                    escrow=crypto.NO_ESCROW,
                     sealed=sealed,
                 )
             ],

@@ -1,11 +1,14 @@
 """The append-only, hash-chained audit log of escrow and dispute actions.
 
-Every policy install, consent, dispute request, legal order, approval and export is one
-row; each row's hash covers the previous row's hash, so deleting, altering, inserting or
-reordering a row breaks every later link, and :meth:`AuditRepository.verify` finds it.
-Rows hold ids, fingerprints and officer indices only: never message content, reasons or
-names. Other repositories append in their own transaction (:func:`append_in`), so an
-action and its audit row commit together or not at all.
+Every policy install, consent, capsule deposit, dispute request, legal order, approval
+and export is one row; each row's hash covers the previous row's hash, so deleting,
+altering, inserting or reordering a row breaks every later link, and
+:meth:`AuditRepository.verify` finds it. Deleting the newest rows leaves a shorter chain
+that is still whole; that is caught against an anchor kept outside the database
+(:meth:`AuditRepository.check_anchor`: the head an officer's approval signed, or a
+bundle carries). Rows hold ids, fingerprints and officer indices only: never message
+content, reasons or names. Other repositories append in their own transaction
+(:func:`append_in`), so an action and its audit row commit together or not at all.
 
 hash = BLAKE2b-256(lp("chat.audit.v1", prev_hash, u64(seq), u64(ts), action, subject,
 detail), person="chat-audit-hash1"); the first row's prev_hash is 32 zero bytes.
@@ -27,7 +30,14 @@ from protocol.crypto import lp, u64
 from .models import AuditEntry, table
 from .transactions import Transactions
 
-__all__ = ["AUDIT_GENESIS", "AuditRecord", "AuditRepository", "append_in", "audit_hash"]
+__all__ = [
+    "AUDIT_GENESIS",
+    "AuditRecord",
+    "AuditRepository",
+    "append_capsule_in",
+    "append_in",
+    "audit_hash",
+]
 
 _AUDIT = table(AuditEntry)
 AUDIT_GENESIS = bytes(32)
@@ -94,6 +104,19 @@ async def append_in(
     return AuditRecord(seq, now_ms, action, subject, text, prev, digest)
 
 
+async def append_capsule_in(
+    conn: AsyncConnection,
+    case_id: str,
+    epoch: int,
+    depositor_id: str,
+    policy_fingerprint: str,
+    now_ms: int,
+) -> AuditRecord:
+    """The audit row of one escrow capsule deposit (ids and the policy only)."""
+    detail = {"epoch": epoch, "depositor": depositor_id, "policy": policy_fingerprint}
+    return await append_in(conn, "escrow.capsule", case_id, detail, now_ms)
+
+
 class AuditRepository:
     """Reading and checking the audit log; appending a stand-alone entry."""
 
@@ -123,6 +146,31 @@ class AuditRepository:
             )
             for r in rows
         ]
+
+    async def head(self) -> tuple[int, bytes]:
+        """(seq, hash) of the newest row; (0, AUDIT_GENESIS) for an empty log."""
+        async with self._tx.read() as conn:
+            row = (
+                await conn.execute(
+                    select(_AUDIT.c.seq, _AUDIT.c.hash).order_by(_AUDIT.c.seq.desc()).limit(1)
+                )
+            ).first()
+        return (int(row.seq), bytes(row.hash)) if row is not None else (0, AUDIT_GENESIS)
+
+    async def check_anchor(self, seq: int, digest: bytes) -> str | None:
+        """None if the log holds row ``seq`` with hash ``digest`` (seq 0: the empty log's
+        genesis), else what is wrong: a head seen outside the database that the log no
+        longer has means rows were deleted (truncated) or rewritten."""
+        if seq == 0:
+            return None if digest == AUDIT_GENESIS else "anchor at seq 0 is not the genesis"
+        async with self._tx.read() as conn:
+            row = (await conn.execute(select(_AUDIT.c.hash).where(_AUDIT.c.seq == seq))).first()
+        if row is None:
+            last, _ = await self.head()
+            return f"the log ends at seq {last}, but an anchor saw seq {seq}: rows were removed"
+        if bytes(row.hash) != digest:
+            return f"row {seq} is not the row the anchor saw: the log was rewritten"
+        return None
 
     async def count(self) -> int:
         async with self._tx.read() as conn:

@@ -29,6 +29,7 @@ from protocol.chain import GENESIS
 from protocol.errors import Conflict, Forbidden, NotFound
 
 from .atrest import context
+from .audit import append_capsule_in
 from .escrow import CapsuleRecord
 from .messages import message_from_row
 from .models import Case, CaseKey, CaseKeySeal, EscrowCapsule, Message, table
@@ -284,6 +285,7 @@ class CaseRepository:
                     creator_id=rec.creator_id,
                     commitment=rec.commitment,
                     commitment_sig=rec.commitment_sig,
+                    escrow=rec.escrow,
                     created_at=rec.created_at,
                 )
             )
@@ -302,6 +304,14 @@ class CaseRepository:
                 )
             if capsule is not None:
                 await conn.execute(insert(_CAPSULES).values(dataclasses.asdict(capsule)))
+                await append_capsule_in(
+                    conn,
+                    capsule.case_id,
+                    capsule.epoch,
+                    capsule.depositor_id,
+                    capsule.policy_fingerprint,
+                    capsule.created_at,
+                )
 
     async def keys_for(self, case_id: str, account_id: str) -> list[EpochKeyRecord]:
         """The epoch keys of a case that were sealed to ``account_id``, by epoch.
@@ -375,4 +385,5 @@ def _key(row: AnyRow, seals: dict[str, bytes]) -> EpochKeyRecord:
         commitment_sig=bytes(row.commitment_sig),
         seals=seals,
         created_at=row.created_at,
+        escrow=row.escrow,
     )

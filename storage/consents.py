@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .audit import append_in
@@ -60,25 +60,45 @@ class ConsentRepository:
         return True
 
     async def has(self, account_id: str, terms_version: int, policy_fingerprint: str) -> bool:
+        return await self.get(account_id, terms_version, policy_fingerprint) is not None
+
+    async def get(
+        self, account_id: str, terms_version: int, policy_fingerprint: str
+    ) -> ConsentRecord | None:
+        """The account's signed acceptance of these terms and policy, if any."""
         async with self._tx.read() as conn:
-            row = (
+            r = (
                 await conn.execute(
-                    select(_CONSENTS.c.account_id).where(
+                    select(_CONSENTS).where(
                         _CONSENTS.c.account_id == account_id,
                         _CONSENTS.c.terms_version == terms_version,
                         _CONSENTS.c.policy_fingerprint == policy_fingerprint,
                     )
                 )
             ).first()
-        return row is not None
+        if r is None:
+            return None
+        return ConsentRecord(
+            r.account_id,
+            int(r.terms_version),
+            r.policy_fingerprint,
+            bytes(r.sig),
+            int(r.accepted_at),
+        )
+
+    async def of_account(self, account_id: str) -> list[ConsentRecord]:
+        """One account's acceptances, oldest first."""
+        return await self._select(_CONSENTS.c.account_id == account_id)
 
     async def all(self) -> list[ConsentRecord]:
+        return await self._select(None)
+
+    async def _select(self, where: ColumnElement[bool] | None) -> list[ConsentRecord]:
+        query = select(_CONSENTS).order_by(_CONSENTS.c.accepted_at, _CONSENTS.c.account_id)
+        if where is not None:
+            query = query.where(where)
         async with self._tx.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(_CONSENTS).order_by(_CONSENTS.c.accepted_at, _CONSENTS.c.account_id)
-                )
-            ).all()
+            rows = (await conn.execute(query)).all()
         return [
             ConsentRecord(
                 r.account_id,

@@ -19,12 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from protocol.errors import Conflict, NotFound
 
 from .audit import append_in
-from .models import Dispute, DisputeApproval, table
+from .models import Case, Dispute, DisputeApproval, table
 from .transactions import AnyRow, Transactions
 
 __all__ = ["DisputeRecord", "DisputeRepository", "DisputeState"]
 
 _DISPUTES = table(Dispute)
+_CASES = table(Case)
 _APPROVALS = table(DisputeApproval)
 
 DisputeState = Literal["pending", "approved", "exported"]
@@ -131,11 +132,20 @@ class DisputeRepository:
             return _record(row, tuple(bytes(a) for a in approvals))
 
     async def find(
-        self, *, requester_id: str | None = None, changed_after: int | None = None
+        self,
+        *,
+        requester_id: str | None = None,
+        client_id: str | None = None,
+        changed_after: int | None = None,
     ) -> list[DisputeRecord]:
+        """Requests, oldest first: all, or those filed by ``requester_id``, or those on
+        the cases of ``client_id`` (their own and legal orders), or changed after a time."""
         query = select(_DISPUTES).order_by(_DISPUTES.c.created_at, _DISPUTES.c.id)
         if requester_id is not None:
             query = query.where(_DISPUTES.c.requester_id == requester_id)
+        if client_id is not None:
+            cases = select(_CASES.c.id).where(_CASES.c.client_id == client_id)
+            query = query.where(_DISPUTES.c.case_id.in_(cases))
         if changed_after is not None:
             query = query.where(_DISPUTES.c.updated_at > changed_after)
         async with self._tx.read() as conn:

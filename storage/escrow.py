@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from protocol.errors import Conflict
 
-from .audit import append_in
+from .audit import append_capsule_in, append_in
 from .models import EscrowCapsule, EscrowPolicy, table
 from .transactions import Transactions
 
@@ -100,6 +100,14 @@ class EscrowRepository:
         try:
             async with self._tx.write() as conn:
                 await conn.execute(insert(_CAPSULES).values(dataclasses.asdict(record)))
+                await append_capsule_in(
+                    conn,
+                    record.case_id,
+                    record.epoch,
+                    record.depositor_id,
+                    record.policy_fingerprint,
+                    record.created_at,
+                )
         except IntegrityError:
             raise Conflict("a capsule for this epoch was already deposited") from None
 

@@ -160,6 +160,8 @@ class CaseKey(Base):
     creator_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"))
     commitment: Mapped[bytes] = mapped_column(LargeBinary)
     commitment_sig: Mapped[bytes] = mapped_column(LargeBinary)
+    # The escrow policy fingerprint the creator bound the key to, or "none" (0003).
+    escrow: Mapped[str] = mapped_column(String(64), server_default="none")
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -179,6 +179,8 @@ class EpochKeyRecord:
     commitment_sig: bytes
     seals: dict[str, bytes]
     created_at: int
+    #: The escrow policy fingerprint the creator signed with the commitment, or "none".
+    escrow: str = "none"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

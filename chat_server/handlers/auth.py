@@ -217,6 +217,9 @@ async def auth(hub: Hub, guest: Guest, frame: f.AuthRequest) -> SignedIn:
         )
     )
     log_event("auth.ok", account=account.id, session=guest.session_id)
+    if account.role == "client" and await hub.db.escrow.current() is not None:
+        # A legal order on one of this client's cases is told to them at once.
+        hub.dispute_watcher.ensure_running()
     if account.role == "counselor":
         await hub.casebook.match_waiting()
     return SignedIn(caller)

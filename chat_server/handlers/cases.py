@@ -77,13 +77,18 @@ async def case_key(hub: Hub, caller: Caller, frame: f.CaseKeyDeposit) -> f.Ok:
         raise InvalidFrame("need exactly one sealed key per participant")
     try:
         crypto.verify_commitment(
-            caller.sign_pk, case.id, frame.epoch, frame.commitment, frame.commitment_sig
+            caller.sign_pk,
+            case.id,
+            frame.epoch,
+            frame.commitment,
+            frame.commitment_sig,
+            escrow=frame.escrow,
         )
     except CryptoError:
         raise InvalidFrame("commitment signature does not verify") from None
     capsules = frame.capsules if isinstance(frame.capsules, list) else None
     capsule = await escrow.deposit_capsule_for_key(
-        hub, caller.account_id, case.id, frame.epoch, capsules
+        hub, case.client_id, caller.account_id, case.id, frame.epoch, frame.escrow, capsules
     )
     # The database re-checks "assigned, at epoch n" in the same statement that moves the
     # case to epoch n + 1: a close or a deposit committed meanwhile anywhere wins.
@@ -96,6 +101,7 @@ async def case_key(hub: Hub, caller: Caller, frame: f.CaseKeyDeposit) -> f.Ok:
             commitment_sig=frame.commitment_sig,
             seals={s.account_id: s.sealed for s in frame.seals},
             created_at=now_ms(),
+            escrow=frame.escrow,
         ),
         capsule,
     )
@@ -118,6 +124,7 @@ async def case_keys(hub: Hub, caller: Caller, frame: f.CaseKeys) -> f.CaseKeysRe
                 creator_id=r.creator_id,
                 commitment=r.commitment,
                 commitment_sig=r.commitment_sig,
+                escrow=r.escrow,
                 sealed=r.seals[caller.account_id],
             )
             for r in records

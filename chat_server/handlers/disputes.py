@@ -27,8 +27,12 @@ async def dispute_request(hub: Hub, caller: Caller, frame: f.DisputeRequest) -> 
     if participants[0] != caller.account_id:
         raise Forbidden("only the case's client files a dispute request")
     await require(hub.dispute_limit, caller.account_id, "dispute requests")
-    filed = await hub.disputes.of_requester(caller.account_id)
-    if sum(1 for r in filed if r.case_id == frame.case_id) >= hub.config.max_disputes_per_case:
+    # The client's own requests about this case (legal orders on it do not count).
+    filed = await hub.disputes.of_client(caller.account_id)
+    own = sum(
+        1 for r in filed if r.case_id == frame.case_id and r.requester_id == caller.account_id
+    )
+    if own >= hub.config.max_disputes_per_case:
         raise LimitExceeded("too many dispute requests about this case")
     record = await hub.disputes.file(caller.account_id, caller.sign_pk, frame)
     hub.dispute_watcher.ensure_running()
@@ -36,7 +40,7 @@ async def dispute_request(hub: Hub, caller: Caller, frame: f.DisputeRequest) -> 
 
 
 async def dispute_list(hub: Hub, caller: Caller, frame: f.DisputeList) -> f.DisputeListResult:
-    records = await hub.disputes.of_requester(caller.account_id)
+    records = await hub.disputes.of_client(caller.account_id)
     if any(r.state != "exported" for r in records):
         hub.dispute_watcher.ensure_running()
     return f.DisputeListResult(id=frame.id, disputes=[dispute_info(r) for r in records])

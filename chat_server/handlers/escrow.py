@@ -1,12 +1,17 @@
 """Escrow use cases: the installed policy, consent to the terms, and capsule deposits.
 
 Without an installed policy the hub runs without escrow: ``policy.get`` says so, no
-consent is needed and capsules are neither required nor stored. Once ``chat-server
-admin escrow-policy install`` has run, every client must accept the current terms
-version under the current policy before ``case.open`` (else consent_required), and
-every epoch key must come with its creator's capsule (``case.key``); the other
-participant adds its own with ``case.capsule``. The hub checks a capsule's shape
-against the policy but cannot open it: that takes k officers' offline keys.
+consent is needed, capsules are neither required nor stored, and epoch keys must be
+bound to "none". Once ``chat-server admin escrow-policy install`` has run, every client
+must accept the current terms version under the current policy before ``case.open``
+(else consent_required), and every epoch key must be bound, in its creator's signed
+commitment, to the installed policy, come with its creator's capsule (``case.key``) and
+be made after the case's client consented to that policy (else consent_required); the
+other participant adds its own capsule with ``case.capsule``, accepted only for a key
+bound to the installed policy and made after that consent. So no key made before a
+policy, or under another one, is ever escrowed under it: a policy change starts a new
+epoch instead. The hub checks a capsule's shape against the policy but cannot open it:
+that takes k officers' offline keys.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import msgspec
 
 from protocol import frames as f
 from protocol.clock import now_ms
+from protocol.crypto import NO_ESCROW
 from protocol.errors import ConsentRequired, CryptoError, Forbidden, InvalidFrame, NotFound
 from protocol.escrow import EscrowError, check_capsule_shape, verify_consent
 from storage.consents import ConsentRecord
@@ -116,13 +122,33 @@ def capsule_record(
 
 
 async def deposit_capsule_for_key(
-    hub: Hub, depositor_id: str, case_id: str, epoch: int, capsules: list[f.Capsule] | None
+    hub: Hub,
+    client_id: str,
+    depositor_id: str,
+    case_id: str,
+    epoch: int,
+    binding: str,
+    capsules: list[f.Capsule] | None,
 ) -> CapsuleRecord | None:
-    """For ``case.key``: the creator's capsule to store once the key is stored.
-    Required when a policy is installed; ignored (not stored) when none is."""
+    """For ``case.key``: the key's escrow binding must be the installed policy (or
+    "none" without one), the case's client must have consented to that policy, and the
+    creator's capsule comes with it; the capsule to store once the key is stored."""
     installed = await installed_policy(hub.db)
     if installed is None:
+        if binding != NO_ESCROW:
+            raise InvalidFrame('this hub has no escrow policy: bind the key to "none"')
         return None
+    if binding != installed.fingerprint:
+        raise InvalidFrame(
+            "the key must be bound to the installed escrow policy; fetch the policy again"
+        )
+    if not await hub.db.consents.has(
+        client_id, installed.record.terms_version, installed.fingerprint
+    ):
+        raise ConsentRequired(
+            "the case's client has not accepted the current escrow policy; no key can be "
+            "made under it yet"
+        )
     if not capsules:
         raise InvalidFrame("this hub escrows case keys: case.key needs an escrow capsule")
     return capsule_record(installed, capsules[0], case_id, epoch, depositor_id)
@@ -133,10 +159,22 @@ async def case_capsule(hub: Hub, caller: Caller, frame: f.CaseCapsule) -> f.Ok:
     installed = await installed_policy(hub.db)
     if installed is None:
         raise NotFound("no escrow policy is installed")
-    if await hub.db.cases.epoch_key(case.id, frame.epoch) is None:
+    key = await hub.db.cases.epoch_key(case.id, frame.epoch)
+    if key is None:
         raise InvalidFrame("the epoch has no key")
     if case.state == "waiting":
         raise Forbidden("case is waiting")
+    if key.escrow != installed.fingerprint:
+        raise InvalidFrame(
+            "the epoch's key is not bound to the installed escrow policy: it is not escrowed"
+        )
+    consent = await hub.db.consents.get(
+        case.client_id, installed.record.terms_version, installed.fingerprint
+    )
+    if consent is None or consent.accepted_at > key.created_at:
+        raise InvalidFrame(
+            "the epoch's key was made before the client consented to the escrow policy"
+        )
     record = capsule_record(installed, frame.capsule, case.id, frame.epoch, caller.account_id)
     await hub.db.escrow.put_capsule(record)
     log_event("escrow.capsule", case=case.id, epoch=frame.epoch, account=caller.account_id)

@@ -161,7 +161,10 @@ async def setup_pair(
             case_id=case.case_id,
             epoch=1,
             commitment=commitment,
-            commitment_sig=crypto.sign_commitment(client.identity, case.case_id, 1, commitment),
+            commitment_sig=crypto.sign_commitment(
+                client.identity, case.case_id, 1, commitment, escrow=crypto.NO_ESCROW
+            ),
+            escrow=crypto.NO_ESCROW,
             seals=[
                 f.KeySeal(
                     account_id=client.account_id,

@@ -17,6 +17,7 @@ from chat_client.casekeys import (
 )
 from protocol import crypto
 from protocol.chain import GENESIS, chain_hash
+from protocol.crypto import NO_ESCROW
 from protocol.errors import CryptoError
 from protocol.frames import CaseInfo, DirectoryEntry, EpochKey, MessageRecord
 
@@ -65,6 +66,7 @@ def deposit_as_epoch_key(new, creator: Party, reader: Party) -> EpochKey:  # typ
         creator_id=creator.account_id,
         commitment=new.commitment,
         commitment_sig=new.commitment_sig,
+        escrow=new.escrow,
         sealed=seal.sealed,
     )
 
@@ -107,7 +109,7 @@ def record_for(key: bytes, sender: Party, seq: int, prev: bytes, body: str = "hi
 def test_epoch_key_sealed_to_each_participant_and_opens(world) -> None:  # type: ignore[no-untyped-def]
     client, counselor, _, case = world
     directory = {p.account_id: p.entry for p in (client, counselor)}
-    new = make_epoch_key(client.identity, case, 1, directory)
+    new = make_epoch_key(client.identity, case, 1, directory, NO_ESCROW)
     assert [s.account_id for s in new.seals] == participants(case)
     for reader in (client, counselor):
         ek = deposit_as_epoch_key(new, client, reader)
@@ -117,7 +119,7 @@ def test_epoch_key_sealed_to_each_participant_and_opens(world) -> None:  # type:
 def test_epoch_key_from_non_participant_or_bad_sig_is_rejected(world) -> None:  # type: ignore[no-untyped-def]
     client, counselor, mallory, case = world
     directory = {p.account_id: p.entry for p in (client, counselor)}
-    new = make_epoch_key(client.identity, case, 1, directory)
+    new = make_epoch_key(client.identity, case, 1, directory, NO_ESCROW)
     ek = deposit_as_epoch_key(new, client, counselor)
     forged = msgspec.structs.replace(ek, creator_id=mallory.account_id)
     with pytest.raises(CryptoError, match="non-participant"):
@@ -131,7 +133,7 @@ def test_epoch_key_from_non_participant_or_bad_sig_is_rejected(world) -> None:  
             msgspec.structs.replace(client.entry, sign_pk=mallory.identity.sign_pk),
         )
     # A commitment that does not match the sealed key.
-    other = make_epoch_key(client.identity, case, 1, directory)
+    other = make_epoch_key(client.identity, case, 1, directory, NO_ESCROW)
     mixed = msgspec.structs.replace(
         ek, commitment=other.commitment, commitment_sig=other.commitment_sig
     )
@@ -143,7 +145,7 @@ def test_make_epoch_key_needs_a_counselor(world) -> None:  # type: ignore[no-unt
     client, _, _, case = world
     waiting = msgspec.structs.replace(case, counselor_id=None, state="waiting")
     with pytest.raises(ValueError):
-        make_epoch_key(client.identity, waiting, 1, {client.account_id: client.entry})
+        make_epoch_key(client.identity, waiting, 1, {client.account_id: client.entry}, NO_ESCROW)
 
 
 def test_open_record_verifies_and_checks_chain(world) -> None:  # type: ignore[no-untyped-def]
@@ -205,6 +207,8 @@ def test_keyring() -> None:
     ring = Keyring()
     assert ring.latest("c") == 0 and ring.get("c", 1) is None
     ring.put("c", 1, b"k1")
-    ring.put("c", 3, b"k3")
+    ring.put("c", 3, b"k3", "abcd " * 9 + "abcd")
     ring.put("d", 5, b"k5")
     assert ring.latest("c") == 3 and ring.get("c", 1) == b"k1"
+    assert ring.escrow("c", 1) == NO_ESCROW and ring.escrow("c", 3) == "abcd " * 9 + "abcd"
+    assert ring.escrow("c", 2) is None

@@ -69,7 +69,12 @@ async def test_case_keys_receipts_typing_close(hub: RunningHub) -> None:
     epoch_key = keys.keys[0]
     assert client.identity is not None and counselor.identity is not None
     crypto.verify_commitment(
-        client.identity.sign_pk, case.case_id, 1, epoch_key.commitment, epoch_key.commitment_sig
+        client.identity.sign_pk,
+        case.case_id,
+        1,
+        epoch_key.commitment,
+        epoch_key.commitment_sig,
+        escrow=epoch_key.escrow,
     )
     assert (
         opening.open_case_key(
@@ -118,7 +123,14 @@ async def test_second_key_deposit_for_an_epoch_conflicts(hub: RunningHub) -> Non
             case_id=case.case_id,
             epoch=1,
             commitment=commitment,
-            commitment_sig=crypto.sign_commitment(counselor.identity, case.case_id, 1, commitment),  # type: ignore[arg-type]
+            commitment_sig=crypto.sign_commitment(
+                counselor.identity,  # type: ignore[arg-type]
+                case.case_id,
+                1,
+                commitment,
+                escrow=crypto.NO_ESCROW,
+            ),
+            escrow=crypto.NO_ESCROW,
             seals=[
                 f.KeySeal(account_id=a, sealed=crypto.seal_case_key(again, client.identity.box_pk))
                 for a in (client.account_id, counselor.account_id)

@@ -311,7 +311,10 @@ async def _deposit(
             case_id=case.case_id,
             epoch=epoch,
             commitment=commitment,
-            commitment_sig=crypto.sign_commitment(who.identity, case.case_id, epoch, commitment),
+            commitment_sig=crypto.sign_commitment(
+                who.identity, case.case_id, epoch, commitment, escrow=crypto.NO_ESCROW
+            ),
+            escrow=crypto.NO_ESCROW,
             seals=[
                 f.KeySeal(account_id=account, sealed=crypto.seal_case_key(key, box))
                 for account, box in boxes.items()

@@ -18,7 +18,13 @@ from protocol import crypto
 from protocol import errors as pe
 from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import take, take_event
-from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
+from tests.helpers.disputes import (
+    ESCROW_PASS,
+    capsule_depositors,
+    ceremony,
+    legal_order,
+    server,
+)
 from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
 
 
@@ -175,7 +181,15 @@ async def test_dispute_round_trip(
             if k > 1:
                 assert (
                     unseal.main(
-                        [str(bundle), "--key", str(keys / "officer3.key"), "--out", str(out)]
+                        [
+                            str(bundle),
+                            "--key",
+                            str(keys / "officer3.key"),
+                            "--out",
+                            str(tmp_path / "one-key"),
+                            "--org-fingerprint",
+                            org_fp,
+                        ]
                     )
                     == 11
                 )
@@ -197,6 +211,8 @@ async def test_dispute_round_trip(
     assert actions == [
         "policy.install",
         "consent",
+        "escrow.capsule",  # the client's, with its key
+        "escrow.capsule",  # the counselor's own
         "dispute.request",
         *["dispute.approve"] * k,
         "dispute.export",
@@ -242,15 +258,30 @@ async def test_legal_order_and_new_policy_needs_new_consent(tmp_path: Path) -> N
             case2 = await client.open_case("anxiety", "en")
             await client.send(case2.case_id, "second case under policy 2")
 
-            # Legal order path on the first case: same threshold under its policy (1-of-2).
+            # Legal order path on the first case: signed offline by the policy's legal
+            # signer; the client sees it on their case at once, with its reference.
             before = {d.request_id for d in await client.disputes()}
-            assert (
-                await server(
-                    hub, "disputes", "open-legal", case.case_id, "--order", "Court 2025/17"
-                )
-                == 0
+            order = legal_order(keys, policy2, case.case_id, "Court 2025/17", org_fp)
+            assert await server(hub, "disputes", "open-legal", "--order-file", str(order)) == 0
+            [legal] = [d for d in await client.disputes() if d.request_id not in before]
+            assert (legal.case_id, legal.kind, legal.legal_order) == (
+                case.case_id,
+                "legal",
+                "Court 2025/17",
             )
-            assert {d.request_id for d in await client.disputes()} == before
+            event = await take_event(client, DisputeEvent, timeout=10)
+            assert isinstance(event, DisputeEvent)
+            assert (event.request_id, event.kind, event.legal_order) == (
+                legal.request_id,
+                "legal",
+                "Court 2025/17",
+            )
+            # The hub's operator cannot record an order of its own: refused.
+            forged = json.loads(order.read_text())
+            forged["order_ref"] = "Operator 1/1"
+            bad = tmp_path / "forged-order.json"
+            bad.write_text(json.dumps(forged))
+            assert await server(hub, "disputes", "open-legal", "--order-file", str(bad)) == 1
         finally:
             await client.close()
             await counselor.close()

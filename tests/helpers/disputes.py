@@ -19,7 +19,7 @@ from chat_server import disputes_cli
 from tests.helpers.hubs import RunningHub
 from tests.helpers.waiting import wait_until
 
-__all__ = ["ESCROW_PASS", "KDF", "capsule_depositors", "ceremony", "server"]
+__all__ = ["ESCROW_PASS", "KDF", "capsule_depositors", "ceremony", "legal_order", "server"]
 
 #: The passphrase of every escrow key file the ceremony writes (CHAT_ESCROW_PASSPHRASE).
 ESCROW_PASS = "escrow passphrase"
@@ -28,7 +28,8 @@ KDF = ["--kdf-ops", "1", "--kdf-mem", "8192"]
 
 
 def ceremony(tmp_path: Path, n: int, k: int, version: int = 1) -> tuple[Path, str]:
-    """Org and officer keys (once), then a signed k-of-n policy; (policy.json, org fp).
+    """Org, officer and one legal-order key (once), then a signed k-of-n policy naming
+    the legal signer; (policy.json, org fp).
 
     Needs ``CHAT_ESCROW_PASSPHRASE`` set to :data:`ESCROW_PASS`."""
     org = tmp_path / "org.key"
@@ -37,6 +38,8 @@ def ceremony(tmp_path: Path, n: int, k: int, version: int = 1) -> tuple[Path, st
             escrow_cli.main(["keygen", "--kind", "org", "--name", "org", "--out", str(org), *KDF])
             == 0
         )
+        legal = ["--name", "court-liaison", "--out", str(tmp_path / "legal.key"), *KDF]
+        assert escrow_cli.main(["keygen", "--kind", "legal", *legal]) == 0
         for i in range(1, n + 1):
             assert (
                 escrow_cli.main(
@@ -64,18 +67,30 @@ def ceremony(tmp_path: Path, n: int, k: int, version: int = 1) -> tuple[Path, st
                 "--org-key",
                 str(org),
                 *officers,
+                "--legal-signer",
+                str(tmp_path / "legal.pub"),
                 "--threshold",
                 str(k),
                 "--version",
                 str(version),
                 "--out",
                 str(policy),
+                *(["--allow-single-officer"] if k < 2 else []),
             ]
         )
         == 0
     )
     fp = json.loads((tmp_path / "org.pub").read_text())["fingerprint"]
     return policy, fp
+
+
+def legal_order(keys: Path, policy: Path, case_id: str, ref: str, org_fp: str) -> Path:
+    """A legal order for ``case_id`` signed with the ceremony's legal-order key."""
+    out = keys / f"order-{case_id}.json"
+    argv = ["--key", str(keys / "legal.key"), "--policy", str(policy), "--case", case_id]
+    argv += ["--order", ref, "--out", str(out), "--org-fingerprint", org_fp]
+    assert escrow_cli.main(["legal-order", *argv]) == 0
+    return out
 
 
 async def server(hub: RunningHub, *argv: str) -> int:

@@ -15,23 +15,30 @@ from protocol.bundle import (
     Bundle,
     BundleCapsule,
     BundleCase,
+    BundleConsent,
     BundleEpoch,
     BundleParticipant,
     ChainHead,
 )
 from protocol.chain import GENESIS, chain_hash, sign_head
 from protocol.escrow import (
+    AuditHead,
+    ClientEvidence,
     DisputeDocument,
     make_approval,
     make_capsule,
+    make_legal_order,
     policy_fingerprint,
     seal_reasons,
+    sign_consent,
     sign_dispute,
     sign_policy,
 )
 
 __all__ = [
     "DAY",
+    "HEAD",
+    "LEGAL",
     "NOW",
     "ORG",
     "Officer",
@@ -70,11 +77,20 @@ def officers(n: int, seed: int = 0) -> list[Officer]:
 
 
 ORG = SigningKey(bytes([7]) * 32)
+#: The audit-log head officers are shown and sign in the factory's approvals.
+HEAD = AuditHead(seq=7, hash=bytes(range(1, 33)))
+#: The policy's one legal-order signer (kept offline like an officer key).
+LEGAL = SigningKey(bytes([9]) * 32)
 
 
 def make_policy(
-    people: list[Officer], k: int, org: SigningKey = ORG, version: int = 1
+    people: list[Officer],
+    k: int,
+    org: SigningKey = ORG,
+    version: int = 1,
+    legal: list[SigningKey] | None = None,
 ) -> f.SignedEscrowPolicy:
+    signers = [LEGAL] if legal is None else legal
     policy = f.EscrowPolicy(
         version=version,
         officers=[o.public for o in people],
@@ -82,6 +98,10 @@ def make_policy(
         not_before=NOW - DAY,
         not_after=NOW + 365 * DAY,
         org_sign_pk=bytes(org.verify_key),
+        legal_signers=[
+            f.LegalSigner(name=f"legal{i + 1}", sign_pk=bytes(key.verify_key))
+            for i, key in enumerate(signers)
+        ],
     )
     return sign_policy(org, policy)
 
@@ -131,7 +151,9 @@ def build(
         epoch=1,
         creator_id=ids["client"],
         commitment=commitment,
-        commitment_sig=crypto.sign_commitment(client, case_id, 1, commitment),
+        commitment_sig=crypto.sign_commitment(client, case_id, 1, commitment, escrow=fp),
+        escrow=fp,
+        created_at=NOW - 500,
         capsules=[
             BundleCapsule(
                 depositor_id=ids["client"], capsule=make_capsule(policy, case_id, 1, key)
@@ -199,8 +221,15 @@ def build(
         requester_sign_pk=client.sign_pk,
         sig=sign_dispute(client, case_id, "all", NOW, fp, reason_ct),
         created_at=NOW + 5,
+        evidence=ClientEvidence(
+            terms_version=1,
+            consent_sig=sign_consent(client, ids["client"], 1, fp),
+            epoch=1,
+            commitment=epoch.commitment,
+            commitment_sig=epoch.commitment_sig,
+        ),
     )
-    if legal_order is not None:  # no requester, reason or signature: the order is the reason
+    if legal_order is not None:  # no requester, reason or signature: the signed order
         doc = msgspec.structs.replace(
             doc,
             kind="legal",
@@ -209,9 +238,11 @@ def build(
             requester_sign_pk=None,
             sig=None,
             legal_order=legal_order,
+            evidence=None,
+            order=make_legal_order(LEGAL, policy, case_id, legal_order, NOW + 1),
         )
     approvals = [
-        make_approval(people[i].sign, doc, policy, NOW + 10)
+        make_approval(people[i].sign, doc, policy, NOW + 10, HEAD)
         for i in (approvers if approvers is not None else list(range(k)))
     ]
     bundle = Bundle(
@@ -259,5 +290,11 @@ def build(
         server_sign_pk=server.sign_pk,
         request=doc,
         approvals=approvals,
+        audit_head=AuditHead(seq=9, hash=bytes(range(2, 34))),
+        client_consent=BundleConsent(
+            terms_version=1,
+            sig=sign_consent(client, ids["client"], 1, fp),
+            accepted_at=NOW - 900,
+        ),
     )
     return Scenario(people, signed, client, counselor, server, case_id, texts, bundle)

@@ -212,8 +212,9 @@ class RawClient:
                 epoch=epoch,
                 commitment=commitment,
                 commitment_sig=crypto.sign_commitment(
-                    self.identity, case.case_id, epoch, commitment
+                    self.identity, case.case_id, epoch, commitment, escrow=crypto.NO_ESCROW
                 ),
+                escrow=crypto.NO_ESCROW,
                 seals=seals,
             )
         )

@@ -155,10 +155,16 @@ class World:
         return peer
 
     async def case(
-        self, client: Person, counselor: Person | None = None, *, key: bool = True
+        self,
+        client: Person,
+        counselor: Person | None = None,
+        *,
+        key: bool = True,
+        escrow: str = crypto.NO_ESCROW,
     ) -> CaseRecord:
         """A case made through storage (as another hub, or an earlier session, would
-        have): waiting without a counselor, else assigned, with an epoch-1 key."""
+        have): waiting without a counselor, else assigned, with an epoch-1 key made by
+        the client and bound to ``escrow``."""
         db = self.hub.db
         case_id = "case_" + secrets.token_hex(6)
         case = await db.cases.create(client.id, "anxiety", "en", case_id, now_ms())
@@ -175,7 +181,10 @@ class World:
                     epoch=1,
                     creator_id=client.id,
                     commitment=commitment,
-                    commitment_sig=crypto.sign_commitment(client.identity, case_id, 1, commitment),
+                    commitment_sig=crypto.sign_commitment(
+                        client.identity, case_id, 1, commitment, escrow=escrow
+                    ),
+                    escrow=escrow,
                     seals={
                         p.id: crypto.seal_case_key(k, p.identity.box_pk)
                         for p in (client, counselor)

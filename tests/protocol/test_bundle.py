@@ -23,9 +23,26 @@ from protocol.bundle import (
     verify_bundle,
 )
 from protocol.chain import GENESIS, chain_hash, sign_head
-from protocol.escrow import ForeignMaterial, make_approval, policy_fingerprint, sign_dispute
+from protocol.escrow import (
+    DisputeDocument,
+    ForeignMaterial,
+    make_approval,
+    make_legal_order,
+    policy_fingerprint,
+    sign_consent,
+    sign_dispute,
+)
 from protocol.frames import MessageRecord
-from tests.helpers.escrow_factory import NOW, ORG, Scenario, build, make_policy, officers
+from tests.helpers.escrow_factory import (
+    HEAD,
+    LEGAL,
+    NOW,
+    ORG,
+    Scenario,
+    build,
+    make_policy,
+    officers,
+)
 
 ORG_FP = crypto.fingerprint(bytes(ORG.verify_key))
 
@@ -90,7 +107,9 @@ def test_too_few_or_wrong_keys_exit_11() -> None:
     assert one.exit_code == 11
     assert all(m.body is None for m in one.messages)
     assert not one.tampered
-    wrong = verify_bundle(s.bundle, [s.people[0].box, PrivateKey(bytes([201]) * 32)])
+    wrong = verify_bundle(
+        s.bundle, [s.people[0].box, PrivateKey(bytes([201]) * 32)], org_fingerprint=ORG_FP
+    )
     assert wrong.exit_code == 11
 
 
@@ -101,7 +120,9 @@ def test_flipped_ciphertext_byte_exit_10() -> None:
     flipped[5] ^= 1
     msgs = list(s.bundle.messages)
     msgs[1] = msgspec.structs.replace(m, ciphertext=bytes(flipped))
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     bad = [m.seq for m in report.messages if not m.ok]
     assert 2 in bad
@@ -112,12 +133,16 @@ def test_flipped_ciphertext_byte_exit_10() -> None:
 def test_removed_message_exit_10() -> None:
     s = build()
     msgs = [m for m in s.bundle.messages if m.seq != 2]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     assert report.missing_seqs == [2]
     # Dropping the last message is caught by the signed head.
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, messages=s.bundle.messages[:-1]), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, messages=s.bundle.messages[:-1]),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 10
     assert report.missing_seqs == [3]
@@ -129,7 +154,9 @@ def test_message_labelled_with_another_case_exit_10() -> None:
     s = build()
     msgs = list(s.bundle.messages)
     msgs[0] = msgspec.structs.replace(msgs[0], case_id="case_other")
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=msgs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     assert report.messages[0].problems == [
         "belongs to another case",
@@ -152,7 +179,9 @@ def test_swapped_messages_exit_10() -> None:
     s = build()
     m = list(s.bundle.messages)
     m[0], m[1] = m[1], m[0]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, messages=m), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, messages=m), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     assert {v.seq for v in report.messages if not v.ok} >= {1, 2}
 
@@ -161,10 +190,15 @@ def test_resigned_head_by_another_server_is_caught_by_the_pin() -> None:
     s = build()
     head = s.bundle.chain_head
     bad_sig = msgspec.structs.replace(head, sig=bytes(64))
-    report = verify_bundle(msgspec.structs.replace(s.bundle, chain_head=bad_sig), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, chain_head=bad_sig), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 10
     report = verify_bundle(
-        s.bundle, keys(s, 0, 1), server_fingerprint=crypto.fingerprint(bytes(32))
+        s.bundle,
+        keys(s, 0, 1),
+        server_fingerprint=crypto.fingerprint(bytes(32)),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
 
@@ -178,7 +212,9 @@ def test_capsule_from_another_case_exit_12() -> None:
             capsules=[other.bundle.epochs[0].capsules[0], s.bundle.epochs[0].capsules[1]],
         )
     ]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 12
     assert any("another case" in p for p in report.foreign)
 
@@ -189,6 +225,7 @@ def test_forged_approval_exit_12() -> None:
     report = verify_bundle(
         msgspec.structs.replace(s.bundle, approvals=[s.bundle.approvals[0], forged]),
         keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
     # An approval by a non-officer key claiming an officer's index.
@@ -197,18 +234,22 @@ def test_forged_approval_exit_12() -> None:
         s.bundle.approvals[0], officer_index=1, officer_sign_pk=bytes(impostor.verify_key)
     )
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, approvals=[s.bundle.approvals[0], fake]), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, approvals=[s.bundle.approvals[0], fake]),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
 
 
 def test_too_few_approvals_exit_12() -> None:
     s = build(approvers=[0])
-    report = verify_bundle(s.bundle, keys(s, 0, 1))
+    report = verify_bundle(s.bundle, keys(s, 0, 1), org_fingerprint=ORG_FP)
     assert report.exit_code == 12
     # The same officer twice counts once.
     dup = [s.bundle.approvals[0], s.bundle.approvals[0]]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, approvals=dup), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, approvals=dup), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 12
 
 
@@ -224,19 +265,70 @@ def test_request_signed_by_someone_else_exit_12() -> None:
         ),
     )
     # Approvals re-made over the forged request, so only the signer check can catch it.
-    approvals = [make_approval(s.people[i].sign, forged, s.policy.policy, NOW) for i in (0, 1)]
+    approvals = [
+        make_approval(s.people[i].sign, forged, s.policy.policy, NOW, HEAD) for i in (0, 1)
+    ]
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, request=forged, approvals=approvals), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, request=forged, approvals=approvals),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
-    assert any("not from the case's client" in p for p in report.foreign)
+    only(report.foreign, "the request is not signed by the case client's key")
+    # Nothing was opened: the authority to open failed first.
+    assert report.messages == [] and report.keys_used == []
+
+
+def without_commitment_evidence(s: Scenario) -> Bundle:
+    """``s.bundle`` whose request cites no key commitment (the counselor made every
+    key), approvals re-made over it."""
+    doc = s.bundle.request
+    assert doc.evidence is not None
+    request = msgspec.structs.replace(
+        doc, evidence=msgspec.structs.replace(doc.evidence, commitment=None)
+    )
+    approvals = [
+        make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+    ]
+    return msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
+
+
+def test_request_evidence_must_be_the_clients_own_exit_12() -> None:
+    s = build()
+    assert check(s, without_commitment_evidence(s)).exit_code == 0
+    doc = s.bundle.request
+    assert doc.evidence is not None
+
+    def with_request(request: DisputeDocument) -> Report:
+        approvals = [
+            make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+        ]
+        return check(s, msgspec.structs.replace(s.bundle, request=request, approvals=approvals))
+
+    no_evidence = with_request(msgspec.structs.replace(doc, evidence=None))
+    only(no_evidence.foreign, "carries no evidence that its key is the client's")
+    assert no_evidence.messages == []
+    bad_consent = msgspec.structs.replace(doc.evidence, consent_sig=bytes(64))
+    report = with_request(msgspec.structs.replace(doc, evidence=bad_consent))
+    only(report.foreign, "did not sign the client's consent to its policy")
+    bad_commit = msgspec.structs.replace(doc.evidence, commitment_sig=bytes(64))
+    report = with_request(msgspec.structs.replace(doc, evidence=bad_commit))
+    only(report.foreign, "did not sign the case-key commitment")
+    only(report.foreign, "cites a key commitment not in the case")
+    report = with_request(msgspec.structs.replace(doc, requester_id=STRANGER))
+    only(report.foreign, "the dispute request is not from the case's client")
+    elsewhere = msgspec.structs.replace(doc.evidence, epoch=7)
+    report = with_request(msgspec.structs.replace(doc, evidence=elsewhere))
+    only(report.foreign, "cites a key commitment not in the case")
 
 
 def test_request_for_another_case_exit_12() -> None:
     s = build()
     other = build(case_id="case_9999")
     report = verify_bundle(
-        msgspec.structs.replace(s.bundle, request=other.bundle.request), keys(s, 0, 1)
+        msgspec.structs.replace(s.bundle, request=other.bundle.request),
+        keys(s, 0, 1),
+        org_fingerprint=ORG_FP,
     )
     assert report.exit_code == 12
 
@@ -250,7 +342,9 @@ def test_policy_not_from_the_pinned_org_exit_12() -> None:
 def test_unsigned_commitment_exit_12() -> None:
     s = build()
     epochs = [msgspec.structs.replace(s.bundle.epochs[0], commitment_sig=bytes(64))]
-    report = verify_bundle(msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1))
+    report = verify_bundle(
+        msgspec.structs.replace(s.bundle, epochs=epochs), keys(s, 0, 1), org_fingerprint=ORG_FP
+    )
     assert report.exit_code == 12
 
 
@@ -262,7 +356,34 @@ def test_legal_order_bundle_verifies() -> None:
     report = check(s, s.bundle)
     assert report.exit_code == 0, (report.foreign, report.tampered)
     assert report.request_kind == "legal"
-    assert report.request_note == "legal order 'Court 2025/17'"
+    assert report.request_note == "legal order 'Court 2025/17', signed by legal1"
+
+
+def test_legal_order_not_signed_by_a_legal_signer_exit_12() -> None:
+    """The hub's operator records an order of its own: unsigned, signed by a key the
+    policy does not name, or an order for another case. Nothing opens."""
+    s = build(legal_order="Court 2025/17")
+    doc = s.bundle.request
+    assert doc.order is not None
+    mallory = SigningKey(bytes([66]) * 32)
+    policy = s.policy.policy
+    rogue = msgspec.structs.replace(
+        doc.order,
+        signer_sign_pk=bytes(mallory.verify_key),
+        sig=make_legal_order(LEGAL, policy, s.case_id, "x", NOW).sig,
+    )
+    elsewhere = make_legal_order(LEGAL, policy, "case_other", "Court 2025/17", NOW)
+    for request, words in (
+        (msgspec.structs.replace(doc, order=None), "must carry the signed order"),
+        (msgspec.structs.replace(doc, order=rogue), "not the legal signer's"),
+        (msgspec.structs.replace(doc, order=elsewhere), "for another case"),
+        (msgspec.structs.replace(doc, legal_order="Court 9999/1"), "another case, reference"),
+    ):
+        approvals = [make_approval(s.people[i].sign, request, policy, NOW, HEAD) for i in (0, 1)]
+        bundle = msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
+        report = check(s, bundle)
+        only(report.foreign, words)
+        assert report.messages == []
 
 
 def test_participants_must_be_exactly_the_case_parties_exit_12() -> None:
@@ -304,7 +425,8 @@ def test_request_with_a_bad_signature_exit_12() -> None:
 def test_epoch_created_by_a_non_participant_exit_12() -> None:
     s = build()
     epoch = msgspec.structs.replace(s.bundle.epochs[0], creator_id=STRANGER)
-    report = check(s, msgspec.structs.replace(s.bundle, epochs=[epoch]))
+    bundle = without_commitment_evidence(s)
+    report = check(s, msgspec.structs.replace(bundle, epochs=[epoch]))
     assert report.exit_code == 12
     only(report.foreign, "epoch 1: key commitment not signed by its creator")
 
@@ -510,3 +632,137 @@ def test_an_honest_bundle_has_no_order_problem() -> None:
     s = build(texts=SIX)
     report = check(s, s.bundle)
     assert report.exit_code == 0 and report.order_problems == []
+
+
+def test_reason_is_opened_or_the_request_is_malformed_exit_12() -> None:
+    s = build()
+    assert check(s, s.bundle).reason == "The counselor was rude to me."
+    # Sealed to officer #0's key for someone else: it does not open, nothing else does.
+    doc = s.bundle.request
+    garbled = [bytes(len(doc.reason_ct[0])), *doc.reason_ct[1:]]
+    for reasons in (garbled, []):
+        sig = sign_dispute(
+            s.client, doc.case_id, "all", doc.timestamp, doc.policy_fingerprint, reasons
+        )
+        request = msgspec.structs.replace(doc, reason_ct=reasons, sig=sig)
+        approvals = [
+            make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+        ]
+        bundle = msgspec.structs.replace(s.bundle, request=request, approvals=approvals)
+        report = check(s, bundle)
+        only(report.foreign, "reason does not open for officer #0")
+        assert report.messages == []
+
+
+def test_an_invented_client_identity_is_foreign_exit_12() -> None:
+    """The hub invents key X for the client: request, consent, key commitment and the
+    participant entry all under X, approvals over that. Everything is consistent, but
+    the client's real messages do not verify under X: nothing is reported opened."""
+    s = build()
+    x = crypto.Identity.from_secret_bytes(bytes([123]) * 64)
+    b = s.bundle
+    doc = b.request
+    assert doc.evidence is not None
+    fp = doc.policy_fingerprint
+    epoch = b.epochs[0]
+    epochs = [
+        msgspec.structs.replace(
+            epoch,
+            commitment_sig=crypto.sign_commitment(
+                x, s.case_id, 1, epoch.commitment, escrow=epoch.escrow
+            ),
+        )
+    ]
+    request = msgspec.structs.replace(
+        doc,
+        requester_sign_pk=x.sign_pk,
+        sig=sign_dispute(x, doc.case_id, "all", doc.timestamp, fp, doc.reason_ct),
+        evidence=msgspec.structs.replace(
+            doc.evidence,
+            consent_sig=sign_consent(x, doc.requester_id or "", 1, fp),
+            commitment_sig=epochs[0].commitment_sig,
+        ),
+    )
+    participants = [
+        msgspec.structs.replace(p, sign_pk=x.sign_pk) if p.role == "client" else p
+        for p in b.participants
+    ]
+    approvals = [
+        make_approval(s.people[i].sign, request, s.policy.policy, NOW, HEAD) for i in (0, 1)
+    ]
+    assert b.client_consent is not None
+    consent = msgspec.structs.replace(
+        b.client_consent, sig=sign_consent(x, doc.requester_id or "", 1, fp)
+    )
+    forged = msgspec.structs.replace(
+        b,
+        request=request,
+        epochs=epochs,
+        participants=participants,
+        approvals=approvals,
+        client_consent=consent,
+    )
+    report = check(s, forged)
+    assert report.exit_code == 12
+    only(report.foreign, "none of the client's 2 messages verifies under the request's key")
+    # A legal order on the same bundle is not a claim about the client's key.
+    legal = build(legal_order="Court 1/26")
+    assert check(legal, legal.bundle).exit_code == 0
+
+
+def rebound(
+    s: Scenario, escrow: str, *, capsules: bool = True, created_at: int | None = None
+) -> Bundle:
+    """``s.bundle`` with epoch 1's key bound, under its creator's signature, to
+    ``escrow``; the request cites no commitment (it would name the old binding)."""
+    b = without_commitment_evidence(s)
+    epoch = b.epochs[0]
+    changed = msgspec.structs.replace(
+        epoch,
+        escrow=escrow,
+        commitment_sig=crypto.sign_commitment(
+            s.client, s.case_id, 1, epoch.commitment, escrow=escrow
+        ),
+        capsules=epoch.capsules if capsules else [],
+        created_at=epoch.created_at if created_at is None else created_at,
+    )
+    return msgspec.structs.replace(b, epochs=[changed])
+
+
+def test_escrow_reaching_backwards_is_foreign_exit_12() -> None:
+    """A key made without escrow ("none"), or under another policy, for which capsules
+    under this policy turn up: escrowed against what its creator signed. Nothing opens."""
+    s = build()
+    for escrow in (crypto.NO_ESCROW, "abcd " * 9 + "abcd"):
+        report = check(s, rebound(s, escrow))
+        assert report.exit_code == 12 and report.messages == []
+        only(report.foreign, f"epoch 1: its key is bound to escrow policy {escrow!r}")
+    # The same key with no capsules is simply not escrowed: its messages do not open.
+    report = check(s, rebound(s, crypto.NO_ESCROW, capsules=False))
+    assert report.exit_code == 10 and not report.foreign
+    only(report.tampered, "epoch 1: not escrowed under this policy")
+    assert all(m.body is None for m in report.messages)
+    # A wrong binding claimed without the creator's signature over it.
+    forged = msgspec.structs.replace(s.bundle.epochs[0], escrow=crypto.NO_ESCROW)
+    report = check(s, msgspec.structs.replace(s.bundle, epochs=[forged]))
+    only(report.foreign, "epoch 1: key commitment not signed by its creator")
+
+
+def test_escrowed_epochs_must_follow_the_clients_consent_exit_12() -> None:
+    s = build()
+    assert s.bundle.client_consent is not None
+    # Made before the client consented.
+    consented = s.bundle.client_consent.accepted_at
+    report = check(s, rebound(s, s.bundle.epochs[0].escrow, created_at=consented - 1))
+    only(report.foreign, "epoch 1: its key was made before the client consented")
+    assert report.messages == []
+    # No consent in the bundle, or one not signed by the client.
+    report = check(s, msgspec.structs.replace(s.bundle, client_consent=None))
+    only(report.foreign, "epoch 1: its key was made before the client consented")
+    bad = msgspec.structs.replace(s.bundle.client_consent, sig=bytes(64))
+    report = check(s, msgspec.structs.replace(s.bundle, client_consent=bad))
+    only(report.foreign, "the client's consent to the policy is not signed by the client")
+    # A legal order rests on the same consent.
+    legal = build(legal_order="Court 1/26")
+    report = check(legal, msgspec.structs.replace(legal.bundle, client_consent=None))
+    assert report.exit_code == 12

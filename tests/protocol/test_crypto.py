@@ -285,16 +285,20 @@ def test_commitment_is_keyed_blake2b() -> None:
 
 def test_commitment_signature() -> None:
     c = crypto.key_commitment(KEY, CASE, EPOCH)
-    sig = crypto.sign_commitment(ALICE, CASE, EPOCH, c)
-    crypto.verify_commitment(ALICE.sign_pk, CASE, EPOCH, c, sig)
-    for pk, case_id, epoch, commitment in [
-        (BOB.sign_pk, CASE, EPOCH, c),
-        (ALICE.sign_pk, "case-2", EPOCH, c),
-        (ALICE.sign_pk, CASE, 2, c),
-        (ALICE.sign_pk, CASE, EPOCH, bytes(32)),
+    fp = "abcd " * 9 + "abcd"
+    sig = crypto.sign_commitment(ALICE, CASE, EPOCH, c, escrow=fp)
+    crypto.verify_commitment(ALICE.sign_pk, CASE, EPOCH, c, sig, escrow=fp)
+    for pk, case_id, epoch, commitment, escrow in [
+        (BOB.sign_pk, CASE, EPOCH, c, fp),
+        (ALICE.sign_pk, "case-2", EPOCH, c, fp),
+        (ALICE.sign_pk, CASE, 2, c, fp),
+        (ALICE.sign_pk, CASE, EPOCH, bytes(32), fp),
+        # The escrow binding is signed: no other policy, and not "none".
+        (ALICE.sign_pk, CASE, EPOCH, c, crypto.NO_ESCROW),
+        (ALICE.sign_pk, CASE, EPOCH, c, "dcba " * 9 + "dcba"),
     ]:
         with pytest.raises(CryptoError):
-            crypto.verify_commitment(pk, case_id, epoch, commitment, sig)
+            crypto.verify_commitment(pk, case_id, epoch, commitment, sig, escrow=escrow)
 
 
 # -- messages ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from protocol.escrow import (
     check_policy,
     make_approval,
     make_capsule,
+    make_legal_order,
     policy_bytes,
     policy_fingerprint,
     request_digest,
@@ -35,12 +36,13 @@ from protocol.escrow import (
     verify_approval,
     verify_consent,
     verify_dispute,
+    verify_legal_order,
     verify_policy,
 )
 from protocol.limits import MAX_ESCROW_OFFICERS
 from protocol.opening import open_capsule, open_reason
 from protocol.terms import render_terms
-from tests.helpers.escrow_factory import NOW, ORG, build, make_policy, officers
+from tests.helpers.escrow_factory import HEAD, LEGAL, NOW, ORG, build, make_policy, officers
 
 KEY = bytes(range(32))
 CASE = "case_abc"
@@ -233,6 +235,7 @@ def test_capsule_fits_the_frame_limit_at_the_maximum_policy() -> None:
         epoch=1,
         commitment=bytes(32),
         commitment_sig=bytes(64),
+        escrow=policy_fingerprint(policy),
         seals=[f.KeySeal(account_id="a" * 64, sealed=bytes(80))] * 2,
         capsules=[capsule],
     )
@@ -250,6 +253,7 @@ def test_case_key_frame_without_capsules_is_unchanged_on_the_wire() -> None:
         epoch=1,
         commitment=bytes(32),
         commitment_sig=bytes(64),
+        escrow="none",
         seals=[f.KeySeal(account_id="a", sealed=bytes(80))],
     )
     assert b"capsules" not in codec.encode(frame)
@@ -271,6 +275,13 @@ def test_terms_name_the_policy_and_threshold() -> None:
     assert policy_fingerprint(policy) in text
     assert "any 2 of its 3" in text
     assert "officer1, officer2, officer3" in text
+    assert "WARNING" not in text
+    assert "legal order signed by\nlegal1" in text and "told of any legal order" in text
+    bare = render_terms(1, make_policy(officers(3), 2, legal=[]).policy)
+    assert "names no one who\nmay sign a legal order" in bare
+    # A single-officer policy says so plainly.
+    single = render_terms(1, make_policy(officers(2), 1).policy)
+    assert "any 1 of its 2" in single and "ONE escrow officer alone" in single
 
 
 def test_reasons_open_only_for_their_officer() -> None:
@@ -293,7 +304,7 @@ def test_dispute_request_and_approvals() -> None:
     doc = s.bundle.request
     policy = s.policy.policy
     verify_dispute(doc)
-    approval = make_approval(s.people[2].sign, doc, policy, NOW)
+    approval = make_approval(s.people[2].sign, doc, policy, NOW, HEAD)
     assert approval.officer_index == 2
     verify_approval(approval, doc, policy)
 
@@ -317,11 +328,11 @@ def test_dispute_request_and_approvals() -> None:
         verify_approval(nobody, doc, policy)
     # A key that is not an officer cannot approve.
     with pytest.raises(ForeignMaterial, match="not an officer"):
-        make_approval(SigningKey(bytes([77]) * 32), doc, policy, NOW)
+        make_approval(SigningKey(bytes([77]) * 32), doc, policy, NOW, HEAD)
     # Nor can an officer approve a request made under another policy.
     other = make_policy(officers(3, seed=20), 2).policy
     with pytest.raises(ForeignMaterial, match="another escrow policy"):
-        make_approval(s.people[0].sign, doc, other, NOW)
+        make_approval(s.people[0].sign, doc, other, NOW, HEAD)
 
 
 def test_request_must_be_signed_by_the_requester() -> None:
@@ -337,21 +348,94 @@ def test_request_must_be_signed_by_the_requester() -> None:
         verify_dispute(msgspec.structs.replace(doc, case_id="case_other"))
     with pytest.raises(EscrowError, match="must be signed"):
         verify_dispute(msgspec.structs.replace(doc, sig=None))
+    # The hub's forgery: its own key signs the request, the client's evidence copied.
+    forged = msgspec.structs.replace(doc, requester_sign_pk=mallory.sign_pk, sig=sig)
+    with pytest.raises(EscrowError, match="did not sign the client's consent"):
+        verify_dispute(forged)
+    with pytest.raises(EscrowError, match="case client's key"):
+        verify_dispute(forged, s.client.sign_pk)
+    verify_dispute(doc, s.client.sign_pk)
 
 
-def test_legal_requests_name_an_order_and_carry_no_signature() -> None:
+def test_request_digest_covers_the_evidence() -> None:
+    doc = build().bundle.request
+    assert doc.version == 2 and doc.evidence is not None
+    bare = msgspec.structs.replace(doc, evidence=None)
+    old = msgspec.structs.replace(bare, version=1)
+    assert len({request_digest(doc), request_digest(bare), request_digest(old)}) == 3
+    other_epoch = msgspec.structs.replace(doc.evidence, epoch=2)
+    assert request_digest(msgspec.structs.replace(doc, evidence=other_epoch)) != request_digest(doc)
+    # Version 1 requests (no evidence) are refused.
+    with pytest.raises(EscrowError, match="no evidence"):
+        verify_dispute(old)
+
+
+def test_legal_requests_carry_an_order_signed_by_a_legal_signer() -> None:
+    signed = make_policy(officers(1), 1)
+    policy = signed.policy
+    fp = policy_fingerprint(policy)
+    order = make_legal_order(LEGAL, policy, "case_1", "Court order 2025/123", NOW)
+    assert order.signer_index == 0 and order.policy_fingerprint == fp
+    verify_legal_order(order, policy)
     doc = DisputeDocument(
         request_id="dsp_l",
         kind="legal",
         case_id="case_1",
         timestamp=NOW,
-        policy_fingerprint=policy_fingerprint(make_policy(officers(1), 1).policy),
+        policy_fingerprint=fp,
         reason_ct=[],
         legal_order="Court order 2025/123",
         created_at=NOW,
+        order=order,
     )
-    verify_dispute(doc)
-    with pytest.raises(EscrowError):
-        verify_dispute(msgspec.structs.replace(doc, legal_order=None))
-    with pytest.raises(EscrowError):
-        verify_dispute(msgspec.structs.replace(doc, sig=bytes(64)))
+    verify_dispute(doc, policy=policy)
+    with pytest.raises(EscrowError, match="checked against its policy"):
+        verify_dispute(doc)
+    with pytest.raises(EscrowError, match="must carry the signed order"):
+        verify_dispute(msgspec.structs.replace(doc, legal_order=None), policy=policy)
+    with pytest.raises(EscrowError, match="no client signature"):
+        verify_dispute(msgspec.structs.replace(doc, sig=bytes(64)), policy=policy)
+    evidence = build().bundle.request.evidence
+    with pytest.raises(EscrowError, match="no client signature"):
+        verify_dispute(msgspec.structs.replace(doc, evidence=evidence), policy=policy)
+    with pytest.raises(EscrowError, match="another case, reference or policy"):
+        verify_dispute(
+            msgspec.structs.replace(doc, policy_fingerprint="0" * 4 + " 0000" * 9), policy=policy
+        )
+    # Signed by a key the policy does not name, under another policy, or forged.
+    mallory = SigningKey(bytes([66]) * 32)
+    with pytest.raises(ForeignMaterial, match="not a legal signer"):
+        make_legal_order(mallory, policy, "case_1", "x", NOW)
+    other = make_policy(officers(1), 1, version=2).policy
+    with pytest.raises(ForeignMaterial, match="another escrow policy"):
+        verify_legal_order(order, other)
+    with pytest.raises(ForeignMaterial, match="names no legal signer"):
+        verify_legal_order(msgspec.structs.replace(order, signer_index=1), policy)
+    with pytest.raises(ForeignMaterial, match="does not verify"):
+        verify_legal_order(msgspec.structs.replace(order, order_ref="Court 1/1"), policy)
+    # The digest covers the order.
+    changed = msgspec.structs.replace(doc, order=msgspec.structs.replace(order, issued_at=1))
+    assert request_digest(changed) != request_digest(doc)
+
+
+def test_policies_with_and_without_legal_signers() -> None:
+    people = officers(2)
+    bare = make_policy(people, 2, legal=[]).policy
+    assert b"legal_signers" not in msgspec.json.encode(bare)
+    with_legal = make_policy(people, 2).policy
+    assert policy_fingerprint(bare) != policy_fingerprint(with_legal)
+    assert policy_bytes(bare) in policy_bytes(with_legal)  # an extension, not a rewrite
+    same = msgspec.structs.replace(
+        with_legal, legal_signers=[*with_legal.legal_signers, *with_legal.legal_signers]
+    )
+    with pytest.raises(PolicyError, match="distinct"):
+        check_policy(same)
+    renamed = msgspec.structs.replace(
+        same,
+        legal_signers=[
+            same.legal_signers[0],
+            msgspec.structs.replace(same.legal_signers[0], sign_pk=bytes(range(32))),
+        ],
+    )
+    with pytest.raises(PolicyError, match="legal signer names"):
+        check_policy(renamed)

@@ -77,8 +77,12 @@ def struct_strategy(cls: type[msgspec.Struct]) -> st.SearchStrategy[Any]:
 
 
 def _optional(field: mi.Field) -> st.SearchStrategy[Any]:
-    # msgspec.inspect reports a field defaulting to UNSET (omitted on the wire) as NODEFAULT.
-    default = msgspec.UNSET if field.default is msgspec.NODEFAULT else field.default
+    # msgspec.inspect reports a field defaulting to UNSET (omitted on the wire) as NODEFAULT,
+    # and an empty-list default as a default_factory.
+    if field.default_factory is not msgspec.NODEFAULT:
+        default = field.default_factory()
+    else:
+        default = msgspec.UNSET if field.default is msgspec.NODEFAULT else field.default
     return st.one_of(st.just(default), _strategy(field.type))
 
 

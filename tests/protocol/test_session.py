@@ -57,6 +57,7 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         epoch=1,
         commitment=K32,
         commitment_sig=bytes(64),
+        escrow="none",
         seals=[f.KeySeal(account_id="a", sealed=bytes(80))],
     ),
     f.CaseKeys: f.CaseKeys(id="r", case_id="c"),

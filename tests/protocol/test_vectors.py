@@ -244,12 +244,15 @@ def test_case_key_commitment() -> None:
     commitment = crypto.key_commitment(key, case_id, epoch)
     assert commitment == h(v["commitment"])
     assert commitment == blake2b(h(v["commitment_input"]), b"chat-key-commit1", key=key)
-    transcript = crypto.lp(b"chat.keycommit.v1", case_id.encode(), crypto.u64(epoch), commitment)
+    escrow = v["escrow"]
+    transcript = crypto.lp(
+        b"chat.keycommit.v2", case_id.encode(), crypto.u64(epoch), commitment, escrow.encode()
+    )
     assert transcript == h(v["commitment_transcript"])
     creator = identity(v["creator"])
-    sig = crypto.sign_commitment(creator, case_id, epoch, commitment)
+    sig = crypto.sign_commitment(creator, case_id, epoch, commitment, escrow=escrow)
     assert sig == h(v["commitment_signature"])
-    crypto.verify_commitment(creator.sign_pk, case_id, epoch, commitment, sig)
+    crypto.verify_commitment(creator.sign_pk, case_id, epoch, commitment, sig, escrow=escrow)
 
 
 def test_sealed_key() -> None:

@@ -43,7 +43,7 @@ async def test_empty_sqlite_file_migrates_to_models(tmp_path: Path) -> None:
     try:
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_diffs) == []
-            assert await conn.run_sync(_current) == _head() == "0004_abuse"
+            assert await conn.run_sync(_current) == _head() == "0005_escrow"
     finally:
         await db.close()
     assert path.exists()
@@ -97,7 +97,7 @@ def test_alembic_cli_migrates_an_async_url(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     current = subprocess.run([*cli, "current"], env=env, capture_output=True, text=True, timeout=60)
     assert current.returncode == 0, current.stderr
-    assert "0004_abuse" in current.stdout
+    assert "0005_escrow" in current.stdout
 
 
 async def test_sqlite_connections_get_the_pragmas(tmp_path: Path) -> None:

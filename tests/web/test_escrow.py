@@ -136,6 +136,7 @@ async def test_page_escrows_its_keys_and_disputes_unseal(
         await expect(panel).to_have_attribute("data-verified", "yes")
         await expect(panel).to_contain_text(policy_fp)
         await expect(panel).to_contain_text("any 1 of 1 escrow officers (officer1)")
+        await expect(panel).to_contain_text("one officer alone")
 
         # The page writes first: it creates epoch 1, with its capsule in case.key.
         item = page.locator(f'.case-item[data-case-id="{first.case_id}"]')

@@ -124,12 +124,14 @@ async ({ vectors: v, moduleUrl }) => {
   out["case_key.commitment_input"] = c.toHex(c.lp(K.case_id, c.u64(K.epoch)));
   out["case_key.commitment"] = c.toHex(commitment);
   out["case_key.commitment_transcript"] = c.toHex(
-    c.commitmentTranscript(K.case_id, K.epoch, commitment),
+    c.commitmentTranscript(K.case_id, K.epoch, commitment, K.escrow),
   );
   out["case_key.commitment_signature"] = c.toHex(
-    c.signCommitment(client, K.case_id, K.epoch, commitment),
+    c.signCommitment(client, K.case_id, K.epoch, commitment, K.escrow),
   );
-  c.verifyCommitment(client.signPk, K.case_id, K.epoch, commitment, h(K.commitment_signature));
+  c.verifyCommitment(
+    client.signPk, K.case_id, K.epoch, commitment, K.escrow, h(K.commitment_signature),
+  );
 
   // Sealed key: reproduce with the fixed ephemeral secret, and open it.
   const S = v.sealed_key;

@@ -346,14 +346,18 @@ export const newCaseKey = () => randomBytes(KEY_BYTES);
 export const keyCommitment = (caseKey, caseId, epoch) =>
   blake2b(lp(caseId, u64(epoch)), { key: caseKey, person: "chat-key-commit1" });
 
-export const commitmentTranscript = (caseId, epoch, commitment) =>
-  lp("chat.keycommit.v1", caseId, u64(epoch), commitment);
+/** The escrow binding of a key made while the hub has no escrow policy (§12.7). */
+export const NO_ESCROW = "none";
 
-export const signCommitment = (identity, caseId, epoch, commitment) =>
-  sign(identity, commitmentTranscript(caseId, epoch, commitment));
+// v2: the creator also signs the escrow policy the key is made under ("none" without one).
+export const commitmentTranscript = (caseId, epoch, commitment, escrow) =>
+  lp("chat.keycommit.v2", caseId, u64(epoch), commitment, escrow);
 
-export function verifyCommitment(signPk, caseId, epoch, commitment, sig) {
-  verifySignature(signPk, commitmentTranscript(caseId, epoch, commitment), sig);
+export const signCommitment = (identity, caseId, epoch, commitment, escrow) =>
+  sign(identity, commitmentTranscript(caseId, epoch, commitment, escrow));
+
+export function verifyCommitment(signPk, caseId, epoch, commitment, escrow, sig) {
+  verifySignature(signPk, commitmentTranscript(caseId, epoch, commitment, escrow), sig);
 }
 
 /**
@@ -478,12 +482,16 @@ export function verifyHead(serverPk, caseId, seq, head, sig) {
 
 // -- escrow policy (protocol/escrow.py) ---------------------------------------------------
 
-/** The canonical bytes the organisation signs; the policy fingerprint is taken over them. */
+/** The canonical bytes the organisation signs; the policy fingerprint is taken over them.
+ *  Legal-order signers are appended only when the policy names any (protocol/escrow.py). */
 export const policyBytes = (p) =>
   lp(
     "chat.escrow.policy.v1", u64(p.version), u64(p.threshold), u64(p.not_before),
     u64(p.not_after), fromB64(p.org_sign_pk), u64(p.officers.length),
     ...p.officers.map((o) => lp(o.name, fromB64(o.box_pk), fromB64(o.sign_pk))),
+    ...(p.legal_signers?.length
+      ? [u64(p.legal_signers.length), ...p.legal_signers.map((s) => lp(s.name, fromB64(s.sign_pk)))]
+      : []),
   );
 
 /** Fingerprint of a signed policy from `policy.result`; throws if the org signature fails. */
@@ -521,10 +529,16 @@ function checkPolicy(p) {
   if (n > MAX_ESCROW_OFFICERS || binomial(n, p.threshold) > MAX_CAPSULE_SUBSETS) {
     throw new PolicyError("too many officer subsets for one capsule");
   }
-  const keys = [...p.officers.map((o) => o.box_pk), ...p.officers.map((o) => o.sign_pk)];
-  if (new Set(keys).size !== keys.length) throw new PolicyError("officer keys must all be distinct");
+  const legal = (p.legal_signers ?? []).map((s) => s.sign_pk);
+  const keys = [...p.officers.map((o) => o.box_pk), ...p.officers.map((o) => o.sign_pk), ...legal];
+  if (new Set(keys).size !== keys.length) {
+    throw new PolicyError("officer and legal signer keys must all be distinct");
+  }
   if (new Set(p.officers.map((o) => o.name)).size !== n) {
     throw new PolicyError("officer names must be distinct");
+  }
+  if (new Set((p.legal_signers ?? []).map((s) => s.name)).size !== legal.length) {
+    throw new PolicyError("legal signer names must be distinct");
   }
   if (p.not_after <= p.not_before) throw new PolicyError("policy validity window is empty");
   for (const o of p.officers) {

@@ -13,10 +13,12 @@
 //   (forget(); keys.js and depositCapsules() then try once more).
 // - `shown` is the policy as the escrow panel displays it (who could unseal a case);
 //   onChange("policy") tells the view when it changes.
-// - capsule() seals a new epoch key of ours for keys.js; depositCapsules(cs) sends our
-//   own capsule (`case.capsule`) of each verified key the other side made
-//   (CaseState.capsuleDue), outside the case queue so history is not held up by escrow
-//   round trips. A capsule deposited before is answered `conflict`: done.
+// - binding() is what a new epoch key is bound to (the policy's fingerprint or "none",
+//   signed with its commitment); capsule() seals a new epoch key of ours for keys.js;
+//   depositCapsules(cs) sends our own capsule (`case.capsule`) of each verified key the
+//   other side made (CaseState.capsuleDue), only under the policy that key is bound to,
+//   outside the case queue so history is not held up by escrow round trips. A capsule
+//   deposited before is answered `conflict`: done.
 
 import * as c from "./crypto.js";
 import { ConnectionLost, ErrorCode, RemoteError } from "./protocol.js";
@@ -33,6 +35,7 @@ export class Escrow {
     this.onChange = onChange;
     this.shown = null; // the policy as shown to the counselor, once fetched
     this.cached = null; // { generation, answer: Promise<policy.result> }
+    this.bound = null; // { answer, binding }: the binding verified for that answer
   }
 
   /** The verified policy ({ policy, fingerprint }) of this session, or null. */
@@ -106,6 +109,18 @@ export class Escrow {
 
   // -- capsules ----------------------------------------------------------------------
 
+  /** The escrow binding of a key made now: the verified policy's fingerprint, or "none"
+   *  (PolicyError if the policy does not verify). */
+  async binding() {
+    // Asked before every send: verified once per fetched answer.
+    const current = this.cached?.generation === this.session.generation;
+    if (current && this.bound?.answer === this.cached.answer) return this.bound.binding;
+    const escrow = await this.policy();
+    const binding = escrow === null ? c.NO_ESCROW : escrow.fingerprint;
+    this.bound = { answer: this.cached?.answer, binding };
+    return binding;
+  }
+
   /** Our capsule of a new epoch key under this session's policy; null without escrow. */
   async capsule(caseId, epoch, key) {
     const escrow = await this.policy();
@@ -131,6 +146,15 @@ export class Escrow {
         if (capsule === null) {
           cs.capsuleDue.clear(); // the hub runs without escrow: nothing to deposit
           return;
+        }
+        if (capsule.policy_fingerprint !== cs.keyEscrow.get(epoch)) {
+          if (!retried) {
+            retried = true; // our cached policy may be the old one: look again
+            this.forget();
+            continue;
+          }
+          cs.capsuleDue.delete(epoch); // bound to another policy: never escrowed under this one
+          continue;
         }
         try {
           await this.request("case.capsule", { case_id: caseId, epoch, capsule });

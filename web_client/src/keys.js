@@ -226,11 +226,14 @@ export class Keys {
         const creator = await this.entry(k.creator_id);
         if (!creator) throw new c.CryptoError("key creator unknown");
         const commitment = c.fromB64(k.commitment);
-        c.verifyCommitment(creator.signPk, caseId, k.epoch, commitment, c.fromB64(k.commitment_sig));
+        const sig = c.fromB64(k.commitment_sig);
+        c.verifyCommitment(creator.signPk, caseId, k.epoch, commitment, k.escrow, sig);
         const key = c.openCaseKey(c.fromB64(k.sealed), this.creds.identity, caseId, k.epoch, commitment);
         cs.keys.set(k.epoch, key);
-        // Each participant vouches for K on its own: escrow the other side's key too.
-        if (k.creator_id !== this.me) cs.capsuleDue.add(k.epoch);
+        cs.keyEscrow.set(k.epoch, k.escrow);
+        // Each participant vouches for K on its own: escrow the other side's key too,
+        // under the policy its creator bound it to (a key made without escrow stays so).
+        if (k.creator_id !== this.me && k.escrow !== c.NO_ESCROW) cs.capsuleDue.add(k.epoch);
       } catch (err) {
         if (err instanceof ConnectionLost) throw err;
         // Shown with the messages it leaves unread.
@@ -257,7 +260,23 @@ export class Keys {
     }
     const key = cs.keys.get(epoch);
     if (!key) throw new c.CryptoError(`no verified key for epoch ${epoch}`);
+    // A policy change starts a new epoch: the old key is never escrowed under the new one.
+    if (await this.#policyChanged(cs, epoch)) return this.#createEpoch(cs, epoch + 1);
     return { epoch, key };
+  }
+
+  /** Is the policy in force not the one `epoch`'s key is bound to? A policy that does
+   *  not verify decides nothing here (the key stays in use). */
+  async #policyChanged(cs, epoch) {
+    if (!this.escrow) return false; // no escrow room (tests of the rooms alone)
+    let current;
+    try {
+      current = await this.escrow.binding();
+    } catch (err) {
+      if (err instanceof ConnectionLost) throw err;
+      return false; // a refused policy, or a hub that does not answer: keep the key
+    }
+    return cs.keyEscrow.get(epoch) !== current;
   }
 
   async #createEpoch(cs, epoch) {
@@ -271,21 +290,21 @@ export class Keys {
       this.#checkCounselor(cs, entry);
       seals.push({ account_id: accountId, sealed: c.toB64(c.sealCaseKey(key, entry.boxPk)) });
     }
-    const fields = {
-      case_id: caseId,
-      epoch,
-      commitment,
-      commitment_sig: c.signCommitment(this.creds.identity, caseId, epoch, commitment),
-      seals,
+    const fields = { case_id: caseId, epoch, commitment, seals };
+    const bind = async () => {
+      fields.escrow = this.escrow ? await this.escrow.binding() : c.NO_ESCROW;
+      fields.commitment_sig = c.signCommitment(
+        this.creds.identity, caseId, epoch, commitment, fields.escrow,
+      );
     };
     try {
       try {
+        await bind();
         await this.#deposit(fields, key);
       } catch (err) {
-        if (!(err instanceof RemoteError && err.code === ErrorCode.INVALID && fields.capsules)) {
-          throw err;
-        }
-        this.escrow.forget(); // the capsule's policy was replaced: make it once more
+        if (!(err instanceof RemoteError && err.code === ErrorCode.INVALID)) throw err;
+        this.escrow.forget(); // the policy was replaced: bind and seal once more
+        await bind();
         await this.#deposit(fields, key);
       }
     } catch (err) {
@@ -297,15 +316,22 @@ export class Keys {
       return { epoch, key: theirs };
     }
     cs.keys.set(epoch, key);
+    cs.keyEscrow.set(epoch, fields.escrow);
     cs.info = { ...cs.info, epoch: Math.max(cs.info.epoch, epoch) };
     return { epoch, key };
   }
 
-  /** `case.key`; with escrow, the hub stores the key only together with our capsule. */
+  /** `case.key`; with escrow, the hub stores the key only together with our capsule,
+   *  made under the policy the key is bound to. */
   async #deposit(fields, key) {
-    const capsule = await this.escrow.capsule(fields.case_id, fields.epoch, key);
-    if (capsule === null) delete fields.capsules;
-    else fields.capsules = [capsule];
+    delete fields.capsules;
+    if (fields.escrow !== c.NO_ESCROW) {
+      const capsule = await this.escrow.capsule(fields.case_id, fields.epoch, key);
+      if (capsule === null || capsule.policy_fingerprint !== fields.escrow) {
+        throw new RemoteError(ErrorCode.INVALID, "the escrow policy changed while the key was made");
+      }
+      fields.capsules = [capsule];
+    }
     await this.request("case.key", fields);
   }
 }

@@ -45,6 +45,7 @@ export class CaseState {
     this.isNew = false;
     this.queue = Promise.resolve(); // serialises record processing and key creation
     this.capsuleDue = new Set(); // epochs of the other side's keys we owe a capsule for
+    this.keyEscrow = new Map(); // epoch -> the escrow binding its creator signed (§12.7)
     this.depositing = false;
     this.keyErrors = new Map(); // epoch -> why its key was refused
     this.lastN = 0; // our own highest message counter n seen in this case
@@ -202,6 +203,7 @@ export class Processor {
     for (const cs of this.cases.values()) {
       for (const key of cs.keys.values()) c.wipe(key);
       cs.keys.clear();
+      cs.keyEscrow.clear();
       cs.messages.clear();
     }
     this.cases.clear();

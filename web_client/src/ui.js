@@ -175,7 +175,9 @@ export class WorkspaceView {
     this.dom.escrowText.textContent = policy.fingerprint
       ? "Besides you and the client, nobody can read a case, unless the client files a " +
         `written dispute request (or a legal order is recorded) and ${who} each approve ` +
-        "it with their own offline key. Not even the hub's operator can."
+        "it with their own offline key. Not even the hub's operator can." +
+        // A threshold below 2 is allowed only with an explicit flag at signing; say so.
+        (policy.threshold < 2 ? " Warning: one officer alone, with their own key, can open a case." : "")
       : "This page does not trust what the hub says about who could unseal cases, so it " +
         "keeps no sealed copy of any case key and cannot write first in a case. Ask your " +
         "administrator (see Details).";

@@ -23,7 +23,10 @@ def deposit(
         case_id=case.id,
         epoch=epoch,
         commitment=commitment,
-        commitment_sig=crypto.sign_commitment(creator.identity, case.id, epoch, commitment),
+        commitment_sig=crypto.sign_commitment(
+            creator.identity, case.id, epoch, commitment, escrow=crypto.NO_ESCROW
+        ),
+        escrow=crypto.NO_ESCROW,
         seals=[
             f.KeySeal(account_id=p.id, sealed=crypto.seal_case_key(key, p.identity.box_pk))
             for p in holders
