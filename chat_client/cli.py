@@ -653,8 +653,6 @@ def describe_error(exc: BaseException, case_id: str | None = None) -> tuple[int,
     ``case_id`` (if it names one)."""
     if isinstance(exc, UsageError):
         return EXIT_USAGE, "usage", str(exc)
-    if isinstance(exc, SecurityRefusal):
-        return EXIT_SECURITY, "security", str(exc)
     if case_id is not None and (wording := case_error(exc, case_id)) is not None:
         short = exc.code.value if isinstance(exc, pe.RemoteError) else "case"
         return EXIT_ERROR, short, wording

@@ -27,7 +27,7 @@ async def hostile_hub() -> AsyncIterator[str]:
                         "code": "invalid",
                         "message": EVIL,
                         "id": frame.get("id"),
-                        "v": 1,
+                        "v": 2,
                     }
                 )
             )

@@ -149,7 +149,7 @@ async def test_cli_logout_all_ends_the_other_devices_session(hub, tmp_path: Path
     home = tmp_path / "hal"
     rc, _, err = await cli(home, "register", "--handle", "hal", *KDF, url=hub.url)
     assert rc == 0, err
-    other_device = await ChatClient.login(hub.url, "hal", "pw-secret", home=tmp_path / "hal2")
+    other_device = await ChatClient.login(hub.url, "hal", "pw-secret cli 7", home=tmp_path / "hal2")
     try:
         rc, out, err = await cli(home, "--json", "logout", "--all")
         assert rc == 0, err

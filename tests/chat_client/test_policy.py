@@ -104,6 +104,6 @@ def test_cli_weak_passphrase_is_a_usage_error(
 ) -> None:
     monkeypatch.setenv("CHAT_PASSPHRASE", "password12")
     argv = ["--home", str(tmp_path / "h"), "--server", "ws://127.0.0.1:1/ws", "register",
-            "--handle", "al", "--kdf-ops", "1", "--kdf-mem", "8192"]  # fmt: skip
+            "--handle", "alice", "--kdf-ops", "1", "--kdf-mem", "8192"]  # fmt: skip
     assert client_cli.main(argv) == client_cli.EXIT_USAGE
     assert "passphrase too easy to guess" in capsys.readouterr().err

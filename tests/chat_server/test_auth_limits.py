@@ -42,6 +42,7 @@ def _register_frame(handle: str, invite: str | None = None, opslimit: int = 1) -
         auth_key=keys.auth_key,
         sign_pk=identity.sign_pk,
         box_pk=identity.box_pk,
+        box_sig=crypto.sign_box_key(identity),
         wrapped_keys=crypto.wrap_identity(identity, keys.wrap_key),
         invite=invite,
     )
@@ -283,7 +284,9 @@ async def test_the_sdk_waits_out_busy_and_logs_in(tmp_path: Path) -> None:
     async with start_hub(
         tmp_path / "hub", argon2_concurrency=1, argon2_queue=0, **SLOW_HASH
     ) as hub:
-        sdk = await ChatClient.register(hub.url, "patient", "pw", home=tmp_path / "a")
+        sdk = await ChatClient.register(
+            hub.url, "patient", "plum-orbit-canyon-47", home=tmp_path / "a"
+        )
         await sdk.close()
         hog = await RawClient.connect(hub.url, **OTHER_ADDRESS)
         granted = _gate(hub).granted
@@ -291,7 +294,9 @@ async def test_the_sdk_waits_out_busy_and_logs_in(tmp_path: Path) -> None:
         while _gate(hub).granted == granted:  # the hog holds the only slot
             await asyncio.sleep(0.001)
         refused = _gate(hub).refused
-        client = await ChatClient.login(hub.url, "patient", "pw", home=tmp_path / "b")
+        client = await ChatClient.login(
+            hub.url, "patient", "plum-orbit-canyon-47", home=tmp_path / "b"
+        )
         assert _gate(hub).refused > refused  # it was told busy at least once, and waited
         await client.close()
         await hog.close()

@@ -125,6 +125,7 @@ async def test_escrow_wrong_passphrase_exits_3(tmp_path: Path) -> None:
             str(key.with_suffix(".pub")),
             "--threshold",
             "1",
+            "--allow-single-officer",
             "--out",
             str(tmp_path / "p.json"),
         ],

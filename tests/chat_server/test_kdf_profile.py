@@ -32,6 +32,7 @@ def _register(handle: str, opslimit: int, memlimit: int) -> f.Register:
         auth_key=keys.auth_key,
         sign_pk=identity.sign_pk,
         box_pk=identity.box_pk,
+        box_sig=crypto.sign_box_key(identity),
         wrapped_keys=crypto.wrap_identity(identity, keys.wrap_key),
     )
 
@@ -41,7 +42,9 @@ async def test_prelogin_for_real_and_unknown_handles_is_indistinguishable(
 ) -> None:
     async with start_hub(tmp_path / "hub", **_COST) as hub:
         # Registered through the SDK with its defaults: it takes the announced cost.
-        sdk = await ChatClient.register(hub.url, "realuser", "pw", home=tmp_path / "a")
+        sdk = await ChatClient.register(
+            hub.url, "realuser", "plum-orbit-canyon-47", home=tmp_path / "a"
+        )
         await sdk.close()
         peer = await RawClient.connect(hub.url)
         challenge = await peer.request(f.Hello(id=rid()))
@@ -79,11 +82,21 @@ async def test_sdk_refuses_explicit_limits_that_are_not_the_hubs(tmp_path: Path)
     async with start_hub(tmp_path / "hub", **_COST) as hub:
         with pytest.raises(KdfTooWeak, match="below the server's"):
             await ChatClient.register(
-                hub.url, "dave", "pw", home=tmp_path / "d", opslimit=1, memlimit=16384
+                hub.url,
+                "dave",
+                "plum-orbit-canyon-47",
+                home=tmp_path / "d",
+                opslimit=1,
+                memlimit=16384,
             )
         with pytest.raises(KdfTooWeak, match="not the server's"):
             await ChatClient.register(
-                hub.url, "dave", "pw", home=tmp_path / "d", opslimit=3, memlimit=16384
+                hub.url,
+                "dave",
+                "plum-orbit-canyon-47",
+                home=tmp_path / "d",
+                opslimit=3,
+                memlimit=16384,
             )
         assert not (tmp_path / "d" / "account.json").exists()
 

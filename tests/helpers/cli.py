@@ -28,7 +28,7 @@ CHAT_ESCROW = [sys.executable, "-m", "chat_client.escrow_cli"]
 KDF = ["--kdf-ops", "1", "--kdf-mem", "8192"]
 
 
-def cli_env(passphrase: str | None = "pw-secret", **extra: str) -> dict[str, str]:
+def cli_env(passphrase: str | None = "plum-orbit-canyon-47", **extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
     for name in ("CHAT_SERVER", "CHAT_PASSPHRASE", "CHAT_HOME"):
         env.pop(name, None)
@@ -40,7 +40,7 @@ def cli_env(passphrase: str | None = "pw-secret", **extra: str) -> dict[str, str
 async def run_cli(
     home: Path,
     *args: str,
-    passphrase: str | None = "pw-secret",
+    passphrase: str | None = "plum-orbit-canyon-47",
     url: str | None = None,
     stdin: bytes | None = None,
     timeout: float = 30,
