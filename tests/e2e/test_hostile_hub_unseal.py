@@ -133,8 +133,13 @@ async def test_hostile_hub_rewritten_history_fails_unseal(
     assert any((p["kind"], p["seq"]) == (kind, seq) for p in problems), problems
     assert f"TAMPERED: seq {seq}: {kind}" in printed, printed
     # Every message that is still there verifies: only the order gives the edit away.
+    # (A replayed copy is also named by its reused nonce: it is not shown as a message.)
     messages = transcript["messages"]
-    assert isinstance(messages, list) and all(m["verified"] for m in messages)
+    assert isinstance(messages, list)
+    assert all(m["verified"] for m in messages if m["seq"] != seq or kind != "replayed")
+    if kind == "replayed":
+        (copy,) = [m for m in messages if m["seq"] == seq]
+        assert not copy["verified"] and any("replay of seq 1" in p for p in copy["problems"])
     if attack == "delete":
         assert "NO. Do not call anyone." not in [m["body"] for m in messages]
         # The counselor's signed receipt covered seq 5 of the original history.
