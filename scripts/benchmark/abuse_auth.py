@@ -82,6 +82,7 @@ def _register_frame(handle: str, keys: crypto.LoginKeys, salt: bytes, ops: int, 
         auth_key=keys.auth_key,
         sign_pk=identity.sign_pk,
         box_pk=identity.box_pk,
+        box_sig=crypto.sign_box_key(identity),
         wrapped_keys=crypto.wrap_identity(identity, keys.wrap_key),
     )
 
@@ -173,7 +174,7 @@ def _summary(latencies: list[float], failures: Counter[str]) -> dict[str, Any]:
 async def _hammer(url: str, address: str, register: bool, stop: float, tally: Counter[str]) -> None:
     """One hostile connection: the next request as soon as the last is answered;
     reconnects when the hub closes it (auth timeout, connection cap)."""
-    salt, keys = crypto.new_salt(), crypto.LoginKeys(os.urandom(32), os.urandom(32))
+    salt, keys = crypto.new_salt(), crypto.LoginKeys(os.urandom(32), os.urandom(32), os.urandom(32))
     while time.monotonic() < stop:
         try:
             ws = await _connect(url, address)
