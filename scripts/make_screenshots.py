@@ -28,11 +28,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from chat_client import ChatClient  # noqa: E402
+from chat_client.keyfiles import load_key  # noqa: E402
 from tests.helpers.browser import (  # noqa: E402
     open_page,
     playwright_expect,
     register_in_page,
 )
+from tests.helpers.certs import certify_counselors  # noqa: E402
 from tests.helpers.clients import next_message  # noqa: E402
 from tests.helpers.disputes import ESCROW_PASS, ceremony, server  # noqa: E402
 from tests.helpers.hubs import TEST_KDF, start_hub  # noqa: E402
@@ -74,6 +76,10 @@ async def take(out: Path, work: Path) -> list[Path]:
                 bp = await open_page(browser, hub.http_url)
                 page = bp.page
                 await register_in_page(page, invite, "dr-ayesha")
+                # The organisation certifies the counselor offline (chat-escrow certify):
+                # clients that pin the organisation share case keys only with them.
+                org = load_key(work / "keys" / "org.key", ESCROW_PASS, "org")
+                await certify_counselors(hub, org.sign_key)
                 cases = []
                 for handle, topic, language, first in CLIENTS:
                     client = await ChatClient.register(
