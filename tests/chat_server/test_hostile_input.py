@@ -26,9 +26,9 @@ from websockets.exceptions import ConnectionClosed
 from protocol import codec
 from protocol import frames as f
 from protocol.errors import CloseCode
+from tests.helpers.frame_strategies import CLIENT_TYPES, struct_strategy
 from tests.helpers.hubs import RunningHub, start_hub
 from tests.helpers.rawclient import RawClient, rid
-from tests.protocol.test_frames import CLIENT_TYPES, struct_strategy
 
 #: ~2 KB nested 1,000 levels deep: the parser's recursion limit (issue 13).
 DEEP = b"[" * 1000 + b"]" * 1000
