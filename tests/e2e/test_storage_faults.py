@@ -246,10 +246,10 @@ async def test_sdk_leaves_no_unretrieved_exception_when_the_hub_dies(
     async with hub_process(tmp_path / "hub") as hub:
         code = await hub.invite_counselor()
         counselor = await ChatClient.register(
-            hub.url, "dying-counselor", "pw-1", home=tmp_path / "c", invite=code, **TEST_KDF
+            hub.url, "dying-counselor", "plum-orbit-canyon-47", home=tmp_path / "c", invite=code, **TEST_KDF
         )
         client = await ChatClient.register(
-            hub.url, "dying-client", "pw-2", home=tmp_path / "a", **TEST_KDF
+            hub.url, "dying-client", "plum-orbit-canyon-48", home=tmp_path / "a", **TEST_KDF
         )
         case = await client.open_case("anxiety", "en")
         sends = [asyncio.ensure_future(client.send(case.case_id, f"m{i}")) for i in range(30)]
