@@ -246,7 +246,12 @@ async def test_sdk_leaves_no_unretrieved_exception_when_the_hub_dies(
     async with hub_process(tmp_path / "hub") as hub:
         code = await hub.invite_counselor()
         counselor = await ChatClient.register(
-            hub.url, "dying-counselor", "plum-orbit-canyon-47", home=tmp_path / "c", invite=code, **TEST_KDF
+            hub.url,
+            "dying-counselor",
+            "plum-orbit-canyon-47",
+            home=tmp_path / "c",
+            invite=code,
+            **TEST_KDF,
         )
         client = await ChatClient.register(
             hub.url, "dying-client", "plum-orbit-canyon-48", home=tmp_path / "a", **TEST_KDF
