@@ -13,6 +13,7 @@ the hub's operator (who can write the database directly):
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sqlite3
@@ -182,6 +183,23 @@ async def test_hostile_hub_forged_client_request_is_refused(
             real = await client.file_dispute(case_id, "I was treated unfairly")
             request = tmp_path / "real.json"
             await show(hub, real.request_id, request, capsys)
+            # The hub swaps the client's box key in what officers are shown (to show a
+            # fingerprint of its choosing), or leaves it out: nothing is approved.
+            shown = json.loads(request.read_text())
+            other = crypto.Identity.from_secret_bytes(bytes([67]) * 64)
+            for box_pk, box_sig in (
+                (base64.b64encode(other.box_pk).decode(), shown["requester_box_sig"]),
+                (None, None),
+            ):
+                tampered = tmp_path / "tampered.json"
+                tampered.write_text(
+                    json.dumps(shown | {"requester_box_pk": box_pk, "requester_box_sig": box_sig})
+                )
+                out = tmp_path / "tampered-approval.json"
+                capsys.readouterr()
+                assert approve(tampered, keys / "officer1.key", out, org_fp) == 12
+                assert "client's fingerprint cannot be shown" in capsys.readouterr().err
+                assert not out.exists()
             for i in (1, 2):
                 out = tmp_path / f"approval{i}.json"
                 assert approve(request, keys / f"officer{i}.key", out, org_fp) == 0
