@@ -45,6 +45,7 @@ from protocol import crypto
 from protocol import frames as f
 from protocol.ceremony import PendingCounselor
 from protocol.clock import now_ms
+from protocol.errors import CryptoError
 from protocol.escrow import (
     EscrowError,
     RequestView,
@@ -261,10 +262,15 @@ def _approve(args: argparse.Namespace) -> int:
         )
     else:
         assert request.requester_sign_pk is not None  # verify_dispute checked
-        print(
-            f"client {request.requester_id}, key fingerprint "
-            f"{crypto.fingerprint(request.requester_sign_pk)}"
-        )
+        shown = _client_fingerprint(view)
+        if shown is None:
+            print(
+                "chat-escrow: refusing to approve: the request comes without the client's "
+                "signed box key, so the client's fingerprint cannot be shown",
+                file=sys.stderr,
+            )
+            return EXIT_FOREIGN
+        print(f"client {request.requester_id}, key fingerprint {shown}")
         print("  (the same key signed the client's consent and case key; compare this")
         print("   fingerprint with the client's own before approving)")
         if index >= len(request.reason_ct):
@@ -283,6 +289,20 @@ def _approve(args: argparse.Namespace) -> int:
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(approval), indent=1) + b"\n")
     print(f"approval by officer #{index} ({policy.officers[index].name}) written to {args.out}")
     return EXIT_OK
+
+
+def _client_fingerprint(view: RequestView) -> str | None:
+    """The requester's account fingerprint (crypto.fingerprint_v2: the one its own client
+    shows), once its box key's signature by the request's key verifies; else None."""
+    sign_pk = view.request.requester_sign_pk
+    box_pk, box_sig = view.requester_box_pk, view.requester_box_sig
+    if sign_pk is None or box_pk is None or box_sig is None:
+        return None
+    try:
+        crypto.verify_box_key(sign_pk, box_pk, box_sig)
+    except CryptoError:
+        return None
+    return crypto.fingerprint_v2(sign_pk, box_pk)
 
 
 def _time(ms: int) -> str:

@@ -320,13 +320,26 @@ class DisputeService:
         policy = await self._db.escrow.by_fingerprint(doc.policy_fingerprint)
         if policy is None:
             raise NotFound("the request's escrow policy is not installed here")
+        box_pk, box_sig = await self._requester_box_key(doc)
         return RequestView(
             request=doc,
             policy=_policy_decoder.decode(policy.signed_policy),
             state=record.state,
             approvals=[_approval_decoder.decode(a) for a in record.approvals],
             audit_head=await self.audit_head(),
+            requester_box_pk=box_pk,
+            requester_box_sig=box_sig,
         )
+
+    async def _requester_box_key(self, doc: DisputeDocument) -> tuple[bytes | None, bytes | None]:
+        """A client request's requester box key and box_sig, when the account still has
+        the key that signed the request (officers check the signature themselves)."""
+        if doc.requester_id is None or doc.requester_sign_pk is None:
+            return None, None
+        found = await self._db.accounts.by_ids([doc.requester_id])
+        if not found or found[0].sign_pk != doc.requester_sign_pk or found[0].box_sig is None:
+            return None, None
+        return found[0].box_pk, found[0].box_sig
 
     async def audit_head(self) -> AuditHead:
         seq, digest = await self._db.audit.head()

@@ -671,3 +671,9 @@ class RequestView(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     approvals: list[Approval]
     #: The hub's audit-log head when this was shown: what an approval signs.
     audit_head: AuditHead
+    #: Client requests: the requester's box key and its signature by
+    #: ``request.requester_sign_pk`` (crypto.verify_box_key), so ``chat-escrow approve``
+    #: can show the account fingerprint the client itself sees (crypto.fingerprint_v2,
+    #: over both keys). Null for legal orders and for a version-1 account (no box_sig).
+    requester_box_pk: Key32 | None = None
+    requester_box_sig: Sig | None = None

@@ -13,6 +13,7 @@ the hub's operator (who can write the database directly):
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sqlite3
@@ -25,6 +26,7 @@ import pytest
 from chat_client import ChatClient, escrow_cli, unseal
 from chat_client import cli as client_cli
 from chat_client.escrowpins import PINS_FILE, OrgPinChanged, PolicyRollback
+from chat_client.keyfiles import load_key
 from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
@@ -37,6 +39,7 @@ from protocol.escrow import (
     seal_reasons,
     sign_dispute,
 )
+from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import take
 from tests.helpers.disputes import (
     ESCROW_PASS,
@@ -69,14 +72,17 @@ async def chatting(
     counselor = await ChatClient.register(
         hub.url,
         "dr-who",
-        "pc",
+        "dr who pass 7",
         home=tmp_path / "co",
         invite=code,
         org_fingerprint=org_fp,
         **TEST_KDF,
     )
+    # The organisation certifies the counselor (clients pinning it require that).
+    org_key = load_key(policy.parent / "org.key", ESCROW_PASS, "org").sign_key
+    assert await certify_counselors(hub, org_key) == ["dr-who"]
     client = await ChatClient.register(
-        hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+        hub.url, "alice", "alice pass 7", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
     )
     assert await client.consent()
     case = await client.open_case("anxiety", "en")
@@ -177,6 +183,23 @@ async def test_hostile_hub_forged_client_request_is_refused(
             real = await client.file_dispute(case_id, "I was treated unfairly")
             request = tmp_path / "real.json"
             await show(hub, real.request_id, request, capsys)
+            # The hub swaps the client's box key in what officers are shown (to show a
+            # fingerprint of its choosing), or leaves it out: nothing is approved.
+            shown = json.loads(request.read_text())
+            other = crypto.Identity.from_secret_bytes(bytes([67]) * 64)
+            for box_pk, box_sig in (
+                (base64.b64encode(other.box_pk).decode(), shown["requester_box_sig"]),
+                (None, None),
+            ):
+                tampered = tmp_path / "tampered.json"
+                tampered.write_text(
+                    json.dumps(shown | {"requester_box_pk": box_pk, "requester_box_sig": box_sig})
+                )
+                out = tmp_path / "tampered-approval.json"
+                capsys.readouterr()
+                assert approve(tampered, keys / "officer1.key", out, org_fp) == 12
+                assert "client's fingerprint cannot be shown" in capsys.readouterr().err
+                assert not out.exists()
             for i in (1, 2):
                 out = tmp_path / f"approval{i}.json"
                 assert approve(request, keys / f"officer{i}.key", out, org_fp) == 0
@@ -232,7 +255,12 @@ async def test_hostile_hub_rolls_the_policy_back(tmp_path: Path) -> None:
         install = ["admin", "escrow-policy", "install"]
         assert await server(hub, *install, str(policy1), "--org-fingerprint", org_fp) == 0
         client = await ChatClient.register(
-            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+            hub.url,
+            "alice",
+            "alice pass 7",
+            home=tmp_path / "cl",
+            org_fingerprint=org_fp,
+            **TEST_KDF,
         )
         try:
             assert await client.consent()
@@ -254,7 +282,9 @@ async def test_hostile_hub_rolls_the_policy_back(tmp_path: Path) -> None:
         pins = json.loads((tmp_path / "cl" / PINS_FILE).read_text())
         assert list(pins["policy_versions"].values()) == [2]
         assert (tmp_path / "cl" / PINS_FILE).stat().st_mode & 0o777 == 0o600
-        again = await ChatClient.open(hub.url, tmp_path / "cl", "pa", org_fingerprint=org_fp)
+        again = await ChatClient.open(
+            hub.url, tmp_path / "cl", "alice pass 7", org_fingerprint=org_fp
+        )
         try:
             with pytest.raises(PolicyRollback):
                 await again.terms()
@@ -272,7 +302,12 @@ async def test_consent_signs_the_terms_shown_and_pins_the_org_on_first_use(
         install = ["admin", "escrow-policy", "install"]
         assert await server(hub, *install, str(policy1), "--org-fingerprint", org_fp) == 0
         client = await ChatClient.register(
-            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+            hub.url,
+            "alice",
+            "alice pass 7",
+            home=tmp_path / "cl",
+            org_fingerprint=org_fp,
+            **TEST_KDF,
         )
         try:
             shown = await client.terms()
@@ -289,9 +324,11 @@ async def test_consent_signs_the_terms_shown_and_pins_the_org_on_first_use(
 
         # A new home with no pin at all: `chat-client consent` shows the organisation
         # fingerprint and pins it (trust on first use); later commands need no pin.
-        fresh = await ChatClient.register(hub.url, "bob", "pb", home=tmp_path / "bob", **TEST_KDF)
+        fresh = await ChatClient.register(
+            hub.url, "bob", "bob pass 7", home=tmp_path / "bob", **TEST_KDF
+        )
         await fresh.close()
-        os.environ["CHAT_PASSPHRASE"] = "pb"
+        os.environ["CHAT_PASSPHRASE"] = "bob pass 7"
         try:
             base = ["--home", str(tmp_path / "bob")]
             capsys.readouterr()
@@ -305,14 +342,12 @@ async def test_consent_signs_the_terms_shown_and_pins_the_org_on_first_use(
             assert await asyncio.to_thread(client_cli.main, argv) == 0
         finally:
             del os.environ["CHAT_PASSPHRASE"]
-        # The stored pin holds: another organisation's fingerprint given later is refused.
+        # The stored pin holds: another organisation's fingerprint given later is refused,
+        # before the client connects (protocol v2 clients resolve the pin when they open,
+        # since it also decides which counselor certificates they accept).
         other = crypto.fingerprint(bytes(32))
-        again = await ChatClient.open(hub.url, tmp_path / "bob", "pb", org_fingerprint=other)
-        try:
-            with pytest.raises(OrgPinChanged):
-                await again.terms()
-        finally:
-            await again.close()
+        with pytest.raises(OrgPinChanged):
+            await ChatClient.open(hub.url, tmp_path / "bob", "bob pass 7", org_fingerprint=other)
 
 
 async def test_server_commands_speak_json_and_the_install_pins_the_page(
@@ -385,14 +420,17 @@ async def test_hostile_pre_policy_conversation_stays_closed(
         counselor = await ChatClient.register(
             hub.url,
             "dr-who",
-            "pc",
+            "dr who pass 7",
             home=tmp_path / "co",
             invite=code,
             org_fingerprint=org_fp,
             **TEST_KDF,
         )
+        # Before any policy there is no organisation key to pin, nor to certify the
+        # counselor with (protocol v2 clients that pin one talk to certified counselors
+        # only): the client starts without a pin.
         client = await ChatClient.register(
-            hub.url, "alice", "pa", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+            hub.url, "alice", "alice pass 7", home=tmp_path / "cl", **TEST_KDF
         )
         try:
             case = await client.open_case("anxiety", "en")
@@ -400,6 +438,13 @@ async def test_hostile_pre_policy_conversation_stays_closed(
             await take(counselor, 1)
             install = ["admin", "escrow-policy", "install", str(policy_file)]
             assert await server(hub, *install, "--org-fingerprint", org_fp) == 0
+            # The organisation certifies its counselor; the client now pins it.
+            org_key = load_key(keys / "org.key", ESCROW_PASS, "org").sign_key
+            assert await certify_counselors(hub, org_key) == ["dr-who"]
+            await client.close()
+            client = await ChatClient.open(
+                hub.url, tmp_path / "cl", "alice pass 7", org_fingerprint=org_fp
+            )
             # No key can be made under the policy before the client consents.
             with pytest.raises(pe.ConsentRequired):
                 await counselor.send(case.case_id, "reply before the client consented")
@@ -522,7 +567,9 @@ async def test_hostile_hub_trims_the_audit_log(
                 )
             capsys.readouterr()
             assert await server(hub, "audit", "verify") == 0  # a whole, shorter chain
-            assert await server(hub, "audit", "verify", "--anchor", str(bundle)) == 3
+            assert (
+                await server(hub, "audit", "verify", "--anchor", str(bundle)) == 10
+            )  # a tampered or missing record (README exit codes)
             said = capsys.readouterr().out
             assert "rows were removed" in said and "BROKEN" in said
             # The request shown to officers was before the approvals: still in the log.

@@ -48,7 +48,10 @@ const request = async (type, fields) => {
   if (type === "case.key") { hub.deposited = fields; return { type: "ok" }; }
   throw new Error("unexpected " + type);
 };
-const escrow = { capsule: async () => null, forget() {}, depositCapsules() {} };
+// The escrow room of a hub without an escrow policy: keys are bound to "none" (§12.7).
+const escrow = {
+  binding: async () => c.NO_ESCROW, capsule: async () => null, forget() {}, depositCapsules() {},
+};
 const { Pins } = await import("./src/pins.js");
 const session = (orgFingerprint = null) => {
   const pins = new Pins({ request, prefsKey });
@@ -185,11 +188,18 @@ def test_case_keys_are_sealed_only_to_certified_counselors(node: Callable[[str],
           const result = await verdict(() => keys.sendEpoch(cs));
           return [result, hub.deposited !== null, keys.notes.get("case_x") ?? null];
         };
+        // What a deposited key carries: its escrow binding, signed with the commitment.
+        const bound = () => {
+          const d = hub.deposited;
+          return [d.escrow, verdict(() => c.verifyCommitment(myId.signPk, d.case_id, d.epoch,
+            d.commitment, d.escrow, d.commitment_sig))];
+        };
         console.log(JSON.stringify({
           noCert: await attempt(orgFp, null),
           otherOrg: await attempt(c.fingerprint(other.signPk), cert(other)),
           otherKeys: await attempt(orgFp, cert(c.generateIdentity())),
           certified: await attempt(orgFp, cert(other)),
+          certifiedBinding: await Promise.all(bound()),
           noOrgPinned: await attempt(null, null),
         }));
         """
@@ -200,6 +210,7 @@ def test_case_keys_are_sealed_only_to_certified_counselors(node: Callable[[str],
     assert got["otherKeys"][0].startswith(refused + " (the certificate is for other keys)")
     assert [g[1] for g in (got["noCert"], got["otherOrg"], got["otherKeys"])] == [False] * 3
     assert got["certified"] == ["ok", True, None]
+    assert got["certifiedBinding"] == ["none", "ok"]
     assert got["noOrgPinned"] == [
         "ok",
         True,

@@ -292,14 +292,17 @@ async def test_dispute_requests_per_case_are_capped(tmp_path: Path) -> None:
         client, counselor = await world.person(), await world.person("counselor")
         case = await world.case(client, counselor)
         other_case = await world.case(client, counselor)
-        signed = await install_policy(world)
+        # The client consented (issue 11: no request without consent), so what stops
+        # the third request is the cap.
+        signed = await install_policy(world, consenting=(client,))
         for _ in range(2):
             await disputes.dispute_request(hub, client.caller, request(client, case, signed))
         with pytest.raises(LimitExceeded, match="about this case"):
             await disputes.dispute_request(hub, client.caller, request(client, case, signed))
         # Another case has its own allowance.
         await disputes.dispute_request(hub, client.caller, request(client, other_case, signed))
-        assert len(await hub.disputes.of_requester(client.id)) == 3
+        filed = await hub.disputes.of_client(client.id)
+        assert [r.requester_id for r in filed] == [client.id] * 3
     finally:
         await hub.shutdown()
         await db.close()
