@@ -494,6 +494,11 @@ class ChatClient:
         for case in welcome.cases:
             self._cases.remember(case)
         await self._processor.resync(welcome)
+        # Keys made while a case waited go to its counselor now (awaited, so that even a
+        # one-shot command shares them before it ends).
+        for case in welcome.cases:
+            if self._keys.share_due(case):
+                await self._share_keys(case.case_id)
         self._outbox.resend(link, generation)
 
     async def _next_order(self, case_id: str) -> tuple[int, bytes, int]:
@@ -519,6 +524,10 @@ class ChatClient:
             text = f"the case key was not shared with the counselor: {exc}"
             log.warning("case %s: %s", case_id, text)
             self._processor.emit(WarningEvent(case_id, "key_not_shared", text))
+            return
+        except (pe.RemoteError, pe.CryptoError) as exc:
+            # Tried again on the next connection (nothing was marked shared).
+            log.warning("case %s: keys not shared yet: %s", case_id, type(exc).__name__)
             return
         if shared:
             log.info("case %s: shared %d key(s) with the counselor", case_id, shared)
