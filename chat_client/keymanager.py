@@ -272,6 +272,7 @@ class KeyManager:
             case.client_id == self._account_id
             and case.counselor_id is not None
             and case.case_id not in self._shared
+            and not (case.state == "closed" and case.epoch == 0)  # closed keyless: nothing
         )
 
     async def share_keys(self, case_id: str) -> int:
