@@ -34,6 +34,7 @@ __all__ = [
     "open_epoch_key",
     "open_record",
     "participants",
+    "share_seal",
 ]
 
 
@@ -64,11 +65,11 @@ def make_epoch_key(
     directory: Mapping[str, DirectoryEntry],
     escrow: str,
 ) -> NewEpochKey:
-    """Create K for ``epoch`` sealed to every participant (box_pk from the directory),
-    bound to the escrow policy ``escrow`` (a fingerprint, or crypto.NO_ESCROW)."""
+    """Create K for ``epoch`` sealed to every participant (box_pk from the directory):
+    the client alone while the case waits (the counselor's seal follows with
+    :func:`share_seal`), bound to the escrow policy ``escrow`` (a fingerprint, or
+    crypto.NO_ESCROW)."""
     members = participants(case)
-    if len(members) < 2:
-        raise ValueError("a case key needs both participants; the case has no counselor")
     key = crypto.new_case_key()
     commitment = crypto.key_commitment(key, case.case_id, epoch)
     sig = crypto.sign_commitment(identity, case.case_id, epoch, commitment, escrow=escrow)
@@ -77,6 +78,14 @@ def make_epoch_key(
         for a in members
     ]
     return NewEpochKey(epoch, key, commitment, sig, seals, escrow)
+
+
+def share_seal(key: bytes, counselor: DirectoryEntry) -> KeySeal:
+    """The seal of an existing epoch key for the case's counselor (``case.key.share``);
+    ``counselor`` must have passed trust.check_entry and trust.check_counselor."""
+    return KeySeal(
+        account_id=counselor.account_id, sealed=crypto.seal_case_key(key, counselor.box_pk)
+    )
 
 
 def open_epoch_key(

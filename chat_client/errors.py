@@ -10,7 +10,7 @@ Hierarchy::
     ├── KeyStoreError            the local key store is missing, corrupt or already taken
     ├── KdfTooWeak               the caller's Argon2id limits are not the server's
     ├── WeakPassphrase           the passphrase fails the length / zxcvbn rule (policy.py)
-    ├── CaseNotReady             the case has no counselor yet (or is unknown)
+    ├── CaseNotReady             the client's key is not shared with us yet (or unknown case)
     └── SecurityRefusal          the hub presented something we must not trust (CLI exit 5)
         ├── KdfDowngrade         prelogin/challenge KDF below the floor or not as remembered
         ├── KeyChanged           a contact's pinned keys changed (contacts.py)
@@ -83,7 +83,8 @@ class KdfTooWeak(ClientError):
 
 
 class CaseNotReady(ClientError):
-    """The case cannot carry messages yet (no counselor assigned) or is unknown."""
+    """The case cannot carry our messages yet (its client has not shared its key with
+    us, the counselor, yet) or is unknown."""
 
 
 class WeakPassphrase(ClientError):

@@ -4,7 +4,9 @@ Web counterpart: web_client/src/keys.js.
 
 :class:`KeyManager` caches, in memory only, verified case keys (casekeys.Keyring) and
 directory entries. It creates epoch 1 of a case when the first message needs it (or, on
-the client's side, as soon as a counselor is assigned: :meth:`first_epoch_due`), and
+the client's side, as soon as the case is opened: :meth:`first_epoch_due`; while the
+case waits the key is sealed to the client alone, and :meth:`share_keys` adds the seal
+of each such key for the counselor once one is assigned and verified), and
 resolves the race where both participants create it at once: the server keeps the
 first deposit and answers the second with ``conflict``; the loser fetches and verifies
 the winner's key. A new key is bound, in its signed commitment, to the escrow policy in
@@ -34,10 +36,11 @@ from protocol import crypto
 from protocol import errors as pe
 from protocol import frames as f
 
-from .casekeys import Keyring, NewEpochKey, make_epoch_key, open_epoch_key
+from .casekeys import Keyring, NewEpochKey, make_epoch_key, open_epoch_key, share_seal
 from .connection import expect
 from .contacts import Contacts
-from .errors import CaseNotReady
+from .errors import CaseNotReady, SecurityRefusal
+from .models import WAITING_FOR_KEY
 from .trust import check_counselor, check_entry
 
 __all__ = ["KeyManager", "Request"]
@@ -92,6 +95,10 @@ class KeyManager:
         self.keyring = Keyring()
         self._directory: dict[str, f.DirectoryEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: case id -> the epochs the hub offered us a seal of at the last fetch.
+        self._offered: dict[str, set[int]] = {}
+        #: case ids whose keys were shared with their current counselor (this process).
+        self._shared: set[str] = set()
         self.make_capsule: CapsuleMaker | None = None
         self.escrow_binding: EscrowBinding | None = None
         self.on_foreign_key: ForeignKeyHook | None = None
@@ -160,6 +167,7 @@ class KeyManager:
         """Fetch, verify and cache every epoch key of the case not held yet. A key that
         does not verify is logged and skipped (its messages will not verify)."""
         result = expect(await self._request(f.CaseKeys, case_id=case.case_id), f.CaseKeysResult)
+        self._offered[case.case_id] = {k.epoch for k in result.keys}
         for epoch_key in result.keys:
             if self.keyring.get(case.case_id, epoch_key.epoch) is not None:
                 continue
@@ -185,14 +193,25 @@ class KeyManager:
             key = self.keyring.get(case.case_id, epoch)
         return key
 
+    def awaiting_key(self, case_id: str, epoch: int) -> bool:
+        """True if the last ``case.keys`` offered us no seal of ``epoch``: a key the
+        client made while the case waited and has not shared with us yet (as opposed to
+        a key offered but refused by the checks, which never becomes readable)."""
+        offered = self._offered.get(case_id)
+        return (
+            offered is not None
+            and epoch not in offered
+            and self.keyring.get(case_id, epoch) is None
+        )
+
     # -- writing keys -------------------------------------------------------------------
 
     def first_epoch_due(self, case: f.CaseInfo) -> bool:
-        """True if we should create epoch 1 of ``case`` now: we are its client, a
-        counselor is assigned and nobody has made a key yet. Then either side can write
-        first without waiting for the other."""
+        """True if we should create epoch 1 of ``case`` now: we are its client, it is
+        open and nobody has made a key yet. Then the client can write at once, before a
+        counselor is there (the key is shared with them on assignment)."""
         return (
-            case.state == "assigned"
+            case.state != "closed"
             and case.epoch == 0
             and case.client_id == self._account_id
             and self.keyring.latest(case.case_id) == 0
@@ -201,15 +220,14 @@ class KeyManager:
     async def send_epoch(self, case_id: str) -> tuple[int, bytes]:
         """The epoch and key to send with, creating epoch 1 if the case has none yet.
 
-        Raises CaseNotReady (no counselor yet / unknown case), Forbidden (closed), or
-        CryptoError if the case's current key cannot be verified."""
+        Raises CaseNotReady (unknown case; the counselor's side of a case whose client
+        has not shared its key yet), Forbidden (closed), or CryptoError if the case's
+        current key cannot be verified."""
         lock = self._locks.setdefault(case_id, asyncio.Lock())
         async with lock:
             case = await self._case_info(case_id)
             if case is None:
                 raise CaseNotReady(f"unknown case {case_id}")
-            if case.state == "waiting":
-                raise CaseNotReady(f"case {case_id} is waiting for a counselor")
             if case.state == "closed":
                 raise pe.Forbidden("case is closed")
             await self.check_counselor(case)
@@ -221,6 +239,8 @@ class KeyManager:
                 await self.fetch(case)
                 epoch = max(epoch, self.keyring.latest(case_id))
                 key = self.keyring.get(case_id, epoch)
+            if key is None and self.awaiting_key(case_id, epoch):
+                raise CaseNotReady(f"case {case_id}: {WAITING_FOR_KEY}")
             if key is None:
                 raise pe.CryptoError(f"no verified key for epoch {epoch} of case {case_id}")
             if await self._policy_changed(case_id, epoch):
@@ -244,6 +264,66 @@ class KeyManager:
             if self._warn is not None:
                 self._warn(case.case_id, warning)
         self._counselor_ok.add(case.case_id)
+
+    def share_due(self, case: f.CaseInfo) -> bool:
+        """Should :meth:`share_keys` look at ``case``: we are its client, a counselor
+        is assigned, and we have not shared with them yet in this process."""
+        return (
+            case.client_id == self._account_id
+            and case.counselor_id is not None
+            and case.case_id not in self._shared
+            and not (case.state == "closed" and case.epoch == 0)  # closed keyless: nothing
+        )
+
+    async def share_keys(self, case_id: str) -> int:
+        """As the case's client: add the counselor's seal to every epoch key we made that
+        lacks one (keys made while the case waited), after the counselor passed
+        check_counselor (certificate under the pinned organisation key, signed box key,
+        pin). Returns how many keys were shared; a SecurityRefusal propagates and nothing
+        is shared. Runs under the case's lock, so after a key creation in flight."""
+        lock = self._locks.setdefault(case_id, asyncio.Lock())
+        async with lock:
+            case = await self._case_info(case_id)
+            if case is None or not self.share_due(case):
+                return 0
+            counselor_id = case.counselor_id
+            assert counselor_id is not None  # share_due
+            try:
+                await self.check_counselor(case)
+            except SecurityRefusal:
+                self._shared.add(case_id)  # said once; nothing is shared with them
+                raise
+            counselor = (await self.entries([counselor_id]))[counselor_id]
+            result = expect(await self._request(f.CaseKeys, case_id=case_id), f.CaseKeysResult)
+            shared = 0
+            for epoch_key in result.keys:
+                if epoch_key.creator_id != self._account_id or counselor_id in epoch_key.sealed_for:
+                    continue
+                key = self.keyring.get(case_id, epoch_key.epoch)
+                if key is None:
+                    try:
+                        key = open_epoch_key(
+                            self._identity, case, epoch_key, await self.entry(self._account_id)
+                        )
+                    except pe.CryptoError as exc:
+                        log.warning("not sharing epoch %d: %s", epoch_key.epoch, exc)
+                        continue
+                    self.keyring.put(case_id, epoch_key.epoch, key, epoch_key.escrow)
+                try:
+                    expect(
+                        await self._request(
+                            f.CaseKeyShare,
+                            case_id=case_id,
+                            epoch=epoch_key.epoch,
+                            seal=share_seal(key, counselor),
+                        ),
+                        f.Ok,
+                    )
+                except pe.Conflict:
+                    continue  # another device of ours shared it first
+                shared += 1
+            self._shared.add(case_id)
+            return shared
 
     async def _binding(self) -> str:
         if self.escrow_binding is None:

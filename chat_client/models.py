@@ -15,6 +15,7 @@ from protocol.crypto import Envelope
 from protocol.frames import CaseInfo, DirectoryEntry
 
 __all__ = [
+    "WAITING_FOR_KEY",
     "CaseAssignedEvent",
     "CaseClosedEvent",
     "CaseInfo",
@@ -23,6 +24,7 @@ __all__ = [
     "DirectoryEntry",
     "DisputeEvent",
     "Event",
+    "KeyPendingEvent",
     "Message",
     "MessageEvent",
     "QueueEvent",
@@ -148,7 +150,22 @@ class Safety:
         return self.pinned_fingerprint is not None
 
 
-WarningKind = Literal["no_org", "dropped", "reordered", "replayed", "rewritten"]
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyPendingEvent:
+    """The counselor's side: messages of the case from ``seq`` on are under an epoch key
+    (``epoch``) its client has not shared with us yet (the client wrote while the case
+    was waiting). They are delivered, in order, once the key arrives; until then the
+    case says "waiting for the client's key" (:data:`WAITING_FOR_KEY`)."""
+
+    case_id: str
+    epoch: int
+    seq: int
+
+
+#: What a message under a key not shared with us yet says instead of its text.
+WAITING_FOR_KEY = "waiting for the client's key"
+
+WarningKind = Literal["no_org", "dropped", "reordered", "replayed", "rewritten", "key_not_shared"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -175,4 +192,5 @@ Event = (
     | DisputeEvent
     | WarningEvent
     | QueueEvent
+    | KeyPendingEvent
 )

@@ -18,6 +18,11 @@ Contract:
   ``verified=False`` and no body, never text.
 * **Cases**: :class:`CaseMap` keeps what the hub said about each case (state, epoch,
   participants), updated from ``welcome``, events and case requests, never lowered.
+* **Keys not shared yet wait**: a record under an epoch key the client has not shared
+  with us yet (it wrote while the case was waiting) is not delivered; the case stops
+  there with one :class:`KeyPendingEvent` ("waiting for the client's key") and is
+  synced again when ``case.key.new`` says the key arrived (or on the next session), so
+  the messages still come exactly once and in order, verified.
 * **Refusals end the stream**: a SecurityRefusal (KeyChanged, KeyNotSigned,
   UncertifiedCounselor) met while handling an event ends :meth:`events` with it.
 * **Cursors persist**: consuming a MessageEvent from :meth:`events` advances the stored
@@ -51,10 +56,12 @@ from .cursors import Cursor, CursorTracker, Verdict
 from .errors import ClientClosed, SecurityRefusal
 from .keymanager import KeyManager, Request
 from .models import (
+    WAITING_FOR_KEY,
     CaseAssignedEvent,
     CaseClosedEvent,
     DisputeEvent,
     Event,
+    KeyPendingEvent,
     Message,
     MessageEvent,
     QueueEvent,
@@ -267,6 +274,8 @@ class Processor:
         self._persist_handle: asyncio.TimerHandle | None = None
         self.ordering = Ordering(account_id)
         self._running = False  # is run() consuming the inbox (prepare waits on it)?
+        #: case id -> the epoch whose key its client has not shared with us yet.
+        self._key_pending: dict[str, int] = {}
         for case_id, cursor in cursors.items():
             self.ordering.seen_before(case_id, cursor.seq, cursor.chain_hash)
 
@@ -400,10 +409,14 @@ class Processor:
                 if not item.done.done():
                     item.done.set_result(None)
         elif isinstance(item, f.CaseAssigned):
-            self._cases.remember(item.case)
+            case = self._cases.remember(item.case)
             self.emit(CaseAssignedEvent(item.case))
+            if case.last_seq > self._cursors.last(case.case_id):
+                await self._sync_case(case.case_id)  # what the client wrote while waiting
         elif isinstance(item, f.CaseKeyNew):
             self._cases.raise_epoch(item.case_id, item.epoch)
+            if self._key_pending.pop(item.case_id, None) is not None:
+                await self._sync_case(item.case_id)  # the client shared its key
         elif isinstance(item, f.CaseClosed):
             self._cases.mark_closed(item.case_id)
             self.emit(CaseClosedEvent(item.case_id))
@@ -432,6 +445,8 @@ class Processor:
             log.debug("ignoring unexpected event %s", type(item).__name__)
 
     async def _on_record(self, record: f.MessageRecord) -> None:
+        if record.case_id in self._key_pending:
+            return  # delivered in order by the sync once the key arrives
         verdict = self._cursors.classify(record.case_id, record.seq)
         if verdict is Verdict.NEXT:
             await self._deliver_record(record)
@@ -469,15 +484,18 @@ class Processor:
             )
             for record in result.messages:
                 if self._cursors.classify(case_id, record.seq) is not Verdict.DUPLICATE:
-                    await self._deliver_record(record, check=False)
+                    if not await self._deliver_record(record, check=False):
+                        break
                 else:
                     self._emit_all(self.ordering.compare(record))
             self.ordering.add_receipts(case_id, result.receipts)
             await self._check_order(case_id)  # once per batch: the check is O(window)
-            if not result.has_more or not result.messages:
+            if case_id in self._key_pending or not result.has_more or not result.messages:
                 return
 
-    async def _deliver_record(self, record: f.MessageRecord, *, check: bool = True) -> None:
+    async def _deliver_record(self, record: f.MessageRecord, *, check: bool = True) -> bool:
+        """Deliver ``record`` (True), or hold it and the rest of its case back until its
+        client shares the epoch key with us (False, one KeyPendingEvent)."""
         cursor = self._cursors.get(record.case_id)
         # The chain can only be checked against the record right before this one.
         prev = cursor.chain_hash if cursor.seq == record.seq - 1 else None
@@ -486,6 +504,11 @@ class Processor:
         await self._ensure_window(record.case_id)
         case = await self._cases.lookup(record.case_id)
         message = await self._open(record, case, prev)
+        if message.error == WAITING_FOR_KEY:
+            if self._key_pending.get(record.case_id) != record.epoch:
+                self._key_pending[record.case_id] = record.epoch
+                self.emit(KeyPendingEvent(record.case_id, record.epoch, record.seq))
+            return False
         earlier = self._nonces.first_seq(record.case_id, record.nonce, record.seq)
         if earlier is not None:
             message = replay_of(message, earlier)
@@ -494,6 +517,7 @@ class Processor:
         self.emit(MessageEvent(message))
         if check:
             await self._check_order(record.case_id)
+        return True
 
     # -- order (ordering.py) -----------------------------------------------------------------
 
@@ -559,7 +583,16 @@ class Processor:
         if case is not None:
             key = await self._keys.key_for(case, record.epoch)
             sender = await self._keys.entry(record.sender_id)
-        return open_record(record, case=case, key=key, sender=sender, prev_hash=prev)
+        message = open_record(record, case=case, key=key, sender=sender, prev_hash=prev)
+        if (
+            key is None
+            and case is not None
+            and (message.error or "").startswith("no verified key")
+            and self._keys.awaiting_key(case.case_id, record.epoch)
+        ):
+            # Not a failure: the client has not shared this key with us yet.
+            message = dataclasses.replace(message, error=WAITING_FOR_KEY)
+        return message
 
     # -- history -----------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from . import accounts
 from .connection import Link, LinkClosed, expect
 from .contacts import Contacts
 from .cursors import Cursor
-from .errors import RequestInterrupted
+from .errors import RequestInterrupted, SecurityRefusal
 from .escrow import Escrow, PolicyView, Terms
 from .escrowpins import EscrowPins
 from .keymanager import KeyManager
@@ -494,6 +494,11 @@ class ChatClient:
         for case in welcome.cases:
             self._cases.remember(case)
         await self._processor.resync(welcome)
+        # Keys made while a case waited go to its counselor now (awaited, so that even a
+        # one-shot command shares them before it ends).
+        for case in welcome.cases:
+            if self._keys.share_due(case):
+                await self._share_keys(case.case_id)
         self._outbox.resend(link, generation)
 
     async def _next_order(self, case_id: str) -> tuple[int, bytes, int]:
@@ -507,6 +512,25 @@ class ChatClient:
     def _on_case(self, case: f.CaseInfo) -> None:
         if self._keys.first_epoch_due(case):
             self._session.spawn(self._keys.send_epoch(case.case_id))
+        if self._keys.share_due(case):
+            self._session.spawn(self._share_keys(case.case_id))
+
+    async def _share_keys(self, case_id: str) -> None:
+        """Share the keys we made while the case waited with its counselor, once they are
+        verified (keymanager.share_keys); a refusal is said plainly and shares nothing."""
+        try:
+            shared = await self._keys.share_keys(case_id)
+        except SecurityRefusal as exc:
+            text = f"the case key was not shared with the counselor: {exc}"
+            log.warning("case %s: %s", case_id, text)
+            self._processor.emit(WarningEvent(case_id, "key_not_shared", text))
+            return
+        except (pe.RemoteError, pe.CryptoError) as exc:
+            # Tried again on the next connection (nothing was marked shared).
+            log.warning("case %s: keys not shared yet: %s", case_id, type(exc).__name__)
+            return
+        if shared:
+            log.info("case %s: shared %d key(s) with the counselor", case_id, shared)
 
     def _save_cursors(self, cursors: dict[str, Cursor]) -> None:
         self._store.set_cursors(cursors)

@@ -19,10 +19,13 @@ from typing import Any, TextIO
 from protocol import errors as pe
 from protocol.frames import CaseInfo, QueueInfo
 
+from .errors import CaseNotReady
 from .models import (
+    WAITING_FOR_KEY,
     CaseAssignedEvent,
     CaseClosedEvent,
     ConnectionEvent,
+    KeyPendingEvent,
     Message,
     MessageEvent,
     QueueEvent,
@@ -119,6 +122,8 @@ def format_message(message: Message, names: Names, *, me: str = "") -> str:
     head = f"[{case_tag(message.case_id)} #{message.seq} {clock(message.ts)}] {who}"
     if message.verified:
         return f"{head} {VERIFIED_MARK}: {lines(message.body or '')}"
+    if message.error == WAITING_FOR_KEY:
+        return f"{head}: ({WAITING_FOR_KEY}: shown once their device shares it)"
     return f"{head} {UNVERIFIED_MARK} ({escape(message.error or '')}) - content withheld"
 
 
@@ -202,6 +207,9 @@ async def run_watch(
                     if event.case_id not in known:
                         known.update((c.case_id, c) for c in await client.cases())
                     _announce_closed(printer, event.case_id, known.get(event.case_id))
+            elif isinstance(event, KeyPendingEvent):
+                if case_id is None or event.case_id == case_id:
+                    _key_pending(printer, event)
             elif isinstance(event, ConnectionEvent) and not printer.as_json:
                 print(f"* {event.state}: {escape(event.detail)}", file=sys.stderr, flush=True)
             elif isinstance(event, WarningEvent):
@@ -234,6 +242,14 @@ async def _announce(
     )
 
 
+def _key_pending(printer: Printer, event: KeyPendingEvent) -> None:
+    printer.emit(
+        f"* [{case_tag(event.case_id)}] {WAITING_FOR_KEY}: messages from #{event.seq} on "
+        "are shown once their device shares it (it does when it is online)",
+        {"event": "key.pending", "case_id": event.case_id, "epoch": event.epoch, "seq": event.seq},
+    )
+
+
 def _announce_closed(printer: Printer, case_id: str, case: CaseInfo | None) -> None:
     what = describe_case(case) if case is not None else f"{case_id} (tag {case_tag(case_id)})"
     printer.emit(
@@ -257,13 +273,15 @@ async def show_messages(
 async def show_backlog(
     client: ChatClient, case_id: str, printer: Printer, names: Names, backlog: int
 ) -> int:
-    """Show the last ``backlog`` messages of the case; the highest seq it holds."""
+    """Show the last ``backlog`` messages of the case; the highest seq shown for good
+    (messages waiting for the client's key come again, readable, once it arrives)."""
     history = await client.history(case_id)
     last = history[-backlog:] if backlog > 0 else []
     if last and not printer.as_json and len(last) < len(history):
         printer.line(f"* the last {len(last)} of {len(history)} messages (history {case_id})")
     await show_messages(client, last, printer, names)
-    return max((m.seq for m in history), default=0)
+    held = [m.seq for m in history if m.error == WAITING_FOR_KEY]
+    return min(held) - 1 if held else max((m.seq for m in history), default=0)
 
 
 # -- chat -----------------------------------------------------------------------------
@@ -295,7 +313,11 @@ async def run_chat(
     await names.resolve([a for a in (case.client_id, case.counselor_id) if a])
     other = case.counselor_id if case.client_id == client.account_id else case.client_id
     if not printer.as_json:
-        peer = f" with {names[other]}" if other else " (waiting for a counselor)"
+        peer = (
+            f" with {names[other]}"
+            if other
+            else " (waiting for a counselor; write now, they read it once assigned)"
+        )
         printer.line(f"* chatting in {describe_case(case, peer)} [{case.state}]; /quit to leave")
     shown = await show_backlog(client, case.case_id, printer, names, backlog)
     closed = asyncio.Event()
@@ -337,6 +359,8 @@ async def run_chat(
                     specialists_online=event.specialists_online,
                 )
                 _notice(printer, "waiting: " + queue_place(place, case.topic, case.language), event)
+            elif isinstance(event, KeyPendingEvent) and event.case_id == case.case_id:
+                _key_pending(printer, event)
             elif isinstance(event, CaseClosedEvent) and event.case_id == case.case_id:
                 _notice(printer, "the case was closed", event)
                 closed.set()
@@ -355,7 +379,7 @@ async def run_chat(
                 continue
             try:
                 await client.send(case.case_id, text)
-            except (pe.RemoteError, ValueError) as exc:
+            except (pe.RemoteError, ValueError, CaseNotReady) as exc:
                 _notice(printer, f"not sent: {exc}", None)
 
     shower = asyncio.create_task(show())

@@ -87,6 +87,7 @@ ROUTES: dict[type[msgspec.Struct], Route] = dict(
         caller(f.CaseList, cases.case_list),
         caller(f.CaseKeyDeposit, cases.case_key),
         caller(f.CaseKeys, cases.case_keys),
+        caller(f.CaseKeyShare, cases.case_key_share),
         caller(f.CaseClose, cases.case_close),
         # escrow and disputes (docs/DISPUTES.md)
         caller(f.PolicyGet, escrow.policy_get),

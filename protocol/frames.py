@@ -38,6 +38,7 @@ __all__ = [
     "CaseInfo",
     "CaseKeyDeposit",
     "CaseKeyNew",
+    "CaseKeyShare",
     "CaseKeys",
     "CaseKeysResult",
     "CaseList",
@@ -194,6 +195,10 @@ class EpochKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     #: The escrow policy fingerprint the creator bound the key to, or "none" (§12.7).
     escrow: EscrowBinding
     sealed: SealedKey
+    #: The accounts the hub holds a seal of this key for (a hint, not evidence: the
+    #: creator uses it to see which epochs still lack a seal for a newly assigned
+    #: counselor; a hub that lies about it only delays or repeats a ``case.key.share``).
+    sealed_for: Annotated[list[Id], Meta(max_length=8)] = []
 
 
 class CounselorCert(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -399,6 +404,15 @@ class CaseKeys(_Request, tag="case.keys", frozen=True):
     case_id: Id
 
 
+class CaseKeyShare(_Request, tag="case.key.share", frozen=True):
+    """The case's client adds the seal of an epoch key it made (while the case was
+    waiting) for the counselor assigned since, after verifying that counselor."""
+
+    case_id: Id
+    epoch: Epoch
+    seal: KeySeal
+
+
 class MsgSend(_Request, tag="msg.send", frozen=True):
     case_id: Id
     epoch: Epoch
@@ -496,6 +510,7 @@ ClientFrame = (
     | CaseList
     | CaseKeyDeposit
     | CaseKeys
+    | CaseKeyShare
     | MsgSend
     | Sync
     | Receipt

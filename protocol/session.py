@@ -86,6 +86,7 @@ POST_AUTH_FRAMES: frozenset[type[object]] = frozenset(
         f.CaseList,
         f.CaseKeyDeposit,
         f.CaseKeys,
+        f.CaseKeyShare,
         f.MsgSend,
         f.Sync,
         f.Receipt,

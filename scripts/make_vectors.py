@@ -616,8 +616,15 @@ def _frames(
                     commitment_sig=commitment_sig,
                     escrow=crypto.NO_ESCROW,
                     sealed=sealed,
+                    sealed_for=[CLIENT_ID, COUNSELOR_ID],
                 )
             ],
+        ),
+        f.CaseKeyShare(
+            id="8s",
+            case_id=CASE_ID,
+            epoch=EPOCH,
+            seal=f.KeySeal(account_id=COUNSELOR_ID, sealed=sealed),
         ),
         f.MsgSend(
             id="9",

@@ -9,11 +9,13 @@ A case's topic is sensitive (it says what the person seeks help for), so it is
 stored encrypted at rest and bound to its case row; the language stays in clear
 because matching selects on it.
 
-Key deposits: epoch ``n + 1`` may only be deposited while the case is assigned and at
-epoch ``n``. The deposit advances ``cases.epoch`` with ``UPDATE ... WHERE epoch = n AND
-state = 'assigned'`` and inserts the key and its seals in the same transaction, so two
-participants racing to create the same epoch get exactly one winner and one
-:class:`~protocol.errors.Conflict`, and a deposit racing a close never lands after it.
+Key deposits: epoch ``n + 1`` may only be deposited while the case is open (waiting or
+assigned) and at epoch ``n``. The deposit advances ``cases.epoch`` with ``UPDATE ...
+WHERE epoch = n AND state <> 'closed'`` and inserts the key and its seals in the same
+transaction, so two participants racing to create the same epoch get exactly one winner
+and one :class:`~protocol.errors.Conflict`, and a deposit racing a close never lands
+after it. A key made while the case waited is sealed to its client only; ``add_seal``
+adds the seal its client later makes for the assigned counselor (once per account).
 """
 
 from __future__ import annotations
@@ -251,9 +253,9 @@ class CaseRepository:
         ``capsule``, the depositor's escrow capsule of this key, is stored in the same
         transaction: under an escrow policy there is never a key without its capsule.
 
-        Only valid while the case is assigned and ``rec.epoch == case.epoch + 1``;
-        otherwise stores nothing and raises Forbidden (the case is waiting or closed: a
-        close committed first wins) or Conflict("epoch already has a key", typically:
+        Only valid while the case is open (waiting or assigned) and ``rec.epoch ==
+        case.epoch + 1``; otherwise stores nothing and raises Forbidden (the case is
+        closed: a close committed first wins) or Conflict("epoch already has a key", typically:
         another participant deposited this epoch first). NotFound if there is no case.
         Checking who may deposit, and that there is one seal per participant, is the
         caller's job.
@@ -267,7 +269,7 @@ class CaseRepository:
                 .where(
                     _CASES.c.id == rec.case_id,
                     _CASES.c.epoch == rec.epoch - 1,
-                    _CASES.c.state == "assigned",
+                    _CASES.c.state != "closed",
                 )
                 .values(epoch=rec.epoch)
             )
@@ -275,8 +277,8 @@ class CaseRepository:
                 case = await self._get(conn, rec.case_id)
                 if case is None:
                     raise NotFound("case not found")
-                if case.state != "assigned":
-                    raise Forbidden(f"case is {case.state}; keys are deposited once it is assigned")
+                if case.state == "closed":
+                    raise Forbidden("case is closed")
                 raise Conflict("epoch already has a key")
             await conn.execute(
                 insert(_KEYS).values(
@@ -317,8 +319,9 @@ class CaseRepository:
         """The epoch keys of a case that were sealed to ``account_id``, by epoch.
 
         Each record's ``seals`` holds only that account's seal ({account_id: sealed}),
-        so the result can be sent to the account as is. Epochs without a seal for the
-        account (e.g. before a counselor joined) are left out: it could not open them.
+        so the result can be sent to the account as is; ``sealed_for`` names every
+        account holding a seal of it. Epochs without a seal for the account (e.g. made
+        before a counselor joined and not shared yet) are left out: it could not open them.
         """
         async with self._tx.read() as conn:
             rows = (
@@ -332,7 +335,55 @@ class CaseRepository:
                     .order_by(_KEYS.c.epoch)
                 )
             ).all()
-        return [_key(r, {account_id: bytes(r.sealed)}) for r in rows]
+            holders = (
+                await conn.execute(
+                    select(_SEALS.c.epoch, _SEALS.c.account_id)
+                    .where(_SEALS.c.case_id == case_id)
+                    .order_by(_SEALS.c.epoch, _SEALS.c.account_id)
+                )
+            ).all()
+        sealed_for: dict[int, list[str]] = {}
+        for epoch, holder in holders:
+            sealed_for.setdefault(epoch, []).append(holder)
+        return [
+            _key(r, {account_id: bytes(r.sealed)}, tuple(sealed_for.get(r.epoch, ()))) for r in rows
+        ]
+
+    async def add_seal(self, case_id: str, epoch: int, account_id: str, sealed: bytes) -> None:
+        """Add ``account_id``'s seal to an existing epoch key (the client sharing a key
+        it made while the case waited with the counselor assigned since).
+
+        NotFound if the epoch has no key; Conflict if the account already holds a seal
+        of it (a seal, once stored, is never replaced). Who may add which seal is the
+        caller's rule.
+        """
+        async with self._tx.write() as conn:
+            exists = (
+                await conn.execute(
+                    select(_KEYS.c.epoch).where(_KEYS.c.case_id == case_id, _KEYS.c.epoch == epoch)
+                )
+            ).one_or_none()
+            if exists is None:
+                raise NotFound("the epoch has no key")
+            held = (
+                await conn.execute(
+                    select(_SEALS.c.account_id).where(
+                        _SEALS.c.case_id == case_id,
+                        _SEALS.c.epoch == epoch,
+                        _SEALS.c.account_id == account_id,
+                    )
+                )
+            ).one_or_none()
+            if held is not None:
+                raise Conflict("the account already holds a seal of this key")
+            try:
+                await conn.execute(
+                    insert(_SEALS).values(
+                        case_id=case_id, epoch=epoch, account_id=account_id, sealed=sealed
+                    )
+                )
+            except IntegrityError:  # a concurrent share won the primary key
+                raise Conflict("the account already holds a seal of this key") from None
 
     async def epoch_key(self, case_id: str, epoch: int) -> EpochKeyRecord | None:
         """One epoch's key deposit with every seal (for bundle export), or None."""
@@ -376,7 +427,7 @@ class CaseRepository:
         )
 
 
-def _key(row: AnyRow, seals: dict[str, bytes]) -> EpochKeyRecord:
+def _key(row: AnyRow, seals: dict[str, bytes], sealed_for: tuple[str, ...] = ()) -> EpochKeyRecord:
     return EpochKeyRecord(
         case_id=row.case_id,
         epoch=row.epoch,
@@ -386,4 +437,5 @@ def _key(row: AnyRow, seals: dict[str, bytes]) -> EpochKeyRecord:
         seals=seals,
         created_at=row.created_at,
         escrow=row.escrow,
+        sealed_for=sealed_for,
     )

@@ -19,9 +19,10 @@ Because the case rows are locked before ``last_seq`` is read, seqs are gap-free 
 unique per case even with several hub processes appending concurrently.
 
 **Case state.** The same locked read gives each case's ``state`` and ``epoch``, and the
-append refuses, per message, a case that is not assigned (``Forbidden``: "case is
-closed", "case is not assigned to a counselor yet") or an epoch with no deposited key
-(``InvalidFrame``). A close or key deposit committed by any hub process is therefore seen
+append refuses, per message, a closed case (``Forbidden``: "case is closed") or an
+epoch with no deposited key (``InvalidFrame``). A waiting case takes messages (its
+client writes before a counselor is there; only the client takes part in it yet). A
+close or key deposit committed by any hub process is therefore seen
 by every later batch: a message can never be stored, nor acked, after its case's close
 committed (the close's UPDATE and this read take the same row lock). These checks come
 before idempotency, so a retry after the close is refused too.
@@ -102,10 +103,8 @@ class _Head(NamedTuple):
 
 def _refusal(head: _Head, epoch: int) -> RemoteError | None:
     """Why a case in this state refuses a message of ``epoch``, or None."""
-    if head.state != "assigned":
-        if head.state == "closed":
-            return Forbidden("case is closed")
-        return Forbidden("case is not assigned to a counselor yet")
+    if head.state == "closed":
+        return Forbidden("case is closed")
     if epoch > head.epoch:
         return InvalidFrame("no key has been deposited for this epoch")
     return None
@@ -280,7 +279,7 @@ class MessageRepository:
         Each slot is the stored :class:`~protocol.frames.MessageRecord` (with its seq,
         chain hash and ``server_ts`` = ``now_ms``), :class:`AlreadyStored` (an identical
         retry: the original record, nothing written), or the refusal:
-        :class:`~protocol.errors.Forbidden` (the case is closed or not yet assigned),
+        :class:`~protocol.errors.Forbidden` (the case is closed),
         :class:`~protocol.errors.InvalidFrame` (no key for the epoch),
         :class:`~protocol.errors.Duplicate` (the idempotency key is used by different
         content) or :class:`~protocol.errors.NotFound` (no such case). Refused slots

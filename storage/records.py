@@ -181,6 +181,9 @@ class EpochKeyRecord:
     created_at: int
     #: The escrow policy fingerprint the creator signed with the commitment, or "none".
     escrow: str = "none"
+    #: Read back per account: every account that holds a seal of this key (so the
+    #: creator can tell which epochs still lack one for a newly assigned counselor).
+    sealed_for: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

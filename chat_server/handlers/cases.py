@@ -20,7 +20,15 @@ from ..hub import Hub
 from ..logs import log_event
 from . import escrow
 
-__all__ = ["case_close", "case_key", "case_keys", "case_list", "case_open", "directory_get"]
+__all__ = [
+    "case_close",
+    "case_key",
+    "case_key_share",
+    "case_keys",
+    "case_list",
+    "case_open",
+    "directory_get",
+]
 
 
 async def case_open(hub: Hub, caller: Caller, frame: f.CaseOpen) -> f.CaseOpened:
@@ -65,15 +73,23 @@ async def case_list(hub: Hub, caller: Caller, frame: f.CaseList) -> f.CaseListRe
 
 async def case_key(hub: Hub, caller: Caller, frame: f.CaseKeyDeposit) -> f.Ok:
     case = await hub.casebook.fresh(frame.case_id, caller.account_id)
-    if case.state != "assigned" or case.counselor_id is None:
-        raise Forbidden(f"case is {case.state}; keys are deposited once it is assigned")
+    if case.state == "closed":
+        raise Forbidden("case is closed")
     if frame.epoch <= case.epoch:
         raise Conflict("epoch already has a key")
     if frame.epoch != case.epoch + 1:
         raise InvalidFrame("epoch must follow the current epoch")
     participants = case.participants
     sealed_for = [s.account_id for s in frame.seals]
-    if len(sealed_for) != len(set(sealed_for)) or set(sealed_for) != set(participants):
+    # One seal per participant, the depositor's and the client's at least: a key the
+    # client made while the case waited (or just as it was assigned) reaches the
+    # counselor later through case.key.share, after the client verified them.
+    required = {caller.account_id, case.client_id}
+    if (
+        len(sealed_for) != len(set(sealed_for))
+        or not set(sealed_for) <= set(participants)
+        or not required <= set(sealed_for)
+    ):
         raise InvalidFrame("need exactly one sealed key per participant")
     try:
         crypto.verify_commitment(
@@ -112,6 +128,28 @@ async def case_key(hub: Hub, caller: Caller, frame: f.CaseKeyDeposit) -> f.Ok:
     return f.Ok(id=frame.id)
 
 
+async def case_key_share(hub: Hub, caller: Caller, frame: f.CaseKeyShare) -> f.Ok:
+    """The case's client adds the counselor's seal to an epoch key it made (the key of
+    a case it wrote in while waiting). The hub cannot check the seal (only the counselor
+    can open it and compare it with the signed commitment); it checks who shares what."""
+    case = await hub.casebook.fresh(frame.case_id, caller.account_id)
+    if caller.account_id != case.client_id:
+        raise Forbidden("only the case's client shares its keys")
+    if case.counselor_id is None:
+        raise Forbidden("case is waiting; there is no counselor to share the key with")
+    if frame.seal.account_id != case.counselor_id:
+        raise InvalidFrame("the seal must be for the case's counselor")
+    key = await hub.db.cases.epoch_key(case.id, frame.epoch)
+    if key is None:
+        raise InvalidFrame("the epoch has no key")
+    if key.creator_id != caller.account_id:
+        raise Forbidden("only the key's creator shares it")
+    await hub.db.cases.add_seal(case.id, frame.epoch, case.counselor_id, frame.seal.sealed)
+    log_event("case.key.share", case=case.id, epoch=frame.epoch, account=caller.account_id)
+    hub.registry.publish((case.counselor_id,), f.CaseKeyNew(case_id=case.id, epoch=frame.epoch))
+    return f.Ok(id=frame.id)
+
+
 async def case_keys(hub: Hub, caller: Caller, frame: f.CaseKeys) -> f.CaseKeysResult:
     await hub.casebook.participants(frame.case_id, caller.account_id)
     records = await hub.db.cases.keys_for(frame.case_id, caller.account_id)
@@ -126,6 +164,7 @@ async def case_keys(hub: Hub, caller: Caller, frame: f.CaseKeys) -> f.CaseKeysRe
                 commitment_sig=r.commitment_sig,
                 escrow=r.escrow,
                 sealed=r.seals[caller.account_id],
+                sealed_for=list(r.sealed_for),
             )
             for r in records
             if caller.account_id in r.seals

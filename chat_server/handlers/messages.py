@@ -2,9 +2,10 @@
 
 ``msg_send`` does not wait for the commit: it checks that the caller takes part in the
 case, hands the message to the group committer and returns, so one session can pipeline
-many sends into one transaction. Whether the case still accepts it (assigned, not
-closed, the epoch has a key) is decided by the append itself, under the case's row
-lock, so a close committed on any hub refuses every later send. The committer then hands
+many sends into one transaction. Whether the case still accepts it (not closed, the
+epoch has a key; a waiting case takes its client's messages) is decided by the append
+itself, under the case's row lock, so a close committed on any hub refuses every later
+send. The committer then hands
 the outcome to the session registry, which acks (or refuses) and fans out, in commit
 order.
 """

@@ -14,6 +14,7 @@ from chat_client.casekeys import (
     open_epoch_key,
     open_record,
     participants,
+    share_seal,
 )
 from protocol import crypto
 from protocol.chain import GENESIS, chain_hash
@@ -141,11 +142,23 @@ def test_epoch_key_from_non_participant_or_bad_sig_is_rejected(world) -> None:  
         open_epoch_key(counselor.identity, case, mixed, client.entry)
 
 
-def test_make_epoch_key_needs_a_counselor(world) -> None:  # type: ignore[no-untyped-def]
-    client, _, _, case = world
+def test_waiting_case_key_is_sealed_to_the_client_and_shared_later(world) -> None:  # type: ignore[no-untyped-def]
+    client, counselor, _, case = world
     waiting = msgspec.structs.replace(case, counselor_id=None, state="waiting")
-    with pytest.raises(ValueError):
-        make_epoch_key(client.identity, waiting, 1, {client.account_id: client.entry}, NO_ESCROW)
+    new = make_epoch_key(client.identity, waiting, 1, {client.account_id: client.entry}, NO_ESCROW)
+    assert [s.account_id for s in new.seals] == [client.account_id]
+    # Once a counselor is assigned, the client adds their seal; it opens to the same K.
+    seal = share_seal(new.key, counselor.entry)
+    assert seal.account_id == counselor.account_id
+    shared = EpochKey(
+        epoch=1,
+        creator_id=client.account_id,
+        commitment=new.commitment,
+        commitment_sig=new.commitment_sig,
+        escrow=NO_ESCROW,
+        sealed=seal.sealed,
+    )
+    assert open_epoch_key(counselor.identity, case, shared, client.entry) == new.key
 
 
 def test_open_record_verifies_and_checks_chain(world) -> None:  # type: ignore[no-untyped-def]

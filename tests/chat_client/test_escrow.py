@@ -1,5 +1,6 @@
 """The SDK's escrow room against the real hub: the policy is fetched once per session,
-and a capsule made under a policy the hub has since replaced is made again."""
+a capsule made under a policy the hub has since replaced is made again, and the key of
+a case the client wrote in while it waited is escrowed by both participants."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from protocol import frames as f
 from protocol.clock import now_ms
 from protocol.escrow import policy_fingerprint, sign_policy
 from tests.helpers.certs import certify_counselors
-from tests.helpers.clients import register_client, register_counselor, take, take_until
+from tests.helpers.clients import (
+    PASS_COUNSELOR,
+    register_client,
+    register_counselor,
+    take,
+    take_until,
+)
 from tests.helpers.escrow_factory import officers
 from tests.helpers.hubs import RunningHub
 from tests.helpers.waiting import wait_until
@@ -119,6 +126,40 @@ async def test_capsule_under_a_replaced_policy_is_made_again(
         assert await capsule_policies(hub, case_id, 2) == {
             client.account_id: new_fp,
             counselor.account_id: new_fp,
+        }
+    finally:
+        await client.close()
+        await counselor.close()
+
+
+async def test_key_of_a_waiting_case_is_escrowed_and_shared_once_certified(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    """Issue 14 under escrow: the key the client makes for its waiting case is bound to
+    the installed policy and comes with the client's capsule; once the certified
+    counselor is assigned the client shares it, and the counselor deposits its own
+    capsule of the same key under the same policy."""
+    fp = await install(hub, 1, seed=0)
+    counselor = await register_counselor(hub, tmp_path / "counselor")
+    assert await certify_counselors(hub, ORG) == ["dr-who"]
+    await counselor.close()  # offline: the case waits
+    client = await register_client(hub, tmp_path / "client")
+    try:
+        assert await client.consent()
+        case = await client.open_case("anxiety", "en")
+        assert case.state == "waiting"
+        await client.send(case.case_id, "first, while waiting")
+        await client.send(case.case_id, "second, while waiting")
+        assert await capsule_policies(hub, case.case_id, 1) == {client.account_id: fp}
+        counselor = await ChatClient.open(hub.url, tmp_path / "counselor", PASS_COUNSELOR)
+        got = await take(counselor, 2)
+        assert [(m.body, m.verified) for m in got] == [
+            ("first, while waiting", True),
+            ("second, while waiting", True),
+        ]
+        assert await capsule_policies(hub, case.case_id, 2) == {
+            client.account_id: fp,
+            counselor.account_id: fp,
         }
     finally:
         await client.close()

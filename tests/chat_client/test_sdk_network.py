@@ -15,17 +15,20 @@ from chat_client import (
     ChatClient,
     ClientClosed,
     KdfTooWeak,
+    KeyPendingEvent,
     ReceiptEvent,
     SessionEnded,
     TypingEvent,
 )
 from chat_client.keystore import KeyStore
+from chat_client.models import WAITING_FOR_KEY
 from protocol import crypto
 from protocol import frames as f
 from protocol.errors import AuthFailed, Conflict, CryptoError, Forbidden
 from tests.helpers.clients import (
     PASS_CLIENT,
     Pair,
+    next_message,
     register_client,
     register_counselor,
     take,
@@ -93,24 +96,75 @@ async def test_counselor_can_write_first_key_made_on_assignment(pair: Pair) -> N
 
 
 async def test_waiting_case_then_assignment(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14: the client writes at once while its case waits; a counselor who
+    registers later is assigned, gets the key the client shares on assignment, and
+    reads all three messages verified and in order, then answers."""
     client = await register_client(hub, tmp_path / "client")
-    counselor = await register_counselor(hub, tmp_path / "counselor")
-    await counselor.close()  # offline: the case must wait
+    counselor: ChatClient | None = None
     try:
         case = await client.open_case("anxiety", "en")
         assert case.state == "waiting"
-        with pytest.raises(CaseNotReady):
-            await client.send(case.case_id, "anyone?")
-        counselor = await ChatClient.open(hub.url, tmp_path / "counselor", "counselor passphrase")
+        sent = [await client.send(case.case_id, f"waiting {i}") for i in (1, 2, 3)]
+        assert [s.seq for s in sent] == [1, 2, 3]
+        counselor = await register_counselor(hub, tmp_path / "counselor")
         assigned = await take_event(client, CaseAssignedEvent)
         assert isinstance(assigned, CaseAssignedEvent)
         assert assigned.case.counselor_id == counselor.account_id
+        got = await take(counselor, 3)
+        assert [(m.seq, m.body, m.verified) for m in got] == [
+            (1, "waiting 1", True),
+            (2, "waiting 2", True),
+            (3, "waiting 3", True),
+        ]
         await counselor.send(case.case_id, "hi, sorry for the wait")
-        [got] = await take(client, 1)
-        assert (got.body, got.verified) == ("hi, sorry for the wait", True)
+        reply = await next_message(client)
+        assert (reply.seq, reply.body, reply.verified) == (4, "hi, sorry for the wait", True)
+        history = await counselor.history(case.case_id)
+        assert [m.body for m in history] == [
+            "waiting 1",
+            "waiting 2",
+            "waiting 3",
+            "hi, sorry for the wait",
+        ]
     finally:
         await client.close()
+        if counselor is not None:
+            await counselor.close()
+
+
+async def test_counselor_waits_for_the_key_of_an_offline_client(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The client writes while waiting and goes offline; the counselor assigned
+    meanwhile is told it waits for the client's key (no text, no failure), and gets the
+    messages, in order and verified, once the client's next connection shares it."""
+    client = await register_client(hub, tmp_path / "client")
+    case = await client.open_case("anxiety", "en")
+    await client.send(case.case_id, "are you there?")
+    await client.send(case.case_id, "I will come back later")
+    await client.close()
+    counselor = await register_counselor(hub, tmp_path / "counselor")
+    client2: ChatClient | None = None
+    try:
+        pending = await take_event(counselor, KeyPendingEvent)
+        assert pending == KeyPendingEvent(case.case_id, 1, 1)
+        with pytest.raises(CaseNotReady, match="waiting for the client's key"):
+            await counselor.send(case.case_id, "hello?")
+        held = await counselor.history(case.case_id)
+        assert [(m.seq, m.body, m.verified, m.error) for m in held] == [
+            (1, None, False, WAITING_FOR_KEY),
+            (2, None, False, WAITING_FOR_KEY),
+        ]
+        client2 = await ChatClient.open(hub.url, tmp_path / "client", PASS_CLIENT)
+        got = await take(counselor, 2)
+        assert [(m.seq, m.body, m.verified) for m in got] == [
+            (1, "are you there?", True),
+            (2, "I will come back later", True),
+        ]
+        await counselor.send(case.case_id, "I am here now")
+        assert (await next_message(client2)).body == "I am here now"
+    finally:
         await counselor.close()
+        if client2 is not None:
+            await client2.close()
 
 
 async def test_concurrent_first_key_conflict_resolves_to_one_key(pair: Pair) -> None:

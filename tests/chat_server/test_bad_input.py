@@ -127,6 +127,12 @@ async def test_frames_for_a_foreign_case_are_forbidden_and_change_nothing(hub: R
         outsider.encrypt(key, case.case_id, "intrusion"),
         f.Sync(id=rid(), case_id=case.case_id),
         f.CaseKeys(id=rid(), case_id=case.case_id),
+        f.CaseKeyShare(
+            id=rid(),
+            case_id=case.case_id,
+            epoch=1,
+            seal=f.KeySeal(account_id=outsider.account_id, sealed=bytes(80)),
+        ),
         f.Receipt(
             id=rid(),
             case_id=case.case_id,

@@ -23,6 +23,7 @@ from chat_client import (
     ChatClient,
     KeyChanged,
     KeyNotSigned,
+    KeyPendingEvent,
     UncertifiedCounselor,
     WarningEvent,
 )
@@ -169,6 +170,63 @@ async def test_hostile_hub_uncertified_counselor_refused_when_org_pinned(tmp_pat
             assert case_keys_of(db_of(hub), case.case_id) == 0
         finally:
             await asyncio.gather(client.close(), counselor.close())
+
+
+def seal_holders(db: Path, case_id: str) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT a.handle FROM case_key_seals s JOIN accounts a ON a.id = s.account_id "
+            "WHERE s.case_id = ? ORDER BY s.epoch, a.handle",
+            (case_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [r[0] for r in rows]
+
+
+async def test_hostile_hub_assigns_uncertified_counselor_to_a_waiting_case_no_share(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: the client wrote while its case waited (its key sealed to itself only).
+    A database writer assigns the case to an uncertified counselor; with an organisation
+    key pinned, the client's next connection refuses to share the key with them (one
+    plain warning), nothing is sealed to them and they cannot read the waiting message."""
+    org_fp = crypto.fingerprint(crypto.Identity.generate().sign_pk)
+    hub_dir = tmp_path / "hub"
+    async with start_hub(hub_dir) as hub:
+        await (await register_counselor(hub, tmp_path / "co")).close()  # offline
+        client = await ChatClient.register(
+            hub.url, "alice", PASS_CLIENT, home=tmp_path / "cl", org_fingerprint=org_fp,
+            opslimit=1, memlimit=8192,
+        )  # fmt: skip
+        try:
+            case = await client.open_case("anxiety", "en")
+            assert case.state == "waiting"
+            await client.send(case.case_id, SECRET)
+        finally:
+            await client.close()
+    assert seal_holders(db_of(hub), case.case_id) == ["alice"]
+    dbwriter.assign_case(db_of(hub), case.case_id, "dr-who")
+
+    async with start_hub(hub_dir) as hub:
+        client = await ChatClient.open(
+            hub.url, tmp_path / "cl", PASS_CLIENT, org_fingerprint=org_fp
+        )
+        counselor = await ChatClient.open(hub.url, tmp_path / "co", PASS_COUNSELOR)
+        try:
+            warning = await take_event(client, WarningEvent)
+            assert isinstance(warning, WarningEvent) and warning.kind == "key_not_shared"
+            assert "no counselor certificate" in warning.text
+            with pytest.raises(UncertifiedCounselor):
+                await client.send(case.case_id, "still there?")
+            pending = await take_event(counselor, KeyPendingEvent)
+            assert pending == KeyPendingEvent(case.case_id, 1, 1)
+            [held] = await counselor.history(case.case_id)
+            assert (held.body, held.verified) == (None, False)
+        finally:
+            await asyncio.gather(client.close(), counselor.close())
+    assert seal_holders(db_of(hub), case.case_id) == ["alice"]
 
 
 async def test_no_org_pinned_is_said_plainly_once_per_case(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from protocol.chain import GENESIS, chain_hash
 
 __all__ = [
+    "assign_case",
     "delete_message",
     "replay_message",
     "set_account_keys",
@@ -50,6 +51,20 @@ def set_account_keys(
         conn.execute(
             "UPDATE accounts SET sign_pk = ?, box_pk = ?, box_sig = ? WHERE handle = ?",
             (sign_pk or old_sign, box_pk, sig, handle),
+        )
+
+
+def assign_case(path: Path, case_id: str, handle: str) -> None:
+    """Assign a case to the account ``handle`` (any account: the hub's word is all a
+    ``case.assigned`` or ``welcome`` carries)."""
+    with _db(path) as conn:
+        (account_id,) = conn.execute(
+            "SELECT id FROM accounts WHERE handle = ?", (handle,)
+        ).fetchone()
+        conn.execute(
+            "UPDATE cases SET counselor_id = ?, state = 'assigned', assigned_at = created_at "
+            "WHERE id = ?",
+            (account_id, case_id),
         )
 
 

@@ -91,6 +91,7 @@ def test_the_wire_tags_are_stable() -> None:
         "case.list",
         "case.key",
         "case.keys",
+        "case.key.share",
         "msg.send",
         "sync",
         "receipt",

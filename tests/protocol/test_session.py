@@ -61,6 +61,9 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         seals=[f.KeySeal(account_id="a", sealed=bytes(80))],
     ),
     f.CaseKeys: f.CaseKeys(id="r", case_id="c"),
+    f.CaseKeyShare: f.CaseKeyShare(
+        id="r", case_id="c", epoch=1, seal=f.KeySeal(account_id="a", sealed=bytes(80))
+    ),
     f.MsgSend: f.MsgSend(
         id="r", case_id="c", epoch=1, client_msg_id="m", nonce=bytes(24), ciphertext=bytes(100)
     ),
@@ -107,6 +110,7 @@ POST_AUTH = {
     f.CaseList,
     f.CaseKeyDeposit,
     f.CaseKeys,
+    f.CaseKeyShare,
     f.MsgSend,
     f.Sync,
     f.Receipt,

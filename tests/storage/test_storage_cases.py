@@ -158,16 +158,36 @@ async def test_epoch_keys_advance_and_duplicate_epoch_conflicts(db: Database) ->
     assert await db.cases.epoch_key("k1", 9) is None
 
 
-async def test_no_key_deposit_on_a_waiting_or_closed_case(db: Database) -> None:
-    """The deposit's conditional UPDATE also requires an assigned case, so a close that
-    committed first (on any hub) wins over a deposit made from an older read."""
+async def test_key_deposit_on_a_waiting_case_and_seal_added_later(db: Database) -> None:
+    """Issue 14: a waiting case takes its client's key (sealed to the client only); the
+    counselor's seal is added once, later, by ``add_seal``; keys_for says who holds one."""
     await _people(db)
     await db.cases.create("cl-1", "anxiety", "en", "w", 100)
-    with pytest.raises(Forbidden, match=r"^case is waiting; keys are deposited once"):
-        await db.cases.add_epoch_key(epoch_key("w", 1, "cl-1", ["cl-1"]))
+    first = epoch_key("w", 1, "cl-1", ["cl-1"])
+    await db.cases.add_epoch_key(first)
+    [mine] = await db.cases.keys_for("w", "cl-1")
+    assert mine.sealed_for == ("cl-1",)
+    assert await db.cases.keys_for("w", "co-1") == []
+    assigned = await db.cases.assign("w", "co-1", 150)
+    assert assigned is not None and assigned.epoch == 1
+    await db.cases.add_seal("w", 1, "co-1", b"s" * 80)
+    [theirs] = await db.cases.keys_for("w", "co-1")
+    assert (theirs.seals, theirs.sealed_for) == ({"co-1": b"s" * 80}, ("cl-1", "co-1"))
+    with pytest.raises(Conflict, match="already holds a seal"):
+        await db.cases.add_seal("w", 1, "co-1", b"t" * 80)
+    with pytest.raises(NotFound, match="the epoch has no key"):
+        await db.cases.add_seal("w", 2, "co-1", b"s" * 80)
+    [still] = await db.cases.keys_for("w", "co-1")
+    assert still.seals == {"co-1": b"s" * 80}
+
+
+async def test_no_key_deposit_on_a_closed_case(db: Database) -> None:
+    """The deposit's conditional UPDATE also requires an open case, so a close that
+    committed first (on any hub) wins over a deposit made from an older read."""
+    await _people(db)
     await assigned_case(db, "k1", "cl-3", "co-3")
     assert await db.cases.close("k1", 200) is not None
-    with pytest.raises(Forbidden, match=r"^case is closed; keys are deposited once"):
+    with pytest.raises(Forbidden, match=r"^case is closed$"):
         await db.cases.add_epoch_key(epoch_key("k1", 2, "co-3", ["cl-3", "co-3"]))
     assert await db.cases.epoch_key("k1", 2) is None
     closed = await db.cases.get("k1")

@@ -134,9 +134,9 @@ async def test_unknown_case_gets_not_found_in_its_slot_only(db: Database) -> Non
 
 
 async def test_case_state_and_epoch_are_checked_under_the_lock(db: Database) -> None:
-    """The append reads each case's state and epoch in its own transaction: a waiting
-    or closed case, or an epoch without a key, refuses the message in its slot only,
-    and a retry of a stored message is refused once the case is closed."""
+    """The append reads each case's state and epoch in its own transaction: a closed
+    case, or an epoch without a key (a waiting case's too), refuses the message in its
+    slot only, and a retry of a stored message is refused once the case is closed."""
     await assigned_case(db, "k1", "cl", "co")
     await add_account(db, "cl-w")
     await db.cases.create("cl-w", "anxiety", "en", "waiting", 1)
@@ -144,8 +144,8 @@ async def test_case_state_and_epoch_are_checked_under_the_lock(db: Database) -> 
     too_new = dataclasses.replace(message("k1", "cl"), epoch=2)
     results = await db.messages.append_batch([stored, message("waiting", "cl-w"), too_new], 1)
     assert isinstance(results[0], MessageRecord)
-    assert isinstance(results[1], Forbidden)
-    assert str(results[1]) == "case is not assigned to a counselor yet"
+    assert isinstance(results[1], InvalidFrame)
+    assert str(results[1]) == "no key has been deposited for this epoch"
     assert isinstance(results[2], InvalidFrame)
     assert str(results[2]) == "no key has been deposited for this epoch"
 

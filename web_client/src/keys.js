@@ -19,6 +19,10 @@
 //   skipped: its messages then show as unverifiable. Keys live in CaseState.keys.
 // - Escrow: every verified key the other side made is owed our own capsule
 //   (CaseState.capsuleDue; escrow.js deposits it off the case queue).
+// - Keys not shared yet: a client that wrote while its case waited made epoch 1 sealed to
+//   itself; it adds our seal once it verified us (case.key.share). Until then case.keys
+//   offers us no seal of that epoch: awaitingKey() says so, and the processor holds the
+//   case's messages back ("waiting for the client's key") instead of failing them.
 // - Writing keys: sendEpoch() is the epoch and key to send with; it creates epoch 1 if
 //   nobody has, with our escrow capsule of it (escrow.js). If the other participant won
 //   the race (`conflict`), their key is fetched and verified instead; if the hub refuses
@@ -45,6 +49,9 @@ export class UncertifiedCounselor extends c.CryptoError {
     this.name = "UncertifiedCounselor";
   }
 }
+
+/** What the page says while the client has not shared its key with us yet. */
+export const WAITING_FOR_KEY = "waiting for the client's key";
 
 export class Keys {
   /**
@@ -217,6 +224,7 @@ export class Keys {
   async fetchKeys(cs) {
     const caseId = cs.info.case_id;
     const result = await this.request("case.keys", { case_id: caseId });
+    cs.offered = new Set(result.keys.map((k) => k.epoch));
     for (const k of result.keys) {
       if (cs.keys.has(k.epoch)) continue;
       try {
@@ -246,6 +254,12 @@ export class Keys {
     if (cs.capsuleDue.size > 0) this.escrow.depositCapsules(cs); // not awaited: off the queue
   }
 
+  /** True if the last case.keys offered us no seal of `epoch`: its creator (the client)
+   *  has not shared it with us yet. A key offered but refused is not "awaited". */
+  awaitingKey(cs, epoch) {
+    return cs.offered !== null && !cs.offered.has(epoch) && !cs.keys.has(epoch);
+  }
+
   // -- writing keys -------------------------------------------------------------------
 
   /** The epoch and key to send with; creates epoch 1 if nobody has yet (§8.6). */
@@ -259,6 +273,7 @@ export class Keys {
       epoch = Math.max(epoch, ...cs.keys.keys());
     }
     const key = cs.keys.get(epoch);
+    if (!key && this.awaitingKey(cs, epoch)) throw new Error(WAITING_FOR_KEY);
     if (!key) throw new c.CryptoError(`no verified key for epoch ${epoch}`);
     // A policy change starts a new epoch: the old key is never escrowed under the new one.
     if (await this.#policyChanged(cs, epoch)) return this.#createEpoch(cs, epoch + 1);

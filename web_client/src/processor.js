@@ -22,6 +22,10 @@
 //   history; a record presented again at a seq with another chain hash than before, or a
 //   receipt whose chain hash differs from our record at its seq, is a contradiction too.
 //   Every problem goes to CaseState.problems (the pane shows them, naming the seq).
+// - Keys not shared yet (issue 14): a record under an epoch key the client has not shared
+//   with us (keys.awaitingKey) is not processed; the case holds there (keyPending, the
+//   pane says "waiting for the client's key") and syncs again when case.key.new says the
+//   key arrived, so the messages still come once each, in order, verified.
 
 import * as c from "./crypto.js";
 import { loadCursors, saveCursors } from "./account.js";
@@ -54,6 +58,8 @@ export class CaseState {
     this.opened = new Map(); // seq -> verified envelope (prevSeq, prevHash, n)
     this.orderProblems = []; // checkOrder over history
     this.contradictions = []; // changed chain hashes, receipts that do not match
+    this.offered = null; // epochs the last case.keys offered us a seal of (keys.js)
+    this.keyPending = 0; // the epoch whose key the client has not shared with us yet
   }
 
   /** Every order problem and contradiction found in this case, by seq. */
@@ -218,14 +224,26 @@ export class Processor {
       case "msg.new":
         this.#onRecord(frame.message);
         break;
-      case "case.assigned":
-        this.upsertCase(frame.case, true);
+      case "case.assigned": {
+        const cs = this.upsertCase(frame.case, true);
         this.onChange("cases");
         this.onChange("case", frame.case.case_id);
+        // What the client wrote while the case waited.
+        if (cs.info.last_seq > cs.lastSeen) cs.spawn(() => this.syncNow(cs));
         break;
+      }
       case "case.key.new": {
         const cs = this.cases.get(frame.case_id);
-        if (cs) cs.spawn(() => this.keys.fetchKeys(cs));
+        if (cs) {
+          cs.spawn(async () => {
+            await this.keys.fetchKeys(cs);
+            if (cs.keyPending !== 0 && !this.keys.awaitingKey(cs, cs.keyPending)) {
+              cs.keyPending = 0; // the client shared it: deliver what was held back
+              this.onChange("case", cs.info.case_id);
+              await this.syncNow(cs);
+            }
+          });
+        }
         break;
       }
       case "receipt.new": {
@@ -273,6 +291,11 @@ export class Processor {
 
   /** The dedupe / gap rule, on the case's queue. */
   async #receive(cs, record) {
+    if (cs.keyPending !== 0 && record.senderId !== this.me) {
+      cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, record.seq) };
+      this.onChange("case", cs.info.case_id);
+      return; // synced in order once the key arrives
+    }
     if (record.seq <= cs.lastSeen) {
       this.#compareSeen(cs, record); // duplicate (at-least-once delivery)
       return;
@@ -360,12 +383,21 @@ export class Processor {
       const result = await this.request("sync", {
         case_id: cs.info.case_id, after_seq: cs.lastSeen, limit: MAX_SYNC_BATCH,
       });
+      let held = false;
       for (const wire of result.messages) {
         const record = recordFromWire(wire);
-        if (record.seq > cs.lastSeen) await this.#process(cs, record);
-        else this.#compareSeen(cs, record);
+        if (record.seq > cs.lastSeen) {
+          if (!(await this.#process(cs, record))) {
+            held = true;
+            break;
+          }
+        } else this.#compareSeen(cs, record);
       }
       cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, result.last_seq) };
+      if (held) {
+        this.onChange("case", cs.info.case_id);
+        break;
+      }
       if (!result.has_more || result.messages.length === 0) {
         for (const receipt of result.receipts ?? []) await this.#checkReceipt(cs, receipt);
         break;
@@ -373,7 +405,15 @@ export class Processor {
     }
   }
 
+  /** Process one record; false (nothing kept) if its key is still to be shared with us. */
   async #process(cs, r) {
+    if (!cs.keys.has(r.epoch)) {
+      await this.keys.keyFor(cs, r.epoch);
+      if (this.keys.awaitingKey(cs, r.epoch)) {
+        cs.keyPending = r.epoch;
+        return false;
+      }
+    }
     // The chain check needs the previous record's hash; after a gap we have none.
     const prev = r.seq === cs.lastSeen + 1 ? cs.prevHash : null;
     const { message, envelope } = await this.#open(cs, r, prev);
@@ -397,6 +437,7 @@ export class Processor {
     }
     this.onChange("case", cs.info.case_id);
     this.onChange("cases");
+    return true;
   }
 
   async #open(cs, r, prev) {

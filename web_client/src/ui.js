@@ -313,6 +313,7 @@ export class WorkspaceView {
     });
     const log = el("ol", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages" });
     const empty = el("p", { class: "empty", text: "No messages yet." });
+    const keyWait = el("p", { class: "key-wait", role: "status", hidden: true });
     const typing = el("p", { class: "typing", "aria-live": "polite" });
     const textarea = el("textarea", {
       id: inputId, rows: 2, maxlength: MAX_MESSAGE_CHARS, placeholder: "Write a reply (Enter sends, Shift+Enter adds a line)",
@@ -326,10 +327,10 @@ export class WorkspaceView {
       "section",
       { class: "pane", "aria-labelledby": titleId, "data-case-id": caseId },
       el("header", { class: "pane-head" }, el("div", {}, title, meta), el("div", { class: "pane-actions" }, verify, closeCase, hide)),
-      warnings, empty, log, typing, form,
+      warnings, empty, log, keyWait, typing, form,
     );
     const pane = {
-      root, title, meta, log, empty, typing, textarea, send, form, closeCase, warnings,
+      root, title, meta, log, empty, keyWait, typing, textarea, send, form, closeCase, warnings,
       confirmTimer: null,
     };
     verify.addEventListener("click", () => this.#verifyClient(caseId));
@@ -436,7 +437,12 @@ export class WorkspaceView {
       if (!cs.messages.has(entry.seq)) items.push(this.#pendingItem(entry));
     }
     pane.log.replaceChildren(...items);
-    pane.empty.hidden = items.length > 0;
+    const held = cs.keyPending !== 0 ? Math.max(1, cs.info.last_seq - cs.lastSeen) : 0;
+    pane.keyWait.hidden = held === 0;
+    pane.keyWait.textContent = held === 0 ? "" :
+      `Waiting for the client's key: ${held} message${held === 1 ? "" : "s"} from the client ` +
+      "will appear here once their device shares the key (it does when it is online).";
+    pane.empty.hidden = items.length > 0 || held > 0;
     if (stick) pane.log.scrollTop = pane.log.scrollHeight;
   }
 

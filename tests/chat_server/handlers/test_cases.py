@@ -81,7 +81,9 @@ async def test_key_epochs_advance_one_at_a_time(world: World) -> None:
     with pytest.raises(InvalidFrame, match="must follow"):
         await cases.case_key(hub, client.caller, deposit(case, client, [client, counselor], 4))
     with pytest.raises(InvalidFrame, match="one sealed key per participant"):
-        await cases.case_key(hub, client.caller, deposit(case, client, [client], 3))
+        await cases.case_key(hub, counselor.caller, deposit(case, counselor, [counselor], 3))
+    with pytest.raises(InvalidFrame, match="one sealed key per participant"):
+        await cases.case_key(hub, client.caller, deposit(case, client, [client, client], 3))
     forged = deposit(case, counselor, [client, counselor], 3)  # signed by someone else
     with pytest.raises(InvalidFrame, match="commitment signature"):
         await cases.case_key(hub, client.caller, forged)
@@ -98,9 +100,53 @@ async def test_no_key_deposit_once_another_hub_closed_the_case(world: World) -> 
     await hub.db.cases.close(case.id, 1)  # another hub closes it
     with pytest.raises(Forbidden, match="case is closed"):
         await cases.case_key(hub, client.caller, deposit(case, client, [client, counselor], 2))
+
+
+async def test_waiting_case_key_then_share_with_the_assigned_counselor(world: World) -> None:
+    """Issue 14: the client deposits epoch 1 of its waiting case sealed to itself, then
+    shares it with the counselor assigned since; every other share is refused, typed."""
+    hub = world.hub
+    client, counselor, stranger = await world.client_counselor_stranger()
     waiting = await world.case(client)
-    with pytest.raises(Forbidden, match="case is waiting"):
-        await cases.case_key(hub, client.caller, deposit(waiting, client, [client], 1))
+    assert waiting.state == "waiting"
+    first = deposit(waiting, client, [client], 1)
+    assert isinstance(await cases.case_key(hub, client.caller, first), f.Ok)
+    key = crypto.new_case_key()
+
+    def share(epoch: int, to: Person) -> f.CaseKeyShare:
+        sealed = crypto.seal_case_key(key, to.identity.box_pk)
+        seal = f.KeySeal(account_id=to.id, sealed=sealed)
+        return f.CaseKeyShare(id="s", case_id=waiting.id, epoch=epoch, seal=seal)
+
+    with pytest.raises(Forbidden, match="no counselor to share"):
+        await cases.case_key_share(hub, client.caller, share(1, counselor))
+    await hub.db.cases.assign(waiting.id, counselor.id, 2)
+    with pytest.raises(Forbidden, match="only the case's client"):
+        await cases.case_key_share(hub, counselor.caller, share(1, counselor))
+    with pytest.raises(Forbidden, match="not a participant"):
+        await cases.case_key_share(hub, stranger.caller, share(1, counselor))
+    with pytest.raises(InvalidFrame, match="for the case's counselor"):
+        await cases.case_key_share(hub, client.caller, share(1, stranger))
+    with pytest.raises(InvalidFrame, match="the epoch has no key"):
+        await cases.case_key_share(hub, client.caller, share(2, counselor))
+    before = await cases.case_keys(hub, counselor.caller, f.CaseKeys(id="q", case_id=waiting.id))
+    assert before.keys == []
+    assert isinstance(await cases.case_key_share(hub, client.caller, share(1, counselor)), f.Ok)
+    [told] = counselor.peer.of(f.CaseKeyNew)
+    assert (told.case_id, told.epoch) == (waiting.id, 1)
+    [got] = (
+        await cases.case_keys(hub, counselor.caller, f.CaseKeys(id="q", case_id=waiting.id))
+    ).keys
+    assert (got.epoch, got.creator_id) == (1, client.id)
+    assert sorted(got.sealed_for) == sorted([client.id, counselor.id])
+    assert got.sealed == share(1, counselor).seal.sealed or len(got.sealed) == 80
+    with pytest.raises(Conflict, match="already holds a seal"):
+        await cases.case_key_share(hub, client.caller, share(1, counselor))
+    # A key the counselor made is theirs to seal: the client cannot add seals to it.
+    second = deposit(waiting, counselor, [client, counselor], 2)
+    await cases.case_key(hub, counselor.caller, second)
+    with pytest.raises(Forbidden, match="only the key's creator"):
+        await cases.case_key_share(hub, client.caller, share(2, counselor))
 
 
 async def test_close_is_announced_once(world: World) -> None:

@@ -11,6 +11,7 @@ from chat_server.handlers import messages
 from protocol import crypto
 from protocol import frames as f
 from protocol.errors import Forbidden
+from storage.records import EpochKeyRecord
 from tests.helpers.usecases import Person, World
 
 
@@ -113,11 +114,38 @@ async def test_the_append_decides_case_state_and_epoch(world: World) -> None:
     await messages.msg_send(hub, client.caller, send(case.id, client))
     await hub.committer.drain()
     assert [(e.code, e.message) for e in client.peer.of(f.ErrorFrame)] == [
-        ("forbidden", "case is not assigned to a counselor yet"),
+        ("invalid", "no key has been deposited for this epoch"),  # waiting, no key yet
         ("invalid", "no key has been deposited for this epoch"),
         ("forbidden", "case is closed"),
     ]
     assert counselor.peer.frames == []
+
+
+async def test_a_waiting_case_takes_its_clients_messages(world: World) -> None:
+    """Issue 14: once the client deposited epoch 1 of its waiting case, its messages
+    are stored (seq 1, 2) and its other sessions hear them; the counselor assigned
+    later reads them with sync."""
+    hub = world.hub
+    client, counselor = await world.person(), await world.person("counselor")
+    waiting = await world.case(client)
+    await hub.db.cases.add_epoch_key(
+        EpochKeyRecord(
+            case_id=waiting.id,
+            epoch=1,
+            creator_id=client.id,
+            commitment=b"c" * 32,
+            commitment_sig=b"s" * 64,
+            seals={client.id: b"k" * 80},
+            created_at=1,
+        )
+    )
+    await messages.msg_send(hub, client.caller, send(waiting.id, client))
+    await messages.msg_send(hub, client.caller, send(waiting.id, client))
+    await hub.committer.drain()
+    assert [a.seq for a in client.peer.of(f.MsgAck)] == [1, 2]
+    await hub.db.cases.assign(waiting.id, counselor.id, 2)
+    result = await messages.sync(hub, counselor.caller, f.Sync(id="s", case_id=waiting.id))
+    assert [m.seq for m in result.messages] == [1, 2]
 
 
 async def test_a_stranger_is_refused_before_anything_is_queued(world: World) -> None:
