@@ -16,7 +16,6 @@ import asyncio
 import base64
 import json
 import os
-import sqlite3
 import urllib.request
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from protocol.escrow import (
 )
 from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import take
+from tests.helpers.dbwriter import live_hub_db
 from tests.helpers.disputes import (
     ESCROW_PASS,
     capsule_depositors,
@@ -129,7 +129,7 @@ async def test_hostile_hub_forged_client_request_is_refused(
             hub_key = crypto.Identity.from_secret_bytes(bytes([66]) * 64)
             now = now_ms()
             reasons = seal_reasons(signed.policy, "please open everything")
-            with sqlite3.connect(db_file(hub)) as conn:
+            async with live_hub_db(db_file(hub)) as conn:
                 (consent_sig,) = conn.execute(
                     "SELECT sig FROM consents WHERE account_id = ?", (client.account_id,)
                 ).fetchone()
@@ -268,7 +268,7 @@ async def test_hostile_hub_rolls_the_policy_back(tmp_path: Path) -> None:
             shown = await client.terms()
             assert shown is not None and shown.signed.policy.version == 2
             assert await client.consent(shown)
-            with sqlite3.connect(db_file(hub)) as conn:
+            async with live_hub_db(db_file(hub)) as conn:
                 conn.execute(
                     "DELETE FROM escrow_policies WHERE fingerprint = ?",
                     (shown.policy_fingerprint,),
@@ -317,7 +317,7 @@ async def test_consent_signs_the_terms_shown_and_pins_the_org_on_first_use(
             assert await server(hub, *install, str(policy2), "--org-fingerprint", org_fp) == 0
             with pytest.raises(pe.InvalidFrame, match="changed"):
                 await client.consent(shown)
-            with sqlite3.connect(db_file(hub)) as conn:
+            async with live_hub_db(db_file(hub)) as conn:
                 assert conn.execute("SELECT count(*) FROM consents").fetchone() == (0,)
         finally:
             await client.close()
@@ -456,7 +456,7 @@ async def test_hostile_pre_policy_conversation_stays_closed(
             await capsule_depositors(
                 hub, case.case_id, {client.account_id, counselor.account_id}, epoch=2
             )
-            with sqlite3.connect(db_file(hub)) as conn:
+            async with live_hub_db(db_file(hub)) as conn:
                 bindings = conn.execute(
                     "SELECT epoch, escrow FROM case_keys WHERE case_id = ? ORDER BY epoch",
                     (case.case_id,),
@@ -505,7 +505,7 @@ async def test_hostile_pre_policy_conversation_stays_closed(
             assert "said before any policy" not in (review / "transcript.html").read_text()
 
             # The operator writes the old key's capsule into the database itself.
-            with sqlite3.connect(db_file(hub)) as conn:
+            async with live_hub_db(db_file(hub)) as conn:
                 conn.execute(
                     "INSERT INTO escrow_capsules (case_id, epoch, depositor_id, "
                     "policy_fingerprint, capsule, created_at) VALUES (?, 1, ?, ?, ?, ?)",
@@ -558,7 +558,7 @@ async def test_hostile_hub_trims_the_audit_log(
             anchors = ["--anchor", str(bundle), "--anchor", str(request)]
             anchors += [a for p in approvals for a in ("--anchor", str(p))]
             assert await server(hub, "audit", "verify", *anchors) == 0
-            with sqlite3.connect(db_file(hub)) as conn:
+            async with live_hub_db(db_file(hub)) as conn:
                 actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
                 assert actions[-3:] == ["dispute.approve", "dispute.approve", "dispute.export"]
                 assert actions.count("escrow.capsule") == 2

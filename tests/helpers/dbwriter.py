@@ -8,9 +8,10 @@ so no hub cache hides the change. Every function commits and returns what it did
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from protocol.chain import GENESIS, chain_hash
@@ -18,6 +19,7 @@ from protocol.chain import GENESIS, chain_hash
 __all__ = [
     "assign_case",
     "delete_message",
+    "live_hub_db",
     "replay_message",
     "set_account_keys",
     "swap_messages",
@@ -139,3 +141,27 @@ def replay_message(path: Path, case_id: str, seq: int) -> None:
         conn.execute(f"INSERT INTO messages ({cols}) SELECT {cols} FROM messages_old")
         conn.execute("DROP TABLE messages_old")
         _renumber(conn, case_id, rows)
+
+
+@contextlib.asynccontextmanager
+async def live_hub_db(path: Path) -> AsyncIterator[sqlite3.Connection]:
+    """The hostile writer's connection to the SQLite file of a hub running in this
+    process, holding the database's write lock for the ``async with`` block (one
+    transaction, committed at its end).
+
+    The lock is taken in a thread: a plain blocking ``sqlite3`` call on the event loop
+    would wait for a lock the hub holds while the hub, on the same loop, could never
+    finish the transaction that holds it (a deadlock until the busy timeout). Once the
+    lock is ours, the block's statements run at once; the hub waits in its own thread.
+    """
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

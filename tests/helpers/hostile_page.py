@@ -14,6 +14,7 @@ import nacl.utils
 
 from protocol import crypto
 from protocol import frames as f
+from tests.helpers.dbwriter import live_hub_db
 from tests.helpers.hubs import RunningHub
 from tests.helpers.rawclient import RawClient, rid
 
@@ -32,9 +33,10 @@ def db_file(hub: RunningHub) -> Path:
     return hub.tmp_path / "chat.db"
 
 
-def db_write(hub: RunningHub, sql: str, *params: Any) -> None:
-    """The hostile database writer: a plain UPDATE on the hub's SQLite file."""
-    with sqlite3.connect(db_file(hub)) as db:
+async def db_write(hub: RunningHub, sql: str, *params: Any) -> None:
+    """The hostile database writer: a plain UPDATE on the hub's SQLite file (holding the
+    write lock without blocking the event loop the hub runs on: dbwriter.live_hub_db)."""
+    async with live_hub_db(db_file(hub)) as db:
         assert db.execute(sql, params).rowcount == 1
 
 

@@ -36,7 +36,7 @@ async def test_v1_account_attests_and_a_forged_box_sig_is_refused(
             await page.click("#login-form button[type=submit]")
 
         # As if the account were made by a version-1 client: no signature stored.
-        db_write(hub, "UPDATE accounts SET box_sig = NULL WHERE id = ?", account_id)
+        await db_write(hub, "UPDATE accounts SET box_sig = NULL WHERE id = ?", account_id)
         await sign_in_again()
         await expect(page.locator("#screen-workspace")).to_be_visible()
 
@@ -47,7 +47,9 @@ async def test_v1_account_attests_and_a_forged_box_sig_is_refused(
         crypto.verify_box_key(sign_pk, box_pk, stored)
 
         # A signature that does not verify (the writer's bytes): the page will not sign in.
-        db_write(hub, "UPDATE accounts SET box_sig = ? WHERE id = ?", os.urandom(64), account_id)
+        await db_write(
+            hub, "UPDATE accounts SET box_sig = ? WHERE id = ?", os.urandom(64), account_id
+        )
         await sign_in_again()
         await expect(page.locator("#login-error")).to_contain_text("do not match this account")
         await expect(page.locator("#screen-auth")).to_be_visible()

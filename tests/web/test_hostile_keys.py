@@ -47,7 +47,7 @@ async def test_hostile_box_key_swapped_before_first_use_nothing_is_sealed(
         raw, case = await client_case(hub)
         try:
             thief = crypto.Identity.generate()
-            db_write(
+            await db_write(
                 hub, "UPDATE accounts SET box_pk = ? WHERE id = ?", thief.box_pk, raw.account_id
             )
             item = page.locator(f'.case-item[data-case-id="{case.case_id}"]')
@@ -118,7 +118,7 @@ async def test_hostile_keys_changed_after_pinning_is_a_hard_failure(
 
             # The writer swaps in its own keys, self-signed so box_sig verifies.
             thief = crypto.Identity.generate()
-            db_write(
+            await db_write(
                 hub,
                 "UPDATE accounts SET sign_pk = ?, box_pk = ?, box_sig = ? WHERE id = ?",
                 thief.sign_pk,
