@@ -182,7 +182,8 @@ class LocalAccountRateLimiter:
             self.stats.forgotten += 1
 
 
-# KEYS[1] the account's bucket; ARGV: interval_us, burst, amount, now_us ('' = Redis TIME)
+# KEYS[1] the account's bucket; ARGV: interval_us, burst, amount, now_us ('' = Redis TIME),
+# take ('1': spend the tokens if allowed; '0': only ask, as peek does)
 # -> {allowed 0/1, retry_after_us, remaining}. Mirrors gcra() above.
 _GCRA = """
 local interval, burst, amount = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -201,30 +202,11 @@ local allow_at = new_tat - burst * interval
 if allow_at > now then
   return {0, allow_at - now, math.floor((burst * interval - (tat - now)) / interval)}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
-           math.max(1, math.ceil((new_tat - now) / 1000)))
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
+             math.max(1, math.ceil((new_tat - now) / 1000)))
+end
 return {1, 0, math.floor((burst * interval - (new_tat - now)) / interval)}
-"""
-
-
-# The same question without taking: KEYS[1], ARGV interval_us, burst, now_us ('' = TIME).
-_GCRA_PEEK = """
-local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local stored = redis.call('GET', KEYS[1])
-local tat = stored and tonumber(stored) or now
-if tat < now then tat = now end
-local allow_at = tat + interval - burst * interval
-if allow_at > now then
-  return {0, allow_at - now, math.floor((burst * interval - (tat - now)) / interval)}
-end
-return {1, 0, math.floor((burst * interval - (tat + interval - now)) / interval)}
 """
 
 
@@ -244,7 +226,6 @@ class RedisAccountRateLimiter:
         self._prefix = f"{settings.prefix}rl:{limit.name}:"
         self._redis = make_client(settings)
         self._script = self._redis.register_script(_GCRA)
-        self._peek_script = self._redis.register_script(_GCRA_PEEK)
         self._fallback = fallback or LocalAccountRateLimiter(limit)
         self._now_us = now_us
 
@@ -254,7 +235,7 @@ class RedisAccountRateLimiter:
         try:
             allowed, retry_us, remaining = await self._script(
                 keys=[self._prefix + account_id],
-                args=[self.limit.interval_us, self.limit.burst, amount, now],
+                args=[self.limit.interval_us, self.limit.burst, amount, now, "1"],
             )
         except Exception as exc:
             self.stats.fallbacks += 1
@@ -268,9 +249,9 @@ class RedisAccountRateLimiter:
         when Redis fails)."""
         now = "" if self._now_us is None else str(self._now_us())
         try:
-            allowed, retry_us, remaining = await self._peek_script(
+            allowed, retry_us, remaining = await self._script(
                 keys=[self._prefix + account_id],
-                args=[self.limit.interval_us, self.limit.burst, now],
+                args=[self.limit.interval_us, self.limit.burst, 1, now, "0"],
             )
         except Exception as exc:
             self.stats.fallbacks += 1
