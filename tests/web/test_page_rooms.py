@@ -104,13 +104,15 @@ def test_processor_dedupes_never_lowers_and_settles_own_acks_without_the_hub(
         processor.upsertCase({ ...info, state: "assigned" }, false);
         processor.onEvent({ type: "typing.new", case_id: info.case_id, account_id: "acct_client",
           active: true });
-        // Receipts count only when the client's signature over the chain hash verifies.
+        // Receipts count only when the client's signature over the chain hash verifies
         const client = c.generateIdentity();
         keys.directory.set("acct_client", {
           accountId: "acct_client", handle: "alice", role: "client",
           signPk: client.signPk, boxPk: client.boxPk, cert: null,
         });
         const head = c.randomBytes(32);
+        // ... and name our record's chain hash at their seq (set here as processed).
+        for (const seq of [2, 4]) cs.hashes.set(seq, head);
         const receipt = (signer, kind, seq) => ({
           type: "receipt.new", case_id: info.case_id, account_id: "acct_client", kind,
           up_to_seq: seq, chain_hash: c.toB64(head),

@@ -380,45 +380,172 @@ def test_a_rolled_back_prefs_blob_is_refused(node: Callable[[str], Any]) -> None
     assert got["restored"] == "ok"
 
 
+# A processor for case "case_r" (client acct_c, counselor: us) holding the epoch-1 key,
+# and `message(seq, prev, body)`: a record of the client's, really encrypted and signed,
+# chained to `prev` (the previous record's wire form, null for seq 1); `wireHash(w)` is
+# its chain hash as bytes.
+CASE_R = """
+const { Processor } = await import("./src/processor.js");
+const client = c.generateIdentity();
+publish("acct_c", "carla", "client", client);
+const keys = session();
+const caseKey = c.newCaseKey();
+const wireHash = (w) => c.fromB64(w.chain_hash);
+const message = (seq, prev, body = `message ${seq}`) => {
+  const prevHash = prev === null ? c.GENESIS : wireHash(prev);
+  const clientMsgId = c.toB64(c.randomBytes(16)).replace(/[+/=]/g, "x").slice(0, 22);
+  const { nonce, ciphertext } = c.encryptMessage(caseKey, client, {
+    caseId: "case_r", epoch: 1, senderId: "acct_c",
+    envelope: { body, ts: seq, clientMsgId, prevSeq: seq - 1, prevHash, n: seq },
+  });
+  const r = { caseId: "case_r", seq, epoch: 1, senderId: "acct_c", clientMsgId, nonce,
+    ciphertext };
+  return { case_id: "case_r", seq, epoch: 1, sender_id: "acct_c", client_msg_id: clientMsgId,
+    nonce: b64(nonce), ciphertext: b64(ciphertext), chain_hash: b64(c.chainHash(prevHash, r)),
+    server_ts: seq };
+};
+const history = (upTo) => {
+  const out = [];
+  for (let seq = 1; seq <= upTo; seq += 1) out.push(message(seq, out.at(-1) ?? null));
+  return out;
+};
+const receipt = (who, signer, kind, seq, hash) => ({
+  account_id: who, kind, up_to_seq: seq, chain_hash: b64(hash),
+  sig: b64(c.signReceipt(signer, "case_r", kind, seq, hash)),
+});
+let served = { messages: [], receipts: [] }; // what the next sync answers
+const syncing = async (type, fields) => type === "sync"
+  ? { messages: served.messages.filter((m) => m.seq > fields.after_seq),
+      last_seq: Math.max(0, ...served.messages.map((m) => m.seq)), has_more: false,
+      receipts: served.receipts }
+  : request(type, fields);
+const processor = new Processor({ me, identity: myId, request: syncing, keys,
+  onChange() {}, onStored() {} });
+const cs = processor.upsertCase({ case_id: "case_r", client_id: "acct_c",
+  counselor_id: me, state: "assigned", topic: "t", language: "en", epoch: 1,
+  last_seq: 0, created_at: 1 }, false);
+cs.keys.set(1, caseKey);
+const marks = () => [processor.cursors.case_r, cs.peerDelivered, cs.peerRead];
+const contradictions = () => cs.contradictions.map((p) => [p.seq, p.kind, p.detail]);
+const settle = async () => { await new Promise((r) => setTimeout(r, 0)); await cs.queue; };
+"""
+
+
 def test_sync_receipts_count_only_when_signed(node: Callable[[str], Any]) -> None:
-    """A sync's receipts (each participant's latest): ours restores the read cursor, the
-    client's moves the Delivered/Read marks; a forged one moves nothing and is reported."""
+    """A sync's receipts (each participant's latest), checked against the synced records:
+    ours restores the read cursor, the client's moves the Delivered/Read marks; a forged
+    one moves nothing and is reported."""
     got = node(
         PRELUDE
+        + CASE_R
         + """
-        const { Processor } = await import("./src/processor.js");
-        const client = c.generateIdentity();
-        publish("acct_c", "carla", "client", client);
-        const keys = session();
-        const head = c.randomBytes(32);
-        const receipt = (who, signer, kind, seq) => ({
-          account_id: who, kind, up_to_seq: seq, chain_hash: b64(head),
-          sig: b64(c.signReceipt(signer, "case_r", kind, seq, head)),
-        });
-        let receipts = [];
-        const syncing = async (type, fields) => type === "sync"
-          ? { messages: [], last_seq: 0, has_more: false, receipts }
-          : request(type, fields);
-        const processor = new Processor({ me, identity: myId, request: syncing, keys,
-          onChange() {}, onStored() {} });
-        const cs = processor.upsertCase({ case_id: "case_r", client_id: "acct_c",
-          counselor_id: me, state: "assigned", topic: "t", language: "en", epoch: 1,
-          last_seq: 0, created_at: 1 }, false);
-        receipts = [receipt(me, myId, "read", 7), receipt("acct_c", client, "read", 6)];
+        const records = history(7);
+        const at = (seq) => wireHash(records[seq - 1]);
+        served = { messages: records, receipts: [receipt(me, myId, "read", 7, at(7)),
+          receipt("acct_c", client, "read", 6, at(6))] };
         await cs.enqueue(() => processor.syncNow(cs));
-        const honest = [processor.cursors.case_r, cs.peerRead, cs.peerDelivered,
-          cs.problems.length];
-        receipts = [receipt(me, client, "read", 9), receipt("acct_c", myId, "read", 8)];
+        const honest = [...marks(), cs.lastSeen, cs.problems.length,
+          [...cs.messages.values()].every((m) => m.verified)];
+        served = { messages: records, receipts: [receipt(me, client, "read", 7, at(7)),
+          receipt("acct_c", myId, "read", 6, at(6))] };
         await cs.enqueue(() => processor.syncNow(cs));
         console.log(JSON.stringify({ honest,
-          forged: [processor.cursors.case_r, cs.peerRead, cs.problems.map((p) => p.detail)] }));
+          forged: [...marks(), cs.problems.map((p) => p.detail)] }));
         """
     )
-    assert got["honest"] == [7, 6, 6, 0]
+    assert got["honest"] == [7, 6, 6, 7, 0, True]
     assert got["forged"] == [
         7,
         6,
+        6,
         ["read receipt is not signed by its sender", "read receipt is not signed by its sender"],
+    ]
+
+
+def test_a_receipt_ahead_of_the_page_waits_for_its_record(node: Callable[[str], Any]) -> None:
+    """A receipt for a seq the page has not processed yet (receipt.new before the records)
+    moves nothing until the record at its seq has been processed and matches."""
+    got = node(
+        PRELUDE
+        + CASE_R
+        + """
+        const records = history(4);
+        const at = (seq) => wireHash(records[seq - 1]);
+        processor.onEvent({ type: "receipt.new", case_id: "case_r",
+          ...receipt("acct_c", client, "delivered", 4, at(4)) });
+        processor.onEvent({ type: "receipt.new", case_id: "case_r",
+          ...receipt("acct_c", client, "read", 2, at(2)) });
+        processor.onEvent({ type: "receipt.new", case_id: "case_r",
+          ...receipt(me, myId, "read", 3, at(3)) });
+        await settle();
+        const early = [...marks(), cs.heldReceipts.size];
+        const steps = [];
+        for (const record of records) {
+          processor.onEvent({ type: "msg.new", message: record });
+          await settle();
+          steps.push([...marks(), cs.heldReceipts.size]);
+        }
+        console.log(JSON.stringify({ early, steps, problems: cs.problems.length }));
+        """
+    )
+    assert got["early"] == [0, 0, 0, 3]  # held: nothing to compare with yet
+    # [read cursor, Delivered, Read, still held] after records 1, 2, 3, 4.
+    assert got["steps"] == [[0, 0, 0, 3], [0, 2, 2, 2], [3, 2, 2, 1], [3, 4, 2, 0]]
+    assert got["problems"] == 0
+
+
+def test_hostile_a_receipt_ahead_of_the_page_names_another_history(
+    node: Callable[[str], Any],
+) -> None:
+    """The hub rewrites seq 3 for the counselor after the client (and the counselor's other
+    tab) signed receipts over the original, and hands those receipts over first. When the
+    rewritten record arrives the page reports the contradiction at seq 3 and neither mark
+    moves; a receipt for a seq the hub then skips is reported as dropped."""
+    got = node(
+        PRELUDE
+        + CASE_R
+        + """
+        const original = history(3);
+        const signedHash = wireHash(original[2]);
+        const rewritten = [...original.slice(0, 2), message(3, original[1], "not what was said")];
+        processor.onEvent({ type: "receipt.new", case_id: "case_r",
+          ...receipt("acct_c", client, "read", 3, signedHash) });
+        processor.onEvent({ type: "receipt.new", case_id: "case_r",
+          ...receipt(me, myId, "read", 3, signedHash) });
+        await settle();
+        const early = [...marks(), contradictions()];
+        served = { messages: rewritten, receipts: [] };
+        await cs.enqueue(() => processor.syncNow(cs));
+        const after = [...marks(), cs.heldReceipts.size, contradictions()];
+        // A signed point at seq 5, then a history without seq 5.
+        const honest4 = message(4, rewritten[2]);
+        const five = message(5, honest4);
+        processor.onEvent({ type: "receipt.new", case_id: "case_r",
+          ...receipt("acct_c", client, "delivered", 5, wireHash(five)) });
+        await settle();
+        served = { messages: [...rewritten, honest4, message(6, five)], receipts: [] };
+        await cs.enqueue(() => processor.syncNow(cs));
+        console.log(JSON.stringify({ early, after, skipped: [...marks(), cs.lastSeen,
+          contradictions().filter(([seq]) => seq === 5)] }));
+        """
+    )
+    assert got["early"] == [0, 0, 0, []]
+    assert got["after"] == [
+        0,
+        0,
+        0,
+        0,
+        [
+            [3, "rewritten", "history up to seq 3 differs from what the other side signed"],
+            [3, "rewritten", "history up to seq 3 differs from what you signed"],
+        ],
+    ]
+    assert got["skipped"] == [
+        0,
+        0,
+        0,
+        6,
+        [[5, "dropped", "seq 5, which the other side signed for, is missing"]],
     ]
 
 

@@ -16,11 +16,15 @@
 //   when the counselor looks at the case (markRead), each signed over (case, kind, seq,
 //   chain hash at seq) (v2 §4); per-case read cursors (seq numbers only) survive a reload
 //   in session storage. A receipt from the hub (event or sync: each participant's
-//   latest) counts only if its signer's signature verifies: the other side's move the
-//   Delivered/Read marks, our own "read" restores the read cursor in a fresh session.
+//   latest) counts only if its signer's signature verifies and its chain hash is our
+//   record's at its seq: the other side's move the Delivered/Read marks, our own "read"
+//   restores the read cursor in a fresh session. A receipt for a seq not processed yet
+//   is held (CaseState.heldReceipts, the latest per account and kind) and checked when
+//   the record at its seq has been processed; nothing moves before.
 // - Signed order (v2 §4): after each record, order.js checkOrder runs over the case's
 //   history; a record presented again at a seq with another chain hash than before, or a
-//   receipt whose chain hash differs from our record at its seq, is a contradiction too.
+//   receipt whose chain hash differs from our record at its seq (or whose seq we passed
+//   without a record there), is a contradiction too.
 //   Every problem goes to CaseState.problems (the pane shows them, naming the seq).
 // - Keys not shared yet (issue 14): a record under an epoch key the client has not shared
 //   with us (keys.awaitingKey) is not processed; the case holds there (keyPending, the
@@ -58,6 +62,7 @@ export class CaseState {
     this.opened = new Map(); // seq -> verified envelope (prevSeq, prevHash, n)
     this.orderProblems = []; // checkOrder over history
     this.contradictions = []; // changed chain hashes, receipts that do not match
+    this.heldReceipts = new Map(); // "account kind" -> signed receipt ahead of lastSeen
     this.offered = null; // epochs the last case.keys offered us a seal of (keys.js)
     this.keyPending = 0; // the epoch whose key the client has not shared with us yet
   }
@@ -308,7 +313,8 @@ export class Processor {
   }
 
   /** A signed receipt (event or sync; run on the case queue): it counts only if its
-   *  signer's signature verifies, and its chain hash must match our record at its seq. */
+   *  signer's signature verifies, and its chain hash must match our record at its seq.
+   *  One for a seq we have not processed yet is held until we have (#releaseReceipts). */
   async #checkReceipt(cs, receipt) {
     const caseId = cs.info.case_id;
     const seq = receipt.up_to_seq;
@@ -330,23 +336,54 @@ export class Processor {
         detail: `${receipt.kind} receipt is not signed by its sender` });
       return;
     }
+    const signed = { who, kind: receipt.kind, seq, chainHash };
+    if (seq > cs.lastSeen) {
+      // Nothing to compare with yet: wait for the record (bounded: the latest per
+      // account and kind, as the hub keeps them).
+      const slot = `${who} ${receipt.kind}`;
+      const held = cs.heldReceipts.get(slot);
+      if (held === undefined || held.seq < seq) cs.heldReceipts.set(slot, signed);
+      return;
+    }
+    this.#applyReceipt(cs, signed);
+  }
+
+  /** Check the held receipts whose seq we have now processed (after each record). */
+  #releaseReceipts(cs) {
+    for (const [slot, signed] of cs.heldReceipts) {
+      if (signed.seq > cs.lastSeen) continue;
+      cs.heldReceipts.delete(slot);
+      this.#applyReceipt(cs, signed);
+    }
+  }
+
+  /** A verified receipt at or below lastSeen: it moves the marks only if it names our
+   *  record's chain hash at its seq. */
+  #applyReceipt(cs, { who, kind, seq, chainHash }) {
+    const caseId = cs.info.case_id;
+    const signer = who === this.me ? "you" : "the other side";
     const ours = cs.hashes.get(seq);
-    if (ours !== undefined && !c.equalBytes(ours, chainHash)) {
+    if (ours === undefined) {
+      this.#contradiction(cs, { seq, kind: "dropped", senderId: who,
+        detail: `seq ${seq}, which ${signer} signed for, is missing` });
+      return;
+    }
+    if (!c.equalBytes(ours, chainHash)) {
       this.#contradiction(cs, { seq, kind: "rewritten", senderId: who,
-        detail: `history up to seq ${seq} differs from what ${who === this.me ? "you" : "the other side"} signed` });
+        detail: `history up to seq ${seq} differs from what ${signer} signed` });
       return;
     }
     if (who === this.me) {
       // Our own "read" (from a sync, or another tab) restores the unread position in a
       // fresh browser session; never lowered.
-      if (receipt.kind === "read" && seq > (this.cursors[caseId] ?? 0)) {
+      if (kind === "read" && seq > (this.cursors[caseId] ?? 0)) {
         this.cursors[caseId] = seq;
         saveCursors(this.cursors);
         this.onChange("cases");
       }
       return;
     }
-    if (receipt.kind === "read") cs.peerRead = Math.max(cs.peerRead, seq);
+    if (kind === "read") cs.peerRead = Math.max(cs.peerRead, seq);
     cs.peerDelivered = Math.max(cs.peerDelivered, seq);
     this.onChange("case", caseId);
   }
@@ -429,6 +466,7 @@ export class Processor {
       if (r.senderId === this.me) cs.lastN = Math.max(cs.lastN, envelope.n);
       cs.orderProblems = checkOrder(cs.history, cs.opened);
     }
+    this.#releaseReceipts(cs);
     cs.info = { ...cs.info, last_seq: Math.max(cs.info.last_seq, r.seq) };
     if (r.senderId === this.me) {
       this.onStored(r.clientMsgId); // stored: no longer pending
