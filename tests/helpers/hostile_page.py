@@ -1,11 +1,15 @@
 """What the hostile-page tests (tests/web/test_hostile_*.py, test_attest.py) share: a
 hostile writer of the hub's SQLite file, and a raw-frame client that sends exactly the
-envelope bytes a test chooses (signed, padded and encrypted as the protocol says)."""
+envelope bytes a test chooses (signed, padded and encrypted as the protocol says), in
+the scene most of them start from: a real hub, the counselor signed in on the page, and
+a raw client whose case the counselor was assigned."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +18,15 @@ import nacl.utils
 
 from protocol import crypto
 from protocol import frames as f
+from tests.helpers.browser import BrowserPage, open_page, register_in_page
 from tests.helpers.dbwriter import live_hub_db
-from tests.helpers.hubs import RunningHub
+from tests.helpers.hubs import RunningHub, start_hub
 from tests.helpers.rawclient import RawClient, rid
 
 __all__ = [
     "client_case",
     "counselor_keys",
+    "counselor_page_and_client",
     "db_file",
     "db_read",
     "db_write",
@@ -98,3 +104,20 @@ async def counselor_keys(raw: RawClient, case: f.CaseInfo) -> f.DirectoryEntry:
     directory = await raw.request(f.DirectoryGet(id=rid(), account_ids=[case.counselor_id]))
     assert isinstance(directory, f.DirectoryResult)
     return directory.entries[0]
+
+
+@contextlib.asynccontextmanager
+async def counselor_page_and_client(
+    browser: Any, tmp_path: Path, counselor_handle: str
+) -> AsyncIterator[tuple[RunningHub, BrowserPage, RawClient, f.CaseInfo]]:
+    """(hub, page, raw client, its case): a real hub; a counselor registered (by invite)
+    and signed in on the page; a raw-frame client whose case was assigned to them."""
+    async with start_hub(tmp_path / "hub") as hub:
+        invite = await hub.invite_counselor()
+        bp = await open_page(browser, hub.http_url)
+        await register_in_page(bp.page, invite, counselor_handle)
+        raw, case = await client_case(hub)
+        try:
+            yield hub, bp, raw, case
+        finally:
+            await raw.close()

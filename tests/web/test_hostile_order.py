@@ -11,9 +11,14 @@ from typing import Any
 from protocol import crypto
 from protocol import frames as f
 from protocol.chain import GENESIS, chain_hash
-from tests.helpers.browser import PAGE_PASS, open_page, playwright_expect, register_in_page
-from tests.helpers.hostile_page import client_case, counselor_keys, db_file, envelope, send_frame
-from tests.helpers.hubs import start_hub
+from tests.helpers.browser import PAGE_PASS, playwright_expect
+from tests.helpers.hostile_page import (
+    counselor_keys,
+    counselor_page_and_client,
+    db_file,
+    envelope,
+    send_frame,
+)
 from tests.helpers.rawclient import rid
 
 
@@ -66,38 +71,32 @@ def rechain(path: Path, case_id: str) -> None:
 
 async def test_hostile_dropped_message_is_reported_by_seq(browser: Any, tmp_path: Path) -> None:
     expect = playwright_expect()
-    async with start_hub(tmp_path / "hub") as hub:
-        invite = await hub.invite_counselor()
-        bp = await open_page(browser, hub.http_url)
+    async with counselor_page_and_client(browser, tmp_path, "dr-order") as scene:
+        hub, bp, raw, case = scene
         page = bp.page
-        await register_in_page(page, invite, "dr-order")
-        raw, case = await client_case(hub)
-        try:
-            counselor = await counselor_keys(raw, case)
-            key = await raw.deposit_key(case, counselor.box_pk)
-            for n, body in enumerate(("I am scared.", "NO. Do not call anyone.", "Thanks."), 1):
-                cmid = f"cmid-{n}"
-                frame = send_frame(raw, key, case.case_id, envelope(body, cmid, n), cmid)
-                assert isinstance(await raw.request(frame), f.MsgAck)
-            item = page.locator(f'.case-item[data-case-id="{case.case_id}"]')
-            await expect(item.locator(".badge.unread")).to_have_text("3")
-            drop_and_rechain(db_file(hub), case.case_id, 2)
-            # The page keeps no history: after a reload it syncs what the hub presents now.
-            await page.reload()
-            await page.fill("#unlock-pass", PAGE_PASS)
-            await page.press("#unlock-pass", "Enter")
+        counselor = await counselor_keys(raw, case)
+        key = await raw.deposit_key(case, counselor.box_pk)
+        for n, body in enumerate(("I am scared.", "NO. Do not call anyone.", "Thanks."), 1):
+            cmid = f"cmid-{n}"
+            frame = send_frame(raw, key, case.case_id, envelope(body, cmid, n), cmid)
+            assert isinstance(await raw.request(frame), f.MsgAck)
+        item = page.locator(f'.case-item[data-case-id="{case.case_id}"]')
+        await expect(item.locator(".badge.unread")).to_have_text("3")
+        drop_and_rechain(db_file(hub), case.case_id, 2)
+        # The page keeps no history: after a reload it syncs what the hub presents now.
+        await page.reload()
+        await page.fill("#unlock-pass", PAGE_PASS)
+        await page.press("#unlock-pass", "Enter")
 
-            await page.locator(f'.case-item[data-case-id="{case.case_id}"]').click()
-            pane = page.locator(f'.pane[data-case-id="{case.case_id}"]')
-            await expect(pane.locator(".msg.verified")).to_have_count(2)  # each one verifies
-            warning = pane.locator(".case-warnings")
-            await expect(warning.locator(".order-warning")).to_contain_text("contradicts")
-            problem = warning.locator('li[data-seq="2"][data-kind="dropped"]')
-            await expect(problem).to_contain_text(f"message n=2 of {raw.account_id} is missing")
-            await expect(pane.locator(".log")).not_to_contain_text("Do not call")
-            bp.assert_clean()
-        finally:
-            await raw.close()
+        await page.locator(f'.case-item[data-case-id="{case.case_id}"]').click()
+        pane = page.locator(f'.pane[data-case-id="{case.case_id}"]')
+        await expect(pane.locator(".msg.verified")).to_have_count(2)  # each one verifies
+        warning = pane.locator(".case-warnings")
+        await expect(warning.locator(".order-warning")).to_contain_text("contradicts")
+        problem = warning.locator('li[data-seq="2"][data-kind="dropped"]')
+        await expect(problem).to_contain_text(f"message n=2 of {raw.account_id} is missing")
+        await expect(pane.locator(".log")).not_to_contain_text("Do not call")
+        bp.assert_clean()
 
 
 async def test_hostile_reordered_history_contradicts_a_signed_receipt(
@@ -107,48 +106,42 @@ async def test_hostile_reordered_history_contradicts_a_signed_receipt(
     swaps seqs 1 and 2 and re-chains. The page reports the reorder (the counters) and the
     receipt that no longer matches (the history up to seq 3 was rewritten)."""
     expect = playwright_expect()
-    async with start_hub(tmp_path / "hub") as hub:
-        invite = await hub.invite_counselor()
-        bp = await open_page(browser, hub.http_url)
+    async with counselor_page_and_client(browser, tmp_path, "dr-receipt") as scene:
+        hub, bp, raw, case = scene
         page = bp.page
-        await register_in_page(page, invite, "dr-receipt")
-        raw, case = await client_case(hub)
-        try:
-            counselor = await counselor_keys(raw, case)
-            key = await raw.deposit_key(case, counselor.box_pk)
-            ack: Any = None
-            for n, body in enumerate(("one", "two", "three"), 1):
-                cmid = f"cmid-{n}"
-                frame = send_frame(raw, key, case.case_id, envelope(body, cmid, n), cmid)
-                ack = await raw.request(frame)
-                assert isinstance(ack, f.MsgAck)
-            assert raw.identity is not None and ack.seq == 3
-            signed = crypto.sign_receipt(raw.identity, case.case_id, "read", 3, ack.chain_hash)
-            receipt = f.Receipt(
-                id=rid(),
-                case_id=case.case_id,
-                kind="read",
-                up_to_seq=3,
-                chain_hash=ack.chain_hash,
-                sig=signed,
-            )
-            assert isinstance(await raw.request(receipt), f.Ok)
-            item = page.locator(f'.case-item[data-case-id="{case.case_id}"]')
-            await expect(item.locator(".badge.unread")).to_have_text("3")
-            swap_and_rechain(db_file(hub), case.case_id, 1, 2)
-            await page.reload()
-            await page.fill("#unlock-pass", PAGE_PASS)
-            await page.press("#unlock-pass", "Enter")
+        counselor = await counselor_keys(raw, case)
+        key = await raw.deposit_key(case, counselor.box_pk)
+        ack: Any = None
+        for n, body in enumerate(("one", "two", "three"), 1):
+            cmid = f"cmid-{n}"
+            frame = send_frame(raw, key, case.case_id, envelope(body, cmid, n), cmid)
+            ack = await raw.request(frame)
+            assert isinstance(ack, f.MsgAck)
+        assert raw.identity is not None and ack.seq == 3
+        signed = crypto.sign_receipt(raw.identity, case.case_id, "read", 3, ack.chain_hash)
+        receipt = f.Receipt(
+            id=rid(),
+            case_id=case.case_id,
+            kind="read",
+            up_to_seq=3,
+            chain_hash=ack.chain_hash,
+            sig=signed,
+        )
+        assert isinstance(await raw.request(receipt), f.Ok)
+        item = page.locator(f'.case-item[data-case-id="{case.case_id}"]')
+        await expect(item.locator(".badge.unread")).to_have_text("3")
+        swap_and_rechain(db_file(hub), case.case_id, 1, 2)
+        await page.reload()
+        await page.fill("#unlock-pass", PAGE_PASS)
+        await page.press("#unlock-pass", "Enter")
 
-            await item.click()
-            pane = page.locator(f'.pane[data-case-id="{case.case_id}"]')
-            await expect(pane.locator(".msg.verified")).to_have_count(3)
-            warning = pane.locator(".case-warnings")
-            await expect(warning.locator('li[data-kind="reordered"]')).to_contain_text(
-                f"message n=1 of {raw.account_id} comes after n=2"
-            )
-            await expect(
-                warning.locator('li[data-seq="3"][data-kind="rewritten"]')
-            ).to_contain_text("history up to seq 3 differs from what the other side signed")
-        finally:
-            await raw.close()
+        await item.click()
+        pane = page.locator(f'.pane[data-case-id="{case.case_id}"]')
+        await expect(pane.locator(".msg.verified")).to_have_count(3)
+        warning = pane.locator(".case-warnings")
+        await expect(warning.locator('li[data-kind="reordered"]')).to_contain_text(
+            f"message n=1 of {raw.account_id} comes after n=2"
+        )
+        await expect(warning.locator('li[data-seq="3"][data-kind="rewritten"]')).to_contain_text(
+            "history up to seq 3 differs from what the other side signed"
+        )
