@@ -21,17 +21,10 @@ from tests.helpers.clients import (
     register_counselor,
     take_until,
 )
+from tests.helpers.dbwriter import TURNS
 from tests.helpers.hubs import start_hub
 
 ROOT = Path(__file__).resolve().parents[2]
-TURNS = [
-    ("client", "I need to talk about my brother."),
-    ("counselor", "I am listening."),
-    ("client", "NO. Do not call anyone."),
-    ("counselor", "Understood, I will not call anyone."),
-    ("client", "Thank you."),
-    ("counselor", "Take care."),
-]
 
 
 async def conversation(tmp_path: Path) -> tuple[Path, str]:

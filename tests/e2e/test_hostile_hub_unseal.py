@@ -16,17 +16,9 @@ from chat_client.keyfiles import load_key
 from tests.helpers import dbwriter
 from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import PASS_CLIENT, PASS_COUNSELOR, next_message
+from tests.helpers.dbwriter import TURNS
 from tests.helpers.disputes import ESCROW_PASS, capsule_depositors, ceremony, server
 from tests.helpers.hubs import TEST_KDF, start_hub
-
-TURNS = [
-    ("client", "I need to talk about my brother."),
-    ("counselor", "I am listening."),
-    ("client", "NO. Do not call anyone."),
-    ("counselor", "Understood, I will not call anyone."),
-    ("client", "Thank you."),
-    ("counselor", "Take care."),
-]
 
 
 @pytest.fixture(autouse=True)

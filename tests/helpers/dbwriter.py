@@ -17,12 +17,25 @@ from pathlib import Path
 from protocol.chain import GENESIS, chain_hash
 
 __all__ = [
+    "TURNS",
     "assign_case",
     "delete_message",
     "live_hub_db",
     "replay_message",
     "set_account_keys",
     "swap_messages",
+]
+
+
+#: The six-turn conversation the hostile-writer tests rewrite: the client's refusal at
+#: seq 3 is what a hostile operator would most want gone.
+TURNS: list[tuple[str, str]] = [
+    ("client", "I need to talk about my brother."),
+    ("counselor", "I am listening."),
+    ("client", "NO. Do not call anyone."),
+    ("counselor", "Understood, I will not call anyone."),
+    ("client", "Thank you."),
+    ("counselor", "Take care."),
 ]
 
 
