@@ -22,7 +22,7 @@ from protocol.chain import verify_chain
 from tests.helpers.clients import take_event, take_until
 from tests.helpers.cluster import Cluster, Node, people, run_cluster
 from tests.helpers.haproxy import StartProxy
-from tests.helpers.rawclient import RawClient, pair, rid
+from tests.helpers.rawclient import RawClient, pair, resend, rid
 from tests.helpers.redis_server import own_redis
 from tests.helpers.waiting import wait_until, within
 
@@ -229,7 +229,7 @@ async def test_postgresql_connections_dropped_mid_load(
                     else:
                         assert isinstance(answer, f.ErrorFrame), answer
                         refusals.add((answer.code, answer.message))
-                        pending.append(_again(frame))  # the same message, a new request id
+                        pending.append(resend(frame))  # the same message, a new request id
         finally:
             await terminate.close()
 
@@ -252,14 +252,3 @@ async def test_postgresql_connections_dropped_mid_load(
         assert got <= set(final)
         await client.close()
         await counselor.close()
-
-
-def _again(frame: f.MsgSend) -> f.MsgSend:
-    return f.MsgSend(
-        id=rid(),
-        case_id=frame.case_id,
-        epoch=frame.epoch,
-        client_msg_id=frame.client_msg_id,
-        nonce=frame.nonce,
-        ciphertext=frame.ciphertext,
-    )

@@ -13,48 +13,18 @@ from pathlib import Path
 import pytest
 
 from chat_client import ChatClient, DisputeEvent, escrow_cli, unseal
-from chat_client.keyfiles import load_key
 from protocol import crypto
 from protocol import errors as pe
-from tests.helpers.certs import certify_counselors
 from tests.helpers.clients import take, take_event
 from tests.helpers.disputes import (
     ESCROW_PASS,
     capsule_depositors,
     ceremony,
+    install_and_register,
     legal_order,
     server,
 )
-from tests.helpers.hubs import TEST_KDF, RunningHub, start_hub
-
-
-async def install_and_register(
-    hub: RunningHub, tmp_path: Path, policy: Path, org_fp: str
-) -> tuple[ChatClient, ChatClient]:
-    """Install ``policy`` on the hub, then register a counselor and a client pinning it."""
-    assert (
-        await server(
-            hub, "admin", "escrow-policy", "install", str(policy), "--org-fingerprint", org_fp
-        )
-        == 0
-    )
-    code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
-    counselor = await ChatClient.register(
-        hub.url,
-        "dr-who",
-        "dr who pass 7",
-        home=tmp_path / "co",
-        invite=code,
-        org_fingerprint=org_fp,
-        **TEST_KDF,
-    )
-    # The organisation certifies the counselor (clients pinning it require that).
-    org_key = load_key(policy.parent / "org.key", ESCROW_PASS, "org").sign_key
-    assert await certify_counselors(hub, org_key) == ["dr-who"]
-    client = await ChatClient.register(
-        hub.url, "alice", "alice pass 7", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
-    )
-    return counselor, client
+from tests.helpers.hubs import TEST_KDF, start_hub
 
 
 @pytest.fixture(autouse=True)

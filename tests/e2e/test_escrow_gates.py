@@ -45,6 +45,7 @@ from tests.helpers.disputes import (
     ESCROW_PASS,
     capsule_depositors,
     ceremony,
+    install_and_register,
     legal_order,
     server,
 )
@@ -62,28 +63,7 @@ async def chatting(
 ) -> tuple[ChatClient, ChatClient, str]:
     """Policy installed, a consenting client and a counselor, one message each way,
     both capsules deposited: (client, counselor, case id)."""
-    assert (
-        await server(
-            hub, "admin", "escrow-policy", "install", str(policy), "--org-fingerprint", org_fp
-        )
-        == 0
-    )
-    code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
-    counselor = await ChatClient.register(
-        hub.url,
-        "dr-who",
-        "dr who pass 7",
-        home=tmp_path / "co",
-        invite=code,
-        org_fingerprint=org_fp,
-        **TEST_KDF,
-    )
-    # The organisation certifies the counselor (clients pinning it require that).
-    org_key = load_key(policy.parent / "org.key", ESCROW_PASS, "org").sign_key
-    assert await certify_counselors(hub, org_key) == ["dr-who"]
-    client = await ChatClient.register(
-        hub.url, "alice", "alice pass 7", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
-    )
+    counselor, client = await install_and_register(hub, tmp_path, policy, org_fp)
     assert await client.consent()
     case = await client.open_case("anxiety", "en")
     await client.send(case.case_id, "my private words")

@@ -29,7 +29,7 @@ from chat_client import ChatClient
 from protocol import frames as f
 from tests.helpers.cluster import fresh_database
 from tests.helpers.hubs import TEST_KDF, hub_process, start_hub
-from tests.helpers.rawclient import RawClient, pair, rid
+from tests.helpers.rawclient import RawClient, pair, resend, rid
 
 
 async def _send_all(
@@ -51,25 +51,13 @@ async def _send_all(
     return acked, refused
 
 
-def _again(frame: f.MsgSend) -> f.MsgSend:
-    """The same message (same client_msg_id, nonce, ciphertext) under a new request id."""
-    return f.MsgSend(
-        id=rid(),
-        case_id=frame.case_id,
-        epoch=frame.epoch,
-        client_msg_id=frame.client_msg_id,
-        nonce=frame.nonce,
-        ciphertext=frame.ciphertext,
-    )
-
-
 async def _retry_until_stored(
     client: RawClient, refused: list[f.MsgSend], acked: dict[str, f.MsgAck], seconds: float
 ) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while refused:
         assert asyncio.get_running_loop().time() < deadline, f"{len(refused)} never stored"
-        more, refused = await _send_all(client, [_again(m) for m in refused])
+        more, refused = await _send_all(client, [resend(m) for m in refused])
         acked.update(more)
         if refused:
             await asyncio.sleep(0.2)

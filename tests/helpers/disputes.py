@@ -13,13 +13,23 @@ import asyncio
 import json
 from pathlib import Path
 
-from chat_client import escrow_cli
+from chat_client import ChatClient, escrow_cli
+from chat_client.keyfiles import load_key
 from chat_server import cli as server_cli
 from chat_server import disputes_cli
-from tests.helpers.hubs import RunningHub
+from tests.helpers.certs import certify_counselors
+from tests.helpers.hubs import TEST_KDF, RunningHub
 from tests.helpers.waiting import wait_until
 
-__all__ = ["ESCROW_PASS", "KDF", "capsule_depositors", "ceremony", "legal_order", "server"]
+__all__ = [
+    "ESCROW_PASS",
+    "KDF",
+    "capsule_depositors",
+    "ceremony",
+    "install_and_register",
+    "legal_order",
+    "server",
+]
 
 #: The passphrase of every escrow key file the ceremony writes (CHAT_ESCROW_PASSPHRASE).
 ESCROW_PASS = "escrow passphrase"
@@ -122,3 +132,32 @@ async def capsule_depositors(
     except AssertionError as exc:
         raise AssertionError(f"{exc}; deposited by {sorted(got)}") from None
     return got
+
+
+async def install_and_register(
+    hub: RunningHub, tmp_path: Path, policy: Path, org_fp: str
+) -> tuple[ChatClient, ChatClient]:
+    """Install ``policy`` on the hub, then register a counselor and a client pinning it."""
+    assert (
+        await server(
+            hub, "admin", "escrow-policy", "install", str(policy), "--org-fingerprint", org_fp
+        )
+        == 0
+    )
+    code = await hub.invite_counselor("dr-who", ("en",), ("anxiety",))
+    counselor = await ChatClient.register(
+        hub.url,
+        "dr-who",
+        "dr who pass 7",
+        home=tmp_path / "co",
+        invite=code,
+        org_fingerprint=org_fp,
+        **TEST_KDF,
+    )
+    # The organisation certifies the counselor (clients pinning it require that).
+    org_key = load_key(policy.parent / "org.key", ESCROW_PASS, "org").sign_key
+    assert await certify_counselors(hub, org_key) == ["dr-who"]
+    client = await ChatClient.register(
+        hub.url, "alice", "alice pass 7", home=tmp_path / "cl", org_fingerprint=org_fp, **TEST_KDF
+    )
+    return counselor, client

@@ -23,6 +23,7 @@ from protocol.limits import MAX_SERVER_FRAME_BYTES
 __all__ = [
     "RawClient",
     "pair",
+    "resend",
     "rid",
 ]
 
@@ -31,6 +32,11 @@ _ids = itertools.count(1)
 
 def rid() -> str:
     return f"r{next(_ids)}"
+
+
+def resend(frame: f.MsgSend) -> f.MsgSend:
+    """The same message (same client_msg_id, nonce, ciphertext) under a new request id."""
+    return msgspec.structs.replace(frame, id=rid())
 
 
 @dataclass
